@@ -1,0 +1,395 @@
+"""Generate datasets with the scripted oracles inside the ogbench wheel (no downloads).
+
+Two kinds:
+
+* ``demos``: noisy closed-loop oracle episodes in the real singletask env,
+  ending at success or at the env's time limit; failures are kept and flagged.
+* ``play``: task-agnostic, fixed-length episodes of random subtasks in OGBench's
+  data-collection mode (open-loop plan oracles with smoothed noise whose level
+  is drawn per episode), labelled for a task only when loaded.
+
+Every episode draws its randomness from ``SeedSequence(seed, spawn_key=(episode,
+attempt))``, so the arrays depend on the arguments and the seed only, never on
+how many worker processes made them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from expoft.data.dataset import (
+    Dataset,
+    DatasetError,
+    dataset_paths,
+    label_for_task,
+    load_dataset,
+    make_dataset,
+    save_dataset,
+)
+from expoft.data.task_director import TaskDirector
+from expoft.envs.ogbench_domains import Domain, check_task, get_domain, make_play_env, make_singletask_env, task_goal
+from expoft.progress import Progress
+
+log = logging.getLogger(__name__)
+
+# Bump when the generated arrays for the same arguments would change.
+GENERATOR_VERSION = 1
+# OGBench's per-dimension scale of Markov-oracle action noise (x, y, z, yaw, gripper).
+_MARKOV_NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])
+
+
+def default_data_dir() -> Path:
+    """``$EXPOFT_DATA_DIR``, else ``$XDG_CACHE_HOME/expoft/datasets``, else ``~/.cache/expoft/datasets``."""
+    if os.environ.get("EXPOFT_DATA_DIR"):
+        return Path(os.environ["EXPOFT_DATA_DIR"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "expoft" / "datasets"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemosConfig:
+    """Noisy oracle demonstrations of one singletask."""
+
+    env: str = "cube-single"
+    """Domain: cube-single, cube-double, scene or puzzle-3x3."""
+    task: int = 1
+    """Singletask goal, 1..5."""
+    episodes: int = 30
+    """Number of episodes (successful and failed ones are both kept)."""
+    seed: int = 0
+    """Generation seed; same arguments and seed give identical arrays."""
+    noise: float = 0.1
+    """Gaussian action noise: each episode draws xi ~ U(0, noise) and adds N(0, xi * [1,1,1,3,10])."""
+    p_random_action: float = 0.0
+    """Probability of replacing the oracle's action by a uniform random one at each step."""
+    max_episode_steps: int | None = None
+    """Time limit; default: the singletask env's own (200 cube-single, 500 cube-double, 750 scene, 500 puzzle)."""
+
+    def __post_init__(self):
+        domain = get_domain(self.env)
+        check_task(domain, self.task)
+        _check_positive("episodes", self.episodes)
+        if self.noise < 0:
+            raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if not 0.0 <= self.p_random_action <= 1.0:
+            raise ValueError(f"p_random_action must lie in [0, 1], got {self.p_random_action}")
+        if self.max_episode_steps is not None:
+            _check_positive("max_episode_steps", self.max_episode_steps)
+
+    @property
+    def kind(self) -> str:
+        return "demos"
+
+    @property
+    def num_episodes(self) -> int:
+        return self.episodes
+
+    def cache_name(self) -> str:
+        return f"{get_domain(self.env).name}-task{self.task}-demos-{self.episodes}ep-seed{self.seed}-{_digest(self)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlayConfig:
+    """Task-agnostic play data: random subtasks, fixed-length episodes."""
+
+    env: str = "cube-double"
+    """Domain: cube-single, cube-double, scene or puzzle-3x3."""
+    transitions: int = 100_000
+    """Total transitions; rounded up to whole episodes."""
+    seed: int = 0
+    """Generation seed; same arguments and seed give identical arrays."""
+    episode_steps: int = 1000
+    """Length of every episode."""
+    noise: float = 0.1
+    """Maximum plan noise; each episode draws its level uniformly from [noise/4, noise]."""
+
+    def __post_init__(self):
+        get_domain(self.env)
+        _check_positive("transitions", self.transitions)
+        _check_positive("episode_steps", self.episode_steps)
+        if self.noise < 0:
+            raise ValueError(f"noise must be >= 0, got {self.noise}")
+
+    @property
+    def kind(self) -> str:
+        return "play"
+
+    @property
+    def num_episodes(self) -> int:
+        return math.ceil(self.transitions / self.episode_steps)
+
+    def cache_name(self) -> str:
+        return f"{get_domain(self.env).name}-play-{self.transitions}-seed{self.seed}-{_digest(self)}"
+
+
+GenConfig = DemosConfig | PlayConfig
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+def _digest(cfg: GenConfig) -> str:
+    blob = json.dumps({"config": dataclasses.asdict(cfg), "version": GENERATOR_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def _episode_rngs(seed: int, episode: int, attempt: int = 0) -> tuple[np.random.Generator, int, int]:
+    """(generator, env reset seed, legacy numpy seed) for one episode attempt."""
+    ss = np.random.SeedSequence(seed, spawn_key=(episode, attempt))
+    env_seed, legacy_seed = (int(x) for x in ss.generate_state(2))
+    return np.random.default_rng(ss), env_seed, legacy_seed
+
+
+# ---------------------------------------------------------------------------
+# one episode of each kind
+
+
+def _record(buf: dict[str, list], ob, action, next_ob, info, domain: Domain) -> None:
+    buf["observations"].append(ob)
+    buf["actions"].append(action)
+    buf["next_observations"].append(next_ob)
+    buf["next_qpos"].append(info["qpos"])
+    if domain.has_button_states:
+        buf["next_button_states"].append(info["button_states"])
+
+
+def _new_buffer() -> dict[str, list]:
+    return {k: [] for k in ("observations", "actions", "next_observations", "next_qpos", "next_button_states")}
+
+
+def demo_episode(env, domain: Domain, cfg: DemosConfig, episode: int) -> dict[str, np.ndarray]:
+    """One noisy oracle episode aimed at ``cfg.task``; ends at success or the time limit."""
+    rng, env_seed, legacy_seed = _episode_rngs(cfg.seed, episode)
+    np.random.seed(legacy_seed)  # OGBench's oracles draw from numpy's global generator
+    ob, info = env.reset(seed=env_seed)
+    director = TaskDirector(env, domain, task_goal(domain.name, cfg.task), rng)
+    director.reset(ob, info)
+    xi = rng.uniform(0.0, cfg.noise)
+    limit = cfg.max_episode_steps or domain.episode_steps
+    buf = _new_buffer()
+    success = False
+    for _ in range(limit):
+        if rng.random() < cfg.p_random_action:
+            action = rng.uniform(-1.0, 1.0, domain.action_dim)
+        else:
+            action = director.select_action(ob, info)
+            action = action + rng.normal(0.0, xi * _MARKOV_NOISE_SCALE)
+        action = np.clip(action, -1.0, 1.0)
+        next_ob, _, terminated, _, info = env.step(action)
+        _record(buf, ob, action, next_ob, info, domain)
+        ob = next_ob
+        success = bool(info["success"])
+        if terminated or success:
+            break
+    return _finish(buf, success)
+
+
+def _plan_oracles(env, family: str, noise: float) -> dict:
+    from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
+    from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+    from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
+    from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
+
+    if family == "cube":
+        return {"cube": CubePlanOracle(env=env, noise=noise)}
+    if family == "scene":
+        return {
+            "cube": CubePlanOracle(env=env, noise=noise),
+            "button": ButtonPlanOracle(env=env, noise=noise),
+            "drawer": DrawerPlanOracle(env=env, noise=noise),
+            "window": WindowPlanOracle(env=env, noise=noise),
+        }
+    return {"button": ButtonPlanOracle(env=env, noise=noise, gripper_always_closed=True)}
+
+
+def _stacking_probability(domain: Domain, rng: np.random.Generator) -> float:
+    # OGBench varies how often cubes are stacked from episode to episode.
+    if domain.num_cubes == 1:
+        return 0.0
+    if domain.family == "cube":
+        return rng.uniform(0.0, 0.25)
+    return 0.5
+
+
+def _scene_episode_healthy(domain: Domain, next_qpos: np.ndarray) -> bool:
+    """OGBench's check: the cube stays in view unless it is inside the drawer."""
+    if domain.family != "scene":
+        return True
+    from expoft.envs.ogbench_domains import QPOS_OBJECTS_START
+
+    xyz = next_qpos[:, QPOS_OBJECTS_START : QPOS_OBJECTS_START + 3]
+    too_far_right = (xyz[:, 1] >= 0.29).any()
+    too_far_left = ((xyz[:, 1] <= -0.3) & ((xyz[:, 2] < 0.06) | (xyz[:, 2] > 0.08))).any()
+    return not (too_far_right or too_far_left)
+
+
+def play_episode(env, domain: Domain, cfg: PlayConfig, episode: int, max_attempts: int = 20) -> dict[str, np.ndarray]:
+    """One fixed-length episode of random subtasks (retried if the scene breaks)."""
+    for attempt in range(max_attempts):
+        rng, env_seed, legacy_seed = _episode_rngs(cfg.seed, episode, attempt)
+        np.random.seed(legacy_seed)
+        ob, info = env.reset(seed=env_seed)
+        oracles = _plan_oracles(env, domain.family, noise=rng.uniform(cfg.noise / 4, cfg.noise))
+        p_stack = _stacking_probability(domain, rng)
+        oracle = oracles[info["privileged/target_task"]]
+        oracle.reset(ob, info)
+        buf = _new_buffer()
+        for _ in range(cfg.episode_steps):
+            action = np.clip(np.asarray(oracle.select_action(ob, info)), -1.0, 1.0)
+            next_ob, _, _, _, info = env.step(action)
+            _record(buf, ob, action, next_ob, info, domain)
+            ob = next_ob
+            if oracle.done:
+                ob, info = env.unwrapped.set_new_target(p_stack=p_stack)
+                oracle = oracles[info["privileged/target_task"]]
+                oracle.reset(ob, info)
+        episode_arrays = _finish(buf, success=False)
+        if _scene_episode_healthy(domain, episode_arrays["next_qpos"]):
+            return episode_arrays
+        log.debug("episode %d attempt %d left the workspace; retrying", episode, attempt)
+    raise RuntimeError(f"episode {episode}: no healthy rollout in {max_attempts} attempts")
+
+
+def _finish(buf: dict[str, list], success: bool) -> dict[str, np.ndarray]:
+    out = {k: np.asarray(v, dtype=np.float32) for k, v in buf.items() if v}
+    if "next_button_states" in out:
+        out["next_button_states"] = out["next_button_states"].astype(np.int8)
+    ends = np.zeros(len(out["actions"]), dtype=bool)
+    ends[-1] = True
+    out["episode_ends"] = ends
+    out["episode_success"] = np.array([success])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# jobs and workers
+
+_WORKER_ENV: dict = {}
+
+
+def _env_for(cfg: GenConfig):
+    """One env per (process, config): building an OGBench env takes ~0.3 s."""
+    key = (cfg.kind, cfg.env, getattr(cfg, "task", None), getattr(cfg, "episode_steps", None))
+    if key not in _WORKER_ENV:
+        _WORKER_ENV.clear()
+        domain = get_domain(cfg.env)
+        if cfg.kind == "demos":
+            _WORKER_ENV[key] = make_singletask_env(
+                domain, cfg.task, max_episode_steps=cfg.max_episode_steps or domain.episode_steps
+            )
+        else:
+            _WORKER_ENV[key] = make_play_env(domain, cfg.episode_steps + 1)
+    return _WORKER_ENV[key]
+
+
+def run_episodes(cfg: GenConfig, episodes: range) -> list[dict[str, np.ndarray]]:
+    """Generate the given episode indices (a job; runs in a worker process)."""
+    domain = get_domain(cfg.env)
+    env = _env_for(cfg)
+    make = demo_episode if cfg.kind == "demos" else play_episode
+    return [make(env, domain, cfg, e) for e in episodes]
+
+
+def _concat(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([ep[k] for ep in episodes]) for k in episodes[0]}
+
+
+def generate(cfg: GenConfig, workers: int | None = None, progress: bool = True) -> Dataset:
+    """Generate a dataset in memory (no caching; see :func:`get_or_generate`)."""
+    workers = workers or min(2, os.cpu_count() or 1)
+    n = cfg.num_episodes
+    steps_hint = cfg.episode_steps if cfg.kind == "play" else get_domain(cfg.env).episode_steps
+    # Jobs of ~20k steps: small enough for smooth progress, big enough to amortise env creation.
+    per_job = max(1, min(n // workers if workers > 1 else n, 20_000 // steps_hint or 1))
+    jobs = [range(i, min(i + per_job, n)) for i in range(0, n, per_job)]
+    bar = Progress(total=n, desc=f"{cfg.kind} {cfg.env}", unit="ep", enabled=progress)
+    start = time.perf_counter()
+    results: dict[int, list] = {}
+    if workers == 1 or len(jobs) == 1:
+        for i, job in enumerate(jobs):
+            results[i] = run_episodes(cfg, job)
+            bar.update(len(job))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(run_episodes, cfg, job): i for i, job in enumerate(jobs)}
+            for fut in cf.as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update(len(jobs[futures[fut]]))
+    bar.close()
+    episodes = [ep for i in range(len(jobs)) for ep in results[i]]
+    arrays = _concat(episodes)
+    meta = {
+        "env": get_domain(cfg.env).name,
+        "kind": cfg.kind,
+        "task": getattr(cfg, "task", None),
+        "seed": cfg.seed,
+        "generator": {
+            "name": "expoft.data.generate",
+            "version": GENERATOR_VERSION,
+            "oracle": "ogbench markov (closed loop)" if cfg.kind == "demos" else "ogbench plan (open loop)",
+            "config": dataclasses.asdict(cfg),
+        },
+        "generation_seconds": round(time.perf_counter() - start, 2),
+    }
+    if cfg.kind == "play":
+        del arrays["episode_success"]  # success depends on the task the data is later labelled for
+    env_success = arrays.pop("episode_success", None)
+    ds = make_dataset(arrays, meta, source=f"generated {cfg.kind}")
+    if cfg.kind == "demos":
+        ds = label_for_task(ds, ds.meta["env"], cfg.task, "sparse")
+        if not np.array_equal(ds.episode_success, env_success):
+            raise RuntimeError("success recomputed from next_qpos disagrees with the environment's success flag")
+    return ds
+
+
+def get_or_generate(
+    cfg: GenConfig,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[Path, Dataset, bool]:
+    """Return ``(path, dataset, reused)``, generating and saving only when needed.
+
+    With ``out`` the files go to ``out/NAME.{npz,json}``; otherwise to the cache
+    (``data_dir`` or :func:`default_data_dir`). An existing valid copy is reused.
+    An existing copy that fails validation is an error, never silently
+    regenerated; ``force=True`` regenerates it and keeps the old files as
+    ``*.bak``.
+    """
+    folder = Path(out) if out is not None else Path(data_dir) if data_dir is not None else default_data_dir()
+    npz, meta_path = dataset_paths(folder / cfg.cache_name())
+    if npz.exists() or meta_path.exists():
+        if not force:
+            try:
+                ds = load_dataset(npz)
+            except (DatasetError, FileNotFoundError) as e:
+                raise DatasetError(
+                    f"a cached dataset exists at {npz} but is not usable: {e}\n"
+                    "Nothing was changed. Pass --force to regenerate it (the old files are kept as *.bak)."
+                ) from e
+            log.info("reusing %s", npz)
+            return npz, ds, True
+        for p in (npz, meta_path):
+            if p.exists():
+                os.replace(p, p.with_name(p.name + ".bak"))
+    ds = generate(cfg, workers=workers, progress=progress)
+    save_dataset(ds, npz)
+    return npz, ds, False
