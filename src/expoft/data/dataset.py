@@ -36,12 +36,13 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from expoft.envs.ogbench_domains import Domain, get_domain, subgoal_successes, task_goal
+from expoft.envs.ogbench_domains import get_domain, subgoal_successes, task_goal
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +307,9 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -349,7 +353,7 @@ def _read_npz(npz: Path) -> dict[str, np.ndarray]:
                 "Save plain numeric arrays instead."
             ) from e
         raise DatasetError(f"{npz}: not a readable .npz file ({e})") from e
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise DatasetError(f"{npz}: not a readable .npz file ({e}); is it truncated or corrupted?") from e
 
 
@@ -463,6 +467,10 @@ def from_ogbench_arrays(raw: dict[str, np.ndarray], source: str = "ogbench file"
 # summary
 
 
+def _rounded(x: np.ndarray, digits: int) -> list[float]:
+    return [round(float(v), digits) for v in x]
+
+
 def describe(ds: Dataset) -> dict[str, Any]:
     """Counts and statistics for ``expoft data info``."""
     starts, stops = ds.episode_bounds()
@@ -474,19 +482,23 @@ def describe(ds: Dataset) -> dict[str, Any]:
         "kind": ds.meta.get("kind"),
         "episodes": ds.num_episodes,
         "transitions": ds.num_transitions,
-        "episode_length": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
+        "episode_length": {
+            "min": int(lengths.min()),
+            "mean": round(float(lengths.mean()), 1),
+            "max": int(lengths.max()),
+        },
         "obs_dim": ds.obs_dim,
         "action_dim": ds.action_dim,
-        "action_min": ds.actions.min(axis=0).round(4).tolist(),
-        "action_max": ds.actions.max(axis=0).round(4).tolist(),
-        "obs_mean_range": [float(obs.mean(axis=0).min()), float(obs.mean(axis=0).max())],
-        "obs_std_range": [float(obs.std(axis=0).min()), float(obs.std(axis=0).max())],
-        "obs_min": float(obs.min()),
-        "obs_max": float(obs.max()),
+        "action_min": _rounded(ds.actions.min(axis=0), 4),
+        "action_max": _rounded(ds.actions.max(axis=0), 4),
+        "obs_mean": _rounded(obs.mean(axis=0), 3),
+        "obs_std": _rounded(obs.std(axis=0), 3),
+        "obs_min": round(float(obs.min()), 4),
+        "obs_max": round(float(obs.max()), 4),
         "constant_obs_dims": int((obs.std(axis=0) == 0).sum()),
     }
     if ds.episode_success is not None:
         out["success_rate"] = float(ds.episode_success.mean())
         out["successful_episodes"] = int(ds.episode_success.sum())
-        out["return_mean"] = float(np.add.reduceat(ds.rewards, starts).mean())
+        out["return_mean"] = round(float(np.add.reduceat(ds.rewards, starts).mean()), 4)
     return out

@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 

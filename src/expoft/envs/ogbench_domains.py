@@ -186,9 +186,7 @@ CUBE_TOLERANCE = 0.04
 SLIDE_TOLERANCE = 0.04
 
 
-def subgoal_successes(
-    domain: Domain, goal: TaskGoal, qpos: np.ndarray, button_states: np.ndarray | None
-) -> np.ndarray:
+def subgoal_successes(domain: Domain, goal: TaskGoal, qpos: np.ndarray, button_states: np.ndarray | None) -> np.ndarray:
     """Which parts of the task goal hold in each state.
 
     Args:

@@ -1,0 +1,255 @@
+"""Replay buffer: a read-only offline part and an online ring, sampled as chunks.
+
+A chunk of length h starting at step t covers steps t .. t+n-1 with n <= h:
+it stops early at an episode end, at a terminal, or (online) at the newest
+written step. For each sampled chunk (all shapes with batch B)::
+
+    observations       [B, D]     s_t
+    actions            [B, h, A]  a_t .. a_{t+h-1}; steps past the end repeat the last valid action
+    rewards            [B]        R = sum_{k<n} gamma^k r_{t+k}
+    discounts          [B]        gamma^n, the bootstrap discount for the n steps taken
+    masks              [B]        0 if s_{t+n} is terminal, else 1
+    next_observations  [B, D]     s_{t+n}
+    valid              [B, h]     1 for the n steps inside the episode, 0 after
+    offline            [B]        1 if drawn from the offline part
+
+so that the TD target is ``y = rewards + discounts * masks * Q'(next_observations, .)``.
+h = 1 gives the ordinary transition (discount gamma). The discount is an
+argument: it belongs to the agent's config, not to the buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from expoft.data.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+
+class ChunkBatch(NamedTuple):
+    """A batch of (possibly length-1) chunks; see the module docstring for shapes."""
+
+    observations: np.ndarray  # [B, D] float32
+    actions: np.ndarray  # [B, h, A] float32 in [-1, 1]
+    rewards: np.ndarray  # [B] float32, discounted sum over the valid steps
+    discounts: np.ndarray  # [B] float32, gamma ** (number of valid steps)
+    masks: np.ndarray  # [B] float32, 0 where the chunk ends in a terminal state
+    next_observations: np.ndarray  # [B, D] float32
+    valid: np.ndarray  # [B, h] float32
+    offline: np.ndarray  # [B] bool
+
+
+class _Part:
+    """Contiguous transition arrays seen as a ring (the offline part is a full ring)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], size: int, ptr: int):
+        self.a = arrays
+        self.size = size
+        self.ptr = ptr  # next write position
+
+    @property
+    def capacity(self) -> int:
+        return len(self.a["actions"])
+
+    def gather(self, idx: np.ndarray, chunk_len: int, discount: float) -> dict[str, np.ndarray]:
+        a, cap = self.a, self.capacity
+        pos = (idx[:, None] + np.arange(chunk_len)) % cap  # [B, h]
+        # Steps written after idx: the chunk may not run into the write head.
+        ahead = (self.ptr - 1 - idx) % cap if self.size == cap else self.size - 1 - idx
+        done = a["terminals"] | a["episode_ends"]
+        valid = np.ones(pos.shape, dtype=bool)
+        for j in range(1, chunk_len):
+            valid[:, j] = valid[:, j - 1] & ~done[pos[:, j - 1]] & (ahead >= j)
+        n = valid.sum(axis=1)
+        last = pos[np.arange(len(idx)), n - 1]
+        powers = discount ** np.arange(chunk_len, dtype=np.float64)
+        rewards = (a["rewards"][pos] * valid * powers).sum(axis=1)
+        actions = np.where(valid[..., None], a["actions"][pos], a["actions"][last][:, None])
+        return {
+            "observations": a["observations"][idx],
+            "actions": actions,
+            "rewards": rewards.astype(np.float32),
+            "discounts": (discount**n).astype(np.float32),
+            "masks": (~a["terminals"][last]).astype(np.float32),
+            "next_observations": a["next_observations"][last],
+            "valid": valid.astype(np.float32),
+        }
+
+
+_FIELDS = ("observations", "next_observations", "actions", "rewards", "terminals", "episode_ends")
+
+
+class ReplayBuffer:
+    """Offline dataset (read-only) + preallocated online ring buffer.
+
+    Args:
+        obs_dim, action_dim: sizes of one observation and one action.
+        capacity: online transitions kept; the oldest are overwritten.
+        offline: task-labelled dataset to mix in (see ``load_dataset(..., task=K)``).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, capacity: int, offline: Dataset | None = None):
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        shapes = {
+            "observations": ((obs_dim,), np.float32),
+            "next_observations": ((obs_dim,), np.float32),
+            "actions": ((action_dim,), np.float32),
+            "rewards": ((), np.float32),
+            "terminals": ((), np.bool_),
+            "episode_ends": ((), np.bool_),
+        }
+        self._online = _Part({k: np.zeros((capacity, *s), d) for k, (s, d) in shapes.items()}, 0, 0)
+        self._offline = self._offline_part(offline) if offline is not None else None
+
+    def _offline_part(self, ds: Dataset) -> _Part:
+        if not ds.has_task:
+            raise ValueError(
+                "the offline dataset has no rewards/terminals; play data must be labelled for a task "
+                "first: load_dataset(path, env=..., task=K)"
+            )
+        if (ds.obs_dim, ds.action_dim) != (self.obs_dim, self.action_dim):
+            raise ValueError(
+                f"offline dataset has obs/action dims ({ds.obs_dim}, {ds.action_dim}); "
+                f"the buffer expects ({self.obs_dim}, {self.action_dim})"
+            )
+        arrays = {}
+        for k in _FIELDS:
+            view = getattr(ds, k).view()
+            view.flags.writeable = False  # the user's data is never modified
+            arrays[k] = view
+        return _Part(arrays, ds.num_transitions, 0)
+
+    # ---- sizes -----------------------------------------------------------
+    @property
+    def offline_size(self) -> int:
+        return 0 if self._offline is None else self._offline.size
+
+    @property
+    def online_size(self) -> int:
+        return self._online.size
+
+    @property
+    def capacity(self) -> int:
+        return self._online.capacity
+
+    # ---- writing ---------------------------------------------------------
+    def add(
+        self,
+        observation: np.ndarray,
+        action: np.ndarray,
+        reward: float,
+        next_observation: np.ndarray,
+        terminal: bool,
+        episode_end: bool,
+    ) -> None:
+        """Append one online transition; ``episode_end`` marks the last step of an episode."""
+        observation = np.asarray(observation, np.float32)
+        next_observation = np.asarray(next_observation, np.float32)
+        action = np.asarray(action, np.float32)
+        if observation.shape != (self.obs_dim,) or next_observation.shape != (self.obs_dim,):
+            raise ValueError(
+                f"observation shapes {observation.shape}/{next_observation.shape}; expected ({self.obs_dim},)"
+            )
+        if action.shape != (self.action_dim,):
+            raise ValueError(f"action shape {action.shape}; expected ({self.action_dim},)")
+        for name, value in (
+            ("observation", observation),
+            ("next_observation", next_observation),
+            ("action", action),
+            ("reward", np.asarray(reward)),
+        ):
+            if not np.isfinite(value).all():
+                raise ValueError(f"non-finite {name} {value}; refusing to store it in the replay buffer")
+        if np.abs(action).max() > 1.0 + 1e-5:
+            raise ValueError(f"action {action} lies outside [-1, 1]")
+        part = self._online
+        i = part.ptr
+        a = part.a
+        a["observations"][i] = observation
+        a["next_observations"][i] = next_observation
+        a["actions"][i] = action
+        a["rewards"][i] = reward
+        a["terminals"][i] = terminal
+        a["episode_ends"][i] = episode_end or terminal
+        part.ptr = (i + 1) % part.capacity
+        part.size = min(part.size + 1, part.capacity)
+
+    # ---- sampling --------------------------------------------------------
+    def sample(
+        self,
+        rng: np.random.Generator,
+        batch_size: int,
+        *,
+        discount: float,
+        chunk_len: int = 1,
+        offline_fraction: float = 0.5,
+    ) -> ChunkBatch:
+        """Draw ``round(batch_size * offline_fraction)`` chunks offline and the rest online."""
+        if not 0.0 <= offline_fraction <= 1.0:
+            raise ValueError(f"offline_fraction must lie in [0, 1], got {offline_fraction}")
+        if chunk_len < 1:
+            raise ValueError(f"chunk_len must be >= 1, got {chunk_len}")
+        if not 0.0 <= discount <= 1.0:
+            raise ValueError(f"discount must lie in [0, 1], got {discount}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n_off = int(round(batch_size * offline_fraction))
+        pieces = []
+        for part, n, name in ((self._offline, n_off, "offline"), (self._online, batch_size - n_off, "online")):
+            if n == 0:
+                continue
+            if part is None or part.size == 0:
+                raise ValueError(
+                    f"cannot draw {n} of {batch_size} samples from the {name} part: it is empty "
+                    f"(offline_fraction={offline_fraction})"
+                )
+            pieces.append(self.chunks_at(self._draw(rng, part, n), source=name, chunk_len=chunk_len, discount=discount))
+        if len(pieces) == 1:
+            return pieces[0]
+        return ChunkBatch(*(np.concatenate(fields) for fields in zip(*pieces, strict=True)))
+
+    def chunks_at(self, indices: np.ndarray, *, source: str, chunk_len: int, discount: float) -> ChunkBatch:
+        """Chunks starting at given slots of the ``offline`` or ``online`` part (no randomness)."""
+        part = {"offline": self._offline, "online": self._online}[source]
+        indices = np.asarray(indices, dtype=np.int64)
+        if part is None or ((indices < 0) | (indices >= part.size)).any():
+            raise IndexError(f"indices {indices} out of range for the {source} part of size {self._size(part)}")
+        chunk = part.gather(indices, chunk_len, discount)
+        return ChunkBatch(**chunk, offline=np.full(len(indices), source == "offline"))
+
+    @staticmethod
+    def _size(part: _Part | None) -> int:
+        return 0 if part is None else part.size
+
+    @staticmethod
+    def _draw(rng: np.random.Generator, part: _Part, n: int) -> np.ndarray:
+        if part.size == part.capacity:
+            return rng.integers(0, part.capacity, size=n)
+        return rng.integers(0, part.size, size=n)
+
+    # ---- persistence (online part; the offline part is its dataset file) --
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the online part to ``path`` (.npz, no pickle)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp.npz")
+        np.savez(tmp, ptr=np.int64(self._online.ptr), size=np.int64(self._online.size), **self._online.a)
+        os.replace(tmp, p)
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore the online part written by :meth:`save` (same dims and capacity)."""
+        with np.load(path, allow_pickle=False) as f:
+            for k in _FIELDS:
+                if f[k].shape != self._online.a[k].shape:
+                    raise ValueError(f"{path}: '{k}' has shape {f[k].shape}, this buffer has {self._online.a[k].shape}")
+            for k in _FIELDS:
+                self._online.a[k][...] = f[k]
+            self._online.ptr, self._online.size = int(f["ptr"]), int(f["size"])

@@ -1,0 +1,141 @@
+"""Oracle data generation: determinism, success flags, play labelling, the cache."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from expoft.data.dataset import DatasetError, load_dataset
+from expoft.data.generate import DemosConfig, PlayConfig, generate, get_or_generate
+from expoft.envs.ogbench_domains import get_domain, make_singletask_env
+
+
+def _same(a, b):
+    assert a.arrays().keys() == b.arrays().keys()
+    for k, v in a.arrays().items():
+        np.testing.assert_array_equal(v, getattr(b, k), err_msg=k)
+
+
+def test_demos_are_deterministic_across_worker_counts(cube_demos):
+    cfg = DemosConfig(env="cube-single", task=1, episodes=3, seed=0)
+    _same(cube_demos, generate(cfg, workers=1, progress=False))
+    # Two spawned worker processes must give the same arrays as one process.
+    _same(cube_demos, generate(cfg, workers=2, progress=False))
+    other = generate(DemosConfig(env="cube-single", task=1, episodes=3, seed=1), workers=1, progress=False)
+    assert not np.array_equal(other.actions[:10], cube_demos.actions[:10])
+
+
+def test_demo_episodes_end_at_success_with_sparse_reward(cube_demos):
+    ds = cube_demos
+    assert ds.meta["kind"] == "demos" and ds.meta["task"] == 1
+    assert ds.observations.shape[1] == 28 and ds.actions.shape[1] == 5
+    assert ds.observations.dtype == np.float32
+    assert np.abs(ds.actions).max() <= 1.0
+    starts, stops = ds.episode_bounds()
+    for e, (s, t) in enumerate(zip(starts, stops, strict=True)):
+        if ds.episode_success[e]:
+            # Reward 1 and a terminal exactly on the last step of a successful episode.
+            assert ds.terminals[t - 1] and ds.rewards[t - 1] == 1.0
+            assert ds.rewards[s : t - 1].sum() == 0 and not ds.terminals[s : t - 1].any()
+        else:
+            assert t - s == get_domain("cube-single").episode_steps
+
+
+def test_replaying_demo_actions_reproduces_the_episode(cube_demos):
+    """The stored observations are what the env produced for the stored actions."""
+    ds = cube_demos
+    from expoft.data.generate import _episode_rngs
+
+    _, env_seed, _ = _episode_rngs(0, 0)
+    env = make_singletask_env(get_domain("cube-single"), 1)
+    ob, _ = env.reset(seed=env_seed)
+    _, stop = ds.episode_bounds()[0][0], ds.episode_bounds()[1][0]
+    np.testing.assert_allclose(ob, ds.observations[0], atol=1e-5)
+    for t in range(stop):
+        ob, reward, terminated, _, info = env.step(ds.actions[t].astype(np.float64))
+        np.testing.assert_allclose(ob, ds.next_observations[t], atol=1e-4)
+    assert info["success"] == ds.episode_success[0]
+
+
+@pytest.mark.parametrize("env", ["cube-double", "scene", "puzzle-3x3"])
+def test_demos_for_other_domains_reach_their_goal(env):
+    ds = generate(DemosConfig(env=env, task=2, episodes=1, seed=0, noise=0.05), workers=1, progress=False)
+    assert ds.episode_success.all(), f"the directed oracle failed {env} task 2"
+    assert ds.obs_dim == get_domain(env).obs_dim
+    if get_domain(env).has_button_states:
+        assert ds.next_button_states.shape == (ds.num_transitions, get_domain(env).num_buttons)
+
+
+def test_play_data_has_fixed_length_episodes_and_labels_per_task():
+    cfg = PlayConfig(env="cube-double", transitions=300, episode_steps=150, seed=0)
+    ds = generate(cfg, workers=1, progress=False)
+    assert ds.num_transitions == 300 and ds.num_episodes == 2
+    np.testing.assert_array_equal(np.flatnonzero(ds.episode_ends), [149, 299])
+    assert not ds.has_task and ds.next_qpos.shape == (300, 28)
+    _same(ds, generate(cfg, workers=1, progress=False))
+    from expoft.data.dataset import label_for_task
+
+    for task in range(1, 6):
+        labelled = label_for_task(ds, "cube-double", task, reward="ogbench")
+        assert labelled.rewards.shape == (300,) and labelled.rewards.max() <= 0
+        assert labelled.episode_success.shape == (2,)
+
+
+@pytest.mark.parametrize("env", ["scene", "puzzle-3x3"])
+def test_play_with_buttons_records_button_states(env):
+    ds = generate(PlayConfig(env=env, transitions=120, episode_steps=120, seed=0), workers=1, progress=False)
+    domain = get_domain(env)
+    assert ds.next_button_states.shape == (120, domain.num_buttons)
+    assert set(np.unique(ds.next_button_states)) <= {0, 1}
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cache_reuses_valid_copies_and_never_silently_regenerates(tmp_path):
+    cfg = DemosConfig(env="cube-single", task=3, episodes=1, seed=0)
+    path, ds, reused = get_or_generate(cfg, data_dir=tmp_path, progress=False, workers=1)
+    assert not reused and path.parent == tmp_path
+    mtime = path.stat().st_mtime_ns
+    path2, ds2, reused2 = get_or_generate(cfg, data_dir=tmp_path, progress=False, workers=1)
+    assert reused2 and path2 == path and path.stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(ds.actions, ds2.actions)
+
+    # Corrupt the cached copy: an error, and the files stay exactly as they were.
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the array data
+    path.write_bytes(bytes(raw))
+    before = _digest(path)
+    with pytest.raises(DatasetError, match=r"(?s)not usable.*--force"):
+        get_or_generate(cfg, data_dir=tmp_path, progress=False, workers=1)
+    assert _digest(path) == before
+
+    # --force regenerates and keeps the old files next to the new ones.
+    get_or_generate(cfg, data_dir=tmp_path, force=True, progress=False, workers=1)
+    assert _digest(path.with_name(path.name + ".bak")) == before
+    np.testing.assert_array_equal(load_dataset(path).actions, ds.actions)
+
+
+def test_out_dir_and_default_cache_location(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "cache"))
+    cfg = DemosConfig(env="cube-single", task=2, episodes=1, seed=0)
+    path, _, _ = get_or_generate(cfg, progress=False, workers=1)
+    assert path.parent == tmp_path / "cache"
+    out, _, reused = get_or_generate(cfg, out=tmp_path / "mine", progress=False, workers=1)
+    assert out.parent == tmp_path / "mine" and not reused
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="task must be in 1..5"):
+        DemosConfig(task=0)
+    with pytest.raises(ValueError, match="episodes must be positive"):
+        DemosConfig(episodes=0)
+    with pytest.raises(ValueError, match="p_random_action"):
+        DemosConfig(p_random_action=2.0)
+    with pytest.raises(ValueError, match="unknown environment"):
+        PlayConfig(env="antmaze")
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        PlayConfig(noise=-1.0)
