@@ -18,10 +18,14 @@ def _same(a, b):
         np.testing.assert_array_equal(v, getattr(b, k), err_msg=k)
 
 
-def test_demos_are_deterministic_across_worker_counts(cube_demos):
+def test_demos_are_deterministic_across_worker_counts(cube_demos, monkeypatch):
     cfg = DemosConfig(env="cube-single", task=1, episodes=3, seed=0)
     _same(cube_demos, generate(cfg, workers=1, progress=False))
-    # Two spawned worker processes must give the same arrays as one process.
+    # Force one job per episode so that two spawned worker processes really share the work:
+    # they must give the same arrays as one process.
+    import expoft.data.generate as gen
+
+    monkeypatch.setattr(gen, "_IN_PROCESS_STEPS", 1)
     _same(cube_demos, generate(cfg, workers=2, progress=False))
     other = generate(DemosConfig(env="cube-single", task=1, episodes=3, seed=1), workers=1, progress=False)
     assert not np.array_equal(other.actions[:10], cube_demos.actions[:10])
@@ -139,3 +143,12 @@ def test_config_validation():
         PlayConfig(env="antmaze")
     with pytest.raises(ValueError, match="noise must be >= 0"):
         PlayConfig(noise=-1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ["cube-single", "cube-double", "scene", "puzzle-3x3"])
+def test_directed_oracle_solves_every_task(env):
+    """Five default-noise demos per task; the oracle must solve most of them (about 2 min in all)."""
+    for task in range(1, 6):
+        ds = generate(DemosConfig(env=env, task=task, episodes=5, seed=0), workers=1, progress=False)
+        assert ds.episode_success.mean() >= 0.6, f"{env} task {task}: {ds.episode_success}"

@@ -34,6 +34,8 @@ class OutputOptions:
     """Worker processes for generation."""
     progress: bool = True
     """Show a progress bar."""
+    show_info: bool = False
+    """Print the dataset summary (as `expoft data info`) afterwards."""
 
 
 def _generate(cfg: GenConfig, opts: OutputOptions) -> None:
@@ -49,6 +51,14 @@ def _generate(cfg: GenConfig, opts: OutputOptions) -> None:
     if not reused:
         msg += f", {ds.meta['generation_seconds']:.1f} s"
     print(msg + ")")
+    if opts.show_info:
+        _print_info(describe(ds))
+
+
+def _print_info(info: dict) -> None:
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +105,8 @@ class Info:
         info = describe(ds)
         if self.json:
             print(json.dumps(info))
-            return
-        width = max(len(k) for k in info)
-        for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
+        else:
+            _print_info(info)
 
 
 DataCommand = (

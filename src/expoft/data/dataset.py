@@ -112,6 +112,11 @@ class Dataset:
         return self.actions.shape[1]
 
     @property
+    def timeouts(self) -> np.ndarray | None:
+        """``[N]`` bool: episode ends that are time-limit truncations (needs task labels)."""
+        return None if self.terminals is None else self.episode_ends & ~self.terminals
+
+    @property
     def has_task(self) -> bool:
         return self.rewards is not None
 

@@ -278,6 +278,7 @@ def _finish(buf: dict[str, list], success: bool) -> dict[str, np.ndarray]:
 # jobs and workers
 
 _WORKER_ENV: dict = {}
+_IN_PROCESS_STEPS = 20_000
 
 
 def _env_for(cfg: GenConfig):
@@ -312,8 +313,12 @@ def generate(cfg: GenConfig, workers: int | None = None, progress: bool = True) 
     workers = workers or min(2, os.cpu_count() or 1)
     n = cfg.num_episodes
     steps_hint = cfg.episode_steps if cfg.kind == "play" else get_domain(cfg.env).episode_steps
-    # Jobs of ~20k steps: small enough for smooth progress, big enough to amortise env creation.
-    per_job = max(1, min(n // workers if workers > 1 else n, 20_000 // steps_hint or 1))
+    if n * steps_hint <= _IN_PROCESS_STEPS:
+        # A worker process pays ~2 s to import MuJoCo and ogbench: not worth it here.
+        per_job = n
+    else:
+        # Several jobs per worker for balance and smooth progress, each at most ~20k steps.
+        per_job = max(1, min(_IN_PROCESS_STEPS // steps_hint, math.ceil(n / (4 * workers))))
     jobs = [range(i, min(i + per_job, n)) for i in range(0, n, per_job)]
     bar = Progress(total=n, desc=f"{cfg.kind} {cfg.env}", unit="ep", enabled=progress)
     start = time.perf_counter()

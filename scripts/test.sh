@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install (if needed), lint, and run the default test suite (slow tests excluded).
+# pytest exits non-zero when a test fails and with 5 when no test ran; both fail this script.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/python -m pytest -q "$@"
