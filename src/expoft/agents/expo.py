@@ -1,0 +1,296 @@
+"""EXPO: Expressive Policy Optimization (ALGORITHMS.md, "EXPO").
+
+Parts: a base policy trained only by imitation (its EMA copy acts), a
+tanh-Gaussian edit policy ``a~ = clip(a + edit_scale * u)``, an ensemble of
+critics with a soft-updated target copy, and the on-the-fly (OTF) rule:
+draw ``num_base_samples`` base actions, edit ``num_edit_samples`` of them,
+score every candidate with the target critics (min over a random subset) and
+take the argmax. OTF acts, evaluates and forms the TD target.
+
+One update call = ``utd`` critic steps (one ``lax.scan``, one minibatch each),
+then one base, one edit and one temperature step on the last minibatch.
+
+Speed (see ``EXPOConfig``): the base and edit parameters do not change during
+the critic steps of an update call, so the OTF candidates of all ``utd``
+minibatches are drawn up front in one batched call. That changes nothing
+that is learned; only ``target_flow_steps`` trades accuracy of the target
+candidates for time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from expoft.agents.common import Trainable, count_nonfinite, polyak, q_guided_select
+from expoft.data.replay import ChunkBatch
+from expoft.nets import Critic, Ensemble, TanhGaussian, tanh_gaussian_sample
+from expoft.policies import BASE_POLICIES
+
+
+@dataclasses.dataclass(frozen=True)
+class EXPOConfig:
+    """EXPO hyperparameters; defaults are the published ones (ALGORITHMS.md)."""
+
+    base: str = "flow"
+    """Base policy: flow (flow matching) or ddpm."""
+    flow_steps: int = 10
+    """Denoising steps of the base (Euler steps for flow, T for ddpm)."""
+    target_flow_steps: int | None = None
+    """Speed option: Euler steps for TD-target candidates (flow only); None = flow_steps."""
+    base_width: int = 256
+    base_blocks: int = 3
+    base_lr: float = 3e-4
+    base_lr_decay_steps: int = 1_000_000
+    """Cosine decay horizon of the base learning rate, in base steps."""
+    base_ema: float = 0.001
+    """EMA rate of the acting copy of the base."""
+    edit_scale: float = 0.05
+    """beta: a~ = a + beta * u, u in [-1, 1]^d. 0.01-0.15 to refine, 0.4-0.7 to explore."""
+    edit_hidden: tuple[int, ...] = (256, 256, 256)
+    edit_lr: float = 3e-4
+    num_base_samples: int = 8
+    num_edit_samples: int = 8
+    """How many of the base samples also enter as edited candidates (0: no edits, an ablation)."""
+    num_critics: int = 10
+    critic_subset: int = 2
+    """Target critics drawn for the min in OTF scoring and TD targets."""
+    critic_hidden: tuple[int, ...] = (256, 256, 256)
+    critic_lr: float = 3e-4
+    tau: float = 0.005
+    discount: float = 0.99
+    init_temperature: float = 1.0
+    temperature_lr: float = 3e-4
+    target_entropy_per_dim: float = -0.5
+    """Target entropy = this * d (d = action or executed-chunk dimension)."""
+    utd: int = 20
+    """Critic steps per update call."""
+    batch_size: int = 256
+    offline_fraction: float = 0.5
+    otf_in_backup: bool = True
+    """False: TD target from one base sample instead of OTF (an ablation)."""
+
+    def __post_init__(self):
+        if self.base not in BASE_POLICIES:
+            raise ValueError(f"base must be one of {sorted(BASE_POLICIES)}, got {self.base!r}")
+        if self.base == "ddpm" and self.target_flow_steps not in (None, self.flow_steps):
+            raise ValueError("target_flow_steps applies to flow bases only")
+        for name in ("flow_steps", "num_base_samples", "num_critics", "utd", "batch_size", "critic_subset"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.num_edit_samples <= self.num_base_samples:
+            raise ValueError(
+                f"num_edit_samples must lie in [0, num_base_samples={self.num_base_samples}], "
+                f"got {self.num_edit_samples}"
+            )
+        if self.critic_subset > self.num_critics:
+            raise ValueError(f"critic_subset {self.critic_subset} > num_critics {self.num_critics}")
+        if not 0.0 < self.edit_scale <= 2.0:
+            raise ValueError(f"edit_scale must lie in (0, 2], got {self.edit_scale}")
+        if not 0.0 <= self.discount <= 1.0:
+            raise ValueError(f"discount must lie in [0, 1], got {self.discount}")
+        if not 0.0 <= self.offline_fraction <= 1.0:
+            raise ValueError(f"offline_fraction must lie in [0, 1], got {self.offline_fraction}")
+        if not 0.0 < self.tau <= 1.0 or not 0.0 < self.base_ema <= 1.0:
+            raise ValueError("tau and base_ema must lie in (0, 1]")
+
+
+@flax.struct.dataclass
+class EXPOAgent:
+    """Immutable agent: ``agent, metrics = agent.update(batch)``; ``agent.act(obs, rng)``."""
+
+    base: Trainable
+    base_ema: Any
+    edit: Trainable
+    critic: Trainable
+    target_critic: Any
+    log_alpha: Trainable
+    rng: jax.Array
+    config: EXPOConfig = flax.struct.field(pytree_node=False)
+    obs_dim: int = flax.struct.field(pytree_node=False)
+    action_dim: int = flax.struct.field(pytree_node=False)
+
+    # ---- construction ----------------------------------------------------
+    @classmethod
+    def create(cls, config: EXPOConfig, obs_dim: int, action_dim: int, seed: int = 0) -> EXPOAgent:
+        """``action_dim`` is the flattened executed-chunk size (``exec_len * A``)."""
+        rng = jax.random.PRNGKey(seed)
+        rng, k_base, k_edit, k_critic = jax.random.split(rng, 4)
+        policy = _base_policy(config, action_dim)
+        base_params = policy.init(k_base, obs_dim)
+        schedule = optax.cosine_decay_schedule(config.base_lr, config.base_lr_decay_steps)
+        edit_net = TanhGaussian(action_dim, config.edit_hidden)
+        edit_params = edit_net.init(k_edit, jnp.zeros((1, obs_dim + action_dim)))
+        ensemble = _ensemble(config)
+        critic_params = ensemble.init(k_critic, jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim)))
+        return cls(
+            base=Trainable.create(base_params, optax.adamw(schedule)),
+            base_ema=base_params,
+            edit=Trainable.create(edit_params, optax.adam(config.edit_lr)),
+            critic=Trainable.create(critic_params, optax.adam(config.critic_lr)),
+            target_critic=critic_params,
+            log_alpha=Trainable.create(
+                jnp.log(jnp.float32(config.init_temperature)), optax.adam(config.temperature_lr)
+            ),
+            rng=rng,
+            config=config,
+            obs_dim=obs_dim,
+            action_dim=action_dim,
+        )
+
+    # ---- the OTF rule ----------------------------------------------------
+    def candidates(self, rng: jax.Array, obs: jax.Array, steps: int | None = None) -> jax.Array:
+        """``[B, D] -> [B, N + M, d]``: N base samples (EMA base) then M edited copies of the first M."""
+        cfg = self.config
+        k_base, k_edit = jax.random.split(rng)
+        policy = _base_policy(cfg, self.action_dim)
+        kwargs = {} if steps is None else {"steps": steps}
+        base = policy.sample(self.base_ema, k_base, obs, cfg.num_base_samples, **kwargs)
+        if cfg.num_edit_samples == 0:
+            return base
+        to_edit = base[:, : cfg.num_edit_samples]
+        edited, _ = self._edit(self.edit.params, k_edit, obs, to_edit)
+        return jnp.concatenate([base, edited], axis=1)
+
+    def _edit(self, params: Any, rng: jax.Array, obs: jax.Array, actions: jax.Array):
+        """Edited actions and ``log pi_edit(u | s, a)`` for actions ``[B, ..., d]``."""
+        obs = jnp.broadcast_to(
+            obs.reshape(obs.shape[0], *([1] * (actions.ndim - 2)), -1), (*actions.shape[:-1], obs.shape[-1])
+        )
+        mean, log_std = TanhGaussian(self.action_dim, self.config.edit_hidden).apply(
+            params, jnp.concatenate([obs, actions], axis=-1)
+        )
+        u, log_prob = tanh_gaussian_sample(rng, mean, log_std)
+        return jnp.clip(actions + self.config.edit_scale * u, -1.0, 1.0), log_prob
+
+    def score(self, rng: jax.Array, obs: jax.Array, candidates: jax.Array, critic_params: Any = None) -> jax.Array:
+        """Min over a random subset of target critics: ``[B, C]``."""
+        cfg = self.config
+        params = self.target_critic if critic_params is None else critic_params
+        ensemble = _ensemble(cfg)
+        members = ensemble.random_members(rng, cfg.critic_subset)
+        obs = jnp.broadcast_to(obs[:, None], (*candidates.shape[:-1], obs.shape[-1]))
+        return ensemble.apply_subset(params, members, obs, candidates).min(axis=0)
+
+    def act(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
+        """OTF action for observations ``[B, D]``; info says whether an edited candidate won."""
+        k_cand, k_score = jax.random.split(rng)
+        cands = self.candidates(k_cand, obs)
+        scores = self.score(k_score, obs, cands)
+        actions, index = q_guided_select(cands, scores)
+        return actions, {"edited": index >= self.config.num_base_samples, "q": scores.max(axis=-1)}
+
+    # ---- learning --------------------------------------------------------
+    def update(self, batch: ChunkBatch) -> tuple[EXPOAgent, dict]:
+        """One update call on ``utd`` stacked minibatches (every field has leading axes ``[utd, B]``)."""
+        cfg = self.config
+        utd, bsz = batch.rewards.shape
+        rng, k_cand, k_scan, k_base, k_edit = jax.random.split(self.rng, 5)
+        actions = batch.actions.reshape(utd, bsz, -1)  # executed chunk, flattened: [U, B, d]
+        flat_next = batch.next_observations.reshape(utd * bsz, -1)
+        steps = cfg.target_flow_steps if cfg.base == "flow" else None
+        next_cands = self.candidates(k_cand, flat_next, steps).reshape(utd, bsz, -1, self.action_dim)
+        ensemble = _ensemble(cfg)
+
+        def critic_step(carry, xs):
+            critic, target, key = carry
+            mb, act, cands = xs
+            key, k_score = jax.random.split(key)
+            q_next = self.score(k_score, mb.next_observations, cands, critic_params=target)  # [B, C]
+            v_next = q_next.max(axis=-1) if cfg.otf_in_backup else q_next[:, 0]
+            y = jax.lax.stop_gradient(mb.rewards + mb.discounts * mb.masks * v_next)
+
+            def loss_fn(params):
+                q = ensemble.apply(params, mb.observations, act)  # [E, B]
+                return jnp.mean((q - y) ** 2), q
+
+            (loss, q), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic.params)
+            critic = critic.apply_gradients(grads)
+            target = polyak(target, critic.params, cfg.tau)
+            metrics = {
+                "critic/loss": loss,
+                "critic/q_mean": q.mean(),
+                "critic/q_min": q.min(),
+                "critic/q_max": q.max(),
+                "critic/target_mean": y.mean(),
+                "otf/target_edited_frac": jnp.mean(q_next.argmax(-1) >= cfg.num_base_samples),
+                "critic/grad_nonfinite": count_nonfinite(grads),
+            }
+            return (critic, target, key), metrics
+
+        (critic, target, _), critic_metrics = jax.lax.scan(
+            critic_step, (self.critic, self.target_critic, k_scan), (batch, actions, next_cands)
+        )
+        metrics = jax.tree.map(jnp.mean, critic_metrics)
+        metrics["critic/grad_nonfinite"] = critic_metrics["critic/grad_nonfinite"].sum()
+        obs, act = batch.observations[-1], actions[-1]
+
+        # Base: imitation only; no Q gradient ever reaches it.
+        policy = _base_policy(cfg, self.action_dim)
+        base_loss, base_grads = jax.value_and_grad(policy.loss)(self.base.params, k_base, obs, act)
+        base = self.base.apply_gradients(base_grads)
+        base_ema = polyak(self.base_ema, base.params, cfg.base_ema)
+
+        # Edit policy: SAC-style on the batch's actions, scored by the mean of the ensemble.
+        alpha = jnp.exp(self.log_alpha.params)
+        log_scale = self.action_dim * math.log(cfg.edit_scale)
+
+        def edit_loss_fn(params):
+            edited, log_prob = self._edit(params, k_edit, obs, act)
+            q = ensemble.apply(critic.params, obs, edited).mean(axis=0)
+            log_prob_action = log_prob - log_scale  # density of a~ = a + beta u
+            return jnp.mean(alpha * log_prob_action - q), (log_prob_action, edited)
+
+        (edit_loss, (log_prob_action, edited)), edit_grads = jax.value_and_grad(edit_loss_fn, has_aux=True)(
+            self.edit.params
+        )
+        edit = self.edit.apply_gradients(edit_grads)
+
+        entropy = -jax.lax.stop_gradient(log_prob_action).mean()
+        target_entropy = cfg.target_entropy_per_dim * self.action_dim
+        temp_grad = jax.grad(lambda la: jnp.exp(la) * (entropy - target_entropy))(self.log_alpha.params)
+        log_alpha = self.log_alpha.apply_gradients(temp_grad)
+
+        metrics.update(
+            {
+                "base/loss": base_loss,
+                "edit/loss": edit_loss,
+                "edit/entropy": entropy,
+                "edit/magnitude": jnp.mean(jnp.linalg.norm(edited - act, axis=-1)),
+                "edit/alpha": alpha,
+            }
+        )
+        agent = self.replace(
+            base=base,
+            base_ema=base_ema,
+            edit=edit,
+            critic=critic,
+            target_critic=target,
+            log_alpha=log_alpha,
+            rng=rng,
+        )
+        return agent, metrics
+
+
+def _base_policy(cfg: EXPOConfig, action_dim: int):
+    return BASE_POLICIES[cfg.base](action_dim, cfg.flow_steps, cfg.base_width, cfg.base_blocks)
+
+
+def _ensemble(cfg: EXPOConfig) -> Ensemble:
+    return Ensemble(Critic(cfg.critic_hidden, layer_norm=True), cfg.num_critics)
+
+
+update = jax.jit(EXPOAgent.update)
+act = jax.jit(EXPOAgent.act)
+
+
+def stack_batches(batches: list[ChunkBatch]) -> ChunkBatch:
+    """``utd`` minibatches -> one batch with a leading ``[utd]`` axis."""
+    return ChunkBatch(*(np.stack(field) for field in zip(*batches, strict=True)))

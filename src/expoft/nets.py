@@ -1,0 +1,149 @@
+"""Networks shared by every agent: MLPs, the residual velocity/noise net, the
+vectorised critic ensemble and the tanh-Gaussian head.
+
+All modules are Flax linen; parameters are plain pytrees so agents stay
+immutable and updates pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class MLP(nn.Module):
+    """Dense layers with optional LayerNorm after each hidden layer."""
+
+    hidden: Sequence[int]
+    out_dim: int | None = None
+    layer_norm: bool = False
+    activation: Callable = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden:
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = self.activation(x)
+        if self.out_dim is not None:
+            x = nn.Dense(self.out_dim)(x)
+        return x
+
+
+class FourierTime(nn.Module):
+    """Learnable Fourier features of a scalar time t in [0, 1]: ``[B] -> [B, dim]``."""
+
+    dim: int = 128
+    scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, t: jax.Array) -> jax.Array:
+        freqs = self.param("freqs", nn.initializers.normal(self.scale), (self.dim // 2,))
+        angles = 2.0 * jnp.pi * t[..., None] * freqs
+        return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+class ResidualMLP(nn.Module):
+    """``out = Dense(out_dim)(blocks(Dense(width)(x)))``, each block
+    ``h + Dense(swish(Dense(LayerNorm(h))))`` (ALGORITHMS.md: 3 blocks, width 256)."""
+
+    out_dim: int
+    width: int = 256
+    blocks: int = 3
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nn.Dense(self.width)(x)
+        for _ in range(self.blocks):
+            y = nn.LayerNorm()(h)
+            y = nn.swish(nn.Dense(self.width)(y))
+            h = h + nn.Dense(self.width)(y)
+        return nn.Dense(self.out_dim)(nn.swish(nn.LayerNorm()(h)))
+
+
+class DenoisingNet(nn.Module):
+    """Velocity (flow) or noise (DDPM) prediction ``f(obs, x_t, t)``.
+
+    Shapes: obs ``[..., D]``, x ``[..., d]``, t ``[...]`` in [0, 1] -> ``[..., d]``.
+    """
+
+    action_dim: int
+    width: int = 256
+    blocks: int = 3
+    time_features: int = 128
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
+        feats = FourierTime(self.time_features)(t)
+        inputs = jnp.concatenate([obs, x, feats], axis=-1)
+        return ResidualMLP(self.action_dim, self.width, self.blocks)(inputs)
+
+
+class Critic(nn.Module):
+    """One Q-network: ``Q(obs [..., D], action [..., d]) -> [...]``."""
+
+    hidden: Sequence[int] = (256, 256, 256)
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        x = jnp.concatenate([obs, action], axis=-1)
+        return MLP(self.hidden, 1, self.layer_norm)(x)[..., 0]
+
+
+class Ensemble:
+    """E independent copies of a module with stacked parameters (leading axis E).
+
+    Kept outside linen so that a subset of members can be evaluated by slicing
+    the parameters: scoring with 2 of 10 critics costs 2 critics, not 10.
+    """
+
+    def __init__(self, module: nn.Module, size: int):
+        self.module = module
+        self.size = size
+
+    def init(self, rng: jax.Array, *example) -> dict:
+        keys = jax.random.split(rng, self.size)
+        return jax.vmap(lambda k: self.module.init(k, *example))(keys)
+
+    def apply(self, params: dict, *args) -> jax.Array:
+        """All members: ``[E, ...]``."""
+        return jax.vmap(lambda p: self.module.apply(p, *args))(params)
+
+    def apply_subset(self, params: dict, members: jax.Array, *args) -> jax.Array:
+        """Only ``members`` (int array [m]): ``[m, ...]``."""
+        sub = jax.tree.map(lambda p: p[members], params)
+        return self.apply(sub, *args)
+
+    def random_members(self, rng: jax.Array, m: int) -> jax.Array:
+        return jax.random.choice(rng, self.size, (m,), replace=False)
+
+
+class TanhGaussian(nn.Module):
+    """Squashed Gaussian head: returns ``(mean, log_std)`` of the pre-tanh Gaussian."""
+
+    action_dim: int
+    hidden: Sequence[int] = (256, 256, 256)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = MLP(self.hidden, layer_norm=False)(x)
+        mean = nn.Dense(self.action_dim)(h)
+        log_std = jnp.clip(nn.Dense(self.action_dim)(h), LOG_STD_MIN, LOG_STD_MAX)
+        return mean, log_std
+
+
+def tanh_gaussian_sample(rng: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised ``u = tanh(z)`` and ``log pi(u)`` (summed over the last axis)."""
+    z = mean + jnp.exp(log_std) * jax.random.normal(rng, mean.shape)
+    u = jnp.tanh(z)
+    gauss = -0.5 * (((z - mean) / jnp.exp(log_std)) ** 2 + 2.0 * log_std + jnp.log(2.0 * jnp.pi))
+    # log(1 - tanh(z)^2) written stably as 2 (log 2 - z - softplus(-2z)).
+    log_det = 2.0 * (jnp.log(2.0) - z - jax.nn.softplus(-2.0 * z))
+    return u, jnp.sum(gauss - log_det, axis=-1)

@@ -1,0 +1,88 @@
+"""DDPM base policy (ALGORITHMS.md, EXPO step 1, the option).
+
+T denoising steps on a variance-preserving cosine schedule; the network
+predicts the noise (epsilon loss). Sampling runs the T ancestral steps with the
+predicted clean action clipped to [-1, 1] (a standard stabiliser), and the
+result clipped to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from expoft.nets import DenoisingNet
+
+
+def cosine_betas(steps: int, s: float = 0.008) -> np.ndarray:
+    """Nichol & Dhariwal's cosine schedule, betas clipped to 0.999."""
+    x = np.linspace(0, steps, steps + 1) / steps
+    alpha_bar = np.cos((x + s) / (1 + s) * np.pi / 2) ** 2
+    betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    return np.clip(betas, 0.0, 0.999).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionPolicy:
+    action_dim: int
+    steps: int = 10
+    width: int = 256
+    blocks: int = 3
+    time_features: int = 128
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"diffusion steps must be >= 1, got {self.steps}")
+
+    @property
+    def net(self) -> DenoisingNet:
+        return DenoisingNet(self.action_dim, self.width, self.blocks, self.time_features)
+
+    def _schedule(self):
+        betas = jnp.asarray(cosine_betas(self.steps))
+        alphas = 1.0 - betas
+        alpha_bar = jnp.cumprod(alphas)
+        alpha_bar_prev = jnp.concatenate([jnp.ones(1), alpha_bar[:-1]])
+        return betas, alphas, alpha_bar, alpha_bar_prev
+
+    def init(self, rng: jax.Array, obs_dim: int) -> dict:
+        return self.net.init(rng, jnp.zeros((1, obs_dim)), jnp.zeros((1, self.action_dim)), jnp.zeros((1,)))
+
+    def loss(self, params: dict, rng: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        _, _, alpha_bar, _ = self._schedule()
+        noise_key, time_key = jax.random.split(rng)
+        eps = jax.random.normal(noise_key, actions.shape)
+        t = jax.random.randint(time_key, actions.shape[:-1], 0, self.steps)
+        ab = alpha_bar[t][..., None]
+        xt = jnp.sqrt(ab) * actions + jnp.sqrt(1.0 - ab) * eps
+        pred = self.net.apply(params, obs, xt, t.astype(jnp.float32) / self.steps)
+        return jnp.mean((pred - eps) ** 2)
+
+    def sample(
+        self, params: dict, rng: jax.Array, obs: jax.Array, num_samples: int, steps: int | None = None
+    ) -> jax.Array:
+        """``[B, D] -> [B, num_samples, d]``. DDPM always runs its T steps."""
+        if steps not in (None, self.steps):
+            raise ValueError(f"DDPM samples with its {self.steps} training steps; got steps={steps}")
+        betas, alphas, alpha_bar, alpha_bar_prev = self._schedule()
+        obs = jnp.broadcast_to(obs[:, None], (obs.shape[0], num_samples, obs.shape[-1]))
+        init_key, loop_key = jax.random.split(rng)
+        x = jax.random.normal(init_key, (*obs.shape[:-1], self.action_dim))
+
+        def step(i, carry):
+            x, key = carry
+            t = self.steps - 1 - i
+            key, noise_key = jax.random.split(key)
+            eps = self.net.apply(params, obs, x, jnp.full(x.shape[:-1], t / self.steps))
+            x0 = jnp.clip((x - jnp.sqrt(1.0 - alpha_bar[t]) * eps) / jnp.sqrt(alpha_bar[t]), -1.0, 1.0)
+            coef_x0 = jnp.sqrt(alpha_bar_prev[t]) * betas[t] / (1.0 - alpha_bar[t])
+            coef_xt = jnp.sqrt(alphas[t]) * (1.0 - alpha_bar_prev[t]) / (1.0 - alpha_bar[t])
+            var = betas[t] * (1.0 - alpha_bar_prev[t]) / (1.0 - alpha_bar[t])
+            noise = jnp.where(t > 0, jnp.sqrt(var), 0.0) * jax.random.normal(noise_key, x.shape)
+            return coef_x0 * x0 + coef_xt * x + noise, key
+
+        x, _ = jax.lax.fori_loop(0, self.steps, step, (x, loop_key))
+        return jnp.clip(x, -1.0, 1.0)

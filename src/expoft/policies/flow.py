@@ -1,0 +1,59 @@
+"""Flow-matching base policy (ALGORITHMS.md, EXPO step 1, the default).
+
+Training: x0 ~ N(0, I), x1 = a, t ~ U(0, 1), x_t = (1 - t) x0 + t x1,
+loss = || v(s, x_t, t) - (x1 - x0) ||^2 (mean over batch and action dims).
+Sampling: ``steps`` Euler steps from t = 0 to 1, clipped to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from expoft.nets import DenoisingNet
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowPolicy:
+    action_dim: int
+    steps: int = 10
+    width: int = 256
+    blocks: int = 3
+    time_features: int = 128
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"flow steps must be >= 1, got {self.steps}")
+
+    @property
+    def net(self) -> DenoisingNet:
+        return DenoisingNet(self.action_dim, self.width, self.blocks, self.time_features)
+
+    def init(self, rng: jax.Array, obs_dim: int) -> dict:
+        return self.net.init(rng, jnp.zeros((1, obs_dim)), jnp.zeros((1, self.action_dim)), jnp.zeros((1,)))
+
+    def loss(self, params: dict, rng: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        noise_key, time_key = jax.random.split(rng)
+        x0 = jax.random.normal(noise_key, actions.shape)
+        t = jax.random.uniform(time_key, actions.shape[:-1])
+        xt = (1.0 - t[..., None]) * x0 + t[..., None] * actions
+        v = self.net.apply(params, obs, xt, t)
+        return jnp.mean((v - (actions - x0)) ** 2)
+
+    def sample(
+        self, params: dict, rng: jax.Array, obs: jax.Array, num_samples: int, steps: int | None = None
+    ) -> jax.Array:
+        """``[B, D] -> [B, num_samples, d]``; ``steps`` overrides the Euler step count."""
+        steps = steps or self.steps
+        obs = jnp.broadcast_to(obs[:, None], (obs.shape[0], num_samples, obs.shape[-1]))
+        x = jax.random.normal(rng, (*obs.shape[:-1], self.action_dim))
+        dt = 1.0 / steps
+
+        def euler(k, x):
+            t = jnp.full(x.shape[:-1], k * dt)
+            return x + dt * self.net.apply(params, obs, x, t)
+
+        x = jax.lax.fori_loop(0, steps, euler, x)
+        return jnp.clip(x, -1.0, 1.0)
