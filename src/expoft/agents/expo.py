@@ -26,7 +26,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from expoft.agents.common import Trainable, count_nonfinite, polyak, q_guided_select
@@ -76,6 +75,13 @@ class EXPOConfig:
     offline_fraction: float = 0.5
     otf_in_backup: bool = True
     """False: TD target from one base sample instead of OTF (an ablation)."""
+    target_pool_size: int | None = None
+    """Speed option: distinct transitions per update call whose OTF target candidates are drawn;
+    each critic step takes its minibatch from this pool. None = utd * batch_size (every
+    minibatch fresh, as published)."""
+    targets_per_call: bool = False
+    """Speed option: score the target candidates once per update call (target critic as of the
+    call's start) instead of at every critic step."""
 
     def __post_init__(self):
         if self.base not in BASE_POLICIES:
@@ -100,6 +106,30 @@ class EXPOConfig:
             raise ValueError(f"offline_fraction must lie in [0, 1], got {self.offline_fraction}")
         if not 0.0 < self.tau <= 1.0 or not 0.0 < self.base_ema <= 1.0:
             raise ValueError("tau and base_ema must lie in (0, 1]")
+        if self.target_pool_size is not None:
+            b_off = self.minibatch_offline_count
+            p_off = self.pool_offline_count
+            if p_off < b_off or self.pool_size - p_off < self.batch_size - b_off:
+                raise ValueError(
+                    f"target_pool_size {self.target_pool_size} is too small for minibatches of "
+                    f"{self.batch_size} with offline_fraction {self.offline_fraction}"
+                )
+
+    @property
+    def pool_size(self) -> int:
+        """Transitions the training loop samples per update call."""
+        return self.utd * self.batch_size if self.target_pool_size is None else self.target_pool_size
+
+    @property
+    def minibatch_offline_count(self) -> int:
+        return round(self.batch_size * self.offline_fraction)
+
+    @property
+    def pool_offline_count(self) -> int:
+        """Offline rows at the front of the pool (exact, so minibatches keep their mix)."""
+        if self.target_pool_size is None:
+            return self.utd * self.minibatch_offline_count
+        return round(self.target_pool_size * self.offline_fraction)
 
 
 @flax.struct.dataclass
@@ -188,27 +218,35 @@ class EXPOAgent:
         return actions, {"edited": index >= self.config.num_base_samples, "q": scores.max(axis=-1)}
 
     # ---- learning --------------------------------------------------------
-    def update(self, batch: ChunkBatch) -> tuple[EXPOAgent, dict]:
-        """One update call on ``utd`` stacked minibatches (every field has leading axes ``[utd, B]``)."""
+    def update(self, pool: ChunkBatch) -> tuple[EXPOAgent, dict]:
+        """One update call on a pool of ``config.pool_size`` transitions, the first
+        ``config.pool_offline_count`` from the offline data (``ReplayBuffer.sample(...,
+        num_offline=...)``). ``utd`` minibatches of ``batch_size`` are taken from it."""
         cfg = self.config
-        utd, bsz = batch.rewards.shape
-        rng, k_cand, k_scan, k_base, k_edit = jax.random.split(self.rng, 5)
-        actions = batch.actions.reshape(utd, bsz, -1)  # executed chunk, flattened: [U, B, d]
-        flat_next = batch.next_observations.reshape(utd * bsz, -1)
+        if pool.rewards.shape != (cfg.pool_size,):
+            raise ValueError(f"update expects a pool of {cfg.pool_size} transitions, got {pool.rewards.shape}")
+        rng, k_idx, k_cand, k_score, k_scan, k_base, k_edit = jax.random.split(self.rng, 7)
+        pool = pool._replace(actions=pool.actions.reshape(cfg.pool_size, -1))  # executed chunk, flat: [P, d]
         steps = cfg.target_flow_steps if cfg.base == "flow" else None
-        next_cands = self.candidates(k_cand, flat_next, steps).reshape(utd, bsz, -1, self.action_dim)
+        pool_cands = self.candidates(k_cand, pool.next_observations, steps)  # [P, C, d]
+        if cfg.targets_per_call:
+            pool_q = self.score(k_score, pool.next_observations, pool_cands)  # [P, C]
+        index = _minibatch_indices(cfg, k_idx)  # [U, B]
         ensemble = _ensemble(cfg)
 
-        def critic_step(carry, xs):
+        def critic_step(carry, idx):
             critic, target, key = carry
-            mb, act, cands = xs
-            key, k_score = jax.random.split(key)
-            q_next = self.score(k_score, mb.next_observations, cands, critic_params=target)  # [B, C]
+            mb = jax.tree.map(lambda x: x[idx], pool)
+            key, k_step = jax.random.split(key)
+            if cfg.targets_per_call:
+                q_next = pool_q[idx]
+            else:
+                q_next = self.score(k_step, mb.next_observations, pool_cands[idx], critic_params=target)  # [B, C]
             v_next = q_next.max(axis=-1) if cfg.otf_in_backup else q_next[:, 0]
             y = jax.lax.stop_gradient(mb.rewards + mb.discounts * mb.masks * v_next)
 
             def loss_fn(params):
-                q = ensemble.apply(params, mb.observations, act)  # [E, B]
+                q = ensemble.apply(params, mb.observations, mb.actions)  # [E, B]
                 return jnp.mean((q - y) ** 2), q
 
             (loss, q), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic.params)
@@ -226,11 +264,12 @@ class EXPOAgent:
             return (critic, target, key), metrics
 
         (critic, target, _), critic_metrics = jax.lax.scan(
-            critic_step, (self.critic, self.target_critic, k_scan), (batch, actions, next_cands)
+            critic_step, (self.critic, self.target_critic, k_scan), index
         )
         metrics = jax.tree.map(jnp.mean, critic_metrics)
         metrics["critic/grad_nonfinite"] = critic_metrics["critic/grad_nonfinite"].sum()
-        obs, act = batch.observations[-1], actions[-1]
+        last = jax.tree.map(lambda x: x[index[-1]], pool)
+        obs, act = last.observations, last.actions
 
         # Base: imitation only; no Q gradient ever reaches it.
         policy = _base_policy(cfg, self.action_dim)
@@ -283,14 +322,34 @@ def _base_policy(cfg: EXPOConfig, action_dim: int):
     return BASE_POLICIES[cfg.base](action_dim, cfg.flow_steps, cfg.base_width, cfg.base_blocks)
 
 
+def _minibatch_indices(cfg: EXPOConfig, rng: jax.Array) -> jax.Array:
+    """Rows of the pool for each critic step: ``[utd, batch_size]``, each with the configured
+    offline/online mix. A default-size pool is split exactly (every row used once, which is
+    the same as drawing fresh minibatches); a smaller pool is re-drawn from at every step."""
+    utd, b_off = cfg.utd, cfg.minibatch_offline_count
+    b_on, p_off = cfg.batch_size - b_off, cfg.pool_offline_count
+    p_on = cfg.pool_size - p_off
+    if cfg.target_pool_size is None:
+        off = jnp.arange(p_off).reshape(utd, b_off)
+        on = p_off + jnp.arange(p_on).reshape(utd, b_on)
+        return jnp.concatenate([off, on], axis=1)
+    k_off, k_on = jax.random.split(rng)
+
+    def draw(key, n_pool, n_take, start):
+        keys = jax.random.split(key, utd)
+        return start + jax.vmap(lambda k: jax.random.permutation(k, n_pool)[:n_take])(keys)
+
+    parts = []
+    if b_off:
+        parts.append(draw(k_off, p_off, b_off, 0))
+    if b_on:
+        parts.append(draw(k_on, p_on, b_on, p_off))
+    return jnp.concatenate(parts, axis=1)
+
+
 def _ensemble(cfg: EXPOConfig) -> Ensemble:
     return Ensemble(Critic(cfg.critic_hidden, layer_norm=True), cfg.num_critics)
 
 
 update = jax.jit(EXPOAgent.update)
 act = jax.jit(EXPOAgent.act)
-
-
-def stack_batches(batches: list[ChunkBatch]) -> ChunkBatch:
-    """``utd`` minibatches -> one batch with a leading ``[utd]`` axis."""
-    return ChunkBatch(*(np.stack(field) for field in zip(*batches, strict=True)))

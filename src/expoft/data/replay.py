@@ -191,17 +191,21 @@ class ReplayBuffer:
         discount: float,
         chunk_len: int = 1,
         offline_fraction: float = 0.5,
+        num_offline: int | None = None,
     ) -> ChunkBatch:
-        """Draw ``round(batch_size * offline_fraction)`` chunks offline and the rest online."""
+        """Draw ``round(batch_size * offline_fraction)`` chunks offline (or exactly ``num_offline``)
+        and the rest online; offline rows come first."""
         if not 0.0 <= offline_fraction <= 1.0:
             raise ValueError(f"offline_fraction must lie in [0, 1], got {offline_fraction}")
+        if num_offline is not None and not 0 <= num_offline <= batch_size:
+            raise ValueError(f"num_offline must lie in [0, batch_size={batch_size}], got {num_offline}")
         if chunk_len < 1:
             raise ValueError(f"chunk_len must be >= 1, got {chunk_len}")
         if not 0.0 <= discount <= 1.0:
             raise ValueError(f"discount must lie in [0, 1], got {discount}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        n_off = int(round(batch_size * offline_fraction))
+        n_off = int(round(batch_size * offline_fraction)) if num_offline is None else num_offline
         pieces = []
         for part, n, name in ((self._offline, n_off, "offline"), (self._online, batch_size - n_off, "online")):
             if n == 0:

@@ -1,0 +1,174 @@
+"""Base policies and the EXPO agent: shapes, known answers, learning on tiny problems."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from expoft.agents.common import Trainable, q_guided_select
+from expoft.agents.expo import EXPOAgent, EXPOConfig, _minibatch_indices, update
+from expoft.data.replay import ChunkBatch
+from expoft.policies import DiffusionPolicy, FlowPolicy
+
+TINY = EXPOConfig(
+    flow_steps=3,
+    base_width=32,
+    base_blocks=1,
+    edit_hidden=(32,),
+    critic_hidden=(32, 32),
+    num_critics=4,
+    num_base_samples=3,
+    num_edit_samples=2,
+    utd=4,
+    batch_size=16,
+)
+OBS, ACT = 6, 2
+
+
+def pool(cfg: EXPOConfig, seed: int = 0, rewards: float | None = None, masks: float = 1.0) -> ChunkBatch:
+    rng = np.random.default_rng(seed)
+    p = cfg.pool_size
+    r = rng.normal(size=p) if rewards is None else np.full(p, rewards)
+    return ChunkBatch(
+        observations=rng.normal(size=(p, OBS)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (p, 1, ACT)).astype(np.float32),
+        rewards=r.astype(np.float32),
+        discounts=np.full(p, cfg.discount, np.float32),
+        masks=np.full(p, masks, np.float32),
+        next_observations=rng.normal(size=(p, OBS)).astype(np.float32),
+        valid=np.ones((p, 1), np.float32),
+        offline=np.arange(p) < cfg.pool_offline_count,
+    )
+
+
+def test_q_guided_select_picks_the_argmax():
+    cands = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)
+    scores = jnp.array([[0.1, 0.9, 0.3, -1.0], [5.0, 1.0, 2.0, 7.0]])
+    actions, index = q_guided_select(cands, scores)
+    np.testing.assert_array_equal(index, [1, 3])
+    np.testing.assert_array_equal(actions, cands[jnp.array([0, 1]), jnp.array([1, 3])])
+
+
+@pytest.mark.parametrize("policy_cls", [FlowPolicy, DiffusionPolicy])
+def test_base_policy_learns_a_conditional_target(policy_cls):
+    """Imitation loss falls and samples land near the demonstrated action a = 0.5 * tanh(s)."""
+    policy = policy_cls(action_dim=2, steps=5, width=64, blocks=2)
+    rng = jax.random.PRNGKey(0)
+    params = policy.init(rng, 3)
+    state = Trainable.create(params, optax.adam(3e-3))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (256, 3))
+    target = 0.5 * jnp.tanh(obs[:, :2])
+
+    @jax.jit
+    def step(state, key):
+        loss, grads = jax.value_and_grad(policy.loss)(state.params, key, obs, target)
+        return state.apply_gradients(grads), loss
+
+    losses = []
+    for i in range(600):
+        state, loss = step(state, jax.random.PRNGKey(i + 10))
+        losses.append(float(loss))
+    assert np.mean(losses[-50:]) < 0.5 * np.mean(losses[:50])
+    samples = policy.sample(state.params, jax.random.PRNGKey(3), obs[:64], 8)
+    assert samples.shape == (64, 8, 2) and samples.dtype == jnp.float32
+    assert float(jnp.abs(samples).max()) <= 1.0
+    err = jnp.abs(samples.mean(axis=1) - target[:64]).mean()
+    assert float(err) < 0.1, f"mean sample error {float(err):.3f}"
+
+
+def test_act_returns_one_candidate_per_observation():
+    agent = EXPOAgent.create(TINY, OBS, ACT)
+    obs = jnp.ones((5, OBS))
+    cands = agent.candidates(jax.random.PRNGKey(0), obs)
+    assert cands.shape == (5, TINY.num_base_samples + TINY.num_edit_samples, ACT)
+    # Edited candidates stay within edit_scale of the base sample they edit.
+    base, edited = cands[:, : TINY.num_edit_samples], cands[:, TINY.num_base_samples :]
+    assert float(jnp.abs(edited - base).max()) <= TINY.edit_scale + 1e-6
+    actions, info = agent.act(obs, jax.random.PRNGKey(1))
+    assert actions.shape == (5, ACT) and info["edited"].shape == (5,)
+    scores = agent.score(jax.random.PRNGKey(2), obs, cands)
+    assert scores.shape == (5, TINY.num_base_samples + TINY.num_edit_samples)
+
+
+def test_update_compiles_once_and_reports_metrics():
+    agent = EXPOAgent.create(TINY, OBS, ACT)
+    agent, m1 = update(agent, pool(TINY, 0))
+    agent, m2 = update(agent, pool(TINY, 1))
+    assert update._cache_size() == 1
+    for key in (
+        "critic/loss",
+        "critic/q_mean",
+        "critic/q_min",
+        "critic/q_max",
+        "edit/entropy",
+        "edit/alpha",
+        "edit/magnitude",
+        "otf/target_edited_frac",
+        "base/loss",
+    ):
+        assert np.isfinite(float(m2[key])), key
+    assert int(m2["critic/grad_nonfinite"]) == 0
+    with pytest.raises(ValueError, match="expects a pool of 64"):
+        agent.update(pool(dataclasses.replace(TINY, utd=2)))
+
+
+def test_critic_learns_a_constant_reward_without_bootstrapping():
+    """With masks = 0 the target is the reward itself: Q must approach 1."""
+    cfg = dataclasses.replace(TINY, critic_lr=3e-3, utd=8)
+    agent = EXPOAgent.create(cfg, OBS, ACT)
+    first = None
+    for i in range(40):
+        agent, m = update(agent, pool(cfg, i, rewards=1.0, masks=0.0))
+        first = first if first is not None else float(m["critic/loss"])
+    assert float(m["critic/loss"]) < 0.05 * first
+    assert abs(float(m["critic/q_mean"]) - 1.0) < 0.1
+
+
+def test_base_gets_no_q_gradient():
+    """The base update is the same whatever the critic says."""
+    a = EXPOAgent.create(TINY, OBS, ACT)
+    scrambled = jax.tree.map(lambda p: p * 3.0 + 1.0, a.critic.params)
+    b = a.replace(critic=a.critic.replace(params=scrambled), target_critic=scrambled)
+    data = pool(TINY)
+    new_a, _ = update(a, data)
+    new_b, _ = update(b, data)
+    for x, y in zip(jax.tree.leaves(new_a.base.params), jax.tree.leaves(new_b.base.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+    # ... while the edit policy, trained on Q, does depend on it.
+    assert any(
+        not np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(new_a.edit.params), jax.tree.leaves(new_b.edit.params), strict=True)
+    )
+
+
+def test_minibatches_keep_the_offline_mix():
+    idx = np.asarray(_minibatch_indices(TINY, jax.random.PRNGKey(0)))
+    assert idx.shape == (TINY.utd, TINY.batch_size)
+    # Default pool: an exact partition, every row once.
+    np.testing.assert_array_equal(np.sort(idx.ravel()), np.arange(TINY.pool_size))
+    small = dataclasses.replace(TINY, target_pool_size=24)
+    idx = np.asarray(_minibatch_indices(small, jax.random.PRNGKey(0)))
+    n_off = small.pool_offline_count
+    assert ((idx < n_off).sum(axis=1) == small.minibatch_offline_count).all()
+    assert all(len(set(row)) == small.batch_size for row in idx)  # no repeats within a minibatch
+    agent = EXPOAgent.create(small, OBS, ACT)
+    agent, m = update(agent, pool(small))
+    assert np.isfinite(float(m["critic/loss"]))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="base must be one of"):
+        EXPOConfig(base="gan")
+    with pytest.raises(ValueError, match="num_edit_samples must lie"):
+        EXPOConfig(num_edit_samples=9)
+    with pytest.raises(ValueError, match="edit_scale"):
+        EXPOConfig(edit_scale=0.0)
+    with pytest.raises(ValueError, match="too small"):
+        EXPOConfig(target_pool_size=100)
+    with pytest.raises(ValueError, match="flow bases only"):
+        EXPOConfig(base="ddpm", target_flow_steps=1)
