@@ -18,6 +18,8 @@ import tyro
 
 from expoft.data.dataset import REWARD_MODES, DatasetError, describe, load_dataset
 from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_generate
+from expoft.train.config import RunConfig, preset
+from expoft.train.loop import evaluate_run, finetune, pretrain_only
 
 log = logging.getLogger("expoft")
 
@@ -116,10 +118,74 @@ DataCommand = (
 )
 
 
-# Top-level command groups: name -> (tyro target, one-line help). New groups
-# (pretrain, finetune, eval, demo, bench) are added here.
+@dataclasses.dataclass(frozen=True)
+class Finetune:
+    """Pretrain the base on the offline data, then fine-tune online with EXPO."""
+
+    config: Annotated[RunConfig, tyro.conf.OmitArgPrefixes]
+    out: Path = Path("runs/finetune")
+    """Run folder: config.json, metrics.jsonl, checkpoints/, summary.json."""
+    overwrite: bool = False
+    """Write into --out even if it already holds a run."""
+    progress: bool = True
+
+    def run(self) -> None:
+        summary = finetune(self.config, self.out, overwrite=self.overwrite, progress=self.progress)
+        print(json.dumps({k: v for k, v in summary.items() if k != "evaluations"}))
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrain:
+    """Imitation of the base only; writes a checkpoint that `expoft eval` can load."""
+
+    config: Annotated[RunConfig, tyro.conf.OmitArgPrefixes]
+    out: Path = Path("runs/pretrain")
+    progress: bool = True
+
+    def run(self) -> None:
+        summary = pretrain_only(self.config, self.out, progress=self.progress)
+        print(json.dumps(summary))
+
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+    """Success rate (95% interval) of a checkpoint over N episodes with fixed seeds."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run folder (its config.json and latest checkpoint are used)."""
+    episodes: int = 50
+    seed: int = 10_000
+    checkpoint: Path | None = None
+    """A specific checkpoint file instead of the latest one."""
+
+    def run(self) -> None:
+        print(json.dumps(evaluate_run(self.run_dir, self.episodes, self.seed, self.checkpoint)))
+
+
+def _with_preset(target, argv: list[str]):
+    """``--preset NAME`` picks the defaults that the other flags then override."""
+    name = "default"
+    rest = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--preset":
+            name = next(it, "")
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return tyro.cli(target, args=rest, default=target(config=preset(name)), prog=f"expoft {target.__name__.lower()}")
+
+
+# Top-level commands: name -> (parser, one-line help). New commands (demo, bench) go here.
 COMMANDS: dict[str, tuple[object, str]] = {
-    "data": (DataCommand, "generate, inspect and validate datasets"),
+    "data": (
+        lambda argv: tyro.cli(DataCommand, args=argv, prog="expoft data"),
+        "generate, inspect and validate datasets",
+    ),
+    "pretrain": (lambda argv: _with_preset(Pretrain, argv), "imitation pretraining of the base (--preset NAME)"),
+    "finetune": (lambda argv: _with_preset(Finetune, argv), "pretrain + online EXPO fine-tuning (--preset NAME)"),
+    "eval": (lambda argv: tyro.cli(Eval, args=argv, prog="expoft eval"), "evaluate a run's checkpoint"),
 }
 
 
@@ -139,13 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"expoft: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # MuJoCo's GL backend chatter
-    target, _ = COMMANDS[argv[0]]
+    for noisy in ("absl", "jax._src.xla_bridge"):  # GL backend and TPU-probe chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    parse, _ = COMMANDS[argv[0]]
     try:
         # Config dataclasses validate themselves while tyro builds them.
-        cmd = tyro.cli(target, args=argv[1:], prog=f"expoft {argv[0]}")
+        cmd = parse(argv[1:])
         cmd.run()
-    except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DatasetError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
         print(f"expoft: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -209,6 +209,10 @@ class EXPOAgent:
         obs = jnp.broadcast_to(obs[:, None], (*candidates.shape[:-1], obs.shape[-1]))
         return ensemble.apply_subset(params, members, obs, candidates).min(axis=0)
 
+    def act_base(self, obs: jax.Array, rng: jax.Array) -> jax.Array:
+        """One sample of the (EMA) base alone: the imitation policy, for BC evaluation."""
+        return _base_policy(self.config, self.action_dim).sample(self.base_ema, rng, obs, 1)[:, 0]
+
     def act(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
         """OTF action for observations ``[B, D]``; info says whether an edited candidate won."""
         k_cand, k_score = jax.random.split(rng)
@@ -218,6 +222,23 @@ class EXPOAgent:
         return actions, {"edited": index >= self.config.num_base_samples, "q": scores.max(axis=-1)}
 
     # ---- learning --------------------------------------------------------
+    def _imitation_step(self, rng: jax.Array, obs: jax.Array, actions: jax.Array):
+        policy = _base_policy(self.config, self.action_dim)
+        loss, grads = jax.value_and_grad(policy.loss)(self.base.params, rng, obs, actions)
+        base = self.base.apply_gradients(grads)
+        return base, polyak(self.base_ema, base.params, self.config.base_ema), loss
+
+    def pretrain(self, obs: jax.Array, actions: jax.Array, index: jax.Array) -> tuple[EXPOAgent, jax.Array]:
+        """Base imitation steps on ``obs [N, D]``, ``actions [N, d]``; one step per row of
+        ``index [steps, B]`` (scanned). Returns the agent and the loss of every step."""
+
+        def step(agent, idx):
+            rng, key = jax.random.split(agent.rng)
+            base, base_ema, loss = agent._imitation_step(key, obs[idx], actions[idx])
+            return agent.replace(base=base, base_ema=base_ema, rng=rng), loss
+
+        return jax.lax.scan(step, self, index)
+
     def update(self, pool: ChunkBatch) -> tuple[EXPOAgent, dict]:
         """One update call on a pool of ``config.pool_size`` transitions, the first
         ``config.pool_offline_count`` from the offline data (``ReplayBuffer.sample(...,
@@ -272,10 +293,7 @@ class EXPOAgent:
         obs, act = last.observations, last.actions
 
         # Base: imitation only; no Q gradient ever reaches it.
-        policy = _base_policy(cfg, self.action_dim)
-        base_loss, base_grads = jax.value_and_grad(policy.loss)(self.base.params, k_base, obs, act)
-        base = self.base.apply_gradients(base_grads)
-        base_ema = polyak(self.base_ema, base.params, cfg.base_ema)
+        base, base_ema, base_loss = self._imitation_step(k_base, obs, act)
 
         # Edit policy: SAC-style on the batch's actions, scored by the mean of the ensemble.
         alpha = jnp.exp(self.log_alpha.params)
@@ -353,3 +371,5 @@ def _ensemble(cfg: EXPOConfig) -> Ensemble:
 
 update = jax.jit(EXPOAgent.update)
 act = jax.jit(EXPOAgent.act)
+act_base = jax.jit(EXPOAgent.act_base)
+pretrain = jax.jit(EXPOAgent.pretrain)

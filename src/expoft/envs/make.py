@@ -1,0 +1,47 @@
+"""Environments for online fine-tuning and evaluation.
+
+``make_env`` builds an OGBench singletask env whose reward is the success
+signal: r = 1 when the step reaches the goal (the episode then ends), else 0
+(ALGORITHMS.md, EXPO-FT step 6). The success detector is a plain function of
+``info``; the default reads the environment's own success flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium
+import numpy as np
+
+from expoft.envs.ogbench_domains import get_domain, make_singletask_env
+
+SuccessDetector = Callable[[dict], bool]
+
+
+def env_success(info: dict) -> bool:
+    """The simulator's own success flag."""
+    return bool(info["success"])
+
+
+class SuccessReward(gymnasium.Wrapper):
+    """Sparse success reward; the episode terminates at success. Observations as float32."""
+
+    def __init__(self, env: gymnasium.Env, detector: SuccessDetector = env_success):
+        super().__init__(env)
+        self._detector = detector
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return np.asarray(obs, np.float32), info
+
+    def step(self, action):
+        obs, _, _, truncated, info = self.env.step(np.asarray(action, np.float64))
+        success = self._detector(info)
+        info["success"] = success
+        return np.asarray(obs, np.float32), float(success), success, truncated, info
+
+
+def make_env(env: str, task: int, detector: SuccessDetector = env_success) -> gymnasium.Env:
+    """Singletask env of ``env`` (e.g. ``cube-single``) for ``task`` with the success reward."""
+    domain = get_domain(env)
+    return SuccessReward(make_singletask_env(domain, task), detector)

@@ -1,0 +1,105 @@
+"""Typed run configuration and named presets (a preset changes a few fields)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from expoft.agents.expo import EXPOConfig
+from expoft.envs.ogbench_domains import check_task, get_domain
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One fine-tuning run: data, pretraining, online interaction, evaluation, logging."""
+
+    env: str = "cube-single"
+    """Domain: cube-single, cube-double, scene or puzzle-3x3."""
+    task: int = 1
+    """Singletask, 1..5."""
+    seed: int = 0
+    """Seeds the agent, the sampling and the environment."""
+    dataset: Path | None = None
+    """Offline data file; None: generate (or reuse from the cache) noisy oracle demos."""
+    demo_episodes: int = 30
+    """Demonstrations to generate when no dataset is given."""
+    demo_noise: float = 0.1
+    """Noise level of the generated demonstrations (see `expoft data demos --help`)."""
+    agent: EXPOConfig = EXPOConfig(target_flow_steps=1, target_pool_size=1024, targets_per_call=True)
+    """EXPO hyperparameters (default: published values with the fast target options)."""
+    pretrain_steps: int = 20_000
+    """Imitation steps of the base before RL (0: none)."""
+    env_steps: int = 20_000
+    """Online environment steps."""
+    random_steps: int = 0
+    """Uniform-random actions for the first steps (use 5000 when starting without pretraining)."""
+    start_training: int = 1_000
+    """Environment steps before the first update call."""
+    update_every: int = 1
+    """One update call every this many environment steps (1 = EXPO's schedule)."""
+    buffer_capacity: int = 1_000_000
+    eval_every: int = 5_000
+    """Evaluate every this many environment steps (and before RL, and at the end)."""
+    eval_episodes: int = 50
+    log_every: int = 500
+    """Write a metrics row every this many environment steps."""
+    checkpoint_every: int = 10_000
+
+    def __post_init__(self):
+        check_task(get_domain(self.env), self.task)
+        for name in (
+            "env_steps",
+            "eval_episodes",
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "update_every",
+            "buffer_capacity",
+            "demo_episodes",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("pretrain_steps", "random_steps", "start_training"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+TINY_AGENT = EXPOConfig(
+    flow_steps=3,
+    base_width=32,
+    base_blocks=1,
+    edit_hidden=(32, 32),
+    critic_hidden=(32, 32),
+    num_critics=4,
+    num_base_samples=4,
+    num_edit_samples=4,
+    utd=2,
+    batch_size=32,
+)
+
+PRESETS: dict[str, RunConfig] = {
+    # Finishes in seconds: for smoke tests of every command.
+    "tiny": RunConfig(
+        agent=TINY_AGENT,
+        demo_episodes=4,
+        pretrain_steps=50,
+        env_steps=300,
+        start_training=100,
+        update_every=5,
+        buffer_capacity=10_000,
+        eval_every=200,
+        eval_episodes=2,
+        log_every=100,
+        checkpoint_every=200,
+    ),
+    # EXPO's own schedule (an update call every env step) with the published agent.
+    "published": RunConfig(agent=EXPOConfig()),
+    # The default: EXPO with the fast target options.
+    "default": RunConfig(),
+}
+
+
+def preset(name: str, **overrides) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)

@@ -1,0 +1,351 @@
+"""Pretraining, online fine-tuning and evaluation; every run writes one folder.
+
+Run folder (``out``)::
+
+    config.json        the resolved RunConfig
+    metrics.jsonl      one row per log interval (namespaced keys) and per evaluation
+    checkpoints/       agent_<step>.npz (all arrays, no pickle) and buffer.npz
+    summary.json       success before RL, final success, steps, wall time
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from expoft.agents.expo import EXPOAgent, EXPOConfig, act, act_base, pretrain, update
+from expoft.data.dataset import Dataset, load_dataset
+from expoft.data.generate import DemosConfig, get_or_generate
+from expoft.data.replay import ReplayBuffer
+from expoft.envs.make import make_env
+from expoft.envs.ogbench_domains import get_domain
+from expoft.progress import Progress
+from expoft.train.checkpoint import load_pytree, save_pytree
+from expoft.train.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+PRETRAIN_CHUNK = 500  # imitation steps per compiled scan call
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.generic, jax.Array)):
+        return value.item()
+    return value
+
+
+class RunDir:
+    """The folder of one run. Refuses to write into a folder that already holds a run."""
+
+    def __init__(self, out: str | Path, config: RunConfig, overwrite: bool = False):
+        self.path = Path(out)
+        if (self.path / "config.json").exists() and not overwrite:
+            raise FileExistsError(f"{self.path} already holds a run; choose another --out or pass --overwrite")
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.write_json("config.json", to_jsonable(config))
+        self._metrics = open(self.path / "metrics.jsonl", "w")
+
+    def write_json(self, name: str, obj: Any) -> None:
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+        tmp.replace(self.path / name)
+
+    def log(self, row: dict) -> None:
+        self._metrics.write(json.dumps(to_jsonable(row)) + "\n")
+        self._metrics.flush()
+
+    def close(self) -> None:
+        self._metrics.close()
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate(agent: EXPOAgent, env, episodes: int, seed: int, policy: str = "otf", frames: list | None = None) -> dict:
+    """Run ``episodes`` episodes with reset seeds ``seed, seed+1, ...``.
+
+    ``policy``: ``otf`` (EXPO's rule, the default) or ``base`` (the imitation policy alone).
+    """
+    if policy not in ("otf", "base"):
+        raise ValueError(f"policy must be 'otf' or 'base', got {policy!r}")
+    key = jax.random.PRNGKey(seed)
+    successes, lengths, edited = 0, [], []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed + e)
+        done, steps = False, 0
+        while not done:
+            key, k = jax.random.split(key)
+            if policy == "otf":
+                action, info = act(agent, obs[None], k)
+                edited.append(bool(info["edited"][0]))
+            else:
+                action = act_base(agent, obs[None], k)
+            obs, _, terminated, truncated, step_info = env.step(np.asarray(action[0]))
+            if frames is not None and e == 0:
+                frames.append(env.unwrapped.render())
+            steps += 1
+            done = terminated or truncated
+        successes += int(step_info["success"])
+        lengths.append(steps)
+    low, high = wilson_interval(successes, episodes)
+    prefix = "eval" if policy == "otf" else "eval_base"
+    result = {
+        f"{prefix}/success": successes / episodes,
+        f"{prefix}/success_ci_low": low,
+        f"{prefix}/success_ci_high": high,
+        f"{prefix}/episode_length": float(np.mean(lengths)),
+        f"{prefix}/episodes": episodes,
+    }
+    if edited:
+        result[f"{prefix}/edited_frac"] = float(np.mean(edited))
+    return result
+
+
+def offline_data(cfg: RunConfig, progress: bool) -> Dataset:
+    if cfg.dataset is not None:
+        return load_dataset(cfg.dataset, env=cfg.env, task=None)
+    demos = DemosConfig(env=cfg.env, task=cfg.task, episodes=cfg.demo_episodes, seed=cfg.seed, noise=cfg.demo_noise)
+    _, ds, _ = get_or_generate(demos, progress=progress)
+    return ds
+
+
+def pretrain_base(agent: EXPOAgent, ds: Dataset, steps: int, seed: int, progress: bool = True):
+    """``steps`` imitation steps of the base on all of ``ds``; returns ``(agent, losses)``."""
+    obs = jax.numpy.asarray(ds.observations)
+    actions = jax.numpy.asarray(ds.actions)
+    rng = np.random.default_rng(seed)
+    bar = Progress(steps, "pretrain", unit="step", enabled=progress)
+    losses = []
+    done = 0
+    while done < steps:
+        n = min(PRETRAIN_CHUNK, steps - done)
+        index = rng.integers(0, ds.num_transitions, size=(n, agent.config.batch_size))
+        agent, chunk_losses = pretrain(agent, obs, actions, index)
+        losses.append(np.asarray(chunk_losses))
+        done += n
+        bar.update(n)
+        bar.set(loss=f"{float(losses[-1][-50:].mean()):.4f}")
+    bar.close()
+    return agent, np.concatenate(losses) if losses else np.zeros(0)
+
+
+def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Pretrain the base on the offline data, then run online EXPO; returns the summary."""
+    start_time = time.perf_counter()
+    run = RunDir(out, cfg, overwrite)
+    domain = get_domain(cfg.env)
+    ds = offline_data(cfg, progress)
+    if ds.obs_dim != domain.obs_dim or ds.action_dim != domain.action_dim:
+        raise ValueError(f"dataset dims ({ds.obs_dim}, {ds.action_dim}) do not fit {domain.name}")
+    if not ds.has_task:
+        raise ValueError("the offline data has no rewards; pass a dataset labelled for the task")
+    agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
+    losses = np.zeros(0)
+    if cfg.pretrain_steps:
+        agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
+        run.log(
+            {
+                "phase": "pretrain",
+                "pretrain/steps": cfg.pretrain_steps,
+                "pretrain/final_loss": float(losses[-100:].mean()),
+            }
+        )
+
+    env = make_env(cfg.env, cfg.task)
+    eval_env = make_env(cfg.env, cfg.task)
+    eval_seed = 10_000 + 1000 * cfg.seed  # fixed evaluation seeds, disjoint from training resets
+    before = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed)
+    before_base = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed, policy="base")
+    run.log({"env_step": 0, **before, **before_base})
+    log.info("before RL: OTF success %.2f, base alone %.2f", before["eval/success"], before_base["eval_base/success"])
+
+    buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
+    rng = np.random.default_rng(cfg.seed)
+    act_key = jax.random.PRNGKey(cfg.seed + 1)
+    obs, _ = env.reset(seed=cfg.seed)
+    episode_successes: deque[bool] = deque(maxlen=20)
+    episodes, total_successes, update_calls = 0, 0, 0
+    pending: list[dict] = []
+    acted_edited: list[bool] = []
+    update_time = act_time = 0.0
+    evals = [before]
+    first_95 = None
+    bar = Progress(cfg.env_steps, "finetune", unit="step", enabled=progress)
+    for step in range(1, cfg.env_steps + 1):
+        t0 = time.perf_counter()
+        if step <= cfg.random_steps:
+            action = rng.uniform(-1.0, 1.0, domain.action_dim).astype(np.float32)
+        else:
+            a, info = act(agent, obs[None], jax.random.fold_in(act_key, step))
+            action = np.asarray(a[0])
+            acted_edited.append(bool(info["edited"][0]))
+        act_time += time.perf_counter() - t0
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        buffer.add(obs, action, reward, next_obs, terminated, terminated or truncated)
+        obs = next_obs
+        if terminated or truncated:
+            episodes += 1
+            episode_successes.append(bool(info["success"]))
+            total_successes += int(info["success"])
+            obs, _ = env.reset(seed=cfg.seed + 1_000_000 + episodes)
+
+        if step >= cfg.start_training and step % cfg.update_every == 0:
+            t0 = time.perf_counter()
+            pool = buffer.sample(
+                rng,
+                cfg.agent.pool_size,
+                discount=cfg.agent.discount,
+                num_offline=cfg.agent.pool_offline_count,
+            )
+            agent, metrics = update(agent, pool)
+            pending.append(metrics)
+            update_calls += 1
+            update_time += time.perf_counter() - t0
+
+        if step % cfg.log_every == 0 or step == cfg.env_steps:
+            row = _log_row(step, episodes, total_successes, episode_successes, update_calls, pending, acted_edited)
+            row.update(
+                {
+                    "time/update_s": update_time,
+                    "time/act_s": act_time,
+                    "time/elapsed_s": time.perf_counter() - start_time,
+                }
+            )
+            if pending and not math.isfinite(row["critic/loss"]):
+                run.log(row)
+                raise FloatingPointError(
+                    f"training diverged at env step {step}: critic loss {row['critic/loss']}; "
+                    "lower the learning rates or check the rewards"
+                )
+            run.log(row)
+            pending, acted_edited = [], []
+            bar.set(success=f"{row['train/rolling_success']:.2f}", calls=update_calls)
+        if step % cfg.eval_every == 0 or step == cfg.env_steps:
+            result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed)
+            run.log({"env_step": step, **result})
+            evals.append({"env_step": step, **result})
+            if first_95 is None and result["eval/success"] >= 0.95:
+                first_95 = step
+            bar.set(eval=f"{result['eval/success']:.2f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.env_steps:
+            save_pytree(agent, run.path / "checkpoints" / f"agent_{step}.npz", env_step=np.int64(step))
+        bar.update(1)
+    bar.close()
+    buffer.save(run.path / "checkpoints" / "buffer.npz")
+
+    summary = {
+        "env": domain.name,
+        "task": cfg.task,
+        "seed": cfg.seed,
+        "offline_transitions": ds.num_transitions,
+        "pretrain_final_loss": float(losses[-100:].mean()) if len(losses) else None,
+        "success_before_rl": before["eval/success"],
+        "base_success_before_rl": before_base["eval_base/success"],
+        "final_success": evals[-1]["eval/success"],
+        "final_success_ci": [evals[-1]["eval/success_ci_low"], evals[-1]["eval/success_ci_high"]],
+        "env_steps": cfg.env_steps,
+        "env_steps_to_95": first_95,
+        "update_calls": update_calls,
+        "train_episodes": episodes,
+        "train_success_rate": total_successes / max(episodes, 1),
+        "wall_s": round(time.perf_counter() - start_time, 1),
+        "update_s": round(update_time, 1),
+        "critic_steps_per_s": round(update_calls * cfg.agent.utd / update_time, 2) if update_time else None,
+        "evaluations": [{"env_step": e.get("env_step", 0), "success": e["eval/success"]} for e in evals],
+    }
+    run.write_json("summary.json", summary)
+    run.close()
+    return summary
+
+
+def _log_row(step, episodes, total_successes, recent, update_calls, pending, acted_edited) -> dict:
+    row = {
+        "env_step": step,
+        "train/episodes": episodes,
+        "train/success_rate": total_successes / max(episodes, 1),
+        "train/rolling_success": float(np.mean(recent)) if recent else 0.0,
+        "train/update_calls": update_calls,
+        "otf/edited_frac": float(np.mean(acted_edited)) if acted_edited else None,
+    }
+    if pending:
+        stacked = jax.tree.map(lambda *xs: np.mean([float(x) for x in xs]), *pending)
+        row.update(stacked)
+    return row
+
+
+def config_from_json(data: dict) -> RunConfig:
+    """Rebuild a RunConfig from its ``config.json``."""
+    agent = {k: tuple(v) if isinstance(v, list) else v for k, v in data["agent"].items()}
+    fields = {**data, "agent": EXPOConfig(**agent)}
+    if fields.get("dataset") is not None:
+        fields["dataset"] = Path(fields["dataset"])
+    return RunConfig(**fields)
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    found = sorted((run_dir / "checkpoints").glob("agent_*.npz"), key=lambda p: int(p.stem.split("_")[1]))
+    if not found:
+        raise FileNotFoundError(f"no checkpoints in {run_dir / 'checkpoints'}")
+    return found[-1]
+
+
+def load_run_agent(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[RunConfig, EXPOAgent, int]:
+    """The config and agent of a run folder (latest checkpoint unless one is named)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} does not exist; is {run_dir} an expoft run folder?")
+    cfg = config_from_json(json.loads(config_path.read_text()))
+    domain = get_domain(cfg.env)
+    template = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
+    path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
+    agent, extra = load_pytree(template, path)
+    return cfg, agent, int(extra.get("env_step", 0))
+
+
+def evaluate_run(run_dir: str | Path, episodes: int, seed: int, checkpoint: str | Path | None = None) -> dict:
+    cfg, agent, step = load_run_agent(run_dir, checkpoint)
+    result = evaluate(agent, make_env(cfg.env, cfg.task), episodes, seed)
+    return {"run": str(run_dir), "env_step": step, **result}
+
+
+def pretrain_only(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Imitation pretraining of the base; saves ``checkpoints/agent_0.npz`` and a summary."""
+    run = RunDir(out, cfg, overwrite)
+    domain = get_domain(cfg.env)
+    ds = offline_data(cfg, progress)
+    agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
+    agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
+    save_pytree(agent, run.path / "checkpoints" / "agent_0.npz", env_step=np.int64(0))
+    result = evaluate(agent, make_env(cfg.env, cfg.task), cfg.eval_episodes, 10_000 + 1000 * cfg.seed, policy="base")
+    summary = {
+        "pretrain_steps": cfg.pretrain_steps,
+        "final_loss": float(losses[-100:].mean()) if len(losses) else None,
+        **result,
+    }
+    run.log({"phase": "pretrain", **summary})
+    run.write_json("summary.json", summary)
+    run.close()
+    return summary
