@@ -14,19 +14,9 @@ from expoft.agents.common import Trainable, q_guided_select
 from expoft.agents.expo import EXPOAgent, EXPOConfig, _minibatch_indices, update
 from expoft.data.replay import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
+from expoft.train.config import TINY_AGENT
 
-TINY = EXPOConfig(
-    flow_steps=3,
-    base_width=32,
-    base_blocks=1,
-    edit_hidden=(32,),
-    critic_hidden=(32, 32),
-    num_critics=4,
-    num_base_samples=3,
-    num_edit_samples=2,
-    utd=4,
-    batch_size=16,
-)
+TINY = dataclasses.replace(TINY_AGENT, num_base_samples=3, num_edit_samples=2, utd=4, batch_size=16)
 OBS, ACT = 6, 2
 
 

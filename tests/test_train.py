@@ -52,7 +52,14 @@ def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, 
     out = tmp_path / "run"
     assert main(["finetune", "--preset", "tiny", "--out", str(out), "--no-progress", "--seed", "1"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoints/agent_300.npz", "checkpoints/buffer.npz"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "learning_curve.png",
+        "checkpoints/agent_300.npz",
+        "checkpoints/buffer.npz",
+    ):
         assert (out / name).exists(), name
     assert summary["env_steps"] == 300 and summary["update_calls"] > 0
     assert 0.0 <= summary["final_success"] <= 1.0

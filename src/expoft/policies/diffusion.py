@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from expoft.nets import DenoisingNet
+from expoft.policies.denoising import DenoisingPolicy
 
 
 def cosine_betas(steps: int, s: float = 0.008) -> np.ndarray:
@@ -26,30 +26,13 @@ def cosine_betas(steps: int, s: float = 0.008) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionPolicy:
-    action_dim: int
-    steps: int = 10
-    width: int = 256
-    blocks: int = 3
-    time_features: int = 128
-
-    def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"diffusion steps must be >= 1, got {self.steps}")
-
-    @property
-    def net(self) -> DenoisingNet:
-        return DenoisingNet(self.action_dim, self.width, self.blocks, self.time_features)
-
+class DiffusionPolicy(DenoisingPolicy):
     def _schedule(self):
         betas = jnp.asarray(cosine_betas(self.steps))
         alphas = 1.0 - betas
         alpha_bar = jnp.cumprod(alphas)
         alpha_bar_prev = jnp.concatenate([jnp.ones(1), alpha_bar[:-1]])
         return betas, alphas, alpha_bar, alpha_bar_prev
-
-    def init(self, rng: jax.Array, obs_dim: int) -> dict:
-        return self.net.init(rng, jnp.zeros((1, obs_dim)), jnp.zeros((1, self.action_dim)), jnp.zeros((1,)))
 
     def loss(self, params: dict, rng: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
         _, _, alpha_bar, _ = self._schedule()

@@ -12,28 +12,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from expoft.nets import DenoisingNet
+from expoft.policies.denoising import DenoisingPolicy
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowPolicy:
-    action_dim: int
-    steps: int = 10
-    width: int = 256
-    blocks: int = 3
-    time_features: int = 128
-
-    def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"flow steps must be >= 1, got {self.steps}")
-
-    @property
-    def net(self) -> DenoisingNet:
-        return DenoisingNet(self.action_dim, self.width, self.blocks, self.time_features)
-
-    def init(self, rng: jax.Array, obs_dim: int) -> dict:
-        return self.net.init(rng, jnp.zeros((1, obs_dim)), jnp.zeros((1, self.action_dim)), jnp.zeros((1,)))
-
+class FlowPolicy(DenoisingPolicy):
     def loss(self, params: dict, rng: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
         noise_key, time_key = jax.random.split(rng)
         x0 = jax.random.normal(noise_key, actions.shape)

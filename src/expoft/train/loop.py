@@ -6,6 +6,7 @@ Run folder (``out``)::
     metrics.jsonl      one row per log interval (namespaced keys) and per evaluation
     checkpoints/       agent_<step>.npz (all arrays, no pickle) and buffer.npz
     summary.json       success before RL, final success, steps, wall time
+    learning_curve.png success against environment steps
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from expoft.data.replay import ReplayBuffer
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
 from expoft.progress import Progress
+from expoft.report.plots import plot_learning_curves
 from expoft.train.checkpoint import load_pytree, save_pytree
 from expoft.train.config import RunConfig
 
@@ -276,6 +278,9 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         "evaluations": [{"env_step": e.get("env_step", 0), "success": e["eval/success"]} for e in evals],
     }
     run.write_json("summary.json", summary)
+    plot_learning_curves(
+        {f"EXPO seed {cfg.seed}": run.path}, run.path / "learning_curve.png", f"{domain.name} task {cfg.task}"
+    )
     run.close()
     return summary
 

@@ -1,0 +1,43 @@
+"""Plots of run folders: success against environment steps, with 95% intervals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def eval_curve(run_dir: str | Path) -> dict[str, list[float]]:
+    """``env_step``, ``success``, ``low``, ``high`` of every OTF evaluation row of a run."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
+    rows = [r for r in rows if "eval/success" in r]
+    return {
+        "env_step": [r["env_step"] for r in rows],
+        "success": [r["eval/success"] for r in rows],
+        "low": [r["eval/success_ci_low"] for r in rows],
+        "high": [r["eval/success_ci_high"] for r in rows],
+    }
+
+
+def plot_learning_curves(runs: dict[str, str | Path], out: str | Path, title: str = "") -> Path:
+    """One line per labelled run folder, shaded by its 95% interval; saved as PNG."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, run_dir in runs.items():
+        curve = eval_curve(run_dir)
+        line = ax.plot(curve["env_step"], curve["success"], marker="o", label=label)[0]
+        ax.fill_between(curve["env_step"], curve["low"], curve["high"], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
