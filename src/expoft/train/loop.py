@@ -222,6 +222,7 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
                 num_offline=cfg.agent.pool_offline_count,
             )
             agent, metrics = update(agent, pool)
+            jax.block_until_ready(metrics)  # dispatch is async: time the work, not the call
             pending.append(metrics)
             update_calls += 1
             update_time += time.perf_counter() - t0
