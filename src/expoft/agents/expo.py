@@ -68,7 +68,7 @@ class EXPOConfig:
     init_temperature: float = 1.0
     temperature_lr: float = 3e-4
     target_entropy_per_dim: float = -0.5
-    """Target entropy = this * d (d = action or executed-chunk dimension)."""
+    """Target entropy of the edit u = this * d (d = action or executed-chunk dimension)."""
     utd: int = 20
     """Critic steps per update call."""
     batch_size: int = 256
@@ -310,7 +310,11 @@ class EXPOAgent:
         )
         edit = self.edit.apply_gradients(edit_grads)
 
-        entropy = -jax.lax.stop_gradient(log_prob_action).mean()
+        # Deviation from ALGORITHMS.md, on purpose: the temperature tracks the entropy of u itself.
+        # The entropy of a~ = a + beta*u is that of u plus d*log(beta), at most d*log(2*beta)
+        # (-11.5 for d = 5, beta = 0.05), which can never reach the target -d/2: alpha would grow
+        # without bound. In the edit loss the -d*log(beta) term is a constant (no gradient).
+        entropy = -jax.lax.stop_gradient(log_prob_action).mean() - log_scale
         target_entropy = cfg.target_entropy_per_dim * self.action_dim
         temp_grad = jax.grad(lambda la: jnp.exp(la) * (entropy - target_entropy))(self.log_alpha.params)
         log_alpha = self.log_alpha.apply_gradients(temp_grad)
@@ -320,6 +324,7 @@ class EXPOAgent:
                 "base/loss": base_loss,
                 "edit/loss": edit_loss,
                 "edit/entropy": entropy,
+                "edit/action_entropy": entropy + log_scale,
                 "edit/magnitude": jnp.mean(jnp.linalg.norm(edited - act, axis=-1)),
                 "edit/alpha": alpha,
             }
