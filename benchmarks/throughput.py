@@ -1,35 +1,42 @@
-"""EXPO compute (protocol P3): update-call speed, action latency, compile time. Run by hand.
+"""EXPO compute (protocol P3). Run by hand, not by CI.
 
-    python benchmarks/throughput.py                   # published and fast variants
-    python benchmarks/throughput.py --variants fast --calls 10
+    python benchmarks/throughput.py                      # the fast default
+    python benchmarks/throughput.py --variant both       # published and fast, in one run
+    python benchmarks/throughput.py --variant published-ddpm --calls 3
 
 Shapes are the published state setting: observation 37-d (cube-double), action 5-d,
 batch 256, UTD 20, 10 critics of (256, 256, 256), 8 + 8 candidates. Variants differ only in
 the speed options of ``EXPOConfig``:
 
-- ``published``: flow base, 10 Euler steps everywhere, every critic minibatch fresh and
-  scored at every critic step (what the published code computes, on a flow base);
-- ``published-ddpm``: the same with the DDPM base (T = 10), the published code's base;
-- ``fast``: 1 Euler step for TD-target candidates, a pool of 1024 transitions per update
-  call whose target candidates are drawn and scored once per call.
+- ``published``: flow base with 10 Euler steps everywhere, every critic minibatch fresh and
+  scored at every critic step (no speed options);
+- ``published-ddpm``: the same on the DDPM base (T = 10), the published code's base;
+- ``fast`` (the default preset): 1 Euler step for TD-target candidates, a pool of 1024
+  transitions per update call whose target candidates are drawn and scored once per call.
 
-Prints one JSON line per figure (medians over ``--calls`` timed update calls after one
-warm-up call, and over ``--act-calls`` single-observation action selections) and a table.
+Each figure is one JSON line on stdout with exactly the keys ``metric``, ``value``, ``unit``,
+``variant``; a table follows on stderr. ``critic_step_ms`` is the median over ``--calls``
+update calls (after a warm-up call) divided by UTD; action latency percentiles come from
+``--act-calls`` single-observation selections; ``env_steps_per_s`` runs the whole loop (env
+step, OTF action, buffer insert, pool sampling, one update call per env step as in EXPO) on
+cube-double task 1 for ``--loop-steps`` steps; ``peak_rss_mb`` is the process peak so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import resource
+import sys
 import time
 
 import jax
 import numpy as np
 
 from expoft.agents.expo import EXPOAgent, EXPOConfig, act, update
-from expoft.data.replay import ChunkBatch
+from expoft.data.replay import ChunkBatch, ReplayBuffer
+from expoft.envs.make import make_env
 
 OBS_DIM, ACTION_DIM = 37, 5
 VARIANTS = {
@@ -53,61 +60,89 @@ def random_pool(cfg: EXPOConfig, rng: np.random.Generator) -> ChunkBatch:
     )
 
 
-def measure(name: str, cfg: EXPOConfig, calls: int, act_calls: int) -> list[dict]:
+def timed_update(agent, pool):
+    start = time.perf_counter()
+    agent, metrics = update(agent, pool)
+    jax.block_until_ready(metrics)
+    return agent, time.perf_counter() - start
+
+
+def whole_loop(agent: EXPOAgent, cfg: EXPOConfig, steps: int, rng: np.random.Generator) -> float:
+    """Environment steps per second with one update call per step (EXPO's schedule)."""
+    env = make_env("cube-double", 1)
+    buffer = ReplayBuffer(OBS_DIM, ACTION_DIM, 100_000)
+    obs, _ = env.reset(seed=0)
+    # Fill the buffer so that every pool can be drawn from the online part alone.
+    while buffer.online_size < cfg.pool_size:
+        action = rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs, action, reward, next_obs, terminated, terminated or truncated)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    start = time.perf_counter()
+    for step in range(steps):
+        a, _ = act(agent, obs[None], jax.random.PRNGKey(step))
+        action = np.asarray(a[0])
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs, action, reward, next_obs, terminated, terminated or truncated)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+        pool = buffer.sample(rng, cfg.pool_size, discount=cfg.discount, num_offline=0)
+        agent, metrics = update(agent, pool)
+    jax.block_until_ready(metrics)
+    return steps / (time.perf_counter() - start)
+
+
+def measure(variant: str, calls: int, act_calls: int, loop_steps: int) -> list[tuple[str, float, str]]:
+    cfg = VARIANTS[variant]
+    # The whole loop samples online-only pools: same shapes, no offline part needed.
+    loop_cfg = dataclasses.replace(cfg, offline_fraction=0.0)
     rng = np.random.default_rng(0)
     agent = EXPOAgent.create(cfg, OBS_DIM, ACTION_DIM)
-    start = time.perf_counter()
-    agent, metrics = update(agent, random_pool(cfg, rng))
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
+    agent, first = timed_update(agent, random_pool(cfg, rng))
     times = []
     for _ in range(calls):
-        pool = random_pool(cfg, rng)
-        start = time.perf_counter()
-        agent, metrics = update(agent, pool)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
+        agent, seconds = timed_update(agent, random_pool(cfg, rng))
+        times.append(seconds)
     call_s = float(np.median(times))
 
     obs = rng.normal(size=(1, OBS_DIM)).astype(np.float32)
-    start = time.perf_counter()
     jax.block_until_ready(act(agent, obs, jax.random.PRNGKey(0)))
-    act_compile_s = time.perf_counter() - start
     latencies = []
     for i in range(act_calls):
         start = time.perf_counter()
         jax.block_until_ready(act(agent, obs, jax.random.PRNGKey(i + 1)))
         latencies.append(time.perf_counter() - start)
-    base = {"variant": name, "utd": cfg.utd, "batch": cfg.batch_size}
+
+    loop_agent = EXPOAgent.create(loop_cfg, OBS_DIM, ACTION_DIM)
+    loop_agent, _ = timed_update(loop_agent, random_pool(loop_cfg, rng))  # compile outside the timing
+    env_steps_per_s = whole_loop(loop_agent, loop_cfg, loop_steps, rng)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return [
-        {**base, "figure": "update_call_s", "value": round(call_s, 4), "runs": calls},
-        {**base, "figure": "critic_step_ms", "value": round(1000 * call_s / cfg.utd, 2)},
-        {**base, "figure": "critic_steps_per_s", "value": round(cfg.utd / call_s, 2)},
-        {**base, "figure": "update_compile_s", "value": round(compile_s - call_s, 2)},
-        {**base, "figure": "act_p50_ms", "value": round(1000 * float(np.percentile(latencies, 50)), 3)},
-        {**base, "figure": "act_p99_ms", "value": round(1000 * float(np.percentile(latencies, 99)), 3)},
-        {**base, "figure": "act_compile_s", "value": round(act_compile_s, 2)},
+        ("critic_step_ms", round(1000 * call_s / cfg.utd, 2), "ms"),
+        ("update_compile_s", round(first - call_s, 2), "s"),
+        ("act_latency_p50_ms", round(1000 * float(np.percentile(latencies, 50)), 3), "ms"),
+        ("act_latency_p99_ms", round(1000 * float(np.percentile(latencies, 99)), 3), "ms"),
+        ("env_steps_per_s", round(env_steps_per_s, 3), "steps/s"),
+        ("peak_rss_mb", round(peak_mb), "MB"),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="published,fast", help=f"comma list of {sorted(VARIANTS)}")
-    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--variant", default="fast", choices=[*VARIANTS, "both"])
+    parser.add_argument("--calls", type=int, default=5, help="timed update calls (median)")
     parser.add_argument("--act-calls", type=int, default=300)
+    parser.add_argument("--loop-steps", type=int, default=20, help="whole-loop env steps timed")
     args = parser.parse_args()
+    variants = ["published", "fast"] if args.variant == "both" else [args.variant]
     rows = []
-    for name in args.variants.split(","):
-        for row in measure(name, VARIANTS[name], args.calls, args.act_calls):
-            row["device"] = jax.devices()[0].platform
-            row["cpus"] = os.cpu_count()
+    for variant in variants:
+        for metric, value, unit in measure(variant, args.calls, args.act_calls, args.loop_steps):
+            row = {"metric": metric, "value": value, "unit": unit, "variant": variant}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"figure": "peak_rss_mb", "value": round(peak_mb)}))
-    print(f"\n{'variant':<16}{'figure':<22}value")
+    print(f"\n{'variant':<16}{'metric':<22}{'value':>10} unit", file=sys.stderr)
     for r in rows:
-        print(f"{r['variant']:<16}{r['figure']:<22}{r['value']}")
+        print(f"{r['variant']:<16}{r['metric']:<22}{r['value']:>10} {r['unit']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

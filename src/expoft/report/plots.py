@@ -23,9 +23,14 @@ def eval_curve(run_dir: str | Path) -> dict[str, list[float]]:
     }
 
 
-def plot_learning_curves(runs: dict[str, str | Path], out: str | Path, title: str = "") -> Path:
-    """One line per labelled run folder, shaded by its 95% interval; saved as PNG."""
+def plot_learning_curves(
+    runs: dict[str, str | Path], out: str | Path, title: str = "", levels: dict[str, float] | None = None
+) -> Path:
+    """One line per labelled run folder, shaded by its 95% interval, plus dashed horizontal
+    ``levels`` (e.g. the imitation-only success); saved as PNG."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    for label, level in (levels or {}).items():
+        ax.axhline(level, linestyle="--", color="gray", label=label)
     for label, run_dir in runs.items():
         curve = eval_curve(run_dir)
         line = ax.plot(curve["env_step"], curve["success"], marker="o", label=label)[0]

@@ -264,8 +264,8 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         "seed": cfg.seed,
         "offline_transitions": ds.num_transitions,
         "pretrain_final_loss": float(losses[-100:].mean()) if len(losses) else None,
+        "bc_success": before_base["eval_base/success"],
         "success_before_rl": before["eval/success"],
-        "base_success_before_rl": before_base["eval_base/success"],
         "final_success": evals[-1]["eval/success"],
         "final_success_ci": [evals[-1]["eval/success_ci_low"], evals[-1]["eval/success_ci_high"]],
         "env_steps": cfg.env_steps,
@@ -273,14 +273,17 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         "update_calls": update_calls,
         "train_episodes": episodes,
         "train_success_rate": total_successes / max(episodes, 1),
-        "wall_s": round(time.perf_counter() - start_time, 1),
+        "wall_seconds": round(time.perf_counter() - start_time, 1),
         "update_s": round(update_time, 1),
         "critic_steps_per_s": round(update_calls * cfg.agent.utd / update_time, 2) if update_time else None,
         "evaluations": [{"env_step": e.get("env_step", 0), "success": e["eval/success"]} for e in evals],
     }
     run.write_json("summary.json", summary)
     plot_learning_curves(
-        {f"EXPO seed {cfg.seed}": run.path}, run.path / "learning_curve.png", f"{domain.name} task {cfg.task}"
+        {f"EXPO seed {cfg.seed}": run.path},
+        run.path / "learning_curve.png",
+        f"{domain.name} task {cfg.task}",
+        levels={f"imitation only ({summary['bc_success']:.0%})": summary["bc_success"]},
     )
     run.close()
     return summary
