@@ -162,9 +162,26 @@ class Eval:
         print(json.dumps(evaluate_run(self.run_dir, self.episodes, self.seed, self.checkpoint)))
 
 
-def _with_preset(target, argv: list[str]):
+@dataclasses.dataclass(frozen=True)
+class Demo:
+    """The main job: demos for cube-single task 1, pretrain, EXPO fine-tuning, evaluation, plot."""
+
+    config: Annotated[RunConfig, tyro.conf.OmitArgPrefixes]
+    out: Path = Path("runs/demo")
+    overwrite: bool = False
+    progress: bool = True
+
+    def run(self) -> None:
+        out = self.out / f"seed{self.config.seed}"
+        summary = finetune(self.config, out, overwrite=self.overwrite, progress=self.progress)
+        keys = ("bc_success", "final_success", "env_steps", "env_steps_to_95", "wall_seconds", "seed")
+        for key in keys:
+            print(f"{key:<16} {summary[key]}")
+        print(f"{'run folder':<16} {out}  (learning_curve.png, summary.json, metrics.jsonl)")
+
+
+def _with_preset(target, argv: list[str], name: str = "default"):
     """``--preset NAME`` picks the defaults that the other flags then override."""
-    name = "default"
     rest = []
     it = iter(argv)
     for arg in it:
@@ -186,6 +203,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "pretrain": (lambda argv: _with_preset(Pretrain, argv), "imitation pretraining of the base (--preset NAME)"),
     "finetune": (lambda argv: _with_preset(Finetune, argv), "pretrain + online EXPO fine-tuning (--preset NAME)"),
     "eval": (lambda argv: tyro.cli(Eval, args=argv, prog="expoft eval"), "evaluate a run's checkpoint"),
+    "demo": (lambda argv: _with_preset(Demo, argv, "demo"), "the main job: fine-tune cube-single task 1 end to end"),
 }
 
 
