@@ -96,3 +96,15 @@ def test_preset_errors():
         preset("huge")
     with pytest.raises(ValueError, match="env_steps must be >= 1"):
         preset("tiny", env_steps=0)
+
+
+def test_demo_command_writes_summary_and_curve(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    assert main(["demo", "--preset", "tiny", "--out", str(tmp_path / "demo"), "--no-progress", "--seed", "2"]) == 0
+    run = tmp_path / "demo" / "seed2"
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("bc_success", "final_success", "env_steps", "wall_seconds", "seed"):
+        assert key in summary, key
+    assert summary["seed"] == 2 and summary["env_steps"] == 300
+    assert (run / "learning_curve.png").stat().st_size > 10_000
+    assert "final_success" in capsys.readouterr().out

@@ -221,6 +221,12 @@ class EXPOAgent:
         actions, index = q_guided_select(cands, scores)
         return actions, {"edited": index >= self.config.num_base_samples, "q": scores.max(axis=-1)}
 
+    def td_target(self, batch: ChunkBatch, q_next: jax.Array) -> jax.Array:
+        """``y = R + gamma^n * mask * V(s')``, V the best candidate's subset-min target Q
+        (``q_next [B, C]``), or the first base sample's without OTF in the backup."""
+        v_next = q_next.max(axis=-1) if self.config.otf_in_backup else q_next[:, 0]
+        return jax.lax.stop_gradient(batch.rewards + batch.discounts * batch.masks * v_next)
+
     # ---- learning --------------------------------------------------------
     def _imitation_step(self, rng: jax.Array, obs: jax.Array, actions: jax.Array):
         policy = _base_policy(self.config, self.action_dim)
@@ -263,8 +269,7 @@ class EXPOAgent:
                 q_next = pool_q[idx]
             else:
                 q_next = self.score(k_step, mb.next_observations, pool_cands[idx], critic_params=target)  # [B, C]
-            v_next = q_next.max(axis=-1) if cfg.otf_in_backup else q_next[:, 0]
-            y = jax.lax.stop_gradient(mb.rewards + mb.discounts * mb.masks * v_next)
+            y = self.td_target(mb, q_next)
 
             def loss_fn(params):
                 q = ensemble.apply(params, mb.observations, mb.actions)  # [E, B]
