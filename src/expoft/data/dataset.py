@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from expoft.envs.ogbench_domains import get_domain, subgoal_successes, task_goal
+from expoft.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -306,21 +306,6 @@ def dataset_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_dataset(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``NAME.npz`` and ``NAME.json``; refuse to replace existing files unless asked."""
     npz, meta_path = dataset_paths(path)
@@ -342,8 +327,8 @@ def save_dataset(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = Fals
     if ds.episode_success is not None:
         meta["success_rate"] = float(ds.episode_success.mean()) if len(ds.episode_success) else 0.0
     # The npz goes first: a metadata file only ever describes a complete array file.
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
-    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
+    atomic_write(npz, lambda f: np.savez(f, **arrays))
+    atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
     return npz
 
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from expoft.data.dataset import Dataset
+from expoft.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class ReplayBuffer:
     # ---- sizes -----------------------------------------------------------
     @property
     def offline_size(self) -> int:
-        return 0 if self._offline is None else self._offline.size
+        return self._size(self._offline)
 
     @property
     def online_size(self) -> int:
@@ -242,11 +242,8 @@ class ReplayBuffer:
     # ---- persistence (online part; the offline part is its dataset file) --
     def save(self, path: str | os.PathLike) -> None:
         """Write the online part to ``path`` (.npz, no pickle)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp.npz")
-        np.savez(tmp, ptr=np.int64(self._online.ptr), size=np.int64(self._online.size), **self._online.a)
-        os.replace(tmp, p)
+        part = self._online
+        atomic_write(path, lambda f: np.savez(f, ptr=np.int64(part.ptr), size=np.int64(part.size), **part.a))
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore the online part written by :meth:`save` (same dims and capacity)."""

@@ -185,13 +185,11 @@ class TaskDirector:
 
     def select_action(self, ob: np.ndarray, info: dict) -> np.ndarray:
         """The oracle's action for the current subgoal (zeros once the goal holds)."""
-        if self._oracle is not None and self._oracle.done:
+        # Re-plan when a subgoal is finished, and while idle: noise may undo a reached goal.
+        if self._oracle is None or self._oracle.done:
             self._next_subgoal(ob, info)
         if self._oracle is None:
-            # Re-check: noise may have undone the goal since the last plan.
-            self._next_subgoal(ob, info)
-            if self._oracle is None:
-                return np.zeros(self._domain.action_dim)
+            return np.zeros(self._domain.action_dim)
         return np.asarray(self._oracle.select_action(ob, self._with_subgoal(info)), dtype=np.float64)
 
     def _with_subgoal(self, info: dict) -> dict:

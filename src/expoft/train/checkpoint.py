@@ -13,6 +13,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from expoft.fileio import atomic_write
+
 
 class CheckpointError(ValueError):
     """A checkpoint does not fit the agent it is restored into."""
@@ -25,16 +27,12 @@ def _flatten(tree: Any) -> dict[str, np.ndarray]:
 
 def save_pytree(tree: Any, path: str | os.PathLike, **extra: np.ndarray) -> Path:
     """Write ``tree`` (plus ``extra`` arrays, e.g. the step) atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = _flatten(tree)
     clash = set(arrays) & set(extra)
     if clash:
         raise ValueError(f"extra arrays clash with the tree: {sorted(clash)}")
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays, **{f"extra/{k}": np.asarray(v) for k, v in extra.items()})
-    os.replace(tmp, path)
-    return path
+    extra_arrays = {f"extra/{k}": np.asarray(v) for k, v in extra.items()}
+    return atomic_write(path, lambda f: np.savez(f, **arrays, **extra_arrays))
 
 
 def load_pytree(template: Any, path: str | os.PathLike) -> tuple[Any, dict[str, np.ndarray]]:

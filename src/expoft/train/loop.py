@@ -29,6 +29,7 @@ from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
+from expoft.fileio import atomic_write
 from expoft.progress import Progress
 from expoft.report.plots import plot_learning_curves
 from expoft.train.checkpoint import load_pytree, save_pytree
@@ -63,9 +64,7 @@ class RunDir:
         self._metrics = open(self.path / "metrics.jsonl", "w")
 
     def write_json(self, name: str, obj: Any) -> None:
-        tmp = self.path / f".{name}.tmp"
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-        tmp.replace(self.path / name)
+        atomic_write(self.path / name, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
 
     def log(self, row: dict) -> None:
         self._metrics.write(json.dumps(to_jsonable(row)) + "\n")
@@ -85,7 +84,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def evaluate(agent: EXPOAgent, env, episodes: int, seed: int, policy: str = "otf", frames: list | None = None) -> dict:
+def evaluation_seed(cfg: RunConfig) -> int:
+    """First reset seed of a run's evaluations: fixed, and disjoint from its training resets."""
+    return 10_000 + 1000 * cfg.seed
+
+
+def evaluate(agent: EXPOAgent, env, episodes: int, seed: int, policy: str = "otf") -> dict:
     """Run ``episodes`` episodes with reset seeds ``seed, seed+1, ...``.
 
     ``policy``: ``otf`` (EXPO's rule, the default) or ``base`` (the imitation policy alone).
@@ -105,8 +109,6 @@ def evaluate(agent: EXPOAgent, env, episodes: int, seed: int, policy: str = "otf
             else:
                 action = act_base(agent, obs[None], k)
             obs, _, terminated, truncated, step_info = env.step(np.asarray(action[0]))
-            if frames is not None and e == 0:
-                frames.append(env.unwrapped.render())
             steps += 1
             done = terminated or truncated
         successes += int(step_info["success"])
@@ -177,7 +179,7 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
 
     env = make_env(cfg.env, cfg.task)
     eval_env = make_env(cfg.env, cfg.task)
-    eval_seed = 10_000 + 1000 * cfg.seed  # fixed evaluation seeds, disjoint from training resets
+    eval_seed = evaluation_seed(cfg)
     before = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed)
     before_base = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed, policy="base")
     run.log({"env_step": 0, **before, **before_base})
@@ -348,7 +350,7 @@ def pretrain_only(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, p
     agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
     agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
     save_pytree(agent, run.path / "checkpoints" / "agent_0.npz", env_step=np.int64(0))
-    result = evaluate(agent, make_env(cfg.env, cfg.task), cfg.eval_episodes, 10_000 + 1000 * cfg.seed, policy="base")
+    result = evaluate(agent, make_env(cfg.env, cfg.task), cfg.eval_episodes, evaluation_seed(cfg), policy="base")
     summary = {
         "pretrain_steps": cfg.pretrain_steps,
         "final_loss": float(losses[-100:].mean()) if len(losses) else None,
