@@ -12,7 +12,7 @@ from expoft.agents.expo import EXPOAgent, act
 from expoft.cli import main
 from expoft.train.checkpoint import CheckpointError, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, preset
-from expoft.train.loop import RunDir, load_run_agent, wilson_interval
+from expoft.train.loop import RunDir, _update_calls_due, load_run_agent, wilson_interval
 
 
 def test_wilson_interval_known_values():
@@ -108,3 +108,95 @@ def test_demo_command_writes_summary_and_curve(tmp_path, monkeypatch, capsys):
     assert summary["seed"] == 2 and summary["env_steps"] == 300
     assert (run / "learning_curve.png").stat().st_size > 10_000
     assert "final_success" in capsys.readouterr().out
+
+
+def test_update_schedules():
+    every = preset("tiny", start_training=10, update_every=5)
+    due = [_update_calls_due(every, step, episode_ended=step % 7 == 0) for step in range(1, 31)]
+    assert [s for s, n in zip(range(1, 31), due, strict=True) if n] == [10, 15, 20, 25, 30]
+    assert set(due) == {0, 1}
+    per_episode = preset("tiny", start_training=10, updates_per_episode=3)
+    due = [_update_calls_due(per_episode, step, episode_ended=step % 7 == 0) for step in range(1, 31)]
+    assert [(s, n) for s, n in zip(range(1, 31), due, strict=True) if n] == [(14, 3), (21, 3), (28, 3)]
+    with pytest.raises(ValueError, match="updates_per_episode must be >= 0"):
+        preset("tiny", updates_per_episode=-1)
+
+
+def test_episode_schedule_runs_calls_at_episode_ends(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "run"
+    args = ["finetune", "--preset", "tiny", "--out", str(out), "--no-progress", "--updates-per-episode", "2"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # tiny: 300 env steps, training from step 100; every episode that ends after that adds 2 calls
+    assert summary["update_calls"] % 2 == 0 and summary["update_calls"] >= 2
+
+
+def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "--preset", "tiny", "--out", str(pre), "--no-progress"]) == 0
+    out = tmp_path / "ft"
+    assert main(["finetune", "--preset", "tiny", "--out", str(out), "--no-progress", "--base-from", str(pre)]) == 0
+    _, pretrained, _ = load_run_agent(pre)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["pretrain/base_from"] == str(pre)
+    # Before RL the fine-tuning run acts with exactly the pretrained base.
+    from expoft.train.loop import with_base_from
+
+    fresh = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
+    started = with_base_from(fresh, pre)
+    for x, y in zip(jax.tree.leaves(pretrained.base_ema), jax.tree.leaves(started.base_ema), strict=True):
+        np.testing.assert_array_equal(x, y)
+    capsys.readouterr()
+    wider = preset("tiny").agent.__class__(**{**vars(TINY_AGENT), "base_width": 64})
+    with pytest.raises(ValueError, match="base_width: 32 there, 64 here"):
+        with_base_from(EXPOAgent.create(wider, 28, 5, seed=0), pre)
+
+
+def test_write_gif_round_trip(tmp_path):
+    from PIL import Image
+
+    from expoft.report.video import write_gif
+
+    frames = [np.full((8, 10, 3), 40 * i, np.uint8) for i in range(5)]
+    path = write_gif(frames, tmp_path / "v.gif", fps=10)
+    with Image.open(path) as im:
+        assert im.size == (10, 8) and im.n_frames == 5
+    with pytest.raises(ValueError, match="animated GIFs"):
+        write_gif(frames, tmp_path / "v.mp4")
+    with pytest.raises(ValueError, match="no frames"):
+        write_gif([], tmp_path / "w.gif")
+
+
+def _can_render() -> bool:
+    from expoft.envs.make import make_env
+
+    env = make_env("cube-single", 1, render=True)
+    env.reset(seed=0)
+    try:
+        env.render()
+    except Exception:
+        return False
+    finally:
+        env.close()
+    return True
+
+
+def test_eval_writes_a_video(tmp_path, monkeypatch, capsys):
+    if not _can_render():
+        pytest.skip("no offscreen OpenGL (EGL) on this machine")
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "--preset", "tiny", "--out", str(pre), "--no-progress"]) == 0
+    capsys.readouterr()
+    video = tmp_path / "ep.gif"
+    assert main(["eval", str(pre), "--episodes", "1", "--video", str(video)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    from PIL import Image
+
+    with Image.open(video) as im:
+        # one frame per step plus the first observation
+        assert im.n_frames == result["eval/episode_length"] + 1 and im.size == (160, 160)
+    assert main(["eval", str(pre), "--video", str(tmp_path / "ep.mp4")]) == 2
+    assert "animated GIFs" in capsys.readouterr().err

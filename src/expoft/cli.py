@@ -157,9 +157,15 @@ class Eval:
     seed: int = 10_000
     checkpoint: Path | None = None
     """A specific checkpoint file instead of the latest one."""
+    video: Path | None = None
+    """Also write the first --video-episodes episodes to this animated GIF (needs EGL rendering)."""
+    video_episodes: int = 1
 
     def run(self) -> None:
-        print(json.dumps(evaluate_run(self.run_dir, self.episodes, self.seed, self.checkpoint)))
+        if self.episodes < 1 or self.video_episodes < 1:
+            raise ValueError("--episodes and --video-episodes must be >= 1")
+        result = evaluate_run(self.run_dir, self.episodes, self.seed, self.checkpoint, self.video, self.video_episodes)
+        print(json.dumps(result))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,7 +41,14 @@ class SuccessReward(gymnasium.Wrapper):
         return np.asarray(obs, np.float32), float(success), success, truncated, info
 
 
-def make_env(env: str, task: int, detector: SuccessDetector = env_success) -> gymnasium.Env:
-    """Singletask env of ``env`` (e.g. ``cube-single``) for ``task`` with the success reward."""
+RENDER_SIZE = 160
+
+
+def make_env(
+    env: str, task: int, detector: SuccessDetector = env_success, render: bool = False
+) -> gymnasium.Env:
+    """Singletask env of ``env`` (e.g. ``cube-single``) for ``task`` with the success reward;
+    ``render=True``: ``env.render()`` returns RGB frames (offscreen, for videos)."""
     domain = get_domain(env)
-    return SuccessReward(make_singletask_env(domain, task), detector)
+    kwargs = {"render_mode": "rgb_array", "width": RENDER_SIZE, "height": RENDER_SIZE} if render else {}
+    return SuccessReward(make_singletask_env(domain, task, **kwargs), detector)

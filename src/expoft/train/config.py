@@ -27,8 +27,11 @@ class RunConfig:
     """Noise level of the generated demonstrations (see `expoft data demos --help`)."""
     agent: EXPOConfig = EXPOConfig(target_flow_steps=1, target_pool_size=1024, targets_per_call=True)
     """EXPO hyperparameters (default: published values with the fast target options)."""
+    base_from: Path | None = None
+    """Run folder (`expoft pretrain` or `finetune`) whose base policy to start from, instead of
+    pretraining here; its base settings (type, steps, width, blocks) must match `agent`."""
     pretrain_steps: int = 20_000
-    """Imitation steps of the base before RL (0: none)."""
+    """Imitation steps of the base before RL (0: none; ignored with `base_from`)."""
     env_steps: int = 20_000
     """Online environment steps."""
     random_steps: int = 0
@@ -37,6 +40,9 @@ class RunConfig:
     """Environment steps before the first update call."""
     update_every: int = 1
     """One update call every this many environment steps (1 = EXPO's schedule)."""
+    updates_per_episode: int = 0
+    """If > 0: this many update calls at the end of each episode instead (EXPO-FT's schedule;
+    `update_every` is then ignored)."""
     buffer_capacity: int = 1_000_000
     eval_every: int = 5_000
     """Evaluate every this many environment steps (and before RL, and at the end)."""
@@ -59,7 +65,7 @@ class RunConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("pretrain_steps", "random_steps", "start_training"):
+        for name in ("pretrain_steps", "random_steps", "start_training", "updates_per_episode"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -32,6 +32,7 @@ from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import atomic_write
 from expoft.progress import Progress
 from expoft.report.plots import plot_learning_curves
+from expoft.report.video import render_frame, write_gif
 from expoft.train.checkpoint import load_pytree, save_pytree
 from expoft.train.config import RunConfig
 
@@ -89,19 +90,33 @@ def evaluation_seed(cfg: RunConfig) -> int:
     return 10_000 + 1000 * cfg.seed
 
 
-def evaluate(agent: EXPOAgent, env, episodes: int, seed: int, policy: str = "otf") -> dict:
+def evaluate(
+    agent: EXPOAgent,
+    env,
+    episodes: int,
+    seed: int,
+    policy: str = "otf",
+    video: str | Path | None = None,
+    video_episodes: int = 1,
+) -> dict:
     """Run ``episodes`` episodes with reset seeds ``seed, seed+1, ...``.
 
     ``policy``: ``otf`` (EXPO's rule, the default) or ``base`` (the imitation policy alone).
+    ``video``: a ``.gif`` of the first ``video_episodes`` episodes (``env`` made with ``render=True``).
     """
     if policy not in ("otf", "base"):
         raise ValueError(f"policy must be 'otf' or 'base', got {policy!r}")
+    if video is not None and Path(video).suffix.lower() != ".gif":
+        raise ValueError(f"videos are written as animated GIFs; name the file *.gif, got {video}")
     key = jax.random.PRNGKey(seed)
-    successes, lengths, edited = 0, [], []
+    successes, lengths, edited, frames = 0, [], [], []
     for e in range(episodes):
         obs, _ = env.reset(seed=seed + e)
         done, steps = False, 0
+        filming = video is not None and e < video_episodes
         while not done:
+            if filming:
+                frames.append(render_frame(env))
             key, k = jax.random.split(key)
             if policy == "otf":
                 action, info = act(agent, obs[None], k)
@@ -113,6 +128,10 @@ def evaluate(agent: EXPOAgent, env, episodes: int, seed: int, policy: str = "otf
             done = terminated or truncated
         successes += int(step_info["success"])
         lengths.append(steps)
+        if filming:
+            frames.append(render_frame(env))
+    if video is not None:
+        write_gif(frames, video)
     low, high = wilson_interval(successes, episodes)
     prefix = "eval" if policy == "otf" else "eval_base"
     result = {
@@ -167,7 +186,10 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         raise ValueError("the offline data has no rewards; pass a dataset labelled for the task")
     agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
     losses = np.zeros(0)
-    if cfg.pretrain_steps:
+    if cfg.base_from is not None:
+        agent = with_base_from(agent, cfg.base_from)
+        run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
+    elif cfg.pretrain_steps:
         agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
         run.log(
             {
@@ -215,18 +237,20 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
             total_successes += int(info["success"])
             obs, _ = env.reset(seed=cfg.seed + 1_000_000 + episodes)
 
-        if step >= cfg.start_training and step % cfg.update_every == 0:
+        calls = _update_calls_due(cfg, step, episode_ended=terminated or truncated)
+        if calls:
             t0 = time.perf_counter()
-            pool = buffer.sample(
-                rng,
-                cfg.agent.pool_size,
-                discount=cfg.agent.discount,
-                num_offline=cfg.agent.pool_offline_count,
-            )
-            agent, metrics = update(agent, pool)
+            for _ in range(calls):
+                pool = buffer.sample(
+                    rng,
+                    cfg.agent.pool_size,
+                    discount=cfg.agent.discount,
+                    num_offline=cfg.agent.pool_offline_count,
+                )
+                agent, metrics = update(agent, pool)
+                pending.append(metrics)
             jax.block_until_ready(metrics)  # dispatch is async: time the work, not the call
-            pending.append(metrics)
-            update_calls += 1
+            update_calls += calls
             update_time += time.perf_counter() - t0
 
         if step % cfg.log_every == 0 or step == cfg.env_steps:
@@ -246,7 +270,8 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
                 )
             run.log(row)
             pending, acted_edited = [], []
-            bar.set(success=f"{row['train/rolling_success']:.2f}", calls=update_calls)
+            grad_per_s = update_calls * cfg.agent.utd / update_time if update_time else 0.0
+            bar.set(success=f"{row['train/rolling_success']:.2f}", calls=update_calls, grad_per_s=f"{grad_per_s:.0f}")
         if step % cfg.eval_every == 0 or step == cfg.env_steps:
             result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed)
             run.log({"env_step": step, **result})
@@ -291,6 +316,15 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
     return summary
 
 
+def _update_calls_due(cfg: RunConfig, step: int, episode_ended: bool) -> int:
+    """How many update calls run after environment step ``step`` under the configured schedule."""
+    if step < cfg.start_training:
+        return 0
+    if cfg.updates_per_episode:
+        return cfg.updates_per_episode if episode_ended else 0
+    return 1 if step % cfg.update_every == 0 else 0
+
+
 def _log_row(step, episodes, total_successes, recent, update_calls, pending, acted_edited) -> dict:
     row = {
         "env_step": step,
@@ -310,8 +344,9 @@ def config_from_json(data: dict) -> RunConfig:
     """Rebuild a RunConfig from its ``config.json``."""
     agent = {k: tuple(v) if isinstance(v, list) else v for k, v in data["agent"].items()}
     fields = {**data, "agent": EXPOConfig(**agent)}
-    if fields.get("dataset") is not None:
-        fields["dataset"] = Path(fields["dataset"])
+    for name in ("dataset", "base_from"):
+        if fields.get(name) is not None:
+            fields[name] = Path(fields[name])
     return RunConfig(**fields)
 
 
@@ -336,9 +371,39 @@ def load_run_agent(run_dir: str | Path, checkpoint: str | Path | None = None) ->
     return cfg, agent, int(extra.get("env_step", 0))
 
 
-def evaluate_run(run_dir: str | Path, episodes: int, seed: int, checkpoint: str | Path | None = None) -> dict:
+BASE_FIELDS = ("base", "flow_steps", "base_width", "base_blocks")
+
+
+def with_base_from(agent: EXPOAgent, run_dir: str | Path) -> EXPOAgent:
+    """``agent`` with the base policy (and its EMA copy) of another run's latest checkpoint.
+    The base optimiser starts afresh; critic, edit policy and temperature stay as they are."""
+    source_cfg, source, _ = load_run_agent(run_dir)
+    mismatched = [
+        f"{name}: {getattr(source_cfg.agent, name)!r} there, {getattr(agent.config, name)!r} here"
+        for name in BASE_FIELDS
+        if getattr(source_cfg.agent, name) != getattr(agent.config, name)
+    ]
+    if source.obs_dim != agent.obs_dim or source.action_dim != agent.action_dim:
+        mismatched.append(f"dims ({source.obs_dim}, {source.action_dim}) there, ({agent.obs_dim}, {agent.action_dim}) here")
+    if mismatched:
+        raise ValueError(f"the base in {run_dir} does not fit this run's agent: " + "; ".join(mismatched))
+    base = agent.base.replace(params=source.base.params, opt_state=agent.base.tx.init(source.base.params))
+    return agent.replace(base=base, base_ema=source.base_ema)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    episodes: int,
+    seed: int,
+    checkpoint: str | Path | None = None,
+    video: str | Path | None = None,
+    video_episodes: int = 1,
+) -> dict:
     cfg, agent, step = load_run_agent(run_dir, checkpoint)
-    result = evaluate(agent, make_env(cfg.env, cfg.task), episodes, seed)
+    env = make_env(cfg.env, cfg.task, render=video is not None)
+    result = evaluate(agent, env, episodes, seed, video=video, video_episodes=video_episodes)
+    if video is not None:
+        result["video"] = str(video)
     return {"run": str(run_dir), "env_step": step, **result}
 
 
