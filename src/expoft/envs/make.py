@@ -44,9 +44,7 @@ class SuccessReward(gymnasium.Wrapper):
 RENDER_SIZE = 160
 
 
-def make_env(
-    env: str, task: int, detector: SuccessDetector = env_success, render: bool = False
-) -> gymnasium.Env:
+def make_env(env: str, task: int, detector: SuccessDetector = env_success, render: bool = False) -> gymnasium.Env:
     """Singletask env of ``env`` (e.g. ``cube-single``) for ``task`` with the success reward;
     ``render=True``: ``env.render()`` returns RGB frames (offscreen, for videos)."""
     domain = get_domain(env)

@@ -384,7 +384,9 @@ def with_base_from(agent: EXPOAgent, run_dir: str | Path) -> EXPOAgent:
         if getattr(source_cfg.agent, name) != getattr(agent.config, name)
     ]
     if source.obs_dim != agent.obs_dim or source.action_dim != agent.action_dim:
-        mismatched.append(f"dims ({source.obs_dim}, {source.action_dim}) there, ({agent.obs_dim}, {agent.action_dim}) here")
+        mismatched.append(
+            f"dims ({source.obs_dim}, {source.action_dim}) there, ({agent.obs_dim}, {agent.action_dim}) here"
+        )
     if mismatched:
         raise ValueError(f"the base in {run_dir} does not fit this run's agent: " + "; ".join(mismatched))
     base = agent.base.replace(params=source.base.params, opt_state=agent.base.tx.init(source.base.params))
