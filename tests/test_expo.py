@@ -20,18 +20,22 @@ TINY = dataclasses.replace(TINY_AGENT, num_base_samples=3, num_edit_samples=2, u
 OBS, ACT = 6, 2
 
 
-def pool(cfg: EXPOConfig, seed: int = 0, rewards: float | None = None, masks: float = 1.0) -> ChunkBatch:
+def pool(
+    cfg: EXPOConfig, seed: int = 0, rewards: float | None = None, masks: float = 1.0, size=None, steps=None
+) -> ChunkBatch:
+    """Random chunks: ``size`` rows (default: the config's pool) of ``steps`` actions (default exec_len)."""
     rng = np.random.default_rng(seed)
-    p = cfg.pool_size
+    p = cfg.pool_size if size is None else size
+    h = cfg.exec_len if steps is None else steps
     r = rng.normal(size=p) if rewards is None else np.full(p, rewards)
     return ChunkBatch(
         observations=rng.normal(size=(p, OBS)).astype(np.float32),
-        actions=rng.uniform(-1, 1, (p, 1, ACT)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (p, h, ACT)).astype(np.float32),
         rewards=r.astype(np.float32),
         discounts=np.full(p, cfg.discount, np.float32),
         masks=np.full(p, masks, np.float32),
         next_observations=rng.normal(size=(p, OBS)).astype(np.float32),
-        valid=np.ones((p, 1), np.float32),
+        valid=np.ones((p, h), np.float32),
         offline=np.arange(p) < cfg.pool_offline_count,
     )
 
@@ -236,3 +240,39 @@ def test_base_policy_reproduces_a_bimodal_distribution(policy_cls):
     left, right = np.mean(np.abs(samples + 0.6) < 0.2), np.mean(np.abs(samples - 0.6) < 0.2)
     assert left > 0.3 and right > 0.3, f"modes: left {left:.2f}, right {right:.2f}"
     assert np.mean(np.abs(samples) < 0.2) < 0.15  # little mass between the modes
+
+
+def test_chunked_agent_shapes_and_base_batch():
+    cfg = dataclasses.replace(TINY, chunk_len=4, exec_len=3)
+    agent = EXPOAgent.create(cfg, OBS, ACT)
+    assert (agent.exec_dim, agent.base_dim) == (3 * ACT, 4 * ACT)
+    obs = jnp.ones((5, OBS))
+    assert agent.candidates(jax.random.PRNGKey(0), obs).shape == (5, 5, 3 * ACT)
+    actions, _ = agent.act(obs, jax.random.PRNGKey(1))
+    assert actions.shape == (5, 3 * ACT)
+    assert agent.act_base(obs, jax.random.PRNGKey(1)).shape == (5, 3 * ACT)
+    base_batch = pool(cfg, 1, size=cfg.batch_size, steps=4)
+    new, metrics = update(agent, pool(cfg), base_batch)
+    assert np.isfinite(float(metrics["base/loss"])) and np.isfinite(float(metrics["critic/loss"]))
+    # the base learned from base_batch: a different base batch gives a different base
+    other, _ = update(agent, pool(cfg), pool(cfg, 2, size=cfg.batch_size, steps=4))
+    assert not np.array_equal(jax.tree.leaves(new.base.params)[0], jax.tree.leaves(other.base.params)[0])
+    with pytest.raises(ValueError, match="needs its own batch"):
+        agent.update(pool(cfg))
+    with pytest.raises(ValueError, match=r"expected \(exec_len, A\) = \(3, 2\)"):
+        agent.update(pool(cfg, steps=1), base_batch)
+    with pytest.raises(ValueError, match=r"expected \(chunk_len, A\) = \(4, 2\)"):
+        agent.update(pool(cfg), pool(cfg, size=cfg.batch_size, steps=3))
+    with pytest.raises(ValueError, match="exec_len 5 > chunk_len 4"):
+        dataclasses.replace(cfg, exec_len=5)
+
+
+def test_chunk_len_one_is_plain_expo():
+    """chunk_len = exec_len = 1 builds the same networks and takes the same update as plain EXPO."""
+    plain = EXPOAgent.create(TINY, OBS, ACT)
+    explicit = EXPOAgent.create(dataclasses.replace(TINY, chunk_len=1, exec_len=1), OBS, ACT)
+    a, ma = update(plain, pool(TINY))
+    b, mb = update(explicit, pool(TINY))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert float(ma["critic/loss"]) == float(mb["critic/loss"])

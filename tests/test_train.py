@@ -112,11 +112,15 @@ def test_demo_command_writes_summary_and_curve(tmp_path, monkeypatch, capsys):
 
 def test_update_schedules():
     every = preset("tiny", start_training=10, update_every=5)
-    due = [_update_calls_due(every, step, episode_ended=step % 7 == 0) for step in range(1, 31)]
+    due = [_update_calls_due(every, step - 1, step, episode_ended=step % 7 == 0) for step in range(1, 31)]
     assert [s for s, n in zip(range(1, 31), due, strict=True) if n] == [10, 15, 20, 25, 30]
     assert set(due) == {0, 1}
+    # chunks of 4 steps: every multiple of 5 passed counts, none before start_training
+    chunked = [_update_calls_due(every, prev, prev + 4, episode_ended=False) for prev in range(0, 28, 4)]
+    assert chunked == [0, 0, 1, 1, 1, 0, 1]  # 10 in (8,12], 15 in (12,16], 20 in (16,20], 25 in (24,28]
+    assert _update_calls_due(every, 10, 30, episode_ended=False) == 4
     per_episode = preset("tiny", start_training=10, updates_per_episode=3)
-    due = [_update_calls_due(per_episode, step, episode_ended=step % 7 == 0) for step in range(1, 31)]
+    due = [_update_calls_due(per_episode, step - 1, step, episode_ended=step % 7 == 0) for step in range(1, 31)]
     assert [(s, n) for s, n in zip(range(1, 31), due, strict=True) if n] == [(14, 3), (21, 3), (28, 3)]
     with pytest.raises(ValueError, match="updates_per_episode must be >= 0"):
         preset("tiny", updates_per_episode=-1)

@@ -40,6 +40,11 @@ class EXPOConfig:
 
     base: str = "flow"
     """Base policy: flow (flow matching) or ddpm."""
+    chunk_len: int = 1
+    """H: actions per base sample (an action chunk). 1 = plain EXPO."""
+    exec_len: int = 1
+    """h <= H: actions of a chunk executed before replanning; critic and edit policy act on
+    these h actions (dimension h * action_dim), and TD targets bootstrap after h steps."""
     flow_steps: int = 10
     """Denoising steps of the base (Euler steps for flow, T for ddpm)."""
     target_flow_steps: int | None = None
@@ -88,9 +93,23 @@ class EXPOConfig:
             raise ValueError(f"base must be one of {sorted(BASE_POLICIES)}, got {self.base!r}")
         if self.base == "ddpm" and self.target_flow_steps not in (None, self.flow_steps):
             raise ValueError("target_flow_steps applies to flow bases only")
-        for name in ("flow_steps", "num_base_samples", "num_critics", "utd", "batch_size", "critic_subset"):
+        for name in (
+            "flow_steps",
+            "num_base_samples",
+            "num_critics",
+            "utd",
+            "batch_size",
+            "critic_subset",
+            "chunk_len",
+            "exec_len",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.exec_len > self.chunk_len:
+            raise ValueError(
+                f"exec_len {self.exec_len} > chunk_len {self.chunk_len}: "
+                "a chunk cannot execute more actions than it has"
+            )
         if not 0 <= self.num_edit_samples <= self.num_base_samples:
             raise ValueError(
                 f"num_edit_samples must lie in [0, num_base_samples={self.num_base_samples}], "
@@ -146,20 +165,32 @@ class EXPOAgent:
     config: EXPOConfig = flax.struct.field(pytree_node=False)
     obs_dim: int = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
+    """Size of ONE action; chunks are flattened to ``exec_dim`` / ``base_dim``."""
+
+    @property
+    def exec_dim(self) -> int:
+        """What the critic and the edit policy see: the executed chunk, flattened."""
+        return self.config.exec_len * self.action_dim
+
+    @property
+    def base_dim(self) -> int:
+        """What the base emits: a whole chunk, flattened."""
+        return self.config.chunk_len * self.action_dim
 
     # ---- construction ----------------------------------------------------
     @classmethod
     def create(cls, config: EXPOConfig, obs_dim: int, action_dim: int, seed: int = 0) -> EXPOAgent:
-        """``action_dim`` is the flattened executed-chunk size (``exec_len * A``)."""
+        """``action_dim``: size of one action (the environment's)."""
         rng = jax.random.PRNGKey(seed)
         rng, k_base, k_edit, k_critic = jax.random.split(rng, 4)
-        policy = _base_policy(config, action_dim)
+        exec_dim = config.exec_len * action_dim
+        policy = _base_policy(config, config.chunk_len * action_dim)
         base_params = policy.init(k_base, obs_dim)
         schedule = optax.cosine_decay_schedule(config.base_lr, config.base_lr_decay_steps)
-        edit_net = TanhGaussian(action_dim, config.edit_hidden)
-        edit_params = edit_net.init(k_edit, jnp.zeros((1, obs_dim + action_dim)))
+        edit_net = TanhGaussian(exec_dim, config.edit_hidden)
+        edit_params = edit_net.init(k_edit, jnp.zeros((1, obs_dim + exec_dim)))
         ensemble = _ensemble(config)
-        critic_params = ensemble.init(k_critic, jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim)))
+        critic_params = ensemble.init(k_critic, jnp.zeros((1, obs_dim)), jnp.zeros((1, exec_dim)))
         return cls(
             base=Trainable.create(base_params, optax.adamw(schedule)),
             base_ema=base_params,
@@ -177,12 +208,13 @@ class EXPOAgent:
 
     # ---- the OTF rule ----------------------------------------------------
     def candidates(self, rng: jax.Array, obs: jax.Array, steps: int | None = None) -> jax.Array:
-        """``[B, D] -> [B, N + M, d]``: N base samples (EMA base) then M edited copies of the first M."""
+        """``[B, D] -> [B, N + M, exec_dim]``: the executed part of N base samples (EMA base),
+        then M edited copies of the first M."""
         cfg = self.config
         k_base, k_edit = jax.random.split(rng)
-        policy = _base_policy(cfg, self.action_dim)
+        policy = _base_policy(cfg, self.base_dim)
         kwargs = {} if steps is None else {"steps": steps}
-        base = policy.sample(self.base_ema, k_base, obs, cfg.num_base_samples, **kwargs)
+        base = policy.sample(self.base_ema, k_base, obs, cfg.num_base_samples, **kwargs)[..., : self.exec_dim]
         if cfg.num_edit_samples == 0:
             return base
         to_edit = base[:, : cfg.num_edit_samples]
@@ -194,7 +226,7 @@ class EXPOAgent:
         obs = jnp.broadcast_to(
             obs.reshape(obs.shape[0], *([1] * (actions.ndim - 2)), -1), (*actions.shape[:-1], obs.shape[-1])
         )
-        mean, log_std = TanhGaussian(self.action_dim, self.config.edit_hidden).apply(
+        mean, log_std = TanhGaussian(self.exec_dim, self.config.edit_hidden).apply(
             params, jnp.concatenate([obs, actions], axis=-1)
         )
         u, log_prob = tanh_gaussian_sample(rng, mean, log_std)
@@ -210,11 +242,13 @@ class EXPOAgent:
         return ensemble.apply_subset(params, members, obs, candidates).min(axis=0)
 
     def act_base(self, obs: jax.Array, rng: jax.Array) -> jax.Array:
-        """One sample of the (EMA) base alone: the imitation policy, for BC evaluation."""
-        return _base_policy(self.config, self.action_dim).sample(self.base_ema, rng, obs, 1)[:, 0]
+        """The executed part of one sample of the (EMA) base alone: ``[B, exec_dim]``, the imitation
+        policy, for BC evaluation."""
+        return _base_policy(self.config, self.base_dim).sample(self.base_ema, rng, obs, 1)[:, 0, : self.exec_dim]
 
     def act(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
-        """OTF action for observations ``[B, D]``; info says whether an edited candidate won."""
+        """OTF action (executed chunk, ``[B, exec_dim]``) for observations ``[B, D]``; info says
+        whether an edited candidate won."""
         k_cand, k_score = jax.random.split(rng)
         cands = self.candidates(k_cand, obs)
         scores = self.score(k_score, obs, cands)
@@ -229,13 +263,13 @@ class EXPOAgent:
 
     # ---- learning --------------------------------------------------------
     def _imitation_step(self, rng: jax.Array, obs: jax.Array, actions: jax.Array):
-        policy = _base_policy(self.config, self.action_dim)
+        policy = _base_policy(self.config, self.base_dim)
         loss, grads = jax.value_and_grad(policy.loss)(self.base.params, rng, obs, actions)
         base = self.base.apply_gradients(grads)
         return base, polyak(self.base_ema, base.params, self.config.base_ema), loss
 
     def pretrain(self, obs: jax.Array, actions: jax.Array, index: jax.Array) -> tuple[EXPOAgent, jax.Array]:
-        """Base imitation steps on ``obs [N, D]``, ``actions [N, d]``; one step per row of
+        """Base imitation steps on ``obs [N, D]``, chunks ``actions [N, base_dim]``; one step per row of
         ``index [steps, B]`` (scanned). Returns the agent and the loss of every step."""
 
         def step(agent, idx):
@@ -245,15 +279,31 @@ class EXPOAgent:
 
         return jax.lax.scan(step, self, index)
 
-    def update(self, pool: ChunkBatch) -> tuple[EXPOAgent, dict]:
-        """One update call on a pool of ``config.pool_size`` transitions, the first
-        ``config.pool_offline_count`` from the offline data (``ReplayBuffer.sample(...,
-        num_offline=...)``). ``utd`` minibatches of ``batch_size`` are taken from it."""
+    def update(self, pool: ChunkBatch, base_batch: ChunkBatch | None = None) -> tuple[EXPOAgent, dict]:
+        """One update call on a pool of ``config.pool_size`` chunks of ``exec_len`` steps, the
+        first ``config.pool_offline_count`` from the offline data (``ReplayBuffer.sample(...,
+        num_offline=...)``). ``utd`` minibatches of ``batch_size`` are taken from it.
+
+        ``base_batch``: the base's imitation batch, chunks of ``chunk_len`` actions (drawn from
+        whatever data the base learns from). None: the last critic minibatch (only when
+        ``chunk_len == exec_len``)."""
         cfg = self.config
         if pool.rewards.shape != (cfg.pool_size,):
             raise ValueError(f"update expects a pool of {cfg.pool_size} transitions, got {pool.rewards.shape}")
+        if pool.actions.shape[1:] != (cfg.exec_len, self.action_dim):
+            raise ValueError(
+                f"pool actions have shape {pool.actions.shape[1:]}, expected (exec_len, A) = "
+                f"({cfg.exec_len}, {self.action_dim}); sample the buffer with chunk_len=exec_len"
+            )
+        if base_batch is None and cfg.chunk_len != cfg.exec_len:
+            raise ValueError("with chunk_len != exec_len the base needs its own batch of chunk_len-step chunks")
+        if base_batch is not None and base_batch.actions.shape[1:] != (cfg.chunk_len, self.action_dim):
+            raise ValueError(
+                f"base_batch actions have shape {base_batch.actions.shape[1:]}, expected (chunk_len, A) = "
+                f"({cfg.chunk_len}, {self.action_dim})"
+            )
         rng, k_idx, k_cand, k_score, k_scan, k_base, k_edit = jax.random.split(self.rng, 7)
-        pool = pool._replace(actions=pool.actions.reshape(cfg.pool_size, -1))  # executed chunk, flat: [P, d]
+        pool = pool._replace(actions=pool.actions.reshape(cfg.pool_size, -1))  # executed chunk, flat: [P, exec_dim]
         steps = cfg.target_flow_steps if cfg.base == "flow" else None
         pool_cands = self.candidates(k_cand, pool.next_observations, steps)  # [P, C, d]
         if cfg.targets_per_call:
@@ -298,11 +348,15 @@ class EXPOAgent:
         obs, act = last.observations, last.actions
 
         # Base: imitation only; no Q gradient ever reaches it.
-        base, base_ema, base_loss = self._imitation_step(k_base, obs, act)
+        if base_batch is None:
+            base_obs, base_act = obs, act
+        else:
+            base_obs, base_act = base_batch.observations, base_batch.actions.reshape(len(base_batch.actions), -1)
+        base, base_ema, base_loss = self._imitation_step(k_base, base_obs, base_act)
 
         # Edit policy: SAC-style on the batch's actions, scored by the mean of the ensemble.
         alpha = jnp.exp(self.log_alpha.params)
-        log_scale = self.action_dim * math.log(cfg.edit_scale)
+        log_scale = self.exec_dim * math.log(cfg.edit_scale)
 
         def edit_loss_fn(params):
             edited, log_prob = self._edit(params, k_edit, obs, act)
@@ -320,7 +374,7 @@ class EXPOAgent:
         # (-11.5 for d = 5, beta = 0.05), which can never reach the target -d/2: alpha would grow
         # without bound. In the edit loss the -d*log(beta) term is a constant (no gradient).
         entropy = -jax.lax.stop_gradient(log_prob_action).mean() - log_scale
-        target_entropy = cfg.target_entropy_per_dim * self.action_dim
+        target_entropy = cfg.target_entropy_per_dim * self.exec_dim
         temp_grad = jax.grad(lambda la: jnp.exp(la) * (entropy - target_entropy))(self.log_alpha.params)
         log_alpha = self.log_alpha.apply_gradients(temp_grad)
 

@@ -27,6 +27,7 @@ from expoft.agents.expo import EXPOAgent, EXPOConfig, act, act_base, pretrain, u
 from expoft.data.dataset import Dataset, load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.replay import ReplayBuffer
+from expoft.envs.chunks import ActionChunks
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import atomic_write
@@ -110,26 +111,30 @@ def evaluate(
         raise ValueError(f"videos are written as animated GIFs; name the file *.gif, got {video}")
     key = jax.random.PRNGKey(seed)
     successes, lengths, edited, frames = 0, [], [], []
+    filming = False
+
+    def film():
+        if filming:
+            frames.append(render_frame(env))
+
+    chunked = ActionChunks(env, agent.config.exec_len, on_step=film)
     for e in range(episodes):
-        obs, _ = env.reset(seed=seed + e)
-        done, steps = False, 0
+        obs, _ = chunked.reset(seed=seed + e)
         filming = video is not None and e < video_episodes
+        film()
+        done, steps = False, 0
         while not done:
-            if filming:
-                frames.append(render_frame(env))
             key, k = jax.random.split(key)
             if policy == "otf":
                 action, info = act(agent, obs[None], k)
                 edited.append(bool(info["edited"][0]))
             else:
                 action = act_base(agent, obs[None], k)
-            obs, _, terminated, truncated, step_info = env.step(np.asarray(action[0]))
-            steps += 1
+            obs, _, terminated, truncated, step_info = chunked.step(np.asarray(action[0]))
+            steps += len(step_info["transitions"])
             done = terminated or truncated
         successes += int(step_info["success"])
         lengths.append(steps)
-        if filming:
-            frames.append(render_frame(env))
     if video is not None:
         write_gif(frames, video)
     low, high = wilson_interval(successes, episodes)
@@ -154,10 +159,21 @@ def offline_data(cfg: RunConfig, progress: bool) -> Dataset:
     return ds
 
 
+def dataset_chunks(ds: Dataset, chunk_len: int) -> np.ndarray:
+    """``[N, chunk_len, A]``: the actions from every step of ``ds`` on, within its episode (steps past
+    the episode's end repeat its last action, as in replay sampling)."""
+    if chunk_len == 1:
+        return ds.actions[:, None]
+    buffer = ReplayBuffer(ds.obs_dim, ds.action_dim, 1, offline=ds)
+    index = np.arange(ds.num_transitions)
+    return buffer.chunks_at(index, source="offline", chunk_len=chunk_len, discount=1.0).actions
+
+
 def pretrain_base(agent: EXPOAgent, ds: Dataset, steps: int, seed: int, progress: bool = True):
-    """``steps`` imitation steps of the base on all of ``ds``; returns ``(agent, losses)``."""
+    """``steps`` imitation steps of the base on all of ``ds`` (chunks of ``chunk_len`` actions);
+    returns ``(agent, losses)``."""
     obs = jax.numpy.asarray(ds.observations)
-    actions = jax.numpy.asarray(ds.actions)
+    actions = jax.numpy.asarray(dataset_chunks(ds, agent.config.chunk_len).reshape(ds.num_transitions, -1))
     rng = np.random.default_rng(seed)
     bar = Progress(steps, "pretrain", unit="step", enabled=progress)
     losses = []
@@ -210,6 +226,8 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
     buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
     rng = np.random.default_rng(cfg.seed)
     act_key = jax.random.PRNGKey(cfg.seed + 1)
+    h, agent_cfg = cfg.agent.exec_len, cfg.agent
+    env = ActionChunks(env, h)
     obs, _ = env.reset(seed=cfg.seed)
     episode_successes: deque[bool] = deque(maxlen=20)
     episodes, total_successes, update_calls = 0, 0, 0
@@ -219,41 +237,56 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
     evals = [before]
     first_95 = None
     bar = Progress(cfg.env_steps, "finetune", unit="step", enabled=progress)
-    for step in range(1, cfg.env_steps + 1):
+    step = 0
+    while step < cfg.env_steps:
+        prev = step
         t0 = time.perf_counter()
-        if step <= cfg.random_steps:
-            action = rng.uniform(-1.0, 1.0, domain.action_dim).astype(np.float32)
+        if step < cfg.random_steps:
+            chunk = rng.uniform(-1.0, 1.0, (h, domain.action_dim)).astype(np.float32)
         else:
-            a, info = act(agent, obs[None], jax.random.fold_in(act_key, step))
-            action = np.asarray(a[0])
+            a, info = act(agent, obs[None], jax.random.fold_in(act_key, step + 1))
+            chunk = np.asarray(a[0])
             acted_edited.append(bool(info["edited"][0]))
         act_time += time.perf_counter() - t0
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated, terminated or truncated)
-        obs = next_obs
-        if terminated or truncated:
+        obs, _, terminated, truncated, info = env.step(chunk)
+        for t in info["transitions"]:
+            buffer.add(t.observation, t.action, t.reward, t.next_observation, t.terminated, t.terminated or t.truncated)
+        step += len(info["transitions"])
+        episode_ended = terminated or truncated
+        if episode_ended:
             episodes += 1
             episode_successes.append(bool(info["success"]))
             total_successes += int(info["success"])
             obs, _ = env.reset(seed=cfg.seed + 1_000_000 + episodes)
 
-        calls = _update_calls_due(cfg, step, episode_ended=terminated or truncated)
+        calls = _update_calls_due(cfg, prev, step, episode_ended)
         if calls:
             t0 = time.perf_counter()
             for _ in range(calls):
                 pool = buffer.sample(
                     rng,
-                    cfg.agent.pool_size,
-                    discount=cfg.agent.discount,
-                    num_offline=cfg.agent.pool_offline_count,
+                    agent_cfg.pool_size,
+                    discount=agent_cfg.discount,
+                    chunk_len=h,
+                    num_offline=agent_cfg.pool_offline_count,
                 )
-                agent, metrics = update(agent, pool)
+                base_batch = None
+                if agent_cfg.chunk_len != h:
+                    base_batch = buffer.sample(
+                        rng,
+                        agent_cfg.batch_size,
+                        discount=agent_cfg.discount,
+                        chunk_len=agent_cfg.chunk_len,
+                        offline_fraction=agent_cfg.offline_fraction,
+                    )
+                agent, metrics = update(agent, pool, base_batch)
                 pending.append(metrics)
             jax.block_until_ready(metrics)  # dispatch is async: time the work, not the call
             update_calls += calls
             update_time += time.perf_counter() - t0
 
-        if step % cfg.log_every == 0 or step == cfg.env_steps:
+        last = step >= cfg.env_steps
+        if _crossed(prev, step, cfg.log_every) or last:
             row = _log_row(step, episodes, total_successes, episode_successes, update_calls, pending, acted_edited)
             row.update(
                 {
@@ -270,18 +303,18 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
                 )
             run.log(row)
             pending, acted_edited = [], []
-            grad_per_s = update_calls * cfg.agent.utd / update_time if update_time else 0.0
+            grad_per_s = update_calls * agent_cfg.utd / update_time if update_time else 0.0
             bar.set(success=f"{row['train/rolling_success']:.2f}", calls=update_calls, grad_per_s=f"{grad_per_s:.0f}")
-        if step % cfg.eval_every == 0 or step == cfg.env_steps:
+        if _crossed(prev, step, cfg.eval_every) or last:
             result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed)
             run.log({"env_step": step, **result})
             evals.append({"env_step": step, **result})
             if first_95 is None and result["eval/success"] >= 0.95:
                 first_95 = step
             bar.set(eval=f"{result['eval/success']:.2f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.env_steps:
+        if _crossed(prev, step, cfg.checkpoint_every) or last:
             save_pytree(agent, run.path / "checkpoints" / f"agent_{step}.npz", env_step=np.int64(step))
-        bar.update(1)
+        bar.update(step - prev)
     bar.close()
     buffer.save(run.path / "checkpoints" / "buffer.npz")
 
@@ -295,7 +328,7 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         "success_before_rl": before["eval/success"],
         "final_success": evals[-1]["eval/success"],
         "final_success_ci": [evals[-1]["eval/success_ci_low"], evals[-1]["eval/success_ci_high"]],
-        "env_steps": cfg.env_steps,
+        "env_steps": step,
         "env_steps_to_95": first_95,
         "update_calls": update_calls,
         "train_episodes": episodes,
@@ -316,13 +349,20 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
     return summary
 
 
-def _update_calls_due(cfg: RunConfig, step: int, episode_ended: bool) -> int:
-    """How many update calls run after environment step ``step`` under the configured schedule."""
+def _crossed(prev: int, step: int, every: int) -> int:
+    """How many multiples of ``every`` lie in ``(prev, step]``."""
+    return step // every - prev // every
+
+
+def _update_calls_due(cfg: RunConfig, prev: int, step: int, episode_ended: bool) -> int:
+    """Update calls due after the environment moved from step ``prev`` to ``step`` (one chunk):
+    one per multiple of ``update_every`` passed since ``start_training``, or
+    ``updates_per_episode`` when an episode has just ended."""
     if step < cfg.start_training:
         return 0
     if cfg.updates_per_episode:
         return cfg.updates_per_episode if episode_ended else 0
-    return 1 if step % cfg.update_every == 0 else 0
+    return _crossed(max(prev, cfg.start_training - 1), step, cfg.update_every)
 
 
 def _log_row(step, episodes, total_successes, recent, update_calls, pending, acted_edited) -> dict:

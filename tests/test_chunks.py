@@ -1,0 +1,79 @@
+"""Action chunks: the execution wrapper, chunked imitation targets, a chunked run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium
+import numpy as np
+import pytest
+
+from expoft.cli import main
+from expoft.data.dataset import make_dataset
+from expoft.envs.chunks import ActionChunks
+from expoft.train.loop import dataset_chunks
+from tests.conftest import episode_arrays
+
+
+class Counter(gymnasium.Env):
+    """obs = [t]; reward = 1 at t == goal (terminates); truncates at t == limit."""
+
+    observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (1,))
+    action_space = gymnasium.spaces.Box(-1, 1, (2,))
+
+    def __init__(self, goal=7, limit=100):
+        self.goal, self.limit, self.t = goal, limit, 0
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t == self.goal
+        return np.array([self.t], np.float32), float(done), done, self.t >= self.limit, {"success": done}
+
+
+def test_chunks_execute_in_order_and_stop_at_episode_end():
+    steps = []
+    env = ActionChunks(Counter(goal=7), exec_len=3, on_step=lambda: steps.append(1))
+    obs, _ = env.reset()
+    chunk = np.arange(6, dtype=np.float32).reshape(3, 2) / 10
+    obs, r, term, trunc, info = env.step(chunk)
+    assert obs[0] == 3 and r == 0 and not term and len(info["transitions"]) == 3
+    np.testing.assert_array_equal([t.action for t in info["transitions"]], chunk)
+    assert [t.observation[0] for t in info["transitions"]] == [0, 1, 2]
+    assert [t.next_observation[0] for t in info["transitions"]] == [1, 2, 3]
+    env.step(chunk.ravel())  # flat chunks are accepted: t = 6
+    obs, r, term, trunc, info = env.step(chunk)  # the goal at t = 7 ends the chunk after one step
+    assert obs[0] == 7 and r == 1.0 and term and info["success"] and len(info["transitions"]) == 1
+    assert len(steps) == 7
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(chunk)
+    env.reset()
+    with pytest.raises(ValueError, match="does not split into exec_len=3"):
+        env.step(np.zeros(5))
+
+
+def test_dataset_chunks_pad_with_the_last_action_of_the_episode():
+    arrays = episode_arrays([3, 2], action_dim=1, terminal_last=[True, False])
+    arrays["actions"] = np.array([[1], [2], [3], [4], [5]], np.float32) / 10
+    ds = make_dataset(arrays, {"kind": "custom"})
+    chunks = np.round(dataset_chunks(ds, 3)[..., 0] * 10)
+    np.testing.assert_array_equal(chunks, [[1, 2, 3], [2, 3, 3], [3, 3, 3], [4, 5, 5], [5, 5, 5]])
+    np.testing.assert_array_equal(dataset_chunks(ds, 1)[..., 0], arrays["actions"])
+
+
+def test_chunked_finetune_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "run"
+    args = ["finetune", "--preset", "tiny", "--out", str(out), "--no-progress", "--chunk-len", "4", "--exec-len", "2"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["env_steps"] >= 300 and summary["update_calls"] > 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["critic/loss"]) for r in rows if "critic/loss" in r)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["agent"]["chunk_len"], config["agent"]["exec_len"]) == (4, 2)
+    assert main(["eval", str(out), "--episodes", "1"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval/episodes"] == 1
