@@ -68,6 +68,7 @@ def test_chunked_finetune_runs_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "run"
     args = ["finetune", "--preset", "tiny", "--out", str(out), "--no-progress", "--chunk-len", "4", "--exec-len", "2"]
+    args += ["--base-training", "successes"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["env_steps"] >= 300 and summary["update_calls"] > 0
@@ -75,5 +76,6 @@ def test_chunked_finetune_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert all(np.isfinite(r["critic/loss"]) for r in rows if "critic/loss" in r)
     config = json.loads((out / "config.json").read_text())
     assert (config["agent"]["chunk_len"], config["agent"]["exec_len"]) == (4, 2)
+    assert config["agent"]["base_training"] == "successes"
     assert main(["eval", str(out), "--episodes", "1"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval/episodes"] == 1

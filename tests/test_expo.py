@@ -276,3 +276,23 @@ def test_chunk_len_one_is_plain_expo():
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
     assert float(ma["critic/loss"]) == float(mb["critic/loss"])
+
+
+def test_base_training_modes():
+    frozen = dataclasses.replace(TINY, base_training="frozen")
+    agent = EXPOAgent.create(frozen, OBS, ACT)
+    new, metrics = update(agent, pool(frozen))
+    assert "base/loss" not in metrics
+    for x, y in zip(
+        jax.tree.leaves((agent.base, agent.base_ema)), jax.tree.leaves((new.base, new.base_ema)), strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+    successes = dataclasses.replace(TINY, base_training="successes")
+    assert successes.base_needs_own_batch and not TINY.base_needs_own_batch
+    agent = EXPOAgent.create(successes, OBS, ACT)
+    with pytest.raises(ValueError, match="needs its own batch"):
+        agent.update(pool(successes))
+    _, metrics = update(agent, pool(successes), pool(successes, 3, size=successes.batch_size))
+    assert np.isfinite(float(metrics["base/loss"]))
+    with pytest.raises(ValueError, match="base_training must be one of"):
+        dataclasses.replace(TINY, base_training="some")

@@ -166,3 +166,41 @@ def test_save_load_round_trip_gives_identical_samples(tmp_path, buffer, small_da
         np.testing.assert_array_equal(x, y)
     with pytest.raises(ValueError, match="has shape"):
         ReplayBuffer(3, 2, 6).load(tmp_path / "buffer.npz")
+
+
+def test_successful_only_draws_from_successful_episodes(small_dataset):
+    # offline: episode 0 (4 steps) succeeded, episode 1 (3 steps) did not
+    buffer = ReplayBuffer(obs_dim=3, action_dim=2, capacity=6, offline=small_dataset)
+    assert buffer.successful_steps == (4, 0)
+    rng = np.random.default_rng(0)
+    batch = buffer.sample(rng, 64, discount=0.9, successful_only=True)
+    assert batch.offline.all()
+    offline_obs = {tuple(o) for o in small_dataset.observations[:4]}
+    assert {tuple(o) for o in batch.observations} <= offline_obs
+
+    def episode(length, value, success):
+        for t in range(length):
+            end = t == length - 1
+            obs = np.full(3, value + t, np.float32)
+            buffer.add(obs, np.zeros(2), float(end and success), obs + 1, end and success, end, success=end and success)
+
+    episode(2, 100, success=False)
+    assert buffer.successful_steps == (4, 0)
+    episode(3, 200, success=True)
+    assert buffer.successful_steps == (4, 3)
+    batch = buffer.sample(rng, 400, discount=0.9, successful_only=True, chunk_len=2)
+    online = batch.observations[~batch.offline][:, 0]
+    assert set(online) == {200, 201, 202} and 0.3 < (~batch.offline).mean() < 0.6  # 3 of 7 successful steps
+    assert np.all(batch.offline[: batch.offline.sum()])  # offline rows first
+    # capacity 6: a 4-step episode wraps over the failed episode and the first successful step
+    episode(4, 300, success=False)
+    assert buffer.successful_steps == (4, 2)
+    batch = buffer.sample(rng, 200, discount=0.9, successful_only=True)
+    assert set(batch.observations[~batch.offline][:, 0]) == {201, 202}
+
+
+def test_successful_only_needs_a_success():
+    buffer = ReplayBuffer(obs_dim=3, action_dim=2, capacity=4)
+    buffer.add(np.zeros(3), np.zeros(2), 0.0, np.ones(3), False, True)
+    with pytest.raises(ValueError, match="no successful episodes"):
+        buffer.sample(np.random.default_rng(0), 4, discount=0.9, successful_only=True)

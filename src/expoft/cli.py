@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"expoft: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "jax._src.xla_bridge"):  # GL backend and TPU-probe chatter
+    for noisy in ("absl", "jax._src.xla_bridge", "OpenGL"):  # GL backend and TPU-probe chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
     parse, _ = COMMANDS[argv[0]]
     try:

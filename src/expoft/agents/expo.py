@@ -33,6 +33,8 @@ from expoft.data.replay import ChunkBatch
 from expoft.nets import Critic, Ensemble, TanhGaussian, tanh_gaussian_sample
 from expoft.policies import BASE_POLICIES
 
+BASE_TRAINING = ("all", "successes", "frozen")
+
 
 @dataclasses.dataclass(frozen=True)
 class EXPOConfig:
@@ -56,6 +58,9 @@ class EXPOConfig:
     """Cosine decay horizon of the base learning rate, in base steps."""
     base_ema: float = 0.001
     """EMA rate of the acting copy of the base."""
+    base_training: str = "all"
+    """What the base imitates during RL: all (offline + online data, EXPO), successes (steps of
+    successful episodes only, offline and online: EXPO-FT), or frozen (no base steps)."""
     edit_scale: float = 0.05
     """beta: a~ = a + beta * u, u in [-1, 1]^d. 0.01-0.15 to refine, 0.4-0.7 to explore."""
     edit_hidden: tuple[int, ...] = (256, 256, 256)
@@ -91,6 +96,8 @@ class EXPOConfig:
     def __post_init__(self):
         if self.base not in BASE_POLICIES:
             raise ValueError(f"base must be one of {sorted(BASE_POLICIES)}, got {self.base!r}")
+        if self.base_training not in BASE_TRAINING:
+            raise ValueError(f"base_training must be one of {BASE_TRAINING}, got {self.base_training!r}")
         if self.base == "ddpm" and self.target_flow_steps not in (None, self.flow_steps):
             raise ValueError("target_flow_steps applies to flow bases only")
         for name in (
@@ -133,6 +140,12 @@ class EXPOConfig:
                     f"target_pool_size {self.target_pool_size} is too small for minibatches of "
                     f"{self.batch_size} with offline_fraction {self.offline_fraction}"
                 )
+
+    @property
+    def base_needs_own_batch(self) -> bool:
+        """The base's imitation batch cannot be the last critic minibatch: other chunk length, or
+        other data."""
+        return self.chunk_len != self.exec_len or self.base_training == "successes"
 
     @property
     def pool_size(self) -> int:
@@ -295,8 +308,11 @@ class EXPOAgent:
                 f"pool actions have shape {pool.actions.shape[1:]}, expected (exec_len, A) = "
                 f"({cfg.exec_len}, {self.action_dim}); sample the buffer with chunk_len=exec_len"
             )
-        if base_batch is None and cfg.chunk_len != cfg.exec_len:
-            raise ValueError("with chunk_len != exec_len the base needs its own batch of chunk_len-step chunks")
+        if base_batch is None and cfg.base_needs_own_batch:
+            raise ValueError(
+                "the base needs its own batch (chunk_len-step chunks, from successful episodes if "
+                "base_training='successes')"
+            )
         if base_batch is not None and base_batch.actions.shape[1:] != (cfg.chunk_len, self.action_dim):
             raise ValueError(
                 f"base_batch actions have shape {base_batch.actions.shape[1:]}, expected (chunk_len, A) = "
@@ -348,11 +364,14 @@ class EXPOAgent:
         obs, act = last.observations, last.actions
 
         # Base: imitation only; no Q gradient ever reaches it.
-        if base_batch is None:
-            base_obs, base_act = obs, act
-        else:
-            base_obs, base_act = base_batch.observations, base_batch.actions.reshape(len(base_batch.actions), -1)
-        base, base_ema, base_loss = self._imitation_step(k_base, base_obs, base_act)
+        base, base_ema, base_metrics = self.base, self.base_ema, {}
+        if cfg.base_training != "frozen":
+            if base_batch is None:
+                base_obs, base_act = obs, act
+            else:
+                base_obs, base_act = base_batch.observations, base_batch.actions.reshape(len(base_batch.actions), -1)
+            base, base_ema, base_loss = self._imitation_step(k_base, base_obs, base_act)
+            base_metrics["base/loss"] = base_loss
 
         # Edit policy: SAC-style on the batch's actions, scored by the mean of the ensemble.
         alpha = jnp.exp(self.log_alpha.params)
@@ -380,7 +399,7 @@ class EXPOAgent:
 
         metrics.update(
             {
-                "base/loss": base_loss,
+                **base_metrics,
                 "edit/loss": edit_loss,
                 "edit/entropy": entropy,
                 "edit/action_entropy": entropy + log_scale,

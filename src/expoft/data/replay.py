@@ -105,9 +105,12 @@ class ReplayBuffer:
             "rewards": ((), np.float32),
             "terminals": ((), np.bool_),
             "episode_ends": ((), np.bool_),
+            "successful": ((), np.bool_),
         }
         self._online = _Part({k: np.zeros((capacity, *s), d) for k, (s, d) in shapes.items()}, 0, 0)
         self._offline = self._offline_part(offline) if offline is not None else None
+        self._episode_len = 0  # steps of the online episode being written
+        self._success_index: tuple[np.ndarray, np.ndarray] | None = None  # cached flagged slots
 
     def _offline_part(self, ds: Dataset) -> _Part:
         if not ds.has_task:
@@ -125,6 +128,9 @@ class ReplayBuffer:
             view = getattr(ds, k).view()
             view.flags.writeable = False  # the user's data is never modified
             arrays[k] = view
+        starts, stops = ds.episode_bounds()
+        success = ds.episode_success if ds.episode_success is not None else np.zeros(len(starts), bool)
+        arrays["successful"] = np.repeat(success, stops - starts)
         return _Part(arrays, ds.num_transitions, 0)
 
     # ---- sizes -----------------------------------------------------------
@@ -149,8 +155,11 @@ class ReplayBuffer:
         next_observation: np.ndarray,
         terminal: bool,
         episode_end: bool,
+        success: bool = False,
     ) -> None:
-        """Append one online transition; ``episode_end`` marks the last step of an episode."""
+        """Append one online transition; ``episode_end`` marks the last step of an episode and
+        ``success`` (on that step) flags the whole episode as successful (see ``successful_only``
+        in :meth:`sample`)."""
         observation = np.asarray(observation, np.float32)
         next_observation = np.asarray(next_observation, np.float32)
         action = np.asarray(action, np.float32)
@@ -179,8 +188,18 @@ class ReplayBuffer:
         a["rewards"][i] = reward
         a["terminals"][i] = terminal
         a["episode_ends"][i] = episode_end or terminal
+        if a["successful"][i]:
+            self._success_index = None
+        a["successful"][i] = False
         part.ptr = (i + 1) % part.capacity
         part.size = min(part.size + 1, part.capacity)
+        self._episode_len += 1
+        if episode_end or terminal:
+            if success:
+                n = min(self._episode_len, part.capacity)
+                a["successful"][(part.ptr - 1 - np.arange(n)) % part.capacity] = True
+                self._success_index = None
+            self._episode_len = 0
 
     # ---- sampling --------------------------------------------------------
     def sample(
@@ -192,9 +211,13 @@ class ReplayBuffer:
         chunk_len: int = 1,
         offline_fraction: float = 0.5,
         num_offline: int | None = None,
+        successful_only: bool = False,
     ) -> ChunkBatch:
         """Draw ``round(batch_size * offline_fraction)`` chunks offline (or exactly ``num_offline``)
-        and the rest online; offline rows come first."""
+        and the rest online; offline rows come first.
+
+        ``successful_only``: draw uniformly from the steps of successful episodes, offline and
+        online together (EXPO-FT's imitation pool); the fractions do not apply."""
         if not 0.0 <= offline_fraction <= 1.0:
             raise ValueError(f"offline_fraction must lie in [0, 1], got {offline_fraction}")
         if num_offline is not None and not 0 <= num_offline <= batch_size:
@@ -205,6 +228,8 @@ class ReplayBuffer:
             raise ValueError(f"discount must lie in [0, 1], got {discount}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if successful_only:
+            return self._sample_successful(rng, batch_size, chunk_len, discount)
         n_off = int(round(batch_size * offline_fraction)) if num_offline is None else num_offline
         pieces = []
         for part, n, name in ((self._offline, n_off, "offline"), (self._online, batch_size - n_off, "online")):
@@ -216,9 +241,35 @@ class ReplayBuffer:
                     f"(offline_fraction={offline_fraction})"
                 )
             pieces.append(self.chunks_at(self._draw(rng, part, n), source=name, chunk_len=chunk_len, discount=discount))
-        if len(pieces) == 1:
-            return pieces[0]
-        return ChunkBatch(*(np.concatenate(fields) for fields in zip(*pieces, strict=True)))
+        return _concat(pieces)
+
+    @property
+    def successful_steps(self) -> tuple[int, int]:
+        """Steps of successful episodes held: ``(offline, online)``."""
+        off, on = self._successful_slots()
+        return len(off), len(on)
+
+    def _successful_slots(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._success_index is None:
+            off = np.zeros(0, np.int64) if self._offline is None else np.flatnonzero(self._offline.a["successful"])
+            on = np.flatnonzero(self._online.a["successful"][: self._online.size])
+            self._success_index = (off, on)
+        return self._success_index
+
+    def _sample_successful(self, rng, batch_size, chunk_len, discount) -> ChunkBatch:
+        off, on = self._successful_slots()
+        if len(off) + len(on) == 0:
+            raise ValueError("no successful episodes in the buffer yet: nothing to imitate (successful_only=True)")
+        pick = rng.integers(0, len(off) + len(on), size=batch_size)
+        pick.sort()  # offline rows first, as in every batch
+        from_off = pick < len(off)
+        pieces = []
+        if from_off.any():
+            pieces.append(self.chunks_at(off[pick[from_off]], source="offline", chunk_len=chunk_len, discount=discount))
+        if (~from_off).any():
+            idx = on[pick[~from_off] - len(off)]
+            pieces.append(self.chunks_at(idx, source="online", chunk_len=chunk_len, discount=discount))
+        return _concat(pieces)
 
     def chunks_at(self, indices: np.ndarray, *, source: str, chunk_len: int, discount: float) -> ChunkBatch:
         """Chunks starting at given slots of the ``offline`` or ``online`` part (no randomness)."""
@@ -243,14 +294,25 @@ class ReplayBuffer:
     def save(self, path: str | os.PathLike) -> None:
         """Write the online part to ``path`` (.npz, no pickle)."""
         part = self._online
-        atomic_write(path, lambda f: np.savez(f, ptr=np.int64(part.ptr), size=np.int64(part.size), **part.a))
+        counters = {"ptr": np.int64(part.ptr), "size": np.int64(part.size), "episode_len": np.int64(self._episode_len)}
+        atomic_write(path, lambda f: np.savez(f, **counters, **part.a))
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore the online part written by :meth:`save` (same dims and capacity)."""
         with np.load(path, allow_pickle=False) as f:
-            for k in _FIELDS:
+            for k in self._online.a:
+                if k not in f.files:
+                    raise ValueError(f"{path}: no '{k}' array; was it written by an older expoft?")
                 if f[k].shape != self._online.a[k].shape:
                     raise ValueError(f"{path}: '{k}' has shape {f[k].shape}, this buffer has {self._online.a[k].shape}")
-            for k in _FIELDS:
+            for k in self._online.a:
                 self._online.a[k][...] = f[k]
             self._online.ptr, self._online.size = int(f["ptr"]), int(f["size"])
+            self._episode_len = int(f["episode_len"])
+        self._success_index = None
+
+
+def _concat(pieces: list[ChunkBatch]) -> ChunkBatch:
+    if len(pieces) == 1:
+        return pieces[0]
+    return ChunkBatch(*(np.concatenate(fields) for fields in zip(*pieces, strict=True)))

@@ -249,10 +249,19 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
             acted_edited.append(bool(info["edited"][0]))
         act_time += time.perf_counter() - t0
         obs, _, terminated, truncated, info = env.step(chunk)
-        for t in info["transitions"]:
-            buffer.add(t.observation, t.action, t.reward, t.next_observation, t.terminated, t.terminated or t.truncated)
-        step += len(info["transitions"])
         episode_ended = terminated or truncated
+        for t in info["transitions"]:
+            ended = t.terminated or t.truncated
+            buffer.add(
+                t.observation,
+                t.action,
+                t.reward,
+                t.next_observation,
+                t.terminated,
+                ended,
+                success=ended and bool(info["success"]),
+            )
+        step += len(info["transitions"])
         if episode_ended:
             episodes += 1
             episode_successes.append(bool(info["success"]))
@@ -271,13 +280,14 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
                     num_offline=agent_cfg.pool_offline_count,
                 )
                 base_batch = None
-                if agent_cfg.chunk_len != h:
+                if agent_cfg.base_needs_own_batch:
                     base_batch = buffer.sample(
                         rng,
                         agent_cfg.batch_size,
                         discount=agent_cfg.discount,
                         chunk_len=agent_cfg.chunk_len,
                         offline_fraction=agent_cfg.offline_fraction,
+                        successful_only=agent_cfg.base_training == "successes",
                     )
                 agent, metrics = update(agent, pool, base_batch)
                 pending.append(metrics)
@@ -293,6 +303,7 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
                     "time/update_s": update_time,
                     "time/act_s": act_time,
                     "time/elapsed_s": time.perf_counter() - start_time,
+                    "train/successful_online_steps": buffer.successful_steps[1],
                 }
             )
             if pending and not math.isfinite(row["critic/loss"]):
