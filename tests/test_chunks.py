@@ -68,12 +68,14 @@ def test_chunked_finetune_runs_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "run"
     args = ["finetune", "--preset", "tiny", "--out", str(out), "--no-progress", "--chunk-len", "4", "--exec-len", "2"]
-    args += ["--base-training", "successes"]
+    args += ["--base-training", "successes", "--intervene", "scripted", "--intervene-patience", "5"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["env_steps"] >= 300 and summary["update_calls"] > 0
+    assert summary["intervened_steps"] > 0 and summary["episodes_with_intervention"] > 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["critic/loss"]) for r in rows if "critic/loss" in r)
+    assert any(r.get("train/intervention_rate", 0) > 0 for r in rows)
     config = json.loads((out / "config.json").read_text())
     assert (config["agent"]["chunk_len"], config["agent"]["exec_len"]) == (4, 2)
     assert config["agent"]["base_training"] == "successes"

@@ -43,6 +43,7 @@ class ChunkBatch(NamedTuple):
     next_observations: np.ndarray  # [B, D] float32
     valid: np.ndarray  # [B, h] float32
     offline: np.ndarray  # [B] bool
+    intervened: np.ndarray | None = None  # [B] bool: an intervener chose some step of the chunk
 
 
 class _Part:
@@ -79,6 +80,7 @@ class _Part:
             "masks": (~a["terminals"][last]).astype(np.float32),
             "next_observations": a["next_observations"][last],
             "valid": valid.astype(np.float32),
+            "intervened": (a["intervened"][pos] & valid).any(axis=1),
         }
 
 
@@ -106,6 +108,7 @@ class ReplayBuffer:
             "terminals": ((), np.bool_),
             "episode_ends": ((), np.bool_),
             "successful": ((), np.bool_),
+            "intervened": ((), np.bool_),
         }
         self._online = _Part({k: np.zeros((capacity, *s), d) for k, (s, d) in shapes.items()}, 0, 0)
         self._offline = self._offline_part(offline) if offline is not None else None
@@ -131,6 +134,7 @@ class ReplayBuffer:
         starts, stops = ds.episode_bounds()
         success = ds.episode_success if ds.episode_success is not None else np.zeros(len(starts), bool)
         arrays["successful"] = np.repeat(success, stops - starts)
+        arrays["intervened"] = np.zeros(ds.num_transitions, bool)
         return _Part(arrays, ds.num_transitions, 0)
 
     # ---- sizes -----------------------------------------------------------
@@ -156,10 +160,11 @@ class ReplayBuffer:
         terminal: bool,
         episode_end: bool,
         success: bool = False,
+        intervened: bool = False,
     ) -> None:
         """Append one online transition; ``episode_end`` marks the last step of an episode and
         ``success`` (on that step) flags the whole episode as successful (see ``successful_only``
-        in :meth:`sample`)."""
+        in :meth:`sample`); ``intervened`` flags a step whose action an intervener chose."""
         observation = np.asarray(observation, np.float32)
         next_observation = np.asarray(next_observation, np.float32)
         action = np.asarray(action, np.float32)
@@ -188,6 +193,7 @@ class ReplayBuffer:
         a["rewards"][i] = reward
         a["terminals"][i] = terminal
         a["episode_ends"][i] = episode_end or terminal
+        a["intervened"][i] = intervened
         if a["successful"][i]:
             self._success_index = None
         a["successful"][i] = False
@@ -242,6 +248,11 @@ class ReplayBuffer:
                 )
             pieces.append(self.chunks_at(self._draw(rng, part, n), source=name, chunk_len=chunk_len, discount=discount))
         return _concat(pieces)
+
+    @property
+    def intervened_steps(self) -> int:
+        """Online steps held whose action an intervener chose."""
+        return int(self._online.a["intervened"][: self._online.size].sum())
 
     @property
     def successful_steps(self) -> tuple[int, int]:

@@ -15,6 +15,8 @@ from typing import NamedTuple
 import gymnasium
 import numpy as np
 
+from expoft.envs.interventions import Intervener
+
 
 class Transition(NamedTuple):
     observation: np.ndarray
@@ -23,6 +25,8 @@ class Transition(NamedTuple):
     next_observation: np.ndarray
     terminated: bool
     truncated: bool
+    intervened: bool = False
+    """The action came from an intervener, not the policy."""
 
 
 class ActionChunks(gymnasium.Wrapper):
@@ -31,20 +35,31 @@ class ActionChunks(gymnasium.Wrapper):
     Returns the observation after the last executed step, the undiscounted reward sum, the
     episode flags, and ``info`` of the last step plus ``info["transitions"]`` (one
     :class:`Transition` per executed step). ``on_step()`` is called after every inner step
-    (e.g. to render a frame).
+    (e.g. to render a frame). An ``intervener`` is asked before every step and may replace the
+    policy's action (the transition is then flagged ``intervened``).
     """
 
-    def __init__(self, env: gymnasium.Env, exec_len: int, on_step: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        env: gymnasium.Env,
+        exec_len: int,
+        on_step: Callable[[], None] | None = None,
+        intervener: Intervener | None = None,
+    ):
         super().__init__(env)
         if exec_len < 1:
             raise ValueError(f"exec_len must be >= 1, got {exec_len}")
         self.exec_len = exec_len
         self.on_step = on_step
+        self.intervener = intervener
         self._obs = None
+        self._info: dict = {}
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._obs = obs
+        self._obs, self._info = obs, info
+        if self.intervener is not None:
+            self.intervener.reset(obs, info)
         return obs, info
 
     def step(self, chunk):
@@ -56,11 +71,17 @@ class ActionChunks(gymnasium.Wrapper):
         chunk = chunk.reshape(self.exec_len, -1)
         transitions, total = [], 0.0
         obs = self._obs
-        for action in chunk:
+        for proposed in chunk:
+            override = None if self.intervener is None else self.intervener(obs, self._info, proposed)
+            action = proposed if override is None else np.asarray(override, np.float32)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
-            transitions.append(Transition(obs, action, float(reward), next_obs, bool(terminated), bool(truncated)))
+            transitions.append(
+                Transition(
+                    obs, action, float(reward), next_obs, bool(terminated), bool(truncated), override is not None
+                )
+            )
             total += float(reward)
-            obs = next_obs
+            obs, self._info = next_obs, info
             if self.on_step is not None:
                 self.on_step()
             if terminated or truncated:

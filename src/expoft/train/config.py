@@ -43,6 +43,13 @@ class RunConfig:
     updates_per_episode: int = 0
     """If > 0: this many update calls at the end of each episode instead (EXPO-FT's schedule;
     `update_every` is then ignored)."""
+    intervene: str = "none"
+    """none, or scripted: OGBench's oracle takes over when the policy is stuck (simulated
+    human interventions; see `expoft.envs.interventions.ScriptedIntervener`)."""
+    intervene_patience: int = 40
+    """Steps without progress towards the goal before the scripted intervener may take over."""
+    intervene_decay: float = 0.98
+    """The chance of taking over at a stall is intervene_decay ** (episodes so far)."""
     buffer_capacity: int = 1_000_000
     eval_every: int = 5_000
     """Evaluate every this many environment steps (and before RL, and at the end)."""
@@ -62,9 +69,14 @@ class RunConfig:
             "update_every",
             "buffer_capacity",
             "demo_episodes",
+            "intervene_patience",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.intervene not in ("none", "scripted"):
+            raise ValueError(f"intervene must be 'none' or 'scripted', got {self.intervene!r}")
+        if not 0.0 < self.intervene_decay <= 1.0:
+            raise ValueError(f"intervene_decay must lie in (0, 1], got {self.intervene_decay}")
         for name in ("pretrain_steps", "random_steps", "start_training", "updates_per_episode"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -28,6 +28,7 @@ from expoft.data.dataset import Dataset, load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.chunks import ActionChunks
+from expoft.envs.interventions import ScriptedIntervener
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import atomic_write
@@ -227,9 +228,16 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
     rng = np.random.default_rng(cfg.seed)
     act_key = jax.random.PRNGKey(cfg.seed + 1)
     h, agent_cfg = cfg.agent.exec_len, cfg.agent
-    env = ActionChunks(env, h)
+    intervener = None
+    if cfg.intervene == "scripted":
+        intervener = ScriptedIntervener(
+            env, cfg.env, cfg.task, seed=cfg.seed, patience=cfg.intervene_patience, decay=cfg.intervene_decay
+        )
+    env = ActionChunks(env, h, intervener=intervener)
     obs, _ = env.reset(seed=cfg.seed)
     episode_successes: deque[bool] = deque(maxlen=20)
+    episode_interventions: deque[float] = deque(maxlen=20)  # fraction of each episode's steps
+    episode_steps = episode_intervened = episodes_with_intervention = 0
     episodes, total_successes, update_calls = 0, 0, 0
     pending: list[dict] = []
     acted_edited: list[bool] = []
@@ -260,12 +268,18 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
                 t.terminated,
                 ended,
                 success=ended and bool(info["success"]),
+                intervened=t.intervened,
             )
         step += len(info["transitions"])
+        episode_steps += len(info["transitions"])
+        episode_intervened += sum(t.intervened for t in info["transitions"])
         if episode_ended:
             episodes += 1
             episode_successes.append(bool(info["success"]))
             total_successes += int(info["success"])
+            episode_interventions.append(episode_intervened / episode_steps)
+            episodes_with_intervention += episode_intervened > 0
+            episode_steps = episode_intervened = 0
             obs, _ = env.reset(seed=cfg.seed + 1_000_000 + episodes)
 
         calls = _update_calls_due(cfg, prev, step, episode_ended)
@@ -304,6 +318,9 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
                     "time/act_s": act_time,
                     "time/elapsed_s": time.perf_counter() - start_time,
                     "train/successful_online_steps": buffer.successful_steps[1],
+                    "train/intervened_steps": buffer.intervened_steps,
+                    "train/intervention_rate": float(np.mean(episode_interventions)) if episode_interventions else 0.0,
+                    "train/episodes_with_intervention": episodes_with_intervention,
                 }
             )
             if pending and not math.isfinite(row["critic/loss"]):
@@ -344,6 +361,9 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         "update_calls": update_calls,
         "train_episodes": episodes,
         "train_success_rate": total_successes / max(episodes, 1),
+        "intervened_steps": buffer.intervened_steps,
+        "intervention_rate": buffer.intervened_steps / max(step, 1),
+        "episodes_with_intervention": episodes_with_intervention,
         "wall_seconds": round(time.perf_counter() - start_time, 1),
         "update_s": round(update_time, 1),
         "critic_steps_per_s": round(update_calls * cfg.agent.utd / update_time, 2) if update_time else None,
