@@ -35,6 +35,26 @@ def plot_learning_curves(
         curve = eval_curve(run_dir)
         line = ax.plot(curve["env_step"], curve["success"], marker="o", label=label)[0]
         ax.fill_between(curve["env_step"], curve["low"], curve["high"], color=line.get_color(), alpha=0.15)
+    return _save_success_axes(fig, ax, title, out)
+
+
+def plot_mean_curves(groups: dict[str, list[str | Path]], out: str | Path, title: str = "") -> Path:
+    """One line per group of run folders (e.g. the seeds of a method): the mean success at each
+    evaluation step, shaded between the lowest and highest seed; saved as PNG."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, run_dirs in groups.items():
+        curves = [eval_curve(d) for d in run_dirs]
+        steps = sorted(set.intersection(*(set(c["env_step"]) for c in curves)))
+        values = [[c["success"][c["env_step"].index(s)] for s in steps] for c in curves]
+        mean = [sum(v) / len(v) for v in zip(*values, strict=True)]
+        line = ax.plot(steps, mean, marker="o", label=f"{label} ({len(run_dirs)} seeds)")[0]
+        lows = [min(v) for v in zip(*values, strict=True)]
+        highs = [max(v) for v in zip(*values, strict=True)]
+        ax.fill_between(steps, lows, highs, color=line.get_color(), alpha=0.15)
+    return _save_success_axes(fig, ax, title, out)
+
+
+def _save_success_axes(fig, ax, title: str, out: str | Path) -> Path:
     ax.set_xlabel("environment steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
