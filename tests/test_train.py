@@ -134,6 +134,10 @@ def test_episode_schedule_runs_calls_at_episode_ends(tmp_path, monkeypatch, caps
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # tiny: 300 env steps, training from step 100; every episode that ends after that adds 2 calls
     assert summary["update_calls"] % 2 == 0 and summary["update_calls"] >= 2
+    args = ["finetune", "--preset", "tiny", "--out", str(tmp_path / "late"), "--no-progress", "--start-episodes", "50"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["train_episodes"] < 50 and summary["update_calls"] == 0
 
 
 def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):

@@ -38,6 +38,8 @@ class RunConfig:
     """Uniform-random actions for the first steps (use 5000 when starting without pretraining)."""
     start_training: int = 1_000
     """Environment steps before the first update call."""
+    start_episodes: int = 0
+    """Finished episodes before the first update call (EXPO-FT starts after ~10)."""
     update_every: int = 1
     """One update call every this many environment steps (1 = EXPO's schedule)."""
     updates_per_episode: int = 0
@@ -77,7 +79,7 @@ class RunConfig:
             raise ValueError(f"intervene must be 'none' or 'scripted', got {self.intervene!r}")
         if not 0.0 < self.intervene_decay <= 1.0:
             raise ValueError(f"intervene_decay must lie in (0, 1], got {self.intervene_decay}")
-        for name in ("pretrain_steps", "random_steps", "start_training", "updates_per_episode"):
+        for name in ("pretrain_steps", "random_steps", "start_training", "start_episodes", "updates_per_episode"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -93,6 +95,10 @@ TINY_AGENT = EXPOConfig(
     num_edit_samples=4,
     utd=2,
     batch_size=32,
+)
+
+EXPO_FT_AGENT = dataclasses.replace(
+    RunConfig().agent, chunk_len=8, exec_len=4, edit_scale=0.1, base_training="successes"
 )
 
 PRESETS: dict[str, RunConfig] = {
@@ -113,6 +119,26 @@ PRESETS: dict[str, RunConfig] = {
     # The main job (`expoft demo`): cube-single task 1 from 30 noisy demos (imitation alone
     # succeeds about 60% of the time), fine-tuned within ~20 minutes on a 2-core CPU.
     "demo": RunConfig(
+        env_steps=5_000,
+        update_every=5,
+        start_training=500,
+        eval_every=1_000,
+        eval_episodes=50,
+        log_every=250,
+        checkpoint_every=5_000,
+    ),
+    # EXPO-FT (ALGORITHMS.md): action chunks (H = 8 suits these 200-step tasks better than a
+    # VLA's 16; h = 4, or pass --exec-len 8), the base imitating successful episodes only, one
+    # update call every 20 env steps, training after 10 episodes.
+    "expo-ft": RunConfig(
+        agent=EXPO_FT_AGENT,
+        update_every=20,
+        start_training=0,
+        start_episodes=10,
+    ),
+    # EXPO-FT on the demo task and budget (`expoft demo --preset expo-ft-demo`).
+    "expo-ft-demo": RunConfig(
+        agent=EXPO_FT_AGENT,
         env_steps=5_000,
         update_every=5,
         start_training=500,

@@ -282,7 +282,7 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
             episode_steps = episode_intervened = 0
             obs, _ = env.reset(seed=cfg.seed + 1_000_000 + episodes)
 
-        calls = _update_calls_due(cfg, prev, step, episode_ended)
+        calls = _update_calls_due(cfg, prev, step, episode_ended) if episodes >= cfg.start_episodes else 0
         if calls:
             t0 = time.perf_counter()
             for _ in range(calls):
