@@ -81,3 +81,16 @@ def test_chunked_finetune_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert config["agent"]["base_training"] == "successes"
     assert main(["eval", str(out), "--episodes", "1"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval/episodes"] == 1
+
+
+def test_success_only_base_needs_successful_demos(tmp_path, capsys):
+    from expoft.data.dataset import save_dataset
+
+    arrays = episode_arrays([5, 4], obs_dim=28, action_dim=5)
+    arrays["rewards"] = np.zeros(9, np.float32)
+    save_dataset(make_dataset(arrays, {"kind": "custom", "env": "cube-single"}), tmp_path / "failures")
+    args = ["finetune", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress"]
+    args += ["--dataset", str(tmp_path / "failures.npz"), "--base-training", "successes"]
+    assert main(args) == 2
+    assert "offline data has none" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())

@@ -201,6 +201,11 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         raise ValueError(f"dataset dims ({ds.obs_dim}, {ds.action_dim}) do not fit {domain.name}")
     if not ds.has_task:
         raise ValueError("the offline data has no rewards; pass a dataset labelled for the task")
+    if cfg.agent.base_training == "successes" and not np.any(ds.episode_success):
+        raise ValueError(
+            "base_training='successes' imitates successful episodes, and the offline data has none; "
+            "use demonstrations that reach the goal, or --base-training all|frozen"
+        )
     agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
     losses = np.zeros(0)
     if cfg.base_from is not None:
