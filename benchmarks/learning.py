@@ -42,7 +42,7 @@ def run_one(variant: str, seed: int, out: Path, extra: list[str]) -> Path:
     cmd = [sys.executable, "-m", "expoft.cli", "finetune", *VARIANTS[variant], "--seed", str(seed)]
     cmd += ["--out", str(run_dir), "--no-progress", "--overwrite", *extra]
     print(" ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, stdout=sys.stderr)  # stdout carries only this benchmark's JSON lines
     return run_dir
 
 
