@@ -32,6 +32,7 @@ from expoft.agents.common import Trainable, count_nonfinite, polyak, q_guided_se
 from expoft.data.replay import ChunkBatch
 from expoft.nets import Critic, Ensemble, TanhGaussian, tanh_gaussian_sample
 from expoft.policies import BASE_POLICIES
+from expoft.validation import require_at_least
 
 BASE_TRAINING = ("all", "successes", "frozen")
 
@@ -100,18 +101,10 @@ class EXPOConfig:
             raise ValueError(f"base_training must be one of {BASE_TRAINING}, got {self.base_training!r}")
         if self.base == "ddpm" and self.target_flow_steps not in (None, self.flow_steps):
             raise ValueError("target_flow_steps applies to flow bases only")
-        for name in (
-            "flow_steps",
-            "num_base_samples",
-            "num_critics",
-            "utd",
-            "batch_size",
-            "critic_subset",
-            "chunk_len",
-            "exec_len",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(
+            self, 1, "flow_steps", "num_base_samples", "num_critics", "utd", "batch_size", "critic_subset",
+            "chunk_len", "exec_len",
+        )  # fmt: skip
         if self.exec_len > self.chunk_len:
             raise ValueError(
                 f"exec_len {self.exec_len} > chunk_len {self.chunk_len}: "

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from expoft.data.task_director import TaskDirector
-from expoft.envs.ogbench_domains import QPOS_OBJECTS_START, QPOS_PER_CUBE, get_domain, subgoal_successes, task_goal
+from expoft.envs.ogbench_domains import cube_positions, get_domain, subgoal_successes, task_goal
 
 
 class Intervener(Protocol):
@@ -72,8 +72,9 @@ class ScriptedIntervener:
         solved = int(subgoal_successes(self._domain, self._goal, qpos, buttons).sum())
         distance = 0.0
         if self._domain.num_cubes:
-            idx = QPOS_OBJECTS_START + QPOS_PER_CUBE * np.arange(self._domain.num_cubes)[:, None] + np.arange(3)
-            distance = float(np.linalg.norm(qpos[0, idx] - self._goal.cube_xyzs, axis=-1).sum())
+            distance = float(
+                np.linalg.norm(cube_positions(self._domain, qpos)[0] - self._goal.cube_xyzs, axis=-1).sum()
+            )
         if self._domain.family == "scene":
             distance += abs(float(qpos[0, self._domain.qpos_drawer]) - float(self._goal.drawer_pos))
             distance += abs(float(qpos[0, self._domain.qpos_window]) - float(self._goal.window_pos))

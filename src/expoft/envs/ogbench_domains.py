@@ -186,6 +186,12 @@ CUBE_TOLERANCE = 0.04
 SLIDE_TOLERANCE = 0.04
 
 
+def cube_positions(domain: Domain, qpos: np.ndarray) -> np.ndarray:
+    """Cube centres ``[N, num_cubes, 3]`` from MuJoCo positions ``qpos [N, nq]``."""
+    idx = QPOS_OBJECTS_START + QPOS_PER_CUBE * np.arange(domain.num_cubes)[:, None] + np.arange(3)
+    return qpos[:, idx]
+
+
 def subgoal_successes(domain: Domain, goal: TaskGoal, qpos: np.ndarray, button_states: np.ndarray | None) -> np.ndarray:
     """Which parts of the task goal hold in each state.
 
@@ -198,9 +204,7 @@ def subgoal_successes(domain: Domain, goal: TaskGoal, qpos: np.ndarray, button_s
     """
     parts = []
     if domain.num_cubes:
-        idx = QPOS_OBJECTS_START + QPOS_PER_CUBE * np.arange(domain.num_cubes)[:, None] + np.arange(3)
-        cube_xyzs = qpos[:, idx]  # [N, num_cubes, 3]
-        parts.append(np.linalg.norm(cube_xyzs - goal.cube_xyzs, axis=-1) <= CUBE_TOLERANCE)
+        parts.append(np.linalg.norm(cube_positions(domain, qpos) - goal.cube_xyzs, axis=-1) <= CUBE_TOLERANCE)
     if domain.has_button_states:
         if button_states is None:
             raise ValueError(f"{domain.name} needs button states to judge success")

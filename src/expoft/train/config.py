@@ -7,6 +7,7 @@ from pathlib import Path
 
 from expoft.agents.expo import EXPOConfig
 from expoft.envs.ogbench_domains import check_task, get_domain
+from expoft.validation import require_at_least
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,26 +63,17 @@ class RunConfig:
 
     def __post_init__(self):
         check_task(get_domain(self.env), self.task)
-        for name in (
-            "env_steps",
-            "eval_episodes",
-            "log_every",
-            "eval_every",
-            "checkpoint_every",
-            "update_every",
-            "buffer_capacity",
-            "demo_episodes",
-            "intervene_patience",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(
+            self, 1, "env_steps", "eval_episodes", "log_every", "eval_every", "checkpoint_every", "update_every",
+            "buffer_capacity", "demo_episodes", "intervene_patience",
+        )  # fmt: skip
         if self.intervene not in ("none", "scripted"):
             raise ValueError(f"intervene must be 'none' or 'scripted', got {self.intervene!r}")
         if not 0.0 < self.intervene_decay <= 1.0:
             raise ValueError(f"intervene_decay must lie in (0, 1], got {self.intervene_decay}")
-        for name in ("pretrain_steps", "random_steps", "start_training", "start_episodes", "updates_per_episode"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        require_at_least(
+            self, 0, "pretrain_steps", "random_steps", "start_training", "start_episodes", "updates_per_episode"
+        )
 
 
 TINY_AGENT = EXPOConfig(
