@@ -12,7 +12,8 @@ from expoft.agents.expo import EXPOAgent, act
 from expoft.cli import main
 from expoft.train.checkpoint import CheckpointError, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, preset
-from expoft.train.loop import RunDir, _update_calls_due, load_run_agent, wilson_interval
+from expoft.train.finetune import _update_calls_due
+from expoft.train.loop import RunDir, load_run_agent, wilson_interval
 
 
 def test_wilson_interval_known_values():

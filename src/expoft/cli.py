@@ -19,7 +19,8 @@ import tyro
 from expoft.data.dataset import REWARD_MODES, DatasetError, describe, load_dataset
 from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_generate
 from expoft.train.config import RunConfig, preset
-from expoft.train.loop import evaluate_run, finetune, pretrain_only
+from expoft.train.finetune import finetune, resume
+from expoft.train.loop import evaluate_run, pretrain_only
 
 log = logging.getLogger("expoft")
 
@@ -126,11 +127,17 @@ class Finetune:
     out: Path = Path("runs/finetune")
     """Run folder: config.json, metrics.jsonl, checkpoints/, summary.json."""
     overwrite: bool = False
-    """Write into --out even if it already holds a run."""
+    """Replace the run in --out if there is one (its checkpoints and metrics are deleted)."""
+    resume: Path | None = None
+    """Continue the killed run in this folder from its newest usable checkpoint, with the run's
+    own config.json (other flags are ignored)."""
     progress: bool = True
 
     def run(self) -> None:
-        summary = finetune(self.config, self.out, overwrite=self.overwrite, progress=self.progress)
+        if self.resume is not None:
+            summary = resume(self.resume, progress=self.progress)
+        else:
+            summary = finetune(self.config, self.out, overwrite=self.overwrite, progress=self.progress)
         print(json.dumps({k: v for k, v in summary.items() if k != "evaluations"}))
 
 

@@ -10,9 +10,10 @@ from tqdm import tqdm
 class Progress:
     """A counter with rate and ETA; extra figures go in with :meth:`set`."""
 
-    def __init__(self, total: int, desc: str, unit: str = "it", enabled: bool = True):
+    def __init__(self, total: int, desc: str, unit: str = "it", enabled: bool = True, initial: int = 0):
         self._bar = tqdm(
             total=total,
+            initial=initial,
             desc=desc,
             unit=unit,
             disable=not enabled,

@@ -345,6 +345,7 @@ class EXPOAgent:
                 "critic/target_mean": y.mean(),
                 "otf/target_edited_frac": jnp.mean(q_next.argmax(-1) >= cfg.num_base_samples),
                 "critic/grad_nonfinite": count_nonfinite(grads),
+                "critic/nonfinite": count_nonfinite((loss, q, y)),
             }
             return (critic, target, key), metrics
 
@@ -352,7 +353,8 @@ class EXPOAgent:
             critic_step, (self.critic, self.target_critic, k_scan), index
         )
         metrics = jax.tree.map(jnp.mean, critic_metrics)
-        metrics["critic/grad_nonfinite"] = critic_metrics["critic/grad_nonfinite"].sum()
+        for key in ("critic/grad_nonfinite", "critic/nonfinite"):  # counts over the call, not means
+            metrics[key] = critic_metrics[key].sum()
         last = jax.tree.map(lambda x: x[index[-1]], pool)
         obs, act = last.observations, last.actions
 

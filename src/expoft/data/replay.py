@@ -113,6 +113,7 @@ class ReplayBuffer:
         self._online = _Part({k: np.zeros((capacity, *s), d) for k, (s, d) in shapes.items()}, 0, 0)
         self._offline = self._offline_part(offline) if offline is not None else None
         self._episode_len = 0  # steps of the online episode being written
+        self.total_added = 0  # online transitions ever added (a global index, for saving in segments)
         self._success_index: tuple[np.ndarray, np.ndarray] | None = None  # cached flagged slots
 
     def _offline_part(self, ds: Dataset) -> _Part:
@@ -199,6 +200,7 @@ class ReplayBuffer:
         a["successful"][i] = False
         part.ptr = (i + 1) % part.capacity
         part.size = min(part.size + 1, part.capacity)
+        self.total_added += 1
         self._episode_len += 1
         if episode_end or terminal:
             if success:
@@ -302,10 +304,59 @@ class ReplayBuffer:
         return rng.integers(0, part.size, size=n)
 
     # ---- persistence (online part; the offline part is its dataset file) --
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the online part to ``path`` (.npz, no pickle)."""
+    # A checkpoint stores the online ring as segments: the transitions added since the last save,
+    # as plain arrays. Saving therefore costs what was added, not what is held.
+    SEGMENT_FIELDS = ("observations", "next_observations", "actions", "rewards", "terminals",
+                      "episode_ends", "successful", "intervened")  # fmt: skip
+
+    def segment(self, start: int) -> dict[str, np.ndarray]:
+        """The transitions with global indices ``[start, total_added)`` still held (at most
+        ``capacity`` of them), as arrays in the order they were added, plus ``start``/``end``.
+        Call it between episodes: ``successful`` is only final once an episode has ended."""
+        if not 0 <= start <= self.total_added:
+            raise ValueError(f"segment start {start} outside [0, {self.total_added}]")
         part = self._online
-        counters = {"ptr": np.int64(part.ptr), "size": np.int64(part.size), "episode_len": np.int64(self._episode_len)}
+        first = max(start, self.total_added - part.capacity)
+        slots = np.arange(first, self.total_added) % part.capacity
+        arrays = {k: part.a[k][slots] for k in self.SEGMENT_FIELDS}
+        arrays["start"] = np.int64(first)
+        arrays["end"] = np.int64(self.total_added)
+        return arrays
+
+    def restore_segment(self, arrays: dict[str, np.ndarray]) -> None:
+        """Write back a segment from :meth:`segment`; segments must come in order, each starting
+        where the buffer's ``total_added`` stands (or later, when the ring had overwritten the rest)."""
+        start, end = int(arrays["start"]), int(arrays["end"])
+        # A later start is fine only when the segment fills the whole ring (what it skipped was overwritten).
+        if start != self.total_added and not (start > self.total_added and end - start == self.capacity):
+            raise ValueError(
+                f"segment [{start}, {end}) does not continue the {self.total_added} transitions restored so far"
+            )
+        n = end - start
+        for k in self.SEGMENT_FIELDS:
+            want = (n, *self._online.a[k].shape[1:])
+            if k not in arrays or arrays[k].shape != want or arrays[k].dtype != self._online.a[k].dtype:
+                got = None if k not in arrays else (arrays[k].shape, arrays[k].dtype)
+                raise ValueError(f"segment field {k!r}: expected {want} {self._online.a[k].dtype}, got {got}")
+        part = self._online
+        slots = np.arange(start, end) % part.capacity
+        for k in self.SEGMENT_FIELDS:
+            part.a[k][slots] = arrays[k]
+        self.total_added = end
+        part.ptr = end % part.capacity
+        part.size = min(end, part.capacity)
+        self._episode_len = 0
+        self._success_index = None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the whole online part to ``path`` (.npz, no pickle)."""
+        part = self._online
+        counters = {
+            "ptr": np.int64(part.ptr),
+            "size": np.int64(part.size),
+            "episode_len": np.int64(self._episode_len),
+            "total_added": np.int64(self.total_added),
+        }
         atomic_write(path, lambda f: np.savez(f, **counters, **part.a))
 
     def load(self, path: str | os.PathLike) -> None:
@@ -320,6 +371,7 @@ class ReplayBuffer:
                 self._online.a[k][...] = f[k]
             self._online.ptr, self._online.size = int(f["ptr"]), int(f["size"])
             self._episode_len = int(f["episode_len"])
+            self.total_added = int(f["total_added"]) if "total_added" in f.files else self._online.size
         self._success_index = None
 
 

@@ -54,10 +54,11 @@ class ScriptedIntervener:
         self._env = env
         self._domain = get_domain(env_name)
         self._goal = task_goal(self._domain.name, task)
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
         self.patience, self.takeover_steps = patience, takeover_steps
         self.p_start, self.decay, self.min_progress = p_start, decay, min_progress
         self.episodes = 0
+        """Episodes finished so far (set it when resuming a run)."""
         self._director: TaskDirector | None = None
 
     @property
@@ -83,6 +84,10 @@ class ScriptedIntervener:
     def reset(self, obs: np.ndarray, info: dict) -> None:
         if self._director is not None:
             self.episodes += 1
+        # Randomness from (seed, episode) alone, so a resumed run intervenes as the original did.
+        # OGBench's oracles draw from numpy's global generator: it is seeded here too.
+        self._rng = np.random.default_rng([self.seed, self.episodes])
+        np.random.seed(self._rng.integers(2**32))
         self._director = TaskDirector(self._env, self._domain, self._goal, self._rng)
         self._best = self._progress(info)
         self._stalled_for = 0

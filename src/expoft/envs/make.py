@@ -44,9 +44,20 @@ class SuccessReward(gymnasium.Wrapper):
 RENDER_SIZE = 160
 
 
-def make_env(env: str, task: int, detector: SuccessDetector = env_success, render: bool = False) -> gymnasium.Env:
+def make_env(
+    env: str,
+    task: int,
+    detector: SuccessDetector = env_success,
+    render: bool = False,
+    episode_steps: int | None = None,
+) -> gymnasium.Env:
     """Singletask env of ``env`` (e.g. ``cube-single``) for ``task`` with the success reward;
-    ``render=True``: ``env.render()`` returns RGB frames (offscreen, for videos)."""
+    ``render=True``: ``env.render()`` returns RGB frames (offscreen, for videos);
+    ``episode_steps``: time limit (None: the domain's, e.g. 200 for cube-single)."""
     domain = get_domain(env)
     kwargs = {"render_mode": "rgb_array", "width": RENDER_SIZE, "height": RENDER_SIZE} if render else {}
+    if episode_steps is not None:
+        if episode_steps < 1:
+            raise ValueError(f"episode_steps must be >= 1, got {episode_steps}")
+        kwargs["max_episode_steps"] = episode_steps
     return SuccessReward(make_singletask_env(domain, task, **kwargs), detector)

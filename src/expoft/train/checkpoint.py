@@ -6,6 +6,10 @@ structure says where each array goes, and every shape and dtype is checked.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,8 @@ import jax
 import numpy as np
 
 from expoft.fileio import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -57,3 +63,178 @@ def load_pytree(template: Any, path: str | os.PathLike) -> tuple[Any, dict[str, 
         restored.append(jax.numpy.asarray(value))
     extra = {k.removeprefix("extra/"): v for k, v in stored.items() if k.startswith("extra/")}
     return jax.tree_util.tree_unflatten(treedef, restored), extra
+
+
+# ---------------------------------------------------------------------------
+# Whole-run checkpoints: what `expoft finetune --resume` needs to continue exactly.
+
+FORMAT_VERSION = 1
+"""Bumped whenever the checkpoint layout changes; older or newer checkpoints are refused."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class CheckpointStore:
+    """The ``checkpoints/`` folder of a run.
+
+    One checkpoint at env step N is ``agent_N.npz`` (every array of the agent: parameters,
+    optimiser states, its PRNG key) and ``state_N.json`` (loop counters, the sampling RNG, the
+    metrics file's length, the dataset checksum, and the replay segments with their sha256).
+    The online replay data lives in ``buffer/online_<first>_<end>.npz``: each save writes only
+    what was added since the previous one. Every file is written atomically (temporary name,
+    fsync, rename) and the state file last, so a checkpoint exists only once all its parts do;
+    a state whose parts are missing or do not match their sha256 is skipped with a warning.
+    The newest ``keep`` checkpoints are kept; buffer segments go when no kept checkpoint needs them.
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.dir = Path(directory)
+        self.keep = keep
+        self._segments: list[dict] = []  # segments of the buffer as saved so far
+
+    # ---- writing -----------------------------------------------------------
+    def save(self, step: int, agent: Any, buffer, state: dict) -> Path:
+        """Write a checkpoint; ``buffer`` must be between episodes (its success flags final)."""
+        try:
+            return self._save(step, agent, buffer, state)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            previous = self.latest_step()
+            kept = f"the checkpoint of step {previous} is intact" if previous is not None else "no earlier checkpoint"
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on device while writing the checkpoint of env step {step} into {self.dir} "
+                f"({kept}); free some space, then continue with `expoft finetune --resume {self.dir.parent}`",
+            ) from e
+
+    def _save(self, step: int, agent: Any, buffer, state: dict) -> Path:
+        saved_to = self._segments[-1]["end"] if self._segments else 0
+        if buffer.total_added > saved_to:
+            arrays = buffer.segment(saved_to)
+            name = f"online_{int(arrays['start'])}_{int(arrays['end'])}.npz"
+            path = atomic_write(self.dir / "buffer" / name, lambda f: np.savez(f, **arrays))
+            self._segments.append(
+                {
+                    "file": f"buffer/{name}",
+                    "start": int(arrays["start"]),
+                    "end": int(arrays["end"]),
+                    "sha256": file_sha256(path),
+                }  # fmt: skip
+            )
+        # Only the segments whose transitions the ring still holds are needed to rebuild it.
+        needed = [s for s in self._segments if s["end"] > buffer.total_added - buffer.capacity]
+        agent_path = save_pytree(
+            agent, self.dir / f"agent_{step}.npz", env_step=np.int64(step), format_version=np.int64(FORMAT_VERSION)
+        )
+        record = {
+            "format_version": FORMAT_VERSION,
+            "env_step": step,
+            "agent": {"file": agent_path.name, "sha256": file_sha256(agent_path)},
+            "buffer": {"total_added": buffer.total_added, "segments": needed},
+            "state": state,
+        }
+        path = atomic_write(self.dir / f"state_{step}.json", lambda f: f.write(json.dumps(record).encode()))
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        steps = self.steps()
+        for step in steps[: -self.keep]:
+            (self.dir / f"state_{step}.json").unlink(missing_ok=True)
+            (self.dir / f"agent_{step}.npz").unlink(missing_ok=True)
+        needed = set()
+        for step in steps[-self.keep :]:
+            record = self._read_record(step)
+            if record is not None:
+                needed.update(s["file"] for s in record["buffer"]["segments"])
+        self._segments = [s for s in self._segments if s["file"] in needed]
+        for path in (self.dir / "buffer").glob("online_*.npz"):
+            if f"buffer/{path.name}" not in needed:
+                path.unlink()
+
+    # ---- reading -----------------------------------------------------------
+    def steps(self) -> list[int]:
+        """Env steps of the checkpoints present (valid or not), oldest first."""
+        found = []
+        for path in self.dir.glob("state_*.json"):
+            try:
+                found.append(int(path.stem.removeprefix("state_")))
+            except ValueError:
+                continue
+        return sorted(found)
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def _read_record(self, step: int) -> dict | None:
+        try:
+            return json.loads((self.dir / f"state_{step}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _problem(self, record: dict | None) -> str | None:
+        """Why a checkpoint cannot be used, or None."""
+        if record is None:
+            return "its state file is unreadable or truncated"
+        version = record.get("format_version")
+        if version != FORMAT_VERSION:
+            return f"it has checkpoint format {version}, this expoft reads format {FORMAT_VERSION}"
+        parts = [record["agent"], *record["buffer"]["segments"]]
+        for part in parts:
+            path = self.dir / part["file"]
+            if not path.exists():
+                return f"{part['file']} is missing"
+            if file_sha256(path) != part["sha256"]:
+                return f"{part['file']} does not match its sha256 (corrupt or partly written)"
+        return None
+
+    def latest_valid(self) -> dict | None:
+        """The newest usable checkpoint record, warning about every newer one that is not."""
+        for step in reversed(self.steps()):
+            record = self._read_record(step)
+            problem = self._problem(record)
+            if problem is None:
+                return record
+            found = [s for s in self.steps() if s < step]
+            fallback = f"trying the one of step {found[-1]}" if found else "no earlier checkpoint left"
+            log.warning("checkpoint of env step %d is unusable: %s; %s", step, problem, fallback)
+        return None
+
+    def restore(self, record: dict, template: Any, buffer) -> Any:
+        """Agent of ``record`` (see :meth:`latest_valid`) and its replay data put back into ``buffer``;
+        later saves continue from there."""
+        agent, extra = load_pytree(template, self.dir / record["agent"]["file"])
+        if int(extra.get("format_version", -1)) != FORMAT_VERSION:
+            raise CheckpointError(f"{record['agent']['file']}: checkpoint format {extra.get('format_version')}")
+        for segment in record["buffer"]["segments"]:
+            with np.load(self.dir / segment["file"], allow_pickle=False) as f:
+                buffer.restore_segment({k: f[k] for k in f.files})
+        if buffer.total_added != record["buffer"]["total_added"]:
+            raise CheckpointError(
+                f"replay segments restore {buffer.total_added} transitions, the checkpoint says "
+                f"{record['buffer']['total_added']}"
+            )
+        self._segments = list(record["buffer"]["segments"])
+        # Newer checkpoints were unusable; the run replays from here. Keep their files for a look.
+        for step in self.steps():
+            if step > record["env_step"]:
+                aside = self.dir / "unusable"
+                aside.mkdir(exist_ok=True)
+                for name in (f"state_{step}.json", f"agent_{step}.npz"):
+                    if (self.dir / name).exists():
+                        os.replace(self.dir / name, aside / name)
+        for path in self.dir.glob(".*.tmp"):
+            path.unlink()
+        for path in (self.dir / "buffer").glob(".*.tmp"):
+            path.unlink()
+        return agent

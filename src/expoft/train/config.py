@@ -33,6 +33,8 @@ class RunConfig:
     pretraining here; its base settings (type, steps, width, blocks) must match `agent`."""
     pretrain_steps: int = 20_000
     """Imitation steps of the base before RL (0: none; ignored with `base_from`)."""
+    episode_steps: int | None = None
+    """Time limit of training and evaluation episodes; None: the domain's (cube-single 200)."""
     env_steps: int = 20_000
     """Online environment steps."""
     random_steps: int = 0
@@ -60,13 +62,23 @@ class RunConfig:
     log_every: int = 500
     """Write a metrics row every this many environment steps."""
     checkpoint_every: int = 10_000
+    """Write a resumable checkpoint at the first episode end after every this many env steps."""
+    keep_checkpoints: int = 3
+    """Resumable checkpoints kept (the newest); older ones are deleted."""
 
     def __post_init__(self):
         check_task(get_domain(self.env), self.task)
         require_at_least(
             self, 1, "env_steps", "eval_episodes", "log_every", "eval_every", "checkpoint_every", "update_every",
-            "buffer_capacity", "demo_episodes", "intervene_patience",
+            "buffer_capacity", "demo_episodes", "intervene_patience", "keep_checkpoints",
         )  # fmt: skip
+        if self.episode_steps is not None:
+            require_at_least(self, 1, "episode_steps")
+        limit = self.episode_steps or get_domain(self.env).episode_steps
+        if self.agent.exec_len > limit:
+            raise ValueError(
+                f"exec_len {self.agent.exec_len} does not fit episodes of {limit} steps; use a shorter chunk"
+            )
         if self.intervene not in ("none", "scripted"):
             raise ValueError(f"intervene must be 'none' or 'scripted', got {self.intervene!r}")
         if not 0.0 < self.intervene_decay <= 1.0:
@@ -97,6 +109,7 @@ PRESETS: dict[str, RunConfig] = {
     # Finishes in seconds: for smoke tests of every command.
     "tiny": RunConfig(
         agent=TINY_AGENT,
+        episode_steps=50,
         demo_episodes=4,
         pretrain_steps=50,
         env_steps=300,

@@ -4,7 +4,8 @@ Run folder (``out``)::
 
     config.json        the resolved RunConfig
     metrics.jsonl      one row per log interval (namespaced keys) and per evaluation
-    checkpoints/       agent_<step>.npz (all arrays, no pickle) and buffer.npz
+    checkpoints/       agent_<step>.npz (all arrays, no pickle), state_<step>.json (what a resume
+                       needs), buffer/ (online replay segments) and, at the end, buffer.npz
     summary.json       success before RL, final success, steps, wall time
     learning_curve.png success against environment steps
 """
@@ -15,25 +16,22 @@ import dataclasses
 import json
 import logging
 import math
-import time
-from collections import deque
+import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from expoft.agents.expo import EXPOAgent, EXPOConfig, act, act_base, pretrain, update
+from expoft.agents.expo import EXPOAgent, EXPOConfig, act, act_base, pretrain
 from expoft.data.dataset import Dataset, load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.chunks import ActionChunks
-from expoft.envs.interventions import ScriptedIntervener
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import atomic_write
 from expoft.progress import Progress
-from expoft.report.plots import plot_learning_curves
 from expoft.report.video import render_frame, write_gif
 from expoft.train.checkpoint import load_pytree, save_pytree
 from expoft.train.config import RunConfig
@@ -55,16 +53,62 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "metrics.replayed.jsonl",
+    "summary.json",
+    "learning_curve.png",
+    "checkpoints",
+)
+
+
 class RunDir:
     """The folder of one run. Refuses to write into a folder that already holds a run."""
 
     def __init__(self, out: str | Path, config: RunConfig, overwrite: bool = False):
         self.path = Path(out)
-        if (self.path / "config.json").exists() and not overwrite:
-            raise FileExistsError(f"{self.path} already holds a run; choose another --out or pass --overwrite")
+        if (self.path / "config.json").exists():
+            if not overwrite:
+                raise FileExistsError(
+                    f"{self.path} already holds a run; choose another --out, continue it with "
+                    f"--resume {self.path}, or replace it with --overwrite"
+                )
+            for name in RUN_FILES:  # only what a run writes; anything else the user put there stays
+                target = self.path / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.write_json("config.json", to_jsonable(config))
         self._metrics = open(self.path / "metrics.jsonl", "w")
+
+    @classmethod
+    def reopen(cls, out: str | Path, metrics_bytes: int) -> RunDir:
+        """An existing run folder, its metrics cut back to the first ``metrics_bytes`` bytes (what was
+        logged up to the checkpoint being resumed). The cut rows are appended to
+        ``metrics.replayed.jsonl``, not thrown away; the resumed run logs them again."""
+        run = cls.__new__(cls)
+        run.path = Path(out)
+        metrics = run.path / "metrics.jsonl"
+        data = metrics.read_bytes() if metrics.exists() else b""
+        if len(data) < metrics_bytes:
+            raise ValueError(
+                f"{metrics} holds {len(data)} bytes, fewer than the {metrics_bytes} the checkpoint "
+                "recorded; it was truncated or replaced since"
+            )
+        if len(data) > metrics_bytes:
+            with open(run.path / "metrics.replayed.jsonl", "ab") as f:
+                f.write(data[metrics_bytes:])
+        run._metrics = open(metrics, "r+")
+        run._metrics.truncate(metrics_bytes)
+        run._metrics.seek(metrics_bytes)
+        return run
+
+    def metrics_bytes(self) -> int:
+        self._metrics.flush()
+        return self._metrics.tell()
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write(self.path / name, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
@@ -191,231 +235,6 @@ def pretrain_base(agent: EXPOAgent, ds: Dataset, steps: int, seed: int, progress
     return agent, np.concatenate(losses) if losses else np.zeros(0)
 
 
-def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Pretrain the base on the offline data, then run online EXPO; returns the summary."""
-    start_time = time.perf_counter()
-    run = RunDir(out, cfg, overwrite)
-    domain = get_domain(cfg.env)
-    ds = offline_data(cfg, progress)
-    if ds.obs_dim != domain.obs_dim or ds.action_dim != domain.action_dim:
-        raise ValueError(f"dataset dims ({ds.obs_dim}, {ds.action_dim}) do not fit {domain.name}")
-    if not ds.has_task:
-        raise ValueError("the offline data has no rewards; pass a dataset labelled for the task")
-    if cfg.agent.base_training == "successes" and not np.any(ds.episode_success):
-        raise ValueError(
-            "base_training='successes' imitates successful episodes, and the offline data has none; "
-            "use demonstrations that reach the goal, or --base-training all|frozen"
-        )
-    agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
-    losses = np.zeros(0)
-    if cfg.base_from is not None:
-        agent = with_base_from(agent, cfg.base_from)
-        run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
-    elif cfg.pretrain_steps:
-        agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
-        run.log(
-            {
-                "phase": "pretrain",
-                "pretrain/steps": cfg.pretrain_steps,
-                "pretrain/final_loss": float(losses[-100:].mean()),
-            }
-        )
-
-    env = make_env(cfg.env, cfg.task)
-    eval_env = make_env(cfg.env, cfg.task)
-    eval_seed = evaluation_seed(cfg)
-    before = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed)
-    before_base = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed, policy="base")
-    run.log({"env_step": 0, **before, **before_base})
-    log.info("before RL: OTF success %.2f, base alone %.2f", before["eval/success"], before_base["eval_base/success"])
-
-    buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
-    rng = np.random.default_rng(cfg.seed)
-    act_key = jax.random.PRNGKey(cfg.seed + 1)
-    h, agent_cfg = cfg.agent.exec_len, cfg.agent
-    intervener = None
-    if cfg.intervene == "scripted":
-        intervener = ScriptedIntervener(
-            env, cfg.env, cfg.task, seed=cfg.seed, patience=cfg.intervene_patience, decay=cfg.intervene_decay
-        )
-    env = ActionChunks(env, h, intervener=intervener)
-    obs, _ = env.reset(seed=cfg.seed)
-    episode_successes: deque[bool] = deque(maxlen=20)
-    episode_interventions: deque[float] = deque(maxlen=20)  # fraction of each episode's steps
-    episode_steps = episode_intervened = episodes_with_intervention = 0
-    episodes, total_successes, update_calls = 0, 0, 0
-    pending: list[dict] = []
-    acted_edited: list[bool] = []
-    update_time = act_time = 0.0
-    evals = [before]
-    first_95 = None
-    bar = Progress(cfg.env_steps, "finetune", unit="step", enabled=progress)
-    step = 0
-    while step < cfg.env_steps:
-        prev = step
-        t0 = time.perf_counter()
-        if step < cfg.random_steps:
-            chunk = rng.uniform(-1.0, 1.0, (h, domain.action_dim)).astype(np.float32)
-        else:
-            a, info = act(agent, obs[None], jax.random.fold_in(act_key, step + 1))
-            chunk = np.asarray(a[0])
-            acted_edited.append(bool(info["edited"][0]))
-        act_time += time.perf_counter() - t0
-        obs, _, terminated, truncated, info = env.step(chunk)
-        episode_ended = terminated or truncated
-        for t in info["transitions"]:
-            ended = t.terminated or t.truncated
-            buffer.add(
-                t.observation,
-                t.action,
-                t.reward,
-                t.next_observation,
-                t.terminated,
-                ended,
-                success=ended and bool(info["success"]),
-                intervened=t.intervened,
-            )
-        step += len(info["transitions"])
-        episode_steps += len(info["transitions"])
-        episode_intervened += sum(t.intervened for t in info["transitions"])
-        if episode_ended:
-            episodes += 1
-            episode_successes.append(bool(info["success"]))
-            total_successes += int(info["success"])
-            episode_interventions.append(episode_intervened / episode_steps)
-            episodes_with_intervention += episode_intervened > 0
-            episode_steps = episode_intervened = 0
-            obs, _ = env.reset(seed=cfg.seed + 1_000_000 + episodes)
-
-        calls = _update_calls_due(cfg, prev, step, episode_ended) if episodes >= cfg.start_episodes else 0
-        if calls:
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                pool = buffer.sample(
-                    rng,
-                    agent_cfg.pool_size,
-                    discount=agent_cfg.discount,
-                    chunk_len=h,
-                    num_offline=agent_cfg.pool_offline_count,
-                )
-                base_batch = None
-                if agent_cfg.base_needs_own_batch:
-                    base_batch = buffer.sample(
-                        rng,
-                        agent_cfg.batch_size,
-                        discount=agent_cfg.discount,
-                        chunk_len=agent_cfg.chunk_len,
-                        offline_fraction=agent_cfg.offline_fraction,
-                        successful_only=agent_cfg.base_training == "successes",
-                    )
-                agent, metrics = update(agent, pool, base_batch)
-                pending.append(metrics)
-            jax.block_until_ready(metrics)  # dispatch is async: time the work, not the call
-            update_calls += calls
-            update_time += time.perf_counter() - t0
-
-        last = step >= cfg.env_steps
-        if _crossed(prev, step, cfg.log_every) or last:
-            row = _log_row(step, episodes, total_successes, episode_successes, update_calls, pending, acted_edited)
-            row.update(
-                {
-                    "time/update_s": update_time,
-                    "time/act_s": act_time,
-                    "time/elapsed_s": time.perf_counter() - start_time,
-                    "train/successful_online_steps": buffer.successful_steps[1],
-                    "train/intervened_steps": buffer.intervened_steps,
-                    "train/intervention_rate": float(np.mean(episode_interventions)) if episode_interventions else 0.0,
-                    "train/episodes_with_intervention": episodes_with_intervention,
-                }
-            )
-            if pending and not math.isfinite(row["critic/loss"]):
-                run.log(row)
-                raise FloatingPointError(
-                    f"training diverged at env step {step}: critic loss {row['critic/loss']}; "
-                    "lower the learning rates or check the rewards"
-                )
-            run.log(row)
-            pending, acted_edited = [], []
-            grad_per_s = update_calls * agent_cfg.utd / update_time if update_time else 0.0
-            bar.set(success=f"{row['train/rolling_success']:.2f}", calls=update_calls, grad_per_s=f"{grad_per_s:.0f}")
-        if _crossed(prev, step, cfg.eval_every) or last:
-            result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed)
-            run.log({"env_step": step, **result})
-            evals.append({"env_step": step, **result})
-            if first_95 is None and result["eval/success"] >= 0.95:
-                first_95 = step
-            bar.set(eval=f"{result['eval/success']:.2f}")
-        if _crossed(prev, step, cfg.checkpoint_every) or last:
-            save_pytree(agent, run.path / "checkpoints" / f"agent_{step}.npz", env_step=np.int64(step))
-        bar.update(step - prev)
-    bar.close()
-    buffer.save(run.path / "checkpoints" / "buffer.npz")
-
-    summary = {
-        "env": domain.name,
-        "task": cfg.task,
-        "seed": cfg.seed,
-        "offline_transitions": ds.num_transitions,
-        "pretrain_final_loss": float(losses[-100:].mean()) if len(losses) else None,
-        "bc_success": before_base["eval_base/success"],
-        "success_before_rl": before["eval/success"],
-        "final_success": evals[-1]["eval/success"],
-        "final_success_ci": [evals[-1]["eval/success_ci_low"], evals[-1]["eval/success_ci_high"]],
-        "env_steps": step,
-        "env_steps_to_95": first_95,
-        "update_calls": update_calls,
-        "train_episodes": episodes,
-        "train_success_rate": total_successes / max(episodes, 1),
-        "intervened_steps": buffer.intervened_steps,
-        "intervention_rate": buffer.intervened_steps / max(step, 1),
-        "episodes_with_intervention": episodes_with_intervention,
-        "wall_seconds": round(time.perf_counter() - start_time, 1),
-        "update_s": round(update_time, 1),
-        "critic_steps_per_s": round(update_calls * cfg.agent.utd / update_time, 2) if update_time else None,
-        "evaluations": [{"env_step": e.get("env_step", 0), "success": e["eval/success"]} for e in evals],
-    }
-    run.write_json("summary.json", summary)
-    plot_learning_curves(
-        {f"EXPO seed {cfg.seed}": run.path},
-        run.path / "learning_curve.png",
-        f"{domain.name} task {cfg.task}",
-        levels={f"imitation only ({summary['bc_success']:.0%})": summary["bc_success"]},
-    )
-    run.close()
-    return summary
-
-
-def _crossed(prev: int, step: int, every: int) -> int:
-    """How many multiples of ``every`` lie in ``(prev, step]``."""
-    return step // every - prev // every
-
-
-def _update_calls_due(cfg: RunConfig, prev: int, step: int, episode_ended: bool) -> int:
-    """Update calls due after the environment moved from step ``prev`` to ``step`` (one chunk):
-    one per multiple of ``update_every`` passed since ``start_training``, or
-    ``updates_per_episode`` when an episode has just ended."""
-    if step < cfg.start_training:
-        return 0
-    if cfg.updates_per_episode:
-        return cfg.updates_per_episode if episode_ended else 0
-    return _crossed(max(prev, cfg.start_training - 1), step, cfg.update_every)
-
-
-def _log_row(step, episodes, total_successes, recent, update_calls, pending, acted_edited) -> dict:
-    row = {
-        "env_step": step,
-        "train/episodes": episodes,
-        "train/success_rate": total_successes / max(episodes, 1),
-        "train/rolling_success": float(np.mean(recent)) if recent else 0.0,
-        "train/update_calls": update_calls,
-        "otf/edited_frac": float(np.mean(acted_edited)) if acted_edited else None,
-    }
-    if pending:
-        stacked = jax.tree.map(lambda *xs: np.mean([float(x) for x in xs]), *pending)
-        row.update(stacked)
-    return row
-
-
 def config_from_json(data: dict) -> RunConfig:
     """Rebuild a RunConfig from its ``config.json``."""
     agent = {k: tuple(v) if isinstance(v, list) else v for k, v in data["agent"].items()}
@@ -478,7 +297,7 @@ def evaluate_run(
     video_episodes: int = 1,
 ) -> dict:
     cfg, agent, step = load_run_agent(run_dir, checkpoint)
-    env = make_env(cfg.env, cfg.task, render=video is not None)
+    env = make_env(cfg.env, cfg.task, render=video is not None, episode_steps=cfg.episode_steps)
     result = evaluate(agent, env, episodes, seed, video=video, video_episodes=video_episodes)
     if video is not None:
         result["video"] = str(video)
@@ -493,7 +312,13 @@ def pretrain_only(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, p
     agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
     agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
     save_pytree(agent, run.path / "checkpoints" / "agent_0.npz", env_step=np.int64(0))
-    result = evaluate(agent, make_env(cfg.env, cfg.task), cfg.eval_episodes, evaluation_seed(cfg), policy="base")
+    result = evaluate(
+        agent,
+        make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps),
+        cfg.eval_episodes,
+        evaluation_seed(cfg),
+        policy="base",
+    )
     summary = {
         "pretrain_steps": cfg.pretrain_steps,
         "final_loss": float(losses[-100:].mean()) if len(losses) else None,

@@ -1,0 +1,398 @@
+"""Online fine-tuning: the EXPO loop over an environment, with checkpoints it can resume from.
+
+``finetune`` pretrains the base (or takes it from another run), evaluates it, then interacts:
+act with the OTF rule, store the executed steps, run update calls on the configured schedule,
+log, evaluate and checkpoint. ``resume`` continues a killed run from its newest usable
+checkpoint and reproduces, on CPU bit for bit, what the uninterrupted run would have logged.
+
+Why checkpoints wait for an episode end: the simulator's state mid-episode is not saved, but
+every episode starts from a reset seeded by the number of episodes so far. A checkpoint due at
+step N is therefore written when the episode running at N ends (at most one episode later).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from expoft.agents.expo import EXPOAgent, act, update
+from expoft.data.dataset import Dataset, array_sha256
+from expoft.data.replay import ReplayBuffer
+from expoft.envs.chunks import ActionChunks
+from expoft.envs.interventions import ScriptedIntervener
+from expoft.envs.make import make_env
+from expoft.envs.ogbench_domains import get_domain
+from expoft.progress import Progress
+from expoft.report.plots import plot_learning_curves
+from expoft.train.checkpoint import CheckpointStore, save_pytree
+from expoft.train.config import RunConfig
+from expoft.train.loop import (
+    RunDir,
+    config_from_json,
+    evaluate,
+    evaluation_seed,
+    offline_data,
+    pretrain_base,
+    with_base_from,
+)
+
+log = logging.getLogger(__name__)
+
+RECENT = 20  # episodes in the rolling success and intervention rates
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Everything of the online loop that a checkpoint must carry besides the agent and buffer.
+    Fields holding ``time`` or ``seconds`` are wall-clock figures; a resumed run differs there only."""
+
+    step: int = 0
+    episodes: int = 0
+    total_successes: int = 0
+    update_calls: int = 0
+    episodes_with_intervention: int = 0
+    recent_successes: list[bool] = dataclasses.field(default_factory=list)
+    recent_interventions: list[float] = dataclasses.field(default_factory=list)
+    pending: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    """Metrics of the update calls since the last log row."""
+    acted_edited: list[bool] = dataclasses.field(default_factory=list)
+    evals: list[dict] = dataclasses.field(default_factory=list)
+    first_95: int | None = None
+    checkpoint_due: bool = False
+    sampling_rng: dict = dataclasses.field(default_factory=dict)
+    """``numpy.random.Generator.bit_generator.state`` of the replay sampling."""
+    before: dict = dataclasses.field(default_factory=dict)
+    """Evaluations before RL (OTF and base alone) and the pretraining loss."""
+    metrics_bytes: int = 0
+    """Length of metrics.jsonl when the checkpoint was written; later rows are replayed."""
+    dataset_sha256: str = ""
+    update_time: float = 0.0
+    act_time: float = 0.0
+    elapsed_seconds: float = 0.0
+    """Wall time of the sessions before this one."""
+
+    def finish_episode(self, success: bool, intervened_fraction: float) -> None:
+        self.episodes += 1
+        self.total_successes += int(success)
+        self.episodes_with_intervention += intervened_fraction > 0
+        self.recent_successes = [*self.recent_successes, success][-RECENT:]
+        self.recent_interventions = [*self.recent_interventions, intervened_fraction][-RECENT:]
+
+
+def dataset_sha256(ds: Dataset) -> str:
+    """One digest of the arrays a run learns from."""
+    h = hashlib.sha256()
+    for name in ("observations", "next_observations", "actions", "rewards", "terminals", "episode_ends"):
+        h.update(array_sha256(getattr(ds, name)).encode())
+    return h.hexdigest()
+
+
+def check_dataset(cfg: RunConfig, ds: Dataset) -> None:
+    domain = get_domain(cfg.env)
+    if ds.obs_dim != domain.obs_dim or ds.action_dim != domain.action_dim:
+        raise ValueError(
+            f"dataset dims (observation {ds.obs_dim}, action {ds.action_dim}) do not fit {domain.name} "
+            f"(observation {domain.obs_dim}, action {domain.action_dim}); pass data recorded in {domain.name}"
+        )
+    if not ds.has_task:
+        raise ValueError("the offline data has no rewards; pass a dataset labelled for the task")
+    if cfg.agent.base_training == "successes" and not np.any(ds.episode_success):
+        raise ValueError(
+            "base_training='successes' imitates successful episodes, and the offline data has none; "
+            "use demonstrations that reach the goal, or --base-training all|frozen"
+        )
+
+
+def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Pretrain the base on the offline data, then run online EXPO; returns the summary."""
+    start_time = time.perf_counter()
+    run = RunDir(out, cfg, overwrite)
+    domain = get_domain(cfg.env)
+    ds = offline_data(cfg, progress)
+    check_dataset(cfg, ds)
+    agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
+    losses = np.zeros(0)
+    if cfg.base_from is not None:
+        agent = with_base_from(agent, cfg.base_from)
+        run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
+    elif cfg.pretrain_steps:
+        agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
+        run.log({"phase": "pretrain", "pretrain/steps": cfg.pretrain_steps,
+                 "pretrain/final_loss": float(losses[-100:].mean())})  # fmt: skip
+
+    eval_env = make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps)
+    before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg))
+    before_base = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), policy="base")
+    run.log({"env_step": 0, **before, **before_base})
+    log.info("before RL: OTF success %.2f, base alone %.2f", before["eval/success"], before_base["eval_base/success"])
+    state = LoopState(
+        evals=[before],
+        sampling_rng=np.random.default_rng(cfg.seed).bit_generator.state,
+        before={**before, **before_base, "pretrain_final_loss": float(losses[-100:].mean()) if len(losses) else None},
+        dataset_sha256=dataset_sha256(ds),
+        checkpoint_due=True,  # a first checkpoint before RL: a resume never repeats pretraining
+    )
+    buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
+    store = CheckpointStore(run.path / "checkpoints", keep=cfg.keep_checkpoints)
+    state.elapsed_seconds = -(time.perf_counter() - start_time)  # counted again by _online
+    return _online(cfg, run, agent, buffer, store, state, eval_env, progress, start_time)
+
+
+def resume(out: str | Path, *, progress: bool = True) -> dict:
+    """Continue the run in ``out`` from its newest usable checkpoint (its own config.json)."""
+    start_time = time.perf_counter()
+    out = Path(out)
+    config_path = out / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} does not exist: {out} is not an expoft run folder")
+    if (out / "summary.json").exists():
+        raise ValueError(f"the run in {out} has finished (summary.json exists); nothing to resume")
+    cfg = config_from_json(json.loads(config_path.read_text()))
+    store = CheckpointStore(out / "checkpoints", keep=cfg.keep_checkpoints)
+    record = store.latest_valid()
+    if record is None:
+        raise FileNotFoundError(
+            f"no usable checkpoint in {store.dir} (the run stopped before its first one, after "
+            f"pretraining); start it again with `expoft finetune ... --out {out} --overwrite`"
+        )
+    domain = get_domain(cfg.env)
+    ds = offline_data(cfg, progress)
+    check_dataset(cfg, ds)
+    state = LoopState(**record["state"])
+    if dataset_sha256(ds) != state.dataset_sha256:
+        raise ValueError(
+            f"the offline data differs from the data the run in {out} started with (sha256 "
+            f"{state.dataset_sha256[:12]}..., now {dataset_sha256(ds)[:12]}...); resume with the same dataset"
+        )
+    template = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
+    buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
+    agent = store.restore(record, template, buffer)
+    run = RunDir.reopen(out, state.metrics_bytes)
+    run.log({"phase": "resume", "env_step": state.step})
+    log.info("resuming %s at env step %d", out, state.step)
+    return _online(
+        cfg,
+        run,
+        agent,
+        buffer,
+        store,
+        state,
+        make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps),
+        progress,
+        start_time,
+    )
+
+
+def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress, start_time) -> dict:
+    domain = get_domain(cfg.env)
+    agent_cfg, h = cfg.agent, cfg.agent.exec_len
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state.sampling_rng
+    act_key = jax.random.PRNGKey(cfg.seed + 1)
+    intervener = None
+    env = make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps)
+    if cfg.intervene == "scripted":
+        intervener = ScriptedIntervener(
+            env, cfg.env, cfg.task, seed=cfg.seed, patience=cfg.intervene_patience, decay=cfg.intervene_decay
+        )
+        intervener.episodes = state.episodes
+    env = ActionChunks(env, h, intervener=intervener)
+    obs, _ = env.reset(seed=_reset_seed(cfg, state.episodes))
+    episode_steps = episode_intervened = 0
+    eval_seed = evaluation_seed(cfg)
+    bar = Progress(cfg.env_steps, "finetune", unit="step", enabled=progress, initial=state.step)
+    session_start = time.perf_counter()
+
+    def elapsed() -> float:
+        return state.elapsed_seconds + time.perf_counter() - start_time
+
+    def checkpoint() -> None:
+        state.sampling_rng = rng.bit_generator.state
+        state.metrics_bytes = run.metrics_bytes()
+        saved = dataclasses.replace(state, elapsed_seconds=elapsed())
+        store.save(state.step, agent, buffer, dataclasses.asdict(saved))
+        state.checkpoint_due = False
+
+    if state.checkpoint_due and state.step == 0:
+        checkpoint()
+    while state.step < cfg.env_steps:
+        prev = state.step
+        t0 = time.perf_counter()
+        if prev < cfg.random_steps:
+            chunk = rng.uniform(-1.0, 1.0, (h, domain.action_dim)).astype(np.float32)
+        else:
+            a, info = act(agent, obs[None], jax.random.fold_in(act_key, prev + 1))
+            chunk = np.asarray(a[0])
+            state.acted_edited.append(bool(info["edited"][0]))
+        state.act_time += time.perf_counter() - t0
+        obs, _, terminated, truncated, info = env.step(chunk)
+        episode_ended = terminated or truncated
+        for t in info["transitions"]:
+            ended = t.terminated or t.truncated
+            buffer.add(t.observation, t.action, t.reward, t.next_observation, t.terminated, ended,
+                       success=ended and bool(info["success"]), intervened=t.intervened)  # fmt: skip
+        state.step += len(info["transitions"])
+        episode_steps += len(info["transitions"])
+        episode_intervened += sum(t.intervened for t in info["transitions"])
+        if episode_ended:
+            state.finish_episode(bool(info["success"]), episode_intervened / episode_steps)
+            episode_steps = episode_intervened = 0
+            obs, _ = env.reset(seed=_reset_seed(cfg, state.episodes))
+
+        step = state.step
+        calls = _update_calls_due(cfg, prev, step, episode_ended) if state.episodes >= cfg.start_episodes else 0
+        if calls:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                pool = buffer.sample(rng, agent_cfg.pool_size, discount=agent_cfg.discount, chunk_len=h,
+                                     num_offline=agent_cfg.pool_offline_count)  # fmt: skip
+                base_batch = None
+                if agent_cfg.base_needs_own_batch:
+                    base_batch = buffer.sample(
+                        rng, agent_cfg.batch_size, discount=agent_cfg.discount, chunk_len=agent_cfg.chunk_len,
+                        offline_fraction=agent_cfg.offline_fraction,
+                        successful_only=agent_cfg.base_training == "successes",
+                    )  # fmt: skip
+                new_agent, metrics = update(agent, pool, base_batch)
+                metrics = {k: float(v) for k, v in metrics.items()}  # also waits for the work: honest timing
+                _stop_if_diverged(metrics, agent, run, step, state)
+                agent = new_agent
+                state.pending.append(metrics)
+            state.update_calls += calls
+            state.update_time += time.perf_counter() - t0
+
+        last = step >= cfg.env_steps
+        if _crossed(prev, step, cfg.log_every) or last:
+            row = _log_row(state, buffer)
+            row.update({"time/update_s": state.update_time, "time/act_s": state.act_time, "time/elapsed_s": elapsed()})
+            run.log(row)
+            state.pending, state.acted_edited = [], []
+            session_calls = state.update_calls
+            grad_per_s = session_calls * agent_cfg.utd / state.update_time if state.update_time else 0.0
+            bar.set(success=f"{row['train/rolling_success']:.2f}", calls=state.update_calls,
+                    grad_per_s=f"{grad_per_s:.0f}")  # fmt: skip
+        if _crossed(prev, step, cfg.eval_every) or last:
+            result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed)
+            run.log({"env_step": step, **result})
+            state.evals.append({"env_step": step, **result})
+            if state.first_95 is None and result["eval/success"] >= 0.95:
+                state.first_95 = step
+            bar.set(eval=f"{result['eval/success']:.2f}")
+        state.checkpoint_due |= _crossed(prev, step, cfg.checkpoint_every) > 0
+        if state.checkpoint_due and episode_ended and not last:
+            checkpoint()
+        bar.update(step - prev)
+    bar.close()
+    # The final agent (mid-episode, so no resumable state): for `expoft eval` and `--base-from`.
+    save_pytree(agent, run.path / "checkpoints" / f"agent_{state.step}.npz", env_step=np.int64(state.step))
+    buffer.save(run.path / "checkpoints" / "buffer.npz")
+    log.debug("this session ran %.1f s", time.perf_counter() - session_start)
+    return _finish(cfg, run, state, buffer, elapsed())
+
+
+def _finish(cfg: RunConfig, run: RunDir, state: LoopState, buffer: ReplayBuffer, wall_seconds: float) -> dict:
+    domain = get_domain(cfg.env)
+    before, final = state.before, state.evals[-1]
+    summary = {
+        "env": domain.name,
+        "task": cfg.task,
+        "seed": cfg.seed,
+        "offline_transitions": buffer.offline_size,
+        "pretrain_final_loss": before["pretrain_final_loss"],
+        "bc_success": before["eval_base/success"],
+        "success_before_rl": before["eval/success"],
+        "final_success": final["eval/success"],
+        "final_success_ci": [final["eval/success_ci_low"], final["eval/success_ci_high"]],
+        "env_steps": state.step,
+        "env_steps_to_95": state.first_95,
+        "update_calls": state.update_calls,
+        "train_episodes": state.episodes,
+        "train_success_rate": state.total_successes / max(state.episodes, 1),
+        "intervened_steps": buffer.intervened_steps,
+        "intervention_rate": buffer.intervened_steps / max(state.step, 1),
+        "episodes_with_intervention": state.episodes_with_intervention,
+        "wall_seconds": round(wall_seconds, 1),
+        "update_seconds": round(state.update_time, 1),
+        "critic_steps_per_s": round(state.update_calls * cfg.agent.utd / state.update_time, 2)
+        if state.update_time
+        else None,
+        "evaluations": [{"env_step": e.get("env_step", 0), "success": e["eval/success"]} for e in state.evals],
+    }
+    run.write_json("summary.json", summary)
+    plot_learning_curves(
+        {f"EXPO seed {cfg.seed}": run.path},
+        run.path / "learning_curve.png",
+        f"{domain.name} task {cfg.task}",
+        levels={f"imitation only ({summary['bc_success']:.0%})": summary["bc_success"]},
+    )
+    run.close()
+    return summary
+
+
+NONFINITE_KEYS = ("critic/loss", "critic/q_mean", "critic/q_min", "critic/q_max", "edit/loss", "base/loss")
+
+
+def _stop_if_diverged(metrics: dict, last_finite, run: RunDir, step: int, state: LoopState) -> None:
+    """Divergence guard: stop at the first update call with a non-finite loss or Q-value, after
+    saving the agent as it was before that call."""
+    bad = [k for k in NONFINITE_KEYS if k in metrics and not math.isfinite(metrics[k])]
+    if metrics.get("critic/grad_nonfinite", 0) or metrics.get("critic/nonfinite", 0):
+        bad.append("critic gradients" if metrics.get("critic/grad_nonfinite", 0) else "critic values")
+    if not bad:
+        return
+    path = run.path / "checkpoints" / f"last_finite_{step}.npz"
+    save_pytree(last_finite, path, env_step=np.int64(step))
+    run.log({"env_step": step, "phase": "diverged", "diverged": bad, **metrics})
+    raise FloatingPointError(
+        f"training diverged at env step {step} (update call {state.update_calls + 1}): non-finite "
+        f"{', '.join(bad)}. The agent before that call is saved in {path} (`expoft eval {run.path} "
+        f"--checkpoint {path}`); lower the learning rates, check the rewards, or resume from an "
+        "earlier checkpoint with other settings"
+    )
+
+
+def _reset_seed(cfg: RunConfig, episodes: int) -> int:
+    """Reset seed of the training episode after ``episodes`` finished ones."""
+    return cfg.seed if episodes == 0 else cfg.seed + 1_000_000 + episodes
+
+
+def _crossed(prev: int, step: int, every: int) -> int:
+    """How many multiples of ``every`` lie in ``(prev, step]``."""
+    return step // every - prev // every
+
+
+def _update_calls_due(cfg: RunConfig, prev: int, step: int, episode_ended: bool) -> int:
+    """Update calls due after the environment moved from step ``prev`` to ``step`` (one chunk):
+    one per multiple of ``update_every`` passed since ``start_training``, or
+    ``updates_per_episode`` when an episode has just ended."""
+    if step < cfg.start_training:
+        return 0
+    if cfg.updates_per_episode:
+        return cfg.updates_per_episode if episode_ended else 0
+    return _crossed(max(prev, cfg.start_training - 1), step, cfg.update_every)
+
+
+def _log_row(state: LoopState, buffer: ReplayBuffer) -> dict:
+    row = {
+        "env_step": state.step,
+        "train/episodes": state.episodes,
+        "train/success_rate": state.total_successes / max(state.episodes, 1),
+        "train/rolling_success": float(np.mean(state.recent_successes)) if state.recent_successes else 0.0,
+        "train/update_calls": state.update_calls,
+        "otf/edited_frac": float(np.mean(state.acted_edited)) if state.acted_edited else None,
+        "train/successful_online_steps": buffer.successful_steps[1],
+        "train/intervened_steps": buffer.intervened_steps,
+        "train/intervention_rate": float(np.mean(state.recent_interventions)) if state.recent_interventions else 0.0,
+        "train/episodes_with_intervention": state.episodes_with_intervention,
+    }
+    if state.pending:
+        row.update({k: float(np.mean([m[k] for m in state.pending])) for k in state.pending[0]})
+    return row

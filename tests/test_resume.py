@@ -1,0 +1,234 @@
+"""Crash safety: checkpoints that hold everything, kill -9 and resume, corrupt files, full disks."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from expoft.agents.expo import EXPOAgent
+from expoft.cli import main
+from expoft.data.replay import ReplayBuffer
+from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore, load_pytree
+from expoft.train.config import TINY_AGENT, preset
+from expoft.train.finetune import LoopState, _stop_if_diverged, finetune, resume
+from expoft.train.loop import RunDir
+
+TIMING = ("time", "sec", "per_s")
+
+
+def comparable_rows(run: Path) -> list[dict]:
+    """Metrics rows without wall-clock columns and without the resume markers."""
+    rows = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row.get("phase") == "resume":
+            continue
+        rows.append({k: v for k, v in row.items() if not any(t in k for t in TIMING)})
+    return rows
+
+
+def fill(buffer: ReplayBuffer, start: int, n: int, episode_len: int = 5) -> None:
+    """``n`` transitions whose observation holds their global index; every 5th ends an episode,
+    every 10th successfully."""
+    for i in range(start, start + n):
+        obs = np.full(buffer.obs_dim, i, np.float32)
+        end = (i + 1) % episode_len == 0
+        buffer.add(obs, np.zeros(buffer.action_dim, np.float32), 0.0, obs + 1, False, end,
+                   success=end and (i + 1) % 10 == 0, intervened=i % 3 == 0)  # fmt: skip
+
+
+def test_buffer_segments_rebuild_the_ring_exactly_across_wrap_around():
+    source = ReplayBuffer(3, 2, capacity=12)
+    copy = ReplayBuffer(3, 2, capacity=12)
+    saved = 0
+    for n in (5, 5, 20, 5):  # the third save spans more than the ring holds
+        fill(source, source.total_added, n)
+        segment = source.segment(saved)
+        assert int(segment["end"]) - int(segment["start"]) == min(n, 12)
+        copy.restore_segment(segment)
+        saved = source.total_added
+    for key in ReplayBuffer.SEGMENT_FIELDS:
+        np.testing.assert_array_equal(copy._online.a[key], source._online.a[key])
+    assert (copy._online.ptr, copy.online_size, copy.total_added) == (source._online.ptr, 12, 35)
+    assert copy.successful_steps == source.successful_steps
+    with pytest.raises(ValueError, match="does not continue"):
+        copy.restore_segment(source.segment(30))
+
+
+def _store_with_checkpoints(tmp_path, steps=(10, 20, 30)):
+    agent = EXPOAgent.create(TINY_AGENT, 3, 2, seed=0)
+    buffer = ReplayBuffer(3, 2, capacity=100)
+    store = CheckpointStore(tmp_path / "checkpoints", keep=3)
+    for step in steps:
+        fill(buffer, buffer.total_added, 10)
+        store.save(step, agent, buffer, {"step": step})
+    return agent, buffer, store
+
+
+def test_checkpoints_keep_the_newest_and_restore_agent_and_buffer(tmp_path):
+    agent, buffer, store = _store_with_checkpoints(tmp_path, steps=(10, 20, 30, 40))
+    assert store.steps() == [20, 30, 40]
+    assert not (store.dir / "agent_10.npz").exists()
+    record = store.latest_valid()
+    assert record["env_step"] == 40 and record["state"] == {"step": 40}
+    copy = ReplayBuffer(3, 2, capacity=100)
+    restored = store.restore(record, EXPOAgent.create(TINY_AGENT, 3, 2, seed=5), copy)
+    for x, y in zip(jax.tree.leaves(agent), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(copy._online.a["observations"][:40], buffer._online.a["observations"][:40])
+
+
+@pytest.mark.parametrize("damage", ["truncated agent", "truncated state", "missing segment", "old format"])
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, damage):
+    _, _, store = _store_with_checkpoints(tmp_path)
+    if damage == "truncated agent":
+        path = store.dir / "agent_30.npz"
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "truncated state":
+        path = store.dir / "state_30.json"
+        path.write_text(path.read_text()[:50])
+    elif damage == "missing segment":
+        (store.dir / "buffer" / "online_20_30.npz").unlink()
+    else:
+        record = json.loads((store.dir / "state_30.json").read_text())
+        record["format_version"] = FORMAT_VERSION + 1
+        (store.dir / "state_30.json").write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING):
+        record = store.latest_valid()
+    assert record["env_step"] == 20
+    assert "checkpoint of env step 30 is unusable" in caplog.text
+    # Resuming from 20 sets the damaged files aside instead of deleting them.
+    store.restore(record, EXPOAgent.create(TINY_AGENT, 3, 2, seed=0), ReplayBuffer(3, 2, capacity=100))
+    assert store.steps() == [10, 20] and (store.dir / "unusable" / "state_30.json").exists()
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    agent, buffer, store = _store_with_checkpoints(tmp_path, steps=(10,))
+    fill(buffer, buffer.total_added, 10)
+    real_savez = np.savez
+
+    def savez_then_enospc(f, **arrays):
+        real_savez(f, **arrays)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_then_enospc)
+    with pytest.raises(OSError, match="no space left on device.*checkpoint of step 10 is intact.*--resume"):
+        store.save(20, agent, buffer, {"step": 20})
+    monkeypatch.undo()
+    assert store.latest_valid()["env_step"] == 10
+    assert not list(store.dir.rglob("*.tmp")), "temporary files must be cleaned up"
+    store.save(20, agent, buffer, {"step": 20})  # space is back: saving works again
+    assert store.latest_valid()["env_step"] == 20
+
+
+def test_loading_never_unpickles(tmp_path):
+    agent = EXPOAgent.create(TINY_AGENT, 3, 2, seed=0)
+    path = tmp_path / "evil.npz"
+    np.savez(path, payload=np.array([object()], dtype=object))
+    with pytest.raises(ValueError, match="pickle"):
+        load_pytree(agent, path)
+
+
+def test_divergence_guard_names_what_diverged_and_saves_the_last_finite_agent(tmp_path):
+    run = RunDir(tmp_path / "run", preset("tiny"))
+    agent = EXPOAgent.create(TINY_AGENT, 3, 2, seed=0)
+    metrics = {"critic/loss": float("nan"), "critic/q_mean": 0.5, "edit/loss": float("inf")}
+    with pytest.raises(FloatingPointError, match=r"env step 7 .*non-finite critic/loss, edit/loss"):
+        _stop_if_diverged(metrics, agent, run, 7, LoopState())
+    restored, _ = load_pytree(agent, tmp_path / "run" / "checkpoints" / "last_finite_7.npz")
+    for x, y in zip(jax.tree.leaves(agent), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert "diverged" in (tmp_path / "run" / "metrics.jsonl").read_text()
+    _stop_if_diverged({"critic/loss": 1.0, "critic/nonfinite": 0.0}, agent, run, 8, LoopState())  # finite: no stop
+
+
+def test_overwrite_replaces_only_what_a_run_wrote(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    RunDir(run_dir, preset("tiny")).close()
+    (run_dir / "checkpoints" / "state_5.json").write_text("{}")
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--resume"):
+        RunDir(run_dir, preset("tiny"))
+    RunDir(run_dir, preset("tiny"), overwrite=True).close()
+    assert not (run_dir / "checkpoints" / "state_5.json").exists()
+    assert (run_dir / "notes.txt").read_text() == "mine"
+
+
+def test_resume_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match="not an expoft run folder"):
+        resume(tmp_path / "nothing", progress=False)
+    cfg = preset("tiny", env_steps=120, checkpoint_every=50)
+    finetune(cfg, tmp_path / "done", progress=False)
+    with pytest.raises(ValueError, match="has finished"):
+        resume(tmp_path / "done", progress=False)
+    (tmp_path / "done" / "summary.json").unlink()
+    dataset = next((tmp_path / "data").glob("*.npz"))
+    data = dict(np.load(dataset))
+    data["observations"] = data["observations"] + 1e-3  # same shapes, other values
+    np.savez(dataset, **data)
+    # The cached demos no longer match their own checksums: refused before anything is written.
+    with pytest.raises(ValueError, match="sha256|checksum"):
+        resume(tmp_path / "done", progress=False)
+
+
+def _finetune_process(args: list[str], env: dict) -> subprocess.Popen:
+    code = "import sys; from expoft.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    """SIGKILL a training process several times at random moments (after its first checkpoint:
+    inside update calls, evaluations or checkpoint writes alike), resume each time, and compare
+    every non-timing metric and the final agent with an uninterrupted run of the same seed."""
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    flags = ["--preset", "tiny", "--env-steps", "600", "--checkpoint-every", "50", "--log-every", "50",
+             "--eval-every", "150", "--intervene", "scripted", "--intervene-patience", "10", "--no-progress"]  # fmt: skip
+    assert main(["finetune", *flags, "--out", str(tmp_path / "straight")]) == 0
+
+    env = {**os.environ, "EXPOFT_DATA_DIR": str(tmp_path / "data"), "JAX_PLATFORMS": "cpu"}
+    run = tmp_path / "killed"
+    rng = np.random.default_rng(0)
+    kills, args = [], ["finetune", *flags, "--out", str(run)]
+    for _ in range(3):
+        proc = _finetune_process(args, env)
+        store = CheckpointStore(run / "checkpoints")
+        start = store.latest_step() if store.steps() else -1
+        deadline = time.time() + 120
+        while (store.latest_step() if store.steps() else -1) <= start and proc.poll() is None:
+            assert time.time() < deadline, "no new checkpoint within two minutes"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 2.0))
+        if proc.poll() is not None:
+            break  # finished before the kill
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills.append(CheckpointStore(run / "checkpoints").latest_step())
+        args = ["finetune", "--resume", str(run), "--no-progress"]
+    assert len(kills) >= 2, f"the run finished before being killed enough: kills after steps {kills}"
+    if not (run / "summary.json").exists():
+        assert main(["finetune", "--resume", str(run), "--no-progress"]) == 0
+    print(f"killed after checkpoints of env steps {kills}")
+
+    assert comparable_rows(run) == comparable_rows(tmp_path / "straight")
+    straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    resumed = json.loads((run / "summary.json").read_text())
+    for key in ("final_success", "env_steps", "update_calls", "train_episodes", "evaluations"):
+        assert resumed[key] == straight[key]
+    template = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
+    a, _ = load_pytree(template, tmp_path / "straight" / "checkpoints" / "agent_600.npz")
+    b, _ = load_pytree(template, run / "checkpoints" / "agent_600.npz")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
