@@ -16,13 +16,16 @@ import jax
 import numpy as np
 import pytest
 
-from expoft.agents.expo import EXPOAgent
+from expoft.agents.expo import EXPOAgent, EXPOConfig
 from expoft.cli import main
+from expoft.data.dataset import load_dataset, make_dataset, save_dataset
 from expoft.data.replay import ReplayBuffer
-from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore, load_pytree
+from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, preset
-from expoft.train.finetune import LoopState, _stop_if_diverged, finetune, resume
-from expoft.train.loop import RunDir
+from expoft.train.finetune import LoopState, _stop_if_diverged, check_dataset, finetune, resume
+from expoft.train.loop import RunDir, load_run_agent
+
+from .conftest import episode_arrays
 
 TIMING = ("time", "sec", "per_s")
 
@@ -195,7 +198,8 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
     every non-timing metric and the final agent with an uninterrupted run of the same seed."""
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     flags = ["--preset", "tiny", "--env-steps", "600", "--checkpoint-every", "50", "--log-every", "50",
-             "--eval-every", "150", "--intervene", "scripted", "--intervene-patience", "10", "--no-progress"]  # fmt: skip
+             "--eval-every", "150", "--intervene", "scripted", "--intervene-patience", "10",
+             "--no-progress"]  # fmt: skip
     assert main(["finetune", *flags, "--out", str(tmp_path / "straight")]) == 0
 
     env = {**os.environ, "EXPOFT_DATA_DIR": str(tmp_path / "data"), "JAX_PLATFORMS": "cpu"}
@@ -232,3 +236,49 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
     b, _ = load_pytree(template, run / "checkpoints" / "agent_600.npz")
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def _bad_inputs(tmp_path):
+    """(name, callable that must raise, exception type, message pattern)."""
+    truncated = tmp_path / "truncated"
+    small = make_dataset(episode_arrays([4, 3], obs_dim=3, action_dim=2), meta={"kind": "custom"})
+    save_dataset(small, truncated)
+    npz = truncated.with_suffix(".npz")
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+
+    agent = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
+    run = tmp_path / "run"
+    RunDir(run, preset("tiny")).close()
+    save_pytree(EXPOAgent.create(TINY_AGENT, 29, 5, seed=0), run / "checkpoints" / "agent_0.npz")
+
+    store = CheckpointStore(tmp_path / "old" / "checkpoints")
+    store.save(0, agent, ReplayBuffer(28, 5, 10), {})
+    save_pytree(agent, store.dir / "agent_0.npz", format_version=np.int64(0))  # an older layout
+    record = json.loads((store.dir / "state_0.json").read_text())
+
+    def restore_old():
+        store.restore(record, agent, ReplayBuffer(28, 5, 10))
+
+    return [
+        ("negative edit scale", lambda: EXPOConfig(edit_scale=-0.1), ValueError, "edit_scale must lie in"),
+        ("offline fraction 1.5", lambda: EXPOConfig(offline_fraction=1.5), ValueError, "offline_fraction must lie"),
+        ("exec_len > chunk_len", lambda: EXPOConfig(chunk_len=2, exec_len=4), ValueError, "exec_len 4 > chunk_len 2"),
+        ("chunk longer than an episode",
+         lambda: preset("tiny", agent=EXPOConfig(chunk_len=64, exec_len=64)), ValueError, "does not fit episodes"),
+        ("zero env steps", lambda: preset("tiny", env_steps=0), ValueError, "env_steps"),
+        ("truncated dataset file", lambda: load_dataset(truncated), Exception, "truncat|corrupt|not a valid|zip"),
+        ("dataset dims != env",
+         lambda: check_dataset(preset("tiny"), small), ValueError, "do not fit cube-single"),
+        ("checkpoint dims != env", lambda: load_run_agent(run), Exception, "the agent expects"),
+        ("checkpoint of another format", restore_old, Exception, "checkpoint format 0"),
+        ("missing run folder", lambda: resume(tmp_path / "nope", progress=False), FileNotFoundError, "not an expoft"),
+    ]  # fmt: skip
+
+
+def test_bad_inputs_get_a_clear_error(tmp_path, capsys):
+    lines = []
+    for name, call, kind, pattern in _bad_inputs(tmp_path):
+        with pytest.raises(kind, match=pattern) as info:
+            call()
+        lines.append(f"{name}: {type(info.value).__name__}: {str(info.value).splitlines()[0]}")
+    print("\n".join(lines))

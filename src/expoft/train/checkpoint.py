@@ -58,7 +58,8 @@ def load_pytree(template: Any, path: str | os.PathLike) -> tuple[Any, dict[str, 
         want = np.asarray(leaf)
         if value.shape != want.shape or value.dtype != want.dtype:
             raise CheckpointError(
-                f"{path}: {key} has shape {value.shape} {value.dtype}, the agent expects {want.shape} {want.dtype}"
+                f"{path}: {key} has shape {value.shape} {value.dtype}, the agent expects {want.shape} {want.dtype}; "
+                "was it written for another environment (observation/action size) or agent config?"
             )
         restored.append(jax.numpy.asarray(value))
     extra = {k.removeprefix("extra/"): v for k, v in stored.items() if k.startswith("extra/")}
@@ -215,7 +216,10 @@ class CheckpointStore:
         later saves continue from there."""
         agent, extra = load_pytree(template, self.dir / record["agent"]["file"])
         if int(extra.get("format_version", -1)) != FORMAT_VERSION:
-            raise CheckpointError(f"{record['agent']['file']}: checkpoint format {extra.get('format_version')}")
+            raise CheckpointError(
+                f"{record['agent']['file']}: checkpoint format {extra.get('format_version')}, this expoft reads "
+                f"format {FORMAT_VERSION}; continue the run with the expoft version that wrote it"
+            )
         for segment in record["buffer"]["segments"]:
             with np.load(self.dir / segment["file"], allow_pickle=False) as f:
                 buffer.restore_segment({k: f[k] for k in f.files})
