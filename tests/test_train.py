@@ -209,3 +209,18 @@ def test_eval_writes_a_video(tmp_path, monkeypatch, capsys):
         assert im.n_frames == result["eval/episode_length"] + 1 and im.size == (160, 160)
     assert main(["eval", str(pre), "--video", str(tmp_path / "ep.mp4")]) == 2
     assert "animated GIFs" in capsys.readouterr().err
+
+
+def test_training_videos_of_every_kth_episode(tmp_path, monkeypatch):
+    if not _can_render():
+        pytest.skip("no offscreen OpenGL (EGL) on this machine")
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "run"
+    flags = ["--preset", "tiny", "--env-steps", "200", "--episode-steps", "40", "--video-every", "2"]
+    assert main(["finetune", *flags, "--out", str(out), "--no-progress"]) == 0
+    from PIL import Image
+
+    videos = sorted(p.name for p in (out / "videos").glob("*.gif"))
+    assert videos == ["episode_0.gif", "episode_2.gif", "episode_4.gif"]  # 5 episodes of 40 steps
+    with Image.open(out / "videos" / "episode_2.gif") as im:
+        assert im.n_frames == 41  # the reset frame and one per step

@@ -61,6 +61,9 @@ class RunConfig:
     eval_episodes: int = 50
     log_every: int = 500
     """Write a metrics row every this many environment steps."""
+    video_every: int = 0
+    """Render every this many-th training episode (from the first) to videos/episode_<n>.gif;
+    0: none. Needs offscreen rendering (EGL)."""
     checkpoint_every: int = 10_000
     """Write a resumable checkpoint at the first episode end after every this many env steps."""
     keep_checkpoints: int = 3
@@ -84,8 +87,9 @@ class RunConfig:
         if not 0.0 < self.intervene_decay <= 1.0:
             raise ValueError(f"intervene_decay must lie in (0, 1], got {self.intervene_decay}")
         require_at_least(
-            self, 0, "pretrain_steps", "random_steps", "start_training", "start_episodes", "updates_per_episode"
-        )
+            self, 0, "pretrain_steps", "random_steps", "start_training", "start_episodes", "updates_per_episode",
+            "video_every",
+        )  # fmt: skip
 
 
 TINY_AGENT = EXPOConfig(

@@ -32,6 +32,7 @@ from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
 from expoft.progress import Progress
 from expoft.report.plots import plot_learning_curves
+from expoft.report.video import render_frame, write_gif
 from expoft.train.checkpoint import CheckpointStore, save_pytree
 from expoft.train.config import RunConfig
 from expoft.train.loop import (
@@ -198,14 +199,24 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     rng.bit_generator.state = state.sampling_rng
     act_key = jax.random.PRNGKey(cfg.seed + 1)
     intervener = None
-    env = make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps)
+    env = make_env(cfg.env, cfg.task, render=cfg.video_every > 0, episode_steps=cfg.episode_steps)
+    raw_env, frames = env, []
+
+    def filming() -> bool:
+        return cfg.video_every > 0 and state.episodes % cfg.video_every == 0
+
+    def film() -> None:
+        if filming():
+            frames.append(render_frame(raw_env))
+
     if cfg.intervene == "scripted":
         intervener = ScriptedIntervener(
             env, cfg.env, cfg.task, seed=cfg.seed, patience=cfg.intervene_patience, decay=cfg.intervene_decay
         )
         intervener.episodes = state.episodes
-    env = ActionChunks(env, h, intervener=intervener)
+    env = ActionChunks(env, h, intervener=intervener, on_step=film)
     obs, _ = env.reset(seed=_reset_seed(cfg, state.episodes))
+    film()
     episode_steps = episode_intervened = 0
     eval_seed = evaluation_seed(cfg)
     bar = Progress(cfg.env_steps, "finetune", unit="step", enabled=progress, initial=state.step)
@@ -243,9 +254,13 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         episode_steps += len(info["transitions"])
         episode_intervened += sum(t.intervened for t in info["transitions"])
         if episode_ended:
+            if frames:
+                write_gif(frames, run.path / "videos" / f"episode_{state.episodes}.gif")
+                frames.clear()
             state.finish_episode(bool(info["success"]), episode_intervened / episode_steps)
             episode_steps = episode_intervened = 0
             obs, _ = env.reset(seed=_reset_seed(cfg, state.episodes))
+            film()
 
         step = state.step
         calls = _update_calls_due(cfg, prev, step, episode_ended) if state.episodes >= cfg.start_episodes else 0
