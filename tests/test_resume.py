@@ -177,6 +177,11 @@ def test_resume_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="has finished"):
         resume(tmp_path / "done", progress=False)
     (tmp_path / "done" / "summary.json").unlink()
+    config = (tmp_path / "done" / "config.json").read_text()
+    (tmp_path / "done" / "config.json").write_text(config.replace('"env_steps": 120', '"env_steps": 130'))
+    with pytest.raises(ValueError, match="differs from the config"):
+        resume(tmp_path / "done", progress=False)
+    (tmp_path / "done" / "config.json").write_text(config)
     dataset = next((tmp_path / "data").glob("*.npz"))
     data = dict(np.load(dataset))
     data["observations"] = data["observations"] + 1e-3  # same shapes, other values

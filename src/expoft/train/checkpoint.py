@@ -102,10 +102,11 @@ class CheckpointStore:
         self._segments: list[dict] = []  # segments of the buffer as saved so far
 
     # ---- writing -----------------------------------------------------------
-    def save(self, step: int, agent: Any, buffer, state: dict) -> Path:
-        """Write a checkpoint; ``buffer`` must be between episodes (its success flags final)."""
+    def save(self, step: int, agent: Any, buffer, state: dict, config: dict | None = None) -> Path:
+        """Write a checkpoint; ``buffer`` must be between episodes (its success flags final);
+        ``config``: the run's resolved config, kept with the checkpoint."""
         try:
-            return self._save(step, agent, buffer, state)
+            return self._save(step, agent, buffer, state, config)
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
@@ -117,7 +118,7 @@ class CheckpointStore:
                 f"({kept}); free some space, then continue with `expoft finetune --resume {self.dir.parent}`",
             ) from e
 
-    def _save(self, step: int, agent: Any, buffer, state: dict) -> Path:
+    def _save(self, step: int, agent: Any, buffer, state: dict, config: dict | None) -> Path:
         saved_to = self._segments[-1]["end"] if self._segments else 0
         if buffer.total_added > saved_to:
             arrays = buffer.segment(saved_to)
@@ -142,6 +143,7 @@ class CheckpointStore:
             "agent": {"file": agent_path.name, "sha256": file_sha256(agent_path)},
             "buffer": {"total_added": buffer.total_added, "segments": needed},
             "state": state,
+            "config": config,
         }
         path = atomic_write(self.dir / f"state_{step}.json", lambda f: f.write(json.dumps(record).encode()))
         self._prune()

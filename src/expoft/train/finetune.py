@@ -42,6 +42,7 @@ from expoft.train.loop import (
     evaluation_seed,
     offline_data,
     pretrain_base,
+    to_jsonable,
     with_base_from,
 )
 
@@ -164,6 +165,12 @@ def resume(out: str | Path, *, progress: bool = True) -> dict:
             f"no usable checkpoint in {store.dir} (the run stopped before its first one, after "
             f"pretraining); start it again with `expoft finetune ... --out {out} --overwrite`"
         )
+    if record.get("config") != to_jsonable(cfg):
+        raise ValueError(
+            f"{config_path} differs from the config the checkpoint of env step {record['env_step']} was "
+            "written with; a run continues with the settings it started with (restore config.json, or "
+            "start a new run with --base-from)"
+        )
     domain = get_domain(cfg.env)
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)
@@ -229,7 +236,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         state.sampling_rng = rng.bit_generator.state
         state.metrics_bytes = run.metrics_bytes()
         saved = dataclasses.replace(state, elapsed_seconds=elapsed())
-        store.save(state.step, agent, buffer, dataclasses.asdict(saved))
+        store.save(state.step, agent, buffer, dataclasses.asdict(saved), to_jsonable(cfg))
         state.checkpoint_due = False
 
     if state.checkpoint_due and state.step == 0:
