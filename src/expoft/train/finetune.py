@@ -144,7 +144,6 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
     )
     buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
     store = CheckpointStore(run.path / "checkpoints", keep=cfg.keep_checkpoints)
-    state.elapsed_seconds = -(time.perf_counter() - start_time)  # counted again by _online
     return _online(cfg, run, agent, buffer, store, state, eval_env, progress, start_time)
 
 
@@ -227,7 +226,6 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     episode_steps = episode_intervened = 0
     eval_seed = evaluation_seed(cfg)
     bar = Progress(cfg.env_steps, "finetune", unit="step", enabled=progress, initial=state.step)
-    session_start = time.perf_counter()
 
     def elapsed() -> float:
         return state.elapsed_seconds + time.perf_counter() - start_time
@@ -297,8 +295,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
             row.update({"time/update_s": state.update_time, "time/act_s": state.act_time, "time/elapsed_s": elapsed()})
             run.log(row)
             state.pending, state.acted_edited = [], []
-            session_calls = state.update_calls
-            grad_per_s = session_calls * agent_cfg.utd / state.update_time if state.update_time else 0.0
+            grad_per_s = state.update_calls * agent_cfg.utd / state.update_time if state.update_time else 0.0
             bar.set(success=f"{row['train/rolling_success']:.2f}", calls=state.update_calls,
                     grad_per_s=f"{grad_per_s:.0f}")  # fmt: skip
         if _crossed(prev, step, cfg.eval_every) or last:
@@ -316,7 +313,6 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     # The final agent (mid-episode, so no resumable state): for `expoft eval` and `--base-from`.
     save_pytree(agent, run.path / "checkpoints" / f"agent_{state.step}.npz", env_step=np.int64(state.step))
     buffer.save(run.path / "checkpoints" / "buffer.npz")
-    log.debug("this session ran %.1f s", time.perf_counter() - session_start)
     return _finish(cfg, run, state, buffer, elapsed())
 
 
