@@ -233,11 +233,11 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     def checkpoint() -> None:
         state.sampling_rng = rng.bit_generator.state
         state.metrics_bytes = run.metrics_bytes()
+        state.checkpoint_due = False  # as the resumed run must see it
         saved = dataclasses.replace(state, elapsed_seconds=elapsed())
         store.save(state.step, agent, buffer, dataclasses.asdict(saved), to_jsonable(cfg))
-        state.checkpoint_due = False
 
-    if state.checkpoint_due and state.step == 0:
+    if state.checkpoint_due:  # the first one, before RL
         checkpoint()
     while state.step < cfg.env_steps:
         prev = state.step
