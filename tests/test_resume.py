@@ -232,6 +232,9 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
     print(f"killed after checkpoints of env steps {kills}")
 
     assert comparable_rows(run) == comparable_rows(tmp_path / "straight")
+    assert (
+        CheckpointStore(run / "checkpoints").steps() == CheckpointStore(tmp_path / "straight" / "checkpoints").steps()
+    )
     straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
     resumed = json.loads((run / "summary.json").read_text())
     for key in ("final_success", "env_steps", "update_calls", "train_episodes", "evaluations"):
