@@ -116,10 +116,10 @@ def check_dataset(cfg: RunConfig, ds: Dataset) -> None:
 def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Pretrain the base on the offline data, then run online EXPO; returns the summary."""
     start_time = time.perf_counter()
-    run = RunDir(out, cfg, overwrite)
     domain = get_domain(cfg.env)
     ds = offline_data(cfg, progress)
-    check_dataset(cfg, ds)
+    check_dataset(cfg, ds)  # before the run folder exists: bad data leaves nothing to clean up
+    run = RunDir(out, cfg, overwrite)
     agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
     losses = np.zeros(0)
     if cfg.base_from is not None:
