@@ -59,9 +59,11 @@ def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, 
         "summary.json",
         "learning_curve.png",
         "checkpoints/agent_300.npz",
-        "checkpoints/buffer.npz",
+        "checkpoints/state_300.json",
     ):
         assert (out / name).exists(), name
+    final = json.loads((out / "checkpoints" / "state_300.json").read_text())
+    assert final["buffer"]["total_added"] == 300  # every online step is in the saved segments
     assert summary["env_steps"] == 300 and summary["update_calls"] > 0
     assert 0.0 <= summary["final_success"] <= 1.0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -310,9 +310,9 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
             checkpoint()
         bar.update(step - prev)
     bar.close()
-    # The final agent (mid-episode, so no resumable state): for `expoft eval` and `--base-from`.
-    save_pytree(agent, run.path / "checkpoints" / f"agent_{state.step}.npz", env_step=np.int64(state.step))
-    buffer.save(run.path / "checkpoints" / "buffer.npz")
+    # The final agent and replay data (for `expoft eval`, `--base-from`, analysis). The run may end
+    # mid-episode: that episode's flags are final too, since it ends with the run.
+    checkpoint()
     return _finish(cfg, run, state, buffer, elapsed())
 
 

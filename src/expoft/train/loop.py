@@ -5,7 +5,7 @@ Run folder (``out``)::
     config.json        the resolved RunConfig
     metrics.jsonl      one row per log interval (namespaced keys) and per evaluation
     checkpoints/       agent_<step>.npz (all arrays, no pickle), state_<step>.json (what a resume
-                       needs), buffer/ (online replay segments) and, at the end, buffer.npz
+                       needs) and buffer/ (the online replay data, in segments)
     summary.json       success before RL, final success, steps, wall time
     learning_curve.png success against environment steps
 """
