@@ -203,13 +203,14 @@ class CheckpointStore:
 
     def latest_valid(self) -> dict | None:
         """The newest usable checkpoint record, warning about every newer one that is not."""
-        for step in reversed(self.steps()):
-            record = self._read_record(step)
+        steps = self.steps()
+        for i in reversed(range(len(steps))):
+            record = self._read_record(steps[i])
             problem = self._problem(record)
             if problem is None:
                 return record
-            found = [s for s in self.steps() if s < step]
-            fallback = f"trying the one of step {found[-1]}" if found else "no earlier checkpoint left"
+            step = steps[i]
+            fallback = f"trying the one of step {steps[i - 1]}" if i else "no earlier checkpoint left"
             log.warning("checkpoint of env step %d is unusable: %s; %s", step, problem, fallback)
         return None
 

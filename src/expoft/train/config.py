@@ -145,22 +145,15 @@ PRESETS: dict[str, RunConfig] = {
         start_training=0,
         start_episodes=10,
     ),
-    # EXPO-FT on the demo task and budget (`expoft demo --preset expo-ft-demo`).
-    "expo-ft-demo": RunConfig(
-        agent=EXPO_FT_AGENT,
-        env_steps=5_000,
-        update_every=5,
-        start_training=500,
-        eval_every=1_000,
-        eval_episodes=50,
-        log_every=250,
-        checkpoint_every=5_000,
-    ),
     # EXPO's own schedule (an update call every env step) with the published agent.
     "published": RunConfig(agent=EXPOConfig()),
     # The default: EXPO with the fast target options.
     "default": RunConfig(),
 }
+
+
+# EXPO-FT on the demo task and budget (`expoft demo --preset expo-ft-demo`).
+PRESETS["expo-ft-demo"] = dataclasses.replace(PRESETS["demo"], agent=EXPO_FT_AGENT)
 
 
 def preset(name: str, **overrides) -> RunConfig:
