@@ -20,6 +20,7 @@ from expoft.data.dataset import REWARD_MODES, DatasetError, describe, load_datas
 from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_generate
 from expoft.train.config import RunConfig, preset
 from expoft.train.finetune import finetune, resume
+from expoft.train.methods import apply_method
 from expoft.train.loop import evaluate_run, pretrain_only
 
 log = logging.getLogger("expoft")
@@ -194,17 +195,26 @@ class Demo:
 
 
 def _with_preset(target, argv: list[str], name: str = "default"):
-    """``--preset NAME`` picks the defaults that the other flags then override."""
-    rest = []
+    """``--preset NAME`` picks the defaults, ``--method NAME`` changes them into that method's
+    (`expoft.train.methods`); the other flags then override."""
+    rest, method = [], None
     it = iter(argv)
     for arg in it:
-        if arg == "--preset":
-            name = next(it, "")
-        elif arg.startswith("--preset="):
-            name = arg.split("=", 1)[1]
+        if arg in ("--preset", "--method"):
+            value = next(it, "")
+        elif arg.startswith(("--preset=", "--method=")):
+            arg, value = arg.split("=", 1)
         else:
             rest.append(arg)
-    return tyro.cli(target, args=rest, default=target(config=preset(name)), prog=f"expoft {target.__name__.lower()}")
+            continue
+        if arg == "--preset":
+            name = value
+        else:
+            method = value
+    config = preset(name)
+    if method is not None:
+        config = apply_method(method, config)
+    return tyro.cli(target, args=rest, default=target(config=config), prog=f"expoft {target.__name__.lower()}")
 
 
 # Top-level commands: name -> (parser, one-line help). New commands (demo, bench) go here.

@@ -82,6 +82,11 @@ class EXPOConfig:
     """Target entropy of the edit u = this * d (d = action or executed-chunk dimension)."""
     utd: int = 20
     """Critic steps per update call."""
+    actor_steps: int = 1
+    """Base, edit and temperature steps per update call (1 as published, <= utd), on the last
+    ``actor_steps`` critic minibatches. With one update call every k env steps (EXPO-FT's
+    schedule) the published ratio of one actor step per env step needs ``actor_steps = k``:
+    with 1, the base's EMA copy (rate 0.001) and the temperature hardly move in a short run."""
     batch_size: int = 256
     offline_fraction: float = 0.5
     otf_in_backup: bool = True
@@ -103,8 +108,10 @@ class EXPOConfig:
             raise ValueError("target_flow_steps applies to flow bases only")
         require_at_least(
             self, 1, "flow_steps", "num_base_samples", "num_critics", "utd", "batch_size", "critic_subset",
-            "chunk_len", "exec_len",
+            "chunk_len", "exec_len", "actor_steps",
         )  # fmt: skip
+        if self.actor_steps > self.utd:
+            raise ValueError(f"actor_steps {self.actor_steps} > utd {self.utd}: actor steps use critic minibatches")
         if self.exec_len > self.chunk_len:
             raise ValueError(
                 f"exec_len {self.exec_len} > chunk_len {self.chunk_len}: "
@@ -139,6 +146,11 @@ class EXPOConfig:
         """The base's imitation batch cannot be the last critic minibatch: other chunk length, or
         other data."""
         return self.chunk_len != self.exec_len or self.base_training == "successes"
+
+    @property
+    def base_batch_size(self) -> int:
+        """Rows of the base's own imitation batch per update call (one minibatch per actor step)."""
+        return self.actor_steps * self.batch_size
 
     @property
     def pool_size(self) -> int:
@@ -311,7 +323,7 @@ class EXPOAgent:
                 f"base_batch actions have shape {base_batch.actions.shape[1:]}, expected (chunk_len, A) = "
                 f"({cfg.chunk_len}, {self.action_dim})"
             )
-        rng, k_idx, k_cand, k_score, k_scan, k_base, k_edit = jax.random.split(self.rng, 7)
+        rng, k_idx, k_cand, k_score, k_scan, k_actor = jax.random.split(self.rng, 6)
         pool = pool._replace(actions=pool.actions.reshape(cfg.pool_size, -1))  # executed chunk, flat: [P, exec_dim]
         steps = cfg.target_flow_steps if cfg.base == "flow" else None
         pool_cands = self.candidates(k_cand, pool.next_observations, steps)  # [P, C, d]
@@ -355,18 +367,39 @@ class EXPOAgent:
         metrics = jax.tree.map(jnp.mean, critic_metrics)
         for key in ("critic/grad_nonfinite", "critic/nonfinite"):  # counts over the call, not means
             metrics[key] = critic_metrics[key].sum()
-        last = jax.tree.map(lambda x: x[index[-1]], pool)
-        obs, act = last.observations, last.actions
+        actor_idx = index[-cfg.actor_steps :]  # [K, B]
+        if base_batch is None:
+            base_data = (pool.observations[actor_idx], pool.actions[actor_idx])
+        else:
+            k = cfg.actor_steps
+            base_data = (
+                base_batch.observations.reshape(k, cfg.batch_size, -1),
+                base_batch.actions.reshape(k, cfg.batch_size, -1),
+            )
+        keys = jax.random.split(k_actor, cfg.actor_steps)
+
+        def actor_step(carry, xs):
+            agent = carry
+            idx, base_obs, base_act, key = xs
+            agent, step_metrics = agent._actor_step(key, critic.params, pool.observations[idx], pool.actions[idx],
+                                                    base_obs, base_act)  # fmt: skip
+            return agent, step_metrics
+
+        actor, actor_metrics = jax.lax.scan(actor_step, self, (actor_idx, *base_data, keys))
+        metrics.update(jax.tree.map(jnp.mean, actor_metrics))
+        agent = actor.replace(critic=critic, target_critic=target, rng=rng)
+        return agent, metrics
+
+    def _actor_step(self, rng, critic_params, obs, act, base_obs, base_act) -> tuple[EXPOAgent, dict]:
+        """One base (imitation), one edit and one temperature step; the critic is fixed."""
+        cfg = self.config
+        k_base, k_edit = jax.random.split(rng)
+        ensemble = _ensemble(cfg)
 
         # Base: imitation only; no Q gradient ever reaches it.
-        base, base_ema, base_metrics = self.base, self.base_ema, {}
+        base, base_ema, metrics = self.base, self.base_ema, {}
         if cfg.base_training != "frozen":
-            if base_batch is None:
-                base_obs, base_act = obs, act
-            else:
-                base_obs, base_act = base_batch.observations, base_batch.actions.reshape(len(base_batch.actions), -1)
-            base, base_ema, base_loss = self._imitation_step(k_base, base_obs, base_act)
-            base_metrics["base/loss"] = base_loss
+            base, base_ema, metrics["base/loss"] = self._imitation_step(k_base, base_obs, base_act)
 
         # Edit policy: SAC-style on the batch's actions, scored by the mean of the ensemble.
         alpha = jnp.exp(self.log_alpha.params)
@@ -374,7 +407,7 @@ class EXPOAgent:
 
         def edit_loss_fn(params):
             edited, log_prob = self._edit(params, k_edit, obs, act)
-            q = ensemble.apply(critic.params, obs, edited).mean(axis=0)
+            q = ensemble.apply(critic_params, obs, edited).mean(axis=0)
             log_prob_action = log_prob - log_scale  # density of a~ = a + beta u
             return jnp.mean(alpha * log_prob_action - q), (log_prob_action, edited)
 
@@ -394,7 +427,6 @@ class EXPOAgent:
 
         metrics.update(
             {
-                **base_metrics,
                 "edit/loss": edit_loss,
                 "edit/entropy": entropy,
                 "edit/action_entropy": entropy + log_scale,
@@ -402,16 +434,7 @@ class EXPOAgent:
                 "edit/alpha": alpha,
             }
         )
-        agent = self.replace(
-            base=base,
-            base_ema=base_ema,
-            edit=edit,
-            critic=critic,
-            target_critic=target,
-            log_alpha=log_alpha,
-            rng=rng,
-        )
-        return agent, metrics
+        return self.replace(base=base, base_ema=base_ema, edit=edit, log_alpha=log_alpha), metrics
 
 
 def _base_policy(cfg: EXPOConfig, action_dim: int):

@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.expo import EXPOConfig
 from expoft.envs.ogbench_domains import check_task, get_domain
 from expoft.validation import require_at_least
+
+
+ALGORITHMS = ("expo", "bc", "rlpd", "fql", "dsrl", "residual")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +30,15 @@ class RunConfig:
     """Demonstrations to generate when no dataset is given."""
     demo_noise: float = 0.1
     """Noise level of the generated demonstrations (see `expoft data demos --help`)."""
+    algorithm: str = "expo"
+    """The agent: expo (also EXPO-FT, QC and the EXPO ablations, which are EXPO settings), bc,
+    rlpd, fql (also QC-FQL), dsrl or residual. `expoft bench` names methods; see
+    `expoft.train.methods`."""
     agent: EXPOConfig = EXPOConfig(target_flow_steps=1, target_pool_size=1024, targets_per_call=True)
-    """EXPO hyperparameters (default: published values with the fast target options)."""
+    """EXPO hyperparameters (default: published values with the fast target options). The
+    baselines share its base, critic, chunk, batch and schedule settings."""
+    baseline: BaselineConfig = BaselineConfig()
+    """Settings only the baselines have (RLPD, FQL, DSRL, residual)."""
     base_from: Path | None = None
     """Run folder (`expoft pretrain` or `finetune`) whose base policy to start from, instead of
     pretraining here; its base settings (type, steps, width, blocks) must match `agent`."""
@@ -82,6 +93,8 @@ class RunConfig:
             raise ValueError(
                 f"exec_len {self.agent.exec_len} does not fit episodes of {limit} steps; use a shorter chunk"
             )
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.intervene not in ("none", "scripted"):
             raise ValueError(f"intervene must be 'none' or 'scripted', got {self.intervene!r}")
         if not 0.0 < self.intervene_decay <= 1.0:

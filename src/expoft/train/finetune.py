@@ -277,7 +277,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
                 base_batch = None
                 if agent_cfg.base_needs_own_batch:
                     base_batch = buffer.sample(
-                        rng, agent_cfg.batch_size, discount=agent_cfg.discount, chunk_len=agent_cfg.chunk_len,
+                        rng, agent_cfg.base_batch_size, discount=agent_cfg.discount, chunk_len=agent_cfg.chunk_len,
                         offline_fraction=agent_cfg.offline_fraction,
                         successful_only=agent_cfg.base_training == "successes",
                     )  # fmt: skip

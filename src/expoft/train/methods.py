@@ -1,0 +1,65 @@
+"""Named methods for side-by-side comparisons (`expoft finetune --method NAME`, `expoft bench`).
+
+A method is a change of a run config: which agent, and the settings that define the method
+(ALGORITHMS.md, "baselines"). Everything else (data, pretraining, environment-step budget,
+update schedule, UTD, batch, critic ensemble, evaluation) stays as the preset has it, so
+that methods run under one preset differ only where their definitions differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from expoft.train.config import RunConfig
+
+QC_CHUNK = 5
+"""Q-chunking's chunk length on OGBench (h = 5), used by qc and qc-fql."""
+
+
+def _agent(cfg: RunConfig, algorithm: str | None = None, **agent_changes) -> RunConfig:
+    agent = dataclasses.replace(cfg.agent, **agent_changes)
+    return dataclasses.replace(cfg, agent=agent, algorithm=algorithm or cfg.algorithm)
+
+
+def _chunked(cfg: RunConfig, length: int) -> dict:
+    """Chunk settings, unless the preset already chunks (then its chunking is kept)."""
+    if cfg.agent.chunk_len > 1:
+        return {}
+    return {"chunk_len": length, "exec_len": length}
+
+
+METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
+    # EXPO as the preset has it.
+    "expo": lambda c: _agent(c, "expo"),
+    # EXPO-FT in simulation: chunks (H 8, h 4), the base imitating successful episodes only,
+    # edit scale 0.1.
+    "expo-ft": lambda c: _agent(
+        c, "expo", base_training="successes", edit_scale=0.1, **({} if c.agent.chunk_len > 1 else
+                                                                 {"chunk_len": 8, "exec_len": 4})
+    ),  # fmt: skip
+    # Best-of-N / Q-chunking: no edits, argmax of N = 32 base samples, chunks of 5.
+    "qc": lambda c: _agent(c, "expo", num_base_samples=32, num_edit_samples=0, **_chunked(c, QC_CHUNK)),
+    # Best-of-N without chunks (EXPO without edits, N = 32).
+    "best-of-n": lambda c: _agent(c, "expo", num_base_samples=32, num_edit_samples=0, chunk_len=1, exec_len=1),
+    # EXPO ablations.
+    "expo-no-edit": lambda c: _agent(c, "expo", num_edit_samples=0),
+    "expo-no-otf-backup": lambda c: _agent(c, "expo", otf_in_backup=False),
+    # The pretrained base alone, no online learning.
+    "bc": lambda c: _agent(c, "bc"),
+    # RLPD: Gaussian SAC from scratch with the offline data in every batch (no pretraining).
+    "rlpd": lambda c: dataclasses.replace(_agent(c, "rlpd"), pretrain_steps=0, base_from=None),
+    # FQL: a one-step policy distilled from the flow base and maximizing Q; QC-FQL adds chunks.
+    "fql": lambda c: _agent(c, "fql", chunk_len=1, exec_len=1),
+    "qc-fql": lambda c: _agent(c, "fql", **_chunked(c, QC_CHUNK)),
+    # DSRL: SAC over the frozen base's input noise.
+    "dsrl": lambda c: _agent(c, "dsrl", base_training="frozen"),
+    # Residual RL: frozen base plus a small learned correction (TD3-style).
+    "residual": lambda c: _agent(c, "residual", base_training="frozen"),
+}
+
+
+def apply_method(name: str, cfg: RunConfig) -> RunConfig:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name](cfg)
