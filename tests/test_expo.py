@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from expoft.agents.common import Trainable, q_guided_select
-from expoft.agents.expo import EXPOAgent, EXPOConfig, _ensemble, _minibatch_indices, update
+from expoft.agents.common import Trainable, critic_ensemble, minibatch_indices, q_guided_select
+from expoft.agents.expo import EXPOAgent, EXPOConfig, update
 from expoft.data.replay import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT
@@ -142,12 +142,12 @@ def test_base_gets_no_q_gradient():
 
 
 def test_minibatches_keep_the_offline_mix():
-    idx = np.asarray(_minibatch_indices(TINY, jax.random.PRNGKey(0)))
+    idx = np.asarray(minibatch_indices(TINY, jax.random.PRNGKey(0)))
     assert idx.shape == (TINY.utd, TINY.batch_size)
     # Default pool: an exact partition, every row once.
     np.testing.assert_array_equal(np.sort(idx.ravel()), np.arange(TINY.pool_size))
     small = dataclasses.replace(TINY, target_pool_size=24)
-    idx = np.asarray(_minibatch_indices(small, jax.random.PRNGKey(0)))
+    idx = np.asarray(minibatch_indices(small, jax.random.PRNGKey(0)))
     n_off = small.pool_offline_count
     assert ((idx < n_off).sum(axis=1) == small.minibatch_offline_count).all()
     assert all(len(set(row)) == small.batch_size for row in idx)  # no repeats within a minibatch
@@ -172,7 +172,7 @@ def test_config_validation():
 def test_score_is_the_min_over_the_drawn_target_critics_and_the_target_takes_the_best():
     agent = EXPOAgent.create(TINY, OBS, ACT)
     # Make the target critics differ from each other in a known way: member e adds e to Q.
-    ens = _ensemble(TINY)
+    ens = critic_ensemble(TINY)
     target = jax.tree.map(lambda p: p, agent.target_critic)
     bias = target["params"]["MLP_0"]["Dense_2"]["bias"]
     target["params"]["MLP_0"]["Dense_2"]["bias"] = bias + jnp.arange(TINY.num_critics, dtype=jnp.float32)[:, None]

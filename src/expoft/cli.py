@@ -16,12 +16,13 @@ from typing import Annotated
 
 import tyro
 
+from expoft.bench import parse_bench
 from expoft.data.dataset import REWARD_MODES, DatasetError, describe, load_dataset
 from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_generate
 from expoft.train.config import RunConfig, preset
 from expoft.train.finetune import finetune, resume
-from expoft.train.methods import apply_method
 from expoft.train.loop import evaluate_run, pretrain_only
+from expoft.train.methods import apply_method
 
 log = logging.getLogger("expoft")
 
@@ -227,6 +228,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "finetune": (lambda argv: _with_preset(Finetune, argv), "pretrain + online EXPO fine-tuning (--preset NAME)"),
     "eval": (lambda argv: tyro.cli(Eval, args=argv, prog="expoft eval"), "evaluate a run's checkpoint"),
     "demo": (lambda argv: _with_preset(Demo, argv, "demo"), "the main job: fine-tune cube-single task 1 end to end"),
+    "bench": (parse_bench, "compare methods over seeds (`expoft bench report DIR` re-renders the report)"),
 }
 
 

@@ -28,9 +28,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from expoft.agents.common import Trainable, count_nonfinite, polyak, q_guided_select
+from expoft.agents import common
+from expoft.agents.common import (
+    Trainable,
+    WithBase,
+    base_batch_arrays,
+    check_pool,
+    critic_ensemble,
+    critic_steps,
+    minibatch_indices,
+    new_base,
+    q_guided_select,
+    subset_min,
+    temperature_step,
+)
 from expoft.data.replay import ChunkBatch
-from expoft.nets import Critic, Ensemble, TanhGaussian, tanh_gaussian_sample
+from expoft.nets import TanhGaussian, tanh_gaussian_sample
 from expoft.policies import BASE_POLICIES
 from expoft.validation import require_at_least
 
@@ -170,7 +183,7 @@ class EXPOConfig:
 
 
 @flax.struct.dataclass
-class EXPOAgent:
+class EXPOAgent(WithBase):
     """Immutable agent: ``agent, metrics = agent.update(batch)``; ``agent.act(obs, rng)``."""
 
     base: Trainable
@@ -185,16 +198,6 @@ class EXPOAgent:
     action_dim: int = flax.struct.field(pytree_node=False)
     """Size of ONE action; chunks are flattened to ``exec_dim`` / ``base_dim``."""
 
-    @property
-    def exec_dim(self) -> int:
-        """What the critic and the edit policy see: the executed chunk, flattened."""
-        return self.config.exec_len * self.action_dim
-
-    @property
-    def base_dim(self) -> int:
-        """What the base emits: a whole chunk, flattened."""
-        return self.config.chunk_len * self.action_dim
-
     # ---- construction ----------------------------------------------------
     @classmethod
     def create(cls, config: EXPOConfig, obs_dim: int, action_dim: int, seed: int = 0) -> EXPOAgent:
@@ -202,16 +205,14 @@ class EXPOAgent:
         rng = jax.random.PRNGKey(seed)
         rng, k_base, k_edit, k_critic = jax.random.split(rng, 4)
         exec_dim = config.exec_len * action_dim
-        policy = _base_policy(config, config.chunk_len * action_dim)
-        base_params = policy.init(k_base, obs_dim)
-        schedule = optax.cosine_decay_schedule(config.base_lr, config.base_lr_decay_steps)
+        base, base_ema = new_base(config, k_base, obs_dim, action_dim)
         edit_net = TanhGaussian(exec_dim, config.edit_hidden)
         edit_params = edit_net.init(k_edit, jnp.zeros((1, obs_dim + exec_dim)))
-        ensemble = _ensemble(config)
+        ensemble = critic_ensemble(config)
         critic_params = ensemble.init(k_critic, jnp.zeros((1, obs_dim)), jnp.zeros((1, exec_dim)))
         return cls(
-            base=Trainable.create(base_params, optax.adamw(schedule)),
-            base_ema=base_params,
+            base=base,
+            base_ema=base_ema,
             edit=Trainable.create(edit_params, optax.adam(config.edit_lr)),
             critic=Trainable.create(critic_params, optax.adam(config.critic_lr)),
             target_critic=critic_params,
@@ -230,7 +231,7 @@ class EXPOAgent:
         then M edited copies of the first M."""
         cfg = self.config
         k_base, k_edit = jax.random.split(rng)
-        policy = _base_policy(cfg, self.base_dim)
+        policy = self.base_policy
         kwargs = {} if steps is None else {"steps": steps}
         base = policy.sample(self.base_ema, k_base, obs, cfg.num_base_samples, **kwargs)[..., : self.exec_dim]
         if cfg.num_edit_samples == 0:
@@ -252,17 +253,14 @@ class EXPOAgent:
 
     def score(self, rng: jax.Array, obs: jax.Array, candidates: jax.Array, critic_params: Any = None) -> jax.Array:
         """Min over a random subset of target critics: ``[B, C]``."""
-        cfg = self.config
         params = self.target_critic if critic_params is None else critic_params
-        ensemble = _ensemble(cfg)
-        members = ensemble.random_members(rng, cfg.critic_subset)
-        obs = jnp.broadcast_to(obs[:, None], (*candidates.shape[:-1], obs.shape[-1]))
-        return ensemble.apply_subset(params, members, obs, candidates).min(axis=0)
+        return subset_min(self.config, params, rng, obs, candidates)
 
-    def act_base(self, obs: jax.Array, rng: jax.Array) -> jax.Array:
-        """The executed part of one sample of the (EMA) base alone: ``[B, exec_dim]``, the imitation
-        policy, for BC evaluation."""
-        return _base_policy(self.config, self.base_dim).sample(self.base_ema, rng, obs, 1)[:, 0, : self.exec_dim]
+    learns_online = True
+
+    def act_eval(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
+        """EXPO evaluates with the same OTF rule it acts with."""
+        return self.act(obs, rng)
 
     def act(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
         """OTF action (executed chunk, ``[B, exec_dim]``) for observations ``[B, D]``; info says
@@ -276,27 +274,12 @@ class EXPOAgent:
     def td_target(self, batch: ChunkBatch, q_next: jax.Array) -> jax.Array:
         """``y = R + gamma^n * mask * V(s')``, V the best candidate's subset-min target Q
         (``q_next [B, C]``), or the first base sample's without OTF in the backup."""
-        v_next = q_next.max(axis=-1) if self.config.otf_in_backup else q_next[:, 0]
-        return jax.lax.stop_gradient(batch.rewards + batch.discounts * batch.masks * v_next)
+        return jax.lax.stop_gradient(batch.rewards + batch.discounts * batch.masks * self._backup_value(q_next))
+
+    def _backup_value(self, q_next: jax.Array) -> jax.Array:
+        return q_next.max(axis=-1) if self.config.otf_in_backup else q_next[:, 0]
 
     # ---- learning --------------------------------------------------------
-    def _imitation_step(self, rng: jax.Array, obs: jax.Array, actions: jax.Array):
-        policy = _base_policy(self.config, self.base_dim)
-        loss, grads = jax.value_and_grad(policy.loss)(self.base.params, rng, obs, actions)
-        base = self.base.apply_gradients(grads)
-        return base, polyak(self.base_ema, base.params, self.config.base_ema), loss
-
-    def pretrain(self, obs: jax.Array, actions: jax.Array, index: jax.Array) -> tuple[EXPOAgent, jax.Array]:
-        """Base imitation steps on ``obs [N, D]``, chunks ``actions [N, base_dim]``; one step per row of
-        ``index [steps, B]`` (scanned). Returns the agent and the loss of every step."""
-
-        def step(agent, idx):
-            rng, key = jax.random.split(agent.rng)
-            base, base_ema, loss = agent._imitation_step(key, obs[idx], actions[idx])
-            return agent.replace(base=base, base_ema=base_ema, rng=rng), loss
-
-        return jax.lax.scan(step, self, index)
-
     def update(self, pool: ChunkBatch, base_batch: ChunkBatch | None = None) -> tuple[EXPOAgent, dict]:
         """One update call on a pool of ``config.pool_size`` chunks of ``exec_len`` steps, the
         first ``config.pool_offline_count`` from the offline data (``ReplayBuffer.sample(...,
@@ -306,76 +289,28 @@ class EXPOAgent:
         whatever data the base learns from). None: the last critic minibatch (only when
         ``chunk_len == exec_len``)."""
         cfg = self.config
-        if pool.rewards.shape != (cfg.pool_size,):
-            raise ValueError(f"update expects a pool of {cfg.pool_size} transitions, got {pool.rewards.shape}")
-        if pool.actions.shape[1:] != (cfg.exec_len, self.action_dim):
-            raise ValueError(
-                f"pool actions have shape {pool.actions.shape[1:]}, expected (exec_len, A) = "
-                f"({cfg.exec_len}, {self.action_dim}); sample the buffer with chunk_len=exec_len"
-            )
-        if base_batch is None and cfg.base_needs_own_batch:
-            raise ValueError(
-                "the base needs its own batch (chunk_len-step chunks, from successful episodes if "
-                "base_training='successes')"
-            )
-        if base_batch is not None and base_batch.actions.shape[1:] != (cfg.chunk_len, self.action_dim):
-            raise ValueError(
-                f"base_batch actions have shape {base_batch.actions.shape[1:]}, expected (chunk_len, A) = "
-                f"({cfg.chunk_len}, {self.action_dim})"
-            )
+        pool = check_pool(cfg, pool, self.action_dim)  # executed chunks, flat: [P, exec_dim]
         rng, k_idx, k_cand, k_score, k_scan, k_actor = jax.random.split(self.rng, 6)
-        pool = pool._replace(actions=pool.actions.reshape(cfg.pool_size, -1))  # executed chunk, flat: [P, exec_dim]
         steps = cfg.target_flow_steps if cfg.base == "flow" else None
         pool_cands = self.candidates(k_cand, pool.next_observations, steps)  # [P, C, d]
         if cfg.targets_per_call:
             pool_q = self.score(k_score, pool.next_observations, pool_cands)  # [P, C]
-        index = _minibatch_indices(cfg, k_idx)  # [U, B]
-        ensemble = _ensemble(cfg)
+        index = minibatch_indices(cfg, k_idx)  # [U, B]
+        ensemble = critic_ensemble(cfg)
 
-        def critic_step(carry, idx):
-            critic, target, key = carry
-            mb = jax.tree.map(lambda x: x[idx], pool)
-            key, k_step = jax.random.split(key)
+        def next_value(key, idx, mb, target):
             if cfg.targets_per_call:
                 q_next = pool_q[idx]
             else:
-                q_next = self.score(k_step, mb.next_observations, pool_cands[idx], critic_params=target)  # [B, C]
-            y = self.td_target(mb, q_next)
+                q_next = self.score(key, mb.next_observations, pool_cands[idx], critic_params=target)  # [B, C]
+            edited = jnp.mean(q_next.argmax(-1) >= cfg.num_base_samples)
+            return self._backup_value(q_next), {"otf/target_edited_frac": edited}
 
-            def loss_fn(params):
-                q = ensemble.apply(params, mb.observations, mb.actions)  # [E, B]
-                return jnp.mean((q - y) ** 2), q
-
-            (loss, q), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic.params)
-            critic = critic.apply_gradients(grads)
-            target = polyak(target, critic.params, cfg.tau)
-            metrics = {
-                "critic/loss": loss,
-                "critic/q_mean": q.mean(),
-                "critic/q_min": q.min(),
-                "critic/q_max": q.max(),
-                "critic/target_mean": y.mean(),
-                "otf/target_edited_frac": jnp.mean(q_next.argmax(-1) >= cfg.num_base_samples),
-                "critic/grad_nonfinite": count_nonfinite(grads),
-                "critic/nonfinite": count_nonfinite((loss, q, y)),
-            }
-            return (critic, target, key), metrics
-
-        (critic, target, _), critic_metrics = jax.lax.scan(
-            critic_step, (self.critic, self.target_critic, k_scan), index
+        critic, target, metrics = critic_steps(
+            self.critic, self.target_critic, ensemble, pool, index, k_scan, cfg.tau, next_value
         )
-        metrics = jax.tree.map(jnp.mean, critic_metrics)
-        for key in ("critic/grad_nonfinite", "critic/nonfinite"):  # counts over the call, not means
-            metrics[key] = critic_metrics[key].sum()
         actor_idx = index[-cfg.actor_steps :]  # [K, B]
-        if base_batch is None:
-            base_data = (pool.observations[actor_idx], pool.actions[actor_idx])
-        else:
-            k = cfg.actor_steps
-            base_data = (
-                base_batch.observations.reshape(k, cfg.batch_size, -1),
-                base_batch.actions.reshape(k, cfg.batch_size, -1),
-            )
+        base_data = base_batch_arrays(cfg, self.action_dim, pool, index, base_batch)
         keys = jax.random.split(k_actor, cfg.actor_steps)
 
         def actor_step(carry, xs):
@@ -394,7 +329,7 @@ class EXPOAgent:
         """One base (imitation), one edit and one temperature step; the critic is fixed."""
         cfg = self.config
         k_base, k_edit = jax.random.split(rng)
-        ensemble = _ensemble(cfg)
+        ensemble = critic_ensemble(cfg)
 
         # Base: imitation only; no Q gradient ever reaches it.
         base, base_ema, metrics = self.base, self.base_ema, {}
@@ -422,8 +357,7 @@ class EXPOAgent:
         # without bound. In the edit loss the -d*log(beta) term is a constant (no gradient).
         entropy = -jax.lax.stop_gradient(log_prob_action).mean() - log_scale
         target_entropy = cfg.target_entropy_per_dim * self.exec_dim
-        temp_grad = jax.grad(lambda la: jnp.exp(la) * (entropy - target_entropy))(self.log_alpha.params)
-        log_alpha = self.log_alpha.apply_gradients(temp_grad)
+        log_alpha = temperature_step(self.log_alpha, entropy, target_entropy)
 
         metrics.update(
             {
@@ -437,40 +371,5 @@ class EXPOAgent:
         return self.replace(base=base, base_ema=base_ema, edit=edit, log_alpha=log_alpha), metrics
 
 
-def _base_policy(cfg: EXPOConfig, action_dim: int):
-    return BASE_POLICIES[cfg.base](action_dim, cfg.flow_steps, cfg.base_width, cfg.base_blocks)
-
-
-def _minibatch_indices(cfg: EXPOConfig, rng: jax.Array) -> jax.Array:
-    """Rows of the pool for each critic step: ``[utd, batch_size]``, each with the configured
-    offline/online mix. A default-size pool is split exactly (every row used once, which is
-    the same as drawing fresh minibatches); a smaller pool is re-drawn from at every step."""
-    utd, b_off = cfg.utd, cfg.minibatch_offline_count
-    b_on, p_off = cfg.batch_size - b_off, cfg.pool_offline_count
-    p_on = cfg.pool_size - p_off
-    if cfg.target_pool_size is None:
-        off = jnp.arange(p_off).reshape(utd, b_off)
-        on = p_off + jnp.arange(p_on).reshape(utd, b_on)
-        return jnp.concatenate([off, on], axis=1)
-    k_off, k_on = jax.random.split(rng)
-
-    def draw(key, n_pool, n_take, start):
-        keys = jax.random.split(key, utd)
-        return start + jax.vmap(lambda k: jax.random.permutation(k, n_pool)[:n_take])(keys)
-
-    parts = []
-    if b_off:
-        parts.append(draw(k_off, p_off, b_off, 0))
-    if b_on:
-        parts.append(draw(k_on, p_on, b_on, p_off))
-    return jnp.concatenate(parts, axis=1)
-
-
-def _ensemble(cfg: EXPOConfig) -> Ensemble:
-    return Ensemble(Critic(cfg.critic_hidden, layer_norm=True), cfg.num_critics)
-
-
-update = jax.jit(EXPOAgent.update)
-act = jax.jit(EXPOAgent.act)
-act_base = jax.jit(EXPOAgent.act_base)
-pretrain = jax.jit(EXPOAgent.pretrain)
+# The jitted entry points every agent shares, under the names callers of this module know.
+act, act_base, pretrain, update = common.act, common.act_base, common.pretrain, common.update

@@ -69,3 +69,19 @@ class DiffusionPolicy(DenoisingPolicy):
 
         x, _ = jax.lax.fori_loop(0, self.steps, step, (x, loop_key))
         return jnp.clip(x, -1.0, 1.0)
+
+    def decode(self, params: dict, obs: jax.Array, noise: jax.Array, steps: int | None = None) -> jax.Array:
+        """Deterministic noise -> action map (DDIM with eta = 0 on the same schedule and network):
+        obs ``[..., D]``, noise x_T ``[..., d]`` -> ``[..., d]``. FQL distils it, DSRL steers its input."""
+        if steps not in (None, self.steps):
+            raise ValueError(f"DDPM decodes with its {self.steps} training steps; got steps={steps}")
+        _, _, alpha_bar, alpha_bar_prev = self._schedule()
+
+        def step(i, x):
+            t = self.steps - 1 - i
+            eps = self.net.apply(params, obs, x, jnp.full(x.shape[:-1], t / self.steps))
+            x0 = jnp.clip((x - jnp.sqrt(1.0 - alpha_bar[t]) * eps) / jnp.sqrt(alpha_bar[t]), -1.0, 1.0)
+            eps = (x - jnp.sqrt(alpha_bar[t]) * x0) / jnp.sqrt(1.0 - alpha_bar[t])  # consistent with the clip
+            return jnp.sqrt(alpha_bar_prev[t]) * x0 + jnp.sqrt(1.0 - alpha_bar_prev[t]) * eps
+
+        return jnp.clip(jax.lax.fori_loop(0, self.steps, step, noise), -1.0, 1.0)

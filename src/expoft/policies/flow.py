@@ -29,9 +29,15 @@ class FlowPolicy(DenoisingPolicy):
         self, params: dict, rng: jax.Array, obs: jax.Array, num_samples: int, steps: int | None = None
     ) -> jax.Array:
         """``[B, D] -> [B, num_samples, d]``; ``steps`` overrides the Euler step count."""
-        steps = steps or self.steps
+        noise = jax.random.normal(rng, (obs.shape[0], num_samples, self.action_dim))
         obs = jnp.broadcast_to(obs[:, None], (obs.shape[0], num_samples, obs.shape[-1]))
-        x = jax.random.normal(rng, (*obs.shape[:-1], self.action_dim))
+        return self.decode(params, obs, noise, steps)
+
+    def decode(self, params: dict, obs: jax.Array, noise: jax.Array, steps: int | None = None) -> jax.Array:
+        """The deterministic map from noise x0 to an action: obs ``[..., D]``, noise ``[..., d]``
+        (same leading shape) -> ``[..., d]``. FQL distils it, DSRL steers its input."""
+        steps = steps or self.steps
+        x = noise
         dt = 1.0 / steps
 
         def euler(k, x):

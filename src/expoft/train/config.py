@@ -10,7 +10,6 @@ from expoft.agents.expo import EXPOConfig
 from expoft.envs.ogbench_domains import check_task, get_domain
 from expoft.validation import require_at_least
 
-
 ALGORITHMS = ("expo", "bc", "rlpd", "fql", "dsrl", "residual")
 
 

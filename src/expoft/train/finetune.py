@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from expoft.agents.expo import EXPOAgent, act, update
+from expoft.agents.common import act, update
 from expoft.data.dataset import Dataset, array_sha256
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.chunks import ActionChunks
@@ -40,6 +40,7 @@ from expoft.train.loop import (
     config_from_json,
     evaluate,
     evaluation_seed,
+    make_agent,
     offline_data,
     pretrain_base,
     to_jsonable,
@@ -120,9 +121,11 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)  # before the run folder exists: bad data leaves nothing to clean up
     run = RunDir(out, cfg, overwrite)
-    agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
+    agent = make_agent(cfg)
     losses = np.zeros(0)
-    if cfg.base_from is not None:
+    if not agent.has_base:
+        pass  # e.g. RLPD: no base to start from or pretrain
+    elif cfg.base_from is not None:
         agent = with_base_from(agent, cfg.base_from)
         run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
     elif cfg.pretrain_steps:
@@ -132,9 +135,11 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
 
     eval_env = make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps)
     before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg))
-    before_base = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), policy="base")
+    before_base = {}
+    if agent.has_base:
+        before_base = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), policy="base")
     run.log({"env_step": 0, **before, **before_base})
-    log.info("before RL: OTF success %.2f, base alone %.2f", before["eval/success"], before_base["eval_base/success"])
+    log.info("before RL: success %.2f, base alone %s", before["eval/success"], before_base.get("eval_base/success"))
     state = LoopState(
         evals=[before],
         sampling_rng=np.random.default_rng(cfg.seed).bit_generator.state,
@@ -179,7 +184,7 @@ def resume(out: str | Path, *, progress: bool = True) -> dict:
             f"the offline data differs from the data the run in {out} started with (sha256 "
             f"{state.dataset_sha256[:12]}..., now {dataset_sha256(ds)[:12]}...); resume with the same dataset"
         )
-    template = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
+    template = make_agent(cfg)
     buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
     agent = store.restore(record, template, buffer)
     run = RunDir.reopen(out, state.metrics_bytes)
@@ -247,7 +252,8 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         else:
             a, info = act(agent, obs[None], jax.random.fold_in(act_key, prev + 1))
             chunk = np.asarray(a[0])
-            state.acted_edited.append(bool(info["edited"][0]))
+            if "edited" in info:
+                state.acted_edited.append(bool(info["edited"][0]))
         state.act_time += time.perf_counter() - t0
         obs, _, terminated, truncated, info = env.step(chunk)
         episode_ended = terminated or truncated
@@ -268,7 +274,9 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
             film()
 
         step = state.step
-        calls = _update_calls_due(cfg, prev, step, episode_ended) if state.episodes >= cfg.start_episodes else 0
+        calls = 0
+        if agent.learns_online and state.episodes >= cfg.start_episodes:
+            calls = _update_calls_due(cfg, prev, step, episode_ended)
         if calls:
             t0 = time.perf_counter()
             for _ in range(calls):
@@ -325,7 +333,7 @@ def _finish(cfg: RunConfig, run: RunDir, state: LoopState, buffer: ReplayBuffer,
         "seed": cfg.seed,
         "offline_transitions": buffer.offline_size,
         "pretrain_final_loss": before["pretrain_final_loss"],
-        "bc_success": before["eval_base/success"],
+        "bc_success": before.get("eval_base/success"),
         "success_before_rl": before["eval/success"],
         "final_success": final["eval/success"],
         "final_success_ci": [final["eval/success_ci_low"], final["eval/success_ci_high"]],
@@ -345,11 +353,12 @@ def _finish(cfg: RunConfig, run: RunDir, state: LoopState, buffer: ReplayBuffer,
         "evaluations": [{"env_step": e.get("env_step", 0), "success": e["eval/success"]} for e in state.evals],
     }
     run.write_json("summary.json", summary)
+    bc = summary["bc_success"]
     plot_learning_curves(
-        {f"EXPO seed {cfg.seed}": run.path},
+        {f"{cfg.algorithm.upper()} seed {cfg.seed}": run.path},
         run.path / "learning_curve.png",
         f"{domain.name} task {cfg.task}",
-        levels={f"imitation only ({summary['bc_success']:.0%})": summary["bc_success"]},
+        levels={} if bc is None else {f"imitation only ({bc:.0%})": bc},
     )
     run.close()
     return summary

@@ -23,7 +23,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from expoft.agents.expo import EXPOAgent, EXPOConfig, act, act_base, pretrain
+from expoft.agents import create_agent
+from expoft.agents.baselines_config import BaselineConfig
+from expoft.agents.common import act_base, act_eval, pretrain
+from expoft.agents.expo import EXPOConfig
 from expoft.data.dataset import Dataset, load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.replay import ReplayBuffer
@@ -137,7 +140,7 @@ def evaluation_seed(cfg: RunConfig) -> int:
 
 
 def evaluate(
-    agent: EXPOAgent,
+    agent,
     env,
     episodes: int,
     seed: int,
@@ -147,7 +150,8 @@ def evaluate(
 ) -> dict:
     """Run ``episodes`` episodes with reset seeds ``seed, seed+1, ...``.
 
-    ``policy``: ``otf`` (EXPO's rule, the default) or ``base`` (the imitation policy alone).
+    ``policy``: ``otf`` (the agent's evaluation policy: EXPO's OTF rule, a baseline's own) or
+    ``base`` (the imitation policy alone).
     ``video``: a ``.gif`` of the first ``video_episodes`` episodes (``env`` made with ``render=True``).
     """
     if policy not in ("otf", "base"):
@@ -171,8 +175,9 @@ def evaluate(
         while not done:
             key, k = jax.random.split(key)
             if policy == "otf":
-                action, info = act(agent, obs[None], k)
-                edited.append(bool(info["edited"][0]))
+                action, info = act_eval(agent, obs[None], k)
+                if "edited" in info:
+                    edited.append(bool(info["edited"][0]))
             else:
                 action = act_base(agent, obs[None], k)
             obs, _, terminated, truncated, step_info = chunked.step(np.asarray(action[0]))
@@ -214,7 +219,13 @@ def dataset_chunks(ds: Dataset, chunk_len: int) -> np.ndarray:
     return buffer.chunks_at(index, source="offline", chunk_len=chunk_len, discount=1.0).actions
 
 
-def pretrain_base(agent: EXPOAgent, ds: Dataset, steps: int, seed: int, progress: bool = True):
+def make_agent(cfg: RunConfig):
+    """A fresh agent of ``cfg.algorithm`` for ``cfg.env``."""
+    domain = get_domain(cfg.env)
+    return create_agent(cfg.algorithm, cfg.agent, domain.obs_dim, domain.action_dim, cfg.seed, cfg.baseline)
+
+
+def pretrain_base(agent, ds: Dataset, steps: int, seed: int, progress: bool = True):
     """``steps`` imitation steps of the base on all of ``ds`` (chunks of ``chunk_len`` actions);
     returns ``(agent, losses)``."""
     obs = jax.numpy.asarray(ds.observations)
@@ -237,8 +248,13 @@ def pretrain_base(agent: EXPOAgent, ds: Dataset, steps: int, seed: int, progress
 
 def config_from_json(data: dict) -> RunConfig:
     """Rebuild a RunConfig from its ``config.json``."""
-    agent = {k: tuple(v) if isinstance(v, list) else v for k, v in data["agent"].items()}
-    fields = {**data, "agent": EXPOConfig(**agent)}
+
+    def tuples(d: dict) -> dict:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+    fields = {**data, "agent": EXPOConfig(**tuples(data["agent"]))}
+    if "baseline" in data:
+        fields["baseline"] = BaselineConfig(**tuples(data["baseline"]))
     for name in ("dataset", "base_from"):
         if fields.get(name) is not None:
             fields[name] = Path(fields[name])
@@ -252,27 +268,28 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
-def load_run_agent(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[RunConfig, EXPOAgent, int]:
+def load_run_agent(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[RunConfig, Any, int]:
     """The config and agent of a run folder (latest checkpoint unless one is named)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{config_path} does not exist; is {run_dir} an expoft run folder?")
     cfg = config_from_json(json.loads(config_path.read_text()))
-    domain = get_domain(cfg.env)
-    template = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
+    template = make_agent(cfg)
     path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     agent, extra = load_pytree(template, path)
     return cfg, agent, int(extra.get("env_step", 0))
 
 
-BASE_FIELDS = ("base", "flow_steps", "base_width", "base_blocks")
+BASE_FIELDS = ("base", "chunk_len", "flow_steps", "base_width", "base_blocks")
 
 
-def with_base_from(agent: EXPOAgent, run_dir: str | Path) -> EXPOAgent:
+def with_base_from(agent, run_dir: str | Path):
     """``agent`` with the base policy (and its EMA copy) of another run's latest checkpoint.
     The base optimiser starts afresh; critic, edit policy and temperature stay as they are."""
     source_cfg, source, _ = load_run_agent(run_dir)
+    if not (agent.has_base and source.has_base):
+        raise ValueError(f"--base-from needs a base policy on both sides; {run_dir} or this run's algorithm has none")
     mismatched = [
         f"{name}: {getattr(source_cfg.agent, name)!r} there, {getattr(agent.config, name)!r} here"
         for name in BASE_FIELDS
@@ -307,9 +324,10 @@ def evaluate_run(
 def pretrain_only(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Imitation pretraining of the base; saves ``checkpoints/agent_0.npz`` and a summary."""
     run = RunDir(out, cfg, overwrite)
-    domain = get_domain(cfg.env)
     ds = offline_data(cfg, progress)
-    agent = EXPOAgent.create(cfg.agent, domain.obs_dim, domain.action_dim, seed=cfg.seed)
+    agent = make_agent(cfg)
+    if not agent.has_base:
+        raise ValueError(f"algorithm {cfg.algorithm!r} has no base policy to pretrain")
     agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
     save_pytree(agent, run.path / "checkpoints" / "agent_0.npz", env_step=np.int64(0))
     result = evaluate(

@@ -35,8 +35,11 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
     # EXPO-FT in simulation: chunks (H 8, h 4), the base imitating successful episodes only,
     # edit scale 0.1.
     "expo-ft": lambda c: _agent(
-        c, "expo", base_training="successes", edit_scale=0.1, **({} if c.agent.chunk_len > 1 else
-                                                                 {"chunk_len": 8, "exec_len": 4})
+        c,
+        "expo",
+        base_training="successes",
+        edit_scale=0.1,
+        **({} if c.agent.chunk_len > 1 else {"chunk_len": 8, "exec_len": 4}),
     ),  # fmt: skip
     # Best-of-N / Q-chunking: no edits, argmax of N = 32 base samples, chunks of 5.
     "qc": lambda c: _agent(c, "expo", num_base_samples=32, num_edit_samples=0, **_chunked(c, QC_CHUNK)),
