@@ -1,0 +1,410 @@
+"""The comparison report of a bench folder: table (Markdown and CSV), learning curves, configs.
+
+Reads only what the runs wrote (``summary.json``, ``config.json``) and what the runner recorded
+(``bench.json``, each run's ``bench_run.json``), so ``expoft bench report DIR`` can re-render it
+at any time, also while runs are still going (unfinished runs are counted, not used)::
+
+    DIR/report/table.md            one row per method (the method's name labels it)
+    DIR/report/table.csv           the same figures, every common checkpoint, machine-readable
+    DIR/report/summary.jsonl       one JSON line per method with the headline figures
+    DIR/report/learning_curves.png success vs environment steps, one line per method
+    DIR/report/configs/            each run's resolved config.json (METHOD_seedS.json)
+    DIR/report/commands.txt        the bench command and every command it ran
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+THRESHOLDS = (0.5, 0.8, 0.95)
+"""Success levels for "environment steps to reach"."""
+MAX_TABLE_CHECKPOINTS = 6
+"""Checkpoint columns of table.md when none are asked for (table.csv has every common one)."""
+
+
+# ---------------------------------------------------------------------------
+# statistics
+
+
+def t_quantile(df: int, confidence: float = 0.95) -> float:
+    """Two-sided Student-t quantile: ``t`` with P(|T| <= t) = confidence for ``df`` degrees of freedom."""
+    from scipy.stats import t  # scipy comes with jax
+
+    return float(t.ppf(0.5 + confidence / 2, df))
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float | None, float | None]:
+    """``(mean, low, high)``: the mean and its Student-t confidence interval over the values
+    (seeds). With one value the interval is undefined: ``(value, None, None)``."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("t_interval needs at least one value")
+    mean = math.fsum(values) / n
+    if n == 1:
+        return mean, None, None
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_quantile(n - 1, confidence) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def steps_to_threshold(evaluations: Sequence[dict], threshold: float) -> int | None:
+    """Environment steps of the first evaluation (by ``env_step``) with ``success >= threshold``;
+    None if no evaluation reached it. Evaluations are ``{"env_step": int, "success": float}``."""
+    for e in sorted(evaluations, key=lambda e: e["env_step"]):
+        if e["success"] >= threshold:
+            return int(e["env_step"])
+    return None
+
+
+def select_checkpoints(steps: Sequence[int], limit: int = MAX_TABLE_CHECKPOINTS) -> list[int]:
+    """At most ``limit`` of the sorted ``steps``, evenly spread, always the first and the last."""
+    steps = sorted(set(steps))
+    if len(steps) <= limit:
+        return steps
+    picks = {round(i * (len(steps) - 1) / (limit - 1)) for i in range(limit)}
+    return [steps[i] for i in sorted(picks)]
+
+
+# ---------------------------------------------------------------------------
+# reading runs
+
+
+@dataclasses.dataclass
+class RunRecord:
+    method: str
+    seed: int
+    run_dir: Path
+    summary: dict | None = None
+    """summary.json; None while the run has not finished."""
+    bench: dict | None = None
+    """bench_run.json: what the runner measured (CPU and wall seconds of each attempt)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def failed(self) -> bool:
+        return not self.finished and bool(self.bench) and self.bench.get("status") == "failed"
+
+    @property
+    def evaluations(self) -> list[dict]:
+        return list(self.summary.get("evaluations") or []) if self.summary else []
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        return self.bench.get("cpu_seconds") if self.bench else None
+
+    @property
+    def wall_seconds(self) -> float | None:
+        if self.bench and self.bench.get("wall_seconds") is not None:
+            return self.bench["wall_seconds"]
+        return self.summary.get("wall_seconds") if self.summary else None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def load_bench(bench_dir: str | Path) -> tuple[dict, list[RunRecord]]:
+    """``(bench.json, runs)``; without a bench.json, the run folders ``runs/METHOD/seedS`` found."""
+    bench_dir = Path(bench_dir)
+    if not bench_dir.is_dir():
+        raise FileNotFoundError(f"{bench_dir} does not exist")
+    bench = _read_json(bench_dir / "bench.json")
+    if bench is not None:
+        entries = [(r["method"], int(r["seed"]), bench_dir / r["run_dir"]) for r in bench["runs"]]
+    else:
+        bench = {}
+        entries = [
+            (d.parent.name, int(d.name.removeprefix("seed")), d)
+            for d in sorted((bench_dir / "runs").glob("*/seed*"))
+            if d.is_dir() and d.name.removeprefix("seed").isdigit()
+        ]
+        if not entries:
+            raise FileNotFoundError(
+                f"{bench_dir} holds no bench.json and no run folders runs/METHOD/seedS; is it an `expoft bench` folder?"
+            )
+    runs = [
+        RunRecord(method, seed, path, _read_json(path / "summary.json"), _read_json(path / "bench_run.json"))
+        for method, seed, path in entries
+    ]
+    return bench, runs
+
+
+# ---------------------------------------------------------------------------
+# per-method figures
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return math.fsum(values) / len(values) if values else None
+
+
+def _clip01(x: float | None) -> float | None:
+    return None if x is None else min(1.0, max(0.0, x))
+
+
+def method_stats(runs: Sequence[RunRecord]) -> dict:
+    """The figures of one method over its finished runs (seeds)."""
+    done = [r for r in runs if r.finished]
+    stats: dict = {
+        "method": runs[0].method,
+        "runs": len(runs),
+        "finished": len(done),
+        "failed": sum(r.failed for r in runs),
+        "seeds": [r.seed for r in done],
+        "success": {},
+    }
+    if not done:
+        return stats
+    # Checkpoints: the evaluation steps every finished run of the method has.
+    per_run = [{int(e["env_step"]): float(e["success"]) for e in r.evaluations} for r in done]
+    common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    for step in common:
+        mean, low, high = t_interval([p[step] for p in per_run])
+        stats["success"][step] = {
+            "mean": mean,
+            "low": _clip01(low),
+            "high": _clip01(high),
+            "min": min(p[step] for p in per_run),
+            "max": max(p[step] for p in per_run),
+            "n": len(per_run),
+        }
+    finals = [float(r.summary["final_success"]) for r in done if r.summary.get("final_success") is not None]
+    if finals:
+        mean, low, high = t_interval(finals)
+        stats["final_success"] = {"mean": mean, "low": _clip01(low), "high": _clip01(high), "n": len(finals)}
+    for threshold in THRESHOLDS:
+        reached = [s for s in (steps_to_threshold(r.evaluations, threshold) for r in done) if s is not None]
+        stats[f"steps_to_{round(threshold * 100)}"] = {"mean": _mean(reached), "reached": len(reached), "n": len(done)}
+    cpu = [r.cpu_seconds for r in done]
+    wall = [r.wall_seconds for r in done]
+    stats["cpu_minutes"] = None if _mean(cpu) is None else _mean(cpu) / 60
+    stats["wall_minutes"] = None if _mean(wall) is None else _mean(wall) / 60
+    stats["grad_steps_per_s"] = _mean([r.summary.get("critic_steps_per_s") for r in done])
+    stats["bc_success"] = _mean([r.summary.get("bc_success") for r in done])
+    env_steps = [r.summary.get("env_steps") for r in done]
+    stats["env_steps"] = env_steps[0] if len(set(env_steps)) == 1 else _mean(env_steps)
+    return stats
+
+
+# ---------------------------------------------------------------------------
+# formatting
+
+
+def _step_label(step: int) -> str:
+    if step >= 1000 and step % 1000 == 0:
+        return f"{step // 1000}k"
+    return str(step)
+
+
+def format_success(cell: dict | None) -> str:
+    if cell is None:
+        return "–"
+    if cell["n"] == 1 or cell["low"] is None:
+        return f"{cell['mean']:.2f} (n=1)"
+    return f"{cell['mean']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
+
+
+def format_steps(cell: dict | None) -> str:
+    if not cell or cell["n"] == 0:
+        return "–"
+    if cell["mean"] is None:
+        return f"– (0/{cell['n']})"
+    return f"{cell['mean']:,.0f} ({cell['reached']}/{cell['n']})"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
+    head = ["method", "runs"]
+    head += [f"success @{_step_label(s)}" for s in checkpoints]
+    head += [f"steps to {round(t * 100)}%" for t in THRESHOLDS]
+    head += ["base alone", "CPU min/run", "wall min/run", "grad steps/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in stats:
+        runs = f"{s['finished']}/{s['runs']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
+        row = [s["method"], runs]
+        row += [format_success(s["success"].get(step)) for step in checkpoints]
+        row += [format_steps(s.get(f"steps_to_{round(t * 100)}")) for t in THRESHOLDS]
+        row += [
+            _num(s.get("bc_success"), ".2f"),
+            _num(s.get("cpu_minutes"), ".1f"),
+            _num(s.get("wall_minutes"), ".1f"),
+            _num(s.get("grad_steps_per_s"), ".1f"),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _csv_rows(stats: Sequence[dict], checkpoints: Sequence[int]) -> tuple[list[str], list[dict]]:
+    fields = ["method", "runs", "finished", "failed"]
+    for step in checkpoints:
+        fields += [f"success_{step}_mean", f"success_{step}_low", f"success_{step}_high", f"success_{step}_n"]
+    for t in THRESHOLDS:
+        fields += [f"steps_to_{round(t * 100)}_mean", f"steps_to_{round(t * 100)}_reached"]
+    fields += ["bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s"]
+    rows = []
+    for s in stats:
+        row = {k: s[k] for k in ("method", "runs", "finished", "failed")}
+        for step in checkpoints:
+            cell = s["success"].get(step) or {}
+            for key in ("mean", "low", "high", "n"):
+                row[f"success_{step}_{key}"] = cell.get(key)
+        for t in THRESHOLDS:
+            cell = s.get(f"steps_to_{round(t * 100)}") or {}
+            row[f"steps_to_{round(t * 100)}_mean"] = cell.get("mean")
+            row[f"steps_to_{round(t * 100)}_reached"] = cell.get("reached")
+        for key in ("bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s"):
+            row[key] = s.get(key)
+        rows.append({k: "" if v is None else round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    return fields, rows
+
+
+def headline(s: dict) -> dict:
+    """One JSON-able line of a method's headline figures."""
+    final = s.get("final_success") or {}
+    out = {
+        "method": s["method"],
+        "runs": s["runs"],
+        "finished": s["finished"],
+        "failed": s["failed"],
+        "final_success": final.get("mean"),
+        "final_success_ci95": [final["low"], final["high"]] if final.get("low") is not None else None,
+        "env_steps": s.get("env_steps"),
+    }
+    for t in THRESHOLDS:
+        cell = s.get(f"steps_to_{round(t * 100)}") or {}
+        out[f"steps_to_{round(t * 100)}"] = cell.get("mean")
+        out[f"seeds_reaching_{round(t * 100)}"] = cell.get("reached")
+    for key in ("bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s"):
+        out[key] = None if s.get(key) is None else round(s[key], 4)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the report
+
+
+def _curve(s: dict) -> dict:
+    steps = sorted(s["success"])
+    cells = [s["success"][k] for k in steps]
+    return {
+        "env_step": steps,
+        "mean": [c["mean"] for c in cells],
+        "low": [c["min"] for c in cells],
+        "high": [c["max"] for c in cells],
+        "n": s["finished"],
+    }
+
+
+def _levels(stats: Sequence[dict]) -> dict[str, float]:
+    """The dashed imitation level: the bc method's success if it ran, else the base alone
+    (before RL) of the first method with finished runs."""
+    by_name = {s["method"]: s for s in stats}
+    bc = by_name.get("bc")
+    if bc and bc.get("final_success"):
+        return {f"bc ({bc['final_success']['mean']:.0%})": bc["final_success"]["mean"]}
+    for s in stats:
+        if s.get("bc_success") is not None:
+            return {f"base alone before RL, {s['method']} ({s['bc_success']:.0%})": s["bc_success"]}
+    return {}
+
+
+def _commands(bench: dict, runs: Sequence[RunRecord]) -> str:
+    lines = []
+    if bench.get("command"):
+        lines += ["# bench", bench["command"], ""]
+    if bench.get("environment"):
+        lines += ["# environment of every command", *(f"{k}={v}" for k, v in bench["environment"].items()), ""]
+    if bench.get("data"):
+        lines += ["# data", *(d["command"] for d in bench["data"] if d.get("command")), ""]
+    planned = {(r["method"], int(r["seed"])): r["command"] for r in bench.get("runs", [])}
+    lines.append("# runs (each run's commands as run, in order; a killed run continues with --resume)")
+    for r in runs:
+        attempts = (r.bench or {}).get("attempts") or []
+        lines.append(f"## {r.method} seed {r.seed}")
+        if attempts:
+            for a in attempts:
+                lines.append(f"{a['command']}  # exit {a.get('returncode')}")
+        elif (r.method, r.seed) in planned:
+            lines.append(planned[(r.method, r.seed)] + "  # (planned)")
+    return "\n".join(lines) + "\n"
+
+
+def render_report(
+    bench_dir: str | Path, checkpoints: Sequence[int] | None = None, *, echo: bool = True
+) -> dict[str, dict]:
+    """Write ``DIR/report/`` from the finished runs; print the table and one JSON line per
+    method when ``echo``. Returns the figures by method."""
+    bench_dir = Path(bench_dir)
+    bench, runs = load_bench(bench_dir)
+    order = list(dict.fromkeys(r.method for r in runs))
+    stats = [method_stats([r for r in runs if r.method == m]) for m in order]
+    all_steps = sorted({step for s in stats for step in s["success"]})
+    shown = list(checkpoints) if checkpoints else select_checkpoints(all_steps)
+
+    out = bench_dir / "report"
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    args = bench.get("arguments") or {}
+    parts = (
+        f"{args['env']} task {args['task']}" if args.get("env") else "",
+        f"protocol {args['protocol']}" + (" full" if args.get("full") else "") if args.get("protocol") else "",
+        f"preset {args['preset']}" if args.get("preset") else "",
+    )
+    title = ", ".join(p for p in parts if p)
+    table = markdown_table(stats, shown)
+    notes = [
+        f"# expoft bench: {title}" if title else "# expoft bench",
+        "",
+        table,
+        "",
+        "success @N: mean over finished seeds of the evaluation success at N environment steps, with its "
+        "95% Student-t interval over seeds (clipped to [0, 1]; n=1: one seed, no interval). steps to X%: "
+        "mean over the seeds that reached X% at an evaluation (seeds that did, of the finished ones); "
+        "the resolution is the evaluation interval. base alone: the pretrained base's success before RL. "
+        "CPU min/run: user + system CPU time of the run's processes as measured by the runner (all "
+        "attempts). grad steps/s: critic gradient steps per second of update time (critic_steps_per_s).",
+    ]
+    if bench.get("command"):
+        notes += ["", f"Command: `{bench['command']}`"]
+    (out / "table.md").write_text("\n".join(notes) + "\n")
+    fields, rows = _csv_rows(stats, all_steps)
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [headline(s) for s in stats]
+    (out / "summary.jsonl").write_text("".join(json.dumps(h) + "\n" for h in lines))
+
+    from expoft.report.compare import plot_method_curves  # matplotlib only when rendering
+
+    plot_method_curves(
+        {s["method"]: _curve(s) for s in stats if s["finished"]},
+        out / "learning_curves.png",
+        title=f"{title} (band: seed min-max)".strip(),
+        levels=_levels(stats),
+    )
+    for r in runs:
+        config = r.run_dir / "config.json"
+        if config.exists():
+            shutil.copy2(config, out / "configs" / f"{r.method}_seed{r.seed}.json")
+    (out / "commands.txt").write_text(_commands(bench, runs))
+    if echo:
+        print(table)
+        for h in lines:
+            print(json.dumps(h))
+        print(f"report: {out}/ (table.md, table.csv, learning_curves.png, configs/, commands.txt)")
+    return {s["method"]: s for s in stats}

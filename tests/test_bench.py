@@ -1,0 +1,394 @@
+"""`expoft bench`: statistics, the report from hand-made run folders, the runner (with a fake
+`expoft` for resume/failure handling, and one real tiny smoke bench), argument errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from expoft.bench import report as rep
+from expoft.bench import runner
+from expoft.cli import main
+
+T_975_DF1 = 12.706204736174707  # Student-t 97.5% quantiles (tables)
+T_975_DF2 = 4.302652729749464
+
+
+# ---------------------------------------------------------------------------
+# statistics
+
+
+def test_t_interval_by_hand():
+    assert rep.t_quantile(1) == pytest.approx(T_975_DF1, rel=1e-9)
+    assert rep.t_quantile(2) == pytest.approx(T_975_DF2, rel=1e-9)
+    # mean 0.7, sample sd 0.2, se 0.2 / sqrt(3) = 0.11547; half width 4.30265 * 0.11547 = 0.49683
+    mean, low, high = rep.t_interval([0.5, 0.7, 0.9])
+    assert mean == pytest.approx(0.7)
+    assert low == pytest.approx(0.7 - 0.496828, abs=1e-6) and high == pytest.approx(0.7 + 0.496828, abs=1e-6)
+    # two seeds 0 and 1: sd sqrt(0.5), se 0.5, half width 12.706 * 0.5
+    mean, low, high = rep.t_interval([0.0, 1.0])
+    assert (mean, low, high) == pytest.approx((0.5, 0.5 - T_975_DF1 / 2, 0.5 + T_975_DF1 / 2))
+    assert rep.t_interval([0.8, 0.8, 0.8]) == pytest.approx((0.8, 0.8, 0.8))
+    assert rep.t_interval([0.6]) == (0.6, None, None)  # one seed: no interval
+    with pytest.raises(ValueError):
+        rep.t_interval([])
+
+
+def test_steps_to_threshold_by_hand():
+    evals = [
+        {"env_step": 2000, "success": 0.85},
+        {"env_step": 0, "success": 0.2},
+        {"env_step": 1000, "success": 0.5},
+        {"env_step": 3000, "success": 0.96},
+        {"env_step": 4000, "success": 0.7},
+    ]
+    assert rep.steps_to_threshold(evals, 0.2) == 0
+    assert rep.steps_to_threshold(evals, 0.5) == 1000  # reaching exactly the level counts
+    assert rep.steps_to_threshold(evals, 0.8) == 2000
+    assert rep.steps_to_threshold(evals, 0.95) == 3000  # the first time, not the last evaluation
+    assert rep.steps_to_threshold(evals, 0.99) is None
+    assert rep.steps_to_threshold([], 0.5) is None
+
+
+def test_select_checkpoints():
+    assert rep.select_checkpoints([200, 0, 200]) == [0, 200]
+    picked = rep.select_checkpoints([i * 1000 for i in range(11)], limit=6)
+    assert picked == [0, 2000, 4000, 6000, 8000, 10000]
+
+
+# ---------------------------------------------------------------------------
+# the report from hand-made run folders
+
+
+def write_run(run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0):
+    run_dir.mkdir(parents=True)
+    evals = [{"env_step": step, "success": s} for step, s in sorted(successes.items())]
+    summary = {
+        "seed": seed,
+        "evaluations": evals,
+        "final_success": evals[-1]["success"],
+        "bc_success": 0.4,
+        "env_steps": evals[-1]["env_step"],
+        "wall_seconds": 100.0,
+        "critic_steps_per_s": grad,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "config.json").write_text(json.dumps({"seed": seed, "env": "cube-single"}))
+    rows = [{"env_step": e["env_step"], "eval/success": e["success"]} for e in evals]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if cpu is not None:
+        attempt = {
+            "command": f"expoft finetune --seed {seed}",
+            "returncode": 0,
+            "cpu_seconds": cpu,
+            "wall_seconds": 120,
+        }
+        record = {"attempts": [attempt], "cpu_seconds": cpu, "wall_seconds": 120.0, "status": "finished"}
+        (run_dir / "bench_run.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def synthetic_bench(tmp_path):
+    d = tmp_path / "bench"
+    write_run(d / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6, 2000: 0.9}, cpu=60, grad=10)
+    write_run(d / "runs/expo/seed1", 1, {0: 0.5, 1000: 0.8, 2000: 0.96}, cpu=120, grad=20)
+    write_run(d / "runs/expo/seed2", 2, {0: 0.6, 1000: 0.9, 2000: 1.0}, cpu=180, grad=30)
+    write_run(d / "runs/qc/seed0", 0, {0: 0.3, 1000: 0.5, 2000: 0.7}, cpu=30)
+    write_run(d / "runs/qc/seed1", 1, {0: 0.3, 1000: 0.4, 1500: 0.45, 2000: 0.5})  # no runner record
+    failed = d / "runs/qc/seed2"
+    failed.mkdir(parents=True)
+    (failed / "config.json").write_text("{}")
+    (failed / "bench_run.json").write_text(json.dumps({"attempts": [], "status": "failed", "cpu_seconds": 5}))
+    write_run(d / "runs/bc/seed0", 0, {0: 0.4, 2000: 0.42})
+    runs = [(m, s) for m in ("expo", "qc", "bc") for s in range(3) if (m, s) not in (("bc", 1), ("bc", 2))]
+    bench = {
+        "command": "expoft bench --methods expo,qc,bc --out bench",
+        "arguments": {"env": "cube-single", "task": 1, "protocol": "p1", "preset": "demo"},
+        "runs": [
+            {"method": m, "seed": s, "run_dir": f"runs/{m}/seed{s}", "command": f"expoft finetune --method {m}"}
+            for m, s in runs
+        ],
+    }
+    (d / "bench.json").write_text(json.dumps(bench))
+    return d
+
+
+def test_report_figures(synthetic_bench, capsys):
+    stats = rep.render_report(synthetic_bench)
+    expo, qc, bc = stats["expo"], stats["qc"], stats["bc"]
+    half = T_975_DF2 * 0.1 / math.sqrt(3)  # successes 0.4, 0.5, 0.6 at step 0: sd 0.1
+    assert expo["success"][0]["mean"] == pytest.approx(0.5)
+    assert expo["success"][0]["low"] == pytest.approx(0.5 - half) and expo["success"][0]["high"] == pytest.approx(
+        0.5 + half
+    )
+    # 0.9, 0.96, 1.0 at step 2000: mean 0.9533, sd 0.05033, half width 4.30265 * 0.05033 / sqrt(3) = 0.1250
+    assert expo["success"][2000]["low"] == pytest.approx(0.8283, abs=1e-4)
+    assert expo["success"][2000]["high"] == 1.0  # clipped to [0, 1]
+    # first evaluation >= 50%: 1000, 0, 0; >= 80%: 2000, 1000, 1000; >= 95%: never, 2000, 2000
+    assert expo["steps_to_50"] == {"mean": pytest.approx(1000 / 3), "reached": 3, "n": 3}
+    assert expo["steps_to_80"] == {"mean": pytest.approx(4000 / 3), "reached": 3, "n": 3}
+    assert expo["steps_to_95"] == {"mean": 2000, "reached": 2, "n": 3}
+    assert expo["cpu_minutes"] == pytest.approx(2.0) and expo["wall_minutes"] == pytest.approx(2.0)
+    assert expo["grad_steps_per_s"] == pytest.approx(20.0)
+    # qc: two finished seeds, one failed; 1500 is not common to both finished runs
+    assert (qc["runs"], qc["finished"], qc["failed"]) == (3, 2, 1)
+    assert sorted(qc["success"]) == [0, 1000, 2000]
+    assert qc["success"][2000]["mean"] == pytest.approx(0.6)
+    assert qc["cpu_minutes"] == pytest.approx(0.5)  # only the run the runner measured
+    assert qc["wall_minutes"] == pytest.approx((120 + 100) / 2 / 60)  # runner's, else summary's wall time
+    assert qc["steps_to_95"] == {"mean": None, "reached": 0, "n": 2}
+    assert bc["success"][2000]["n"] == 1 and bc["success"][2000]["low"] is None
+
+    out = synthetic_bench / "report"
+    table = (out / "table.md").read_text()
+    expo_row = next(line for line in table.splitlines() if line.startswith("| expo |"))
+    cells = [c.strip() for c in expo_row.strip("|").split("|")]
+    assert cells[:5] == ["expo", "3/3", "0.50 [0.25, 0.75]", "0.77 [0.39, 1.00]", "0.95 [0.83, 1.00]"]
+    assert cells[5:9] == ["333 (3/3)", "1,333 (3/3)", "2,000 (2/3)", "0.40"]
+    assert cells[9:] == ["2.0", "2.0", "20.0"]
+    assert "| qc | 2/3 (1 failed) |" in table and "– (0/2)" in table
+    assert "| bc | 1/1 | 0.40 (n=1) | – | 0.42 (n=1) |" in table
+    with open(out / "table.csv") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(rows["expo"]["success_0_low"]) == pytest.approx(0.5 - half, abs=1e-4)
+    assert "success_1500_mean" not in rows["qc"] and rows["bc"]["success_1000_n"] == ""
+    assert rows["expo"]["steps_to_95_reached"] == "2"
+    lines = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    assert [h["method"] for h in lines] == ["expo", "qc", "bc"]
+    assert lines[0]["final_success"] == pytest.approx(2.86 / 3) and lines[0]["final_success_ci95"][1] == 1.0
+    assert (out / "learning_curves.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (out / "configs").iterdir()) == [
+        "bc_seed0.json", "expo_seed0.json", "expo_seed1.json", "expo_seed2.json",
+        "qc_seed0.json", "qc_seed1.json", "qc_seed2.json",
+    ]  # fmt: skip
+    commands = (out / "commands.txt").read_text()
+    assert "expoft bench --methods expo,qc,bc --out bench" in commands and "--seed 1  # exit 0" in commands
+
+    printed = capsys.readouterr().out
+    assert expo_row in printed and printed.count('{"method": ') == 3
+
+    # `expoft bench report DIR` renders the same; without bench.json the run folders are found
+    (synthetic_bench / "bench.json").unlink()
+    (out / "table.md").unlink()
+    assert main(["bench", "report", str(synthetic_bench), "--checkpoints", "0", "2000"]) == 0
+    table = (out / "table.md").read_text()
+    assert "success @0 | success @2k |" in table and "@1k" not in table
+    assert "| expo | 3/3 | 0.50 [0.25, 0.75] | 0.95 [0.83, 1.00] |" in table
+
+
+def test_report_errors(tmp_path, capsys):
+    assert main(["bench", "report", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["bench", "report", str(tmp_path)]) == 2
+    assert "no bench.json" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# the runner with a fake `expoft` (fast): skipping, resuming, restarting, failures, --overwrite
+
+FAKE_EXPOFT = """
+import json, os, sys, time
+from pathlib import Path
+
+argv = sys.argv[1:]
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps(argv) + "\\n")
+t0 = time.process_time()
+while time.process_time() - t0 < 0.25:  # some CPU time for the runner to measure
+    pass
+opt = lambda name: argv[argv.index(name) + 1]
+if "--resume" in argv:
+    out = Path(opt("--resume"))
+    config = json.loads((out / "config.json").read_text())
+else:
+    out = Path(opt("--out"))
+    config = {"method": opt("--method"), "seed": int(opt("--seed"))}
+if config["method"] in os.environ.get("FAKE_FAIL", "").split(","):
+    print("boom: this method cannot run yet", file=sys.stderr)
+    sys.exit(3)
+out.mkdir(parents=True, exist_ok=True)
+(out / "config.json").write_text(json.dumps(config))
+evals = [{"env_step": 0, "success": 0.5}, {"env_step": 200, "success": 0.6 + 0.1 * config["seed"]}]
+summary = {"evaluations": evals, "final_success": evals[-1]["success"], "bc_success": 0.5, "env_steps": 200,
+           "critic_steps_per_s": 10.0, "wall_seconds": 0.3, "seed": config["seed"]}
+(out / "summary.json").write_text(json.dumps(summary))
+"""
+
+
+@pytest.fixture
+def fake_expoft(tmp_path, monkeypatch):
+    script = tmp_path / "fake_expoft.py"
+    script.write_text(FAKE_EXPOFT)
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setattr(runner, "EXPOFT_ARGV", (sys.executable, str(script)))
+    monkeypatch.setattr(runner, "demo_steps", lambda *a: [])  # no data generation
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+
+    def read_calls():
+        found = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+        calls.unlink(missing_ok=True)
+        return found
+
+    return read_calls
+
+
+def _key(argv):
+    if "--resume" in argv:
+        return ("resume", Path(argv[argv.index("--resume") + 1]).parent.name, argv[argv.index("--resume") + 1][-1])
+    mode = "restart" if "--overwrite" in argv else "start"
+    return (mode, argv[argv.index("--method") + 1], argv[argv.index("--seed") + 1])
+
+
+def test_runner_skips_resumes_restarts_and_reports_failures(tmp_path, fake_expoft, monkeypatch, capsys):
+    out = tmp_path / "b"
+    common = ["bench", "--methods", "expo,expo-no-edit,qc", "--preset", "tiny", "--out", str(out)]
+    args = [*common, "--seeds", "2"]
+    monkeypatch.setenv("FAKE_FAIL", "qc")
+    assert main(args) == 2  # qc fails; the others run
+    captured = capsys.readouterr()
+    assert "2 of 6 runs failed" in captured.err and "boom: this method cannot run yet" in captured.err
+    assert sorted(_key(c) for c in fake_expoft()) == sorted(
+        ("start", m, s) for m in ("expo", "expo-no-edit", "qc") for s in "01"
+    )
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["command"] == "expoft " + " ".join(args) and len(bench["runs"]) == 6
+    first = bench["runs"][0]
+    assert (first["method"], first["seed"]) == ("expo", 0)  # seed-major order
+    assert first["command"].startswith("expoft finetune --preset tiny --method expo --seed 0 --env cube-single")
+    assert first["config"]["env_steps"] == 300 and first["config"]["agent"]["num_edit_samples"] == 4
+    assert bench["environment"]["XLA_FLAGS"].startswith("--xla_cpu_multi_thread_eigen=false")
+    record = json.loads((out / "runs/expo/seed0/bench_run.json").read_text())
+    assert record["status"] == "finished" and record["cpu_seconds"] >= 0.2 and record["wall_seconds"] >= 0.2
+    failed = json.loads((out / "runs/qc/seed1/bench_run.json").read_text())
+    assert failed["status"] == "failed" and failed["attempts"][0]["returncode"] == 3 and "boom" in failed["log_tail"]
+    table = (out / "report/table.md").read_text()
+    assert "| qc | 0/2 (2 failed) |" in table and "| expo | 2/2 | 0.50 [0.50, 0.50] |" in table
+
+    # expo seed 1 killed after a checkpoint, expo-no-edit seed 1 before its first one; qc works now
+    (out / "runs/expo/seed1/summary.json").unlink()
+    (out / "runs/expo/seed1/checkpoints").mkdir()
+    (out / "runs/expo/seed1/checkpoints/state_100.json").write_text("{}")
+    (out / "runs/expo-no-edit/seed1/summary.json").unlink()
+    finished = out / "runs/expo/seed0/summary.json"
+    mtime = finished.stat().st_mtime_ns
+    monkeypatch.setenv("FAKE_FAIL", "")
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "skip expo seed 0: finished" in printed and "skip expo-no-edit seed 0: finished" in printed
+    assert sorted(_key(c) for c in fake_expoft()) == sorted(
+        [("resume", "expo", "1"), ("restart", "expo-no-edit", "1"), ("start", "qc", "0"), ("start", "qc", "1")]
+    )
+    assert finished.stat().st_mtime_ns == mtime
+    record = json.loads((out / "runs/expo/seed1/bench_run.json").read_text())
+    assert [a["mode"] for a in record["attempts"]] == ["start", "resume"]
+    assert record["cpu_seconds"] == pytest.approx(sum(a["cpu_seconds"] for a in record["attempts"]))
+    assert "| qc | 2/2 |" in (out / "report/table.md").read_text()
+    assert len(json.loads((out / "bench.json").read_text())["invocations"]) == 2
+
+    # other arguments: refused, unless --overwrite (which moves the old bench aside)
+    assert main([*common, "--seeds", "3"]) == 2
+    assert "other arguments (seeds: 2 -> 3)" in capsys.readouterr().err
+    assert fake_expoft() == []
+    assert main([*common, "--seeds", "1", "--overwrite"]) == 0
+    assert len(fake_expoft()) == 3
+    replaced = list(out.glob("replaced-*"))
+    assert len(replaced) == 1 and (replaced[0] / "runs/expo/seed1/summary.json").exists()
+    assert json.loads((out / "bench.json").read_text())["arguments"]["seeds"] == 1
+
+
+def test_protocol_plans(tmp_path):
+    args = runner.Bench(methods="expo,rlpd", protocol="p2", full=True, seeds=1, out=tmp_path)
+    methods, proto, arguments = runner.check_args(args)
+    assert arguments["env"] == "cube-double" and arguments["play_transitions"] == 1_000_000
+    steps, dataset = runner.play_steps(proto, arguments["env"], args.task, args.jobs)
+    assert steps[0].command.startswith("expoft data play --env cube-double --transitions 1000000 --seed 0")
+    assert dataset.name.endswith("-task1-sparse.npz") and steps[1].path == dataset
+    expo, rlpd = runner.plan(args, methods, proto, arguments["env"], dataset, tmp_path)
+    assert expo.config["dataset"] == str(dataset) and expo.config["pretrain_steps"] == 1_000_000
+    assert expo.config["env_steps"] == 1_000_000 and expo.config["eval_every"] == 50_000
+    assert "--pretrain-steps" not in rlpd.args and rlpd.config["pretrain_steps"] == 0  # the method's setting wins
+
+    reduced = runner.Bench(methods="expo", protocol="p2", seeds=1, env_steps=3000, out=tmp_path)
+    methods, proto, arguments = runner.check_args(reduced)
+    assert proto.play_transitions == 100_000
+    (run,) = runner.plan(reduced, methods, proto, "cube-double", Path("play.npz"), tmp_path)
+    assert run.config["env_steps"] == 3000 and run.config["eval_every"] == 2000 and run.config["env"] == "cube-double"
+
+    tiny = runner.Bench(methods="expo", protocol="p2", preset="tiny", seeds=1, out=tmp_path)
+    _, proto, _ = runner.check_args(tiny)
+    assert proto.play_transitions == runner.TINY_PLAY_TRANSITIONS and proto.overrides == {}
+
+    env, changes = runner.child_env(single_thread=True)
+    assert "xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"] and env["OMP_NUM_THREADS"]
+    assert "XLA_FLAGS" not in runner.child_env(single_thread=False)[1]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--methods", "expo,nope"], "unknown method(s) 'nope'"),
+        (["--methods", "expo,expo"], "listed twice"),
+        (["--methods", " , "], "--methods is empty"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--protocol", "p3"], "--protocol must be p1 or p2"),
+        (["--full"], "--full applies to protocol p2 only"),
+        (["--jobs", "0"], "--jobs must be >= 1"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--env", "kitchen"], "unknown environment 'kitchen'"),
+        (["--task", "9"], "task"),
+    ],
+)
+def test_bad_arguments(tmp_path, capsys, extra, message):
+    out = tmp_path / "b"
+    assert main(["bench", "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing written
+
+
+def test_refuses_a_folder_that_is_not_a_bench(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["bench", "--methods", "expo", "--preset", "tiny", "--out", str(tmp_path), "--overwrite"]) == 2
+    assert "not empty and holds no bench.json" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------
+# a real smoke bench (two tiny runs in parallel, about a minute)
+
+
+def test_smoke_bench_then_skip(tmp_path, capsys):
+    out = tmp_path / "smoke"
+    args = ["bench", "--methods", "expo,expo-no-edit", "--preset", "tiny", "--seeds", "1", "--env-steps", "200"]
+    args += ["--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    table = (out / "report/table.md").read_text()
+    for method in ("expo", "expo-no-edit"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
+        assert row.startswith(f"| {method} | 1/1 | ") and "(n=1)" in row
+        assert row in printed
+        summary = json.loads((out / f"runs/{method}/seed0/summary.json").read_text())
+        assert summary["env_steps"] == 200
+        record = json.loads((out / f"runs/{method}/seed0/bench_run.json").read_text())
+        assert record["status"] == "finished" and record["cpu_seconds"] > 1
+        config = json.loads((out / f"report/configs/{method}_seed0.json").read_text())
+        assert config["env_steps"] == 200 and config["seed"] == 0
+    assert "success @0 | success @200 |" in table
+    assert (out / "report/learning_curves.png").stat().st_size > 10_000
+    commands = (out / "report/commands.txt").read_text()
+    assert "--method expo-no-edit --seed 0 --env cube-single --task 1 --env-steps 200" in commands
+
+    logs = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in out.glob("runs/*/seed0.log")}
+    summaries = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/summary.json")}
+    assert len(logs) == 2 and len(summaries) == 2
+    assert main(args) == 0  # again: nothing to run
+    printed = capsys.readouterr().out
+    assert "skip expo seed 0: finished" in printed and "skip expo-no-edit seed 0: finished" in printed
+    assert "all runs have finished" in printed and "| expo | 1/1 |" in printed
+    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in logs} == logs
+    assert {p: p.stat().st_mtime_ns for p in summaries} == summaries
