@@ -13,7 +13,7 @@ class BaselineConfig:
     """Hidden layers of the learned actor: RLPD's Gaussian policy, FQL's one-step policy, DSRL's
     noise policy, the residual policy."""
     actor_lr: float = 3e-4
-    init_temperature: float = 1.0
+    actor_init_temperature: float = 1.0
     """SAC temperature at the start (RLPD, DSRL); auto-tuned to entropy -d/2."""
     backup_entropy: bool = True
     """RLPD / DSRL: subtract alpha * log pi(a'|s') in the TD target (SAC's soft backup)."""
@@ -33,7 +33,7 @@ class BaselineConfig:
     clipped to twice that."""
 
     def __post_init__(self):
-        for name in ("actor_lr", "init_temperature", "dsrl_noise_scale", "residual_scale"):
+        for name in ("actor_lr", "actor_init_temperature", "dsrl_noise_scale", "residual_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"baseline.{name} must be > 0, got {getattr(self, name)}")
         for name in ("fql_alpha", "residual_explore_noise", "residual_target_noise"):

@@ -78,7 +78,7 @@ class DSRLAgent(WithBase):
             critic=Trainable.create(critic, optax.adam(config.critic_lr)),
             target_critic=critic,
             log_alpha=Trainable.create(
-                jnp.log(jnp.float32(baseline.init_temperature)), optax.adam(config.temperature_lr)
+                jnp.log(jnp.float32(baseline.actor_init_temperature)), optax.adam(config.temperature_lr)
             ),
             rng=rng,
             config=config,

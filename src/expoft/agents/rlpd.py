@@ -68,7 +68,7 @@ class RLPDAgent:
             critic=Trainable.create(critic_params, optax.adam(config.critic_lr)),
             target_critic=critic_params,
             log_alpha=Trainable.create(
-                jnp.log(jnp.float32(baseline.init_temperature)), optax.adam(config.temperature_lr)
+                jnp.log(jnp.float32(baseline.actor_init_temperature)), optax.adam(config.temperature_lr)
             ),
             rng=rng,
             config=config,

@@ -1,0 +1,185 @@
+"""The baselines in the shared harness: shapes, finite learning, known answers, the loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from expoft.agents import create_agent
+from expoft.agents.baselines_config import BaselineConfig
+from expoft.agents.common import act, act_base, act_eval, pretrain, subset_min, tanh_actor, update
+from expoft.cli import main
+from expoft.data.replay import ChunkBatch
+from expoft.policies import DiffusionPolicy, FlowPolicy
+from expoft.train.config import TINY_AGENT, preset
+from expoft.train.methods import METHODS, apply_method
+
+OBS, ACT = 6, 2
+CHUNK = 2
+TINY = dataclasses.replace(TINY_AGENT, chunk_len=CHUNK, exec_len=CHUNK, utd=4, batch_size=16, actor_steps=2)
+
+
+def pool(cfg, seed=0, rewards=None, masks=1.0):
+    rng = np.random.default_rng(seed)
+    p, h = cfg.pool_size, cfg.exec_len
+    r = rng.normal(size=p) if rewards is None else np.full(p, rewards)
+    return ChunkBatch(
+        observations=rng.normal(size=(p, OBS)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (p, h, ACT)).astype(np.float32),
+        rewards=r.astype(np.float32),
+        discounts=np.full(p, cfg.discount**h, np.float32),
+        masks=np.full(p, masks, np.float32),
+        next_observations=rng.normal(size=(p, OBS)).astype(np.float32),
+        valid=np.ones((p, h), np.float32),
+        offline=np.arange(p) < cfg.pool_offline_count,
+    )
+
+
+def config_for(algorithm: str):
+    frozen = algorithm in ("dsrl", "residual")
+    return dataclasses.replace(TINY, base_training="frozen" if frozen else "all")
+
+
+@pytest.mark.parametrize("algorithm", ["rlpd", "fql", "dsrl", "residual"])
+def test_baseline_acts_in_range_and_its_critic_learns(algorithm):
+    """Actions are [B, exec_len * A] in [-1, 1]; metrics are finite; on a fixed pool of terminal
+    transitions (y = r) the critic loss falls; the actor's parameters change."""
+    cfg = config_for(algorithm)
+    agent = create_agent(algorithm, cfg, OBS, ACT, seed=0)
+    obs = np.random.default_rng(1).normal(size=(5, OBS)).astype(np.float32)
+    for fn in (act, act_eval):
+        actions, _ = fn(agent, obs, jax.random.PRNGKey(0))
+        assert actions.shape == (5, CHUNK * ACT) and actions.dtype == np.float32
+        assert float(np.abs(actions).max()) <= 1.0
+    data = pool(cfg, rewards=None, masks=0.0)
+    first = agent
+    losses = []
+    for _ in range(25):
+        agent, metrics = update(agent, data)
+        assert all(np.isfinite(v) for v in metrics.values()), metrics
+        assert metrics["critic/nonfinite"] == 0
+        losses.append(float(metrics["critic/loss"]))
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
+    actor_field = {"rlpd": "actor", "fql": "onestep", "dsrl": "noise_actor", "residual": "actor"}[algorithm]
+    before = jax.tree.leaves(getattr(first, actor_field).params)
+    after = jax.tree.leaves(getattr(agent, actor_field).params)
+    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+    if algorithm in ("dsrl", "residual"):  # frozen base: untouched
+        for a, b in zip(jax.tree.leaves(first.base_ema), jax.tree.leaves(agent.base_ema), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_rlpd_soft_target_subtracts_the_entropy_term():
+    """Known answer: next_value = min over the drawn subset of Q'(s', a') - alpha * log pi(a'|s'),
+    with the same draws, and without the entropy term when backup_entropy is off."""
+    cfg = TINY
+    soft = create_agent("rlpd", cfg, OBS, ACT, seed=0, baseline=BaselineConfig(actor_init_temperature=0.3))
+    hard = create_agent("rlpd", cfg, OBS, ACT, seed=0, baseline=BaselineConfig(backup_entropy=False))
+    mb = pool(cfg)._replace(actions=None)
+    key = jax.random.PRNGKey(7)
+    k_act, k_members = jax.random.split(key)
+    a_next, log_prob = tanh_actor(soft.head, soft.actor.params, k_act, mb.next_observations, 1.0, explore=True)
+    q = subset_min(cfg, soft.target_critic, k_members, mb.next_observations, a_next)
+    np.testing.assert_allclose(soft.next_value(key, mb, soft.target_critic), q - 0.3 * log_prob, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hard.next_value(key, mb, hard.target_critic), q, rtol=1e-5, atol=1e-5)
+
+
+def test_residual_starts_as_the_base_and_stays_within_its_scale():
+    """The zero-initialised correction: evaluation actions equal the base's exactly; exploring
+    actions differ from them by at most the residual scale per dimension."""
+    agent = create_agent("residual", config_for("residual"), OBS, ACT, seed=0)
+    obs = np.random.default_rng(2).normal(size=(64, OBS)).astype(np.float32)
+    key = jax.random.PRNGKey(3)
+    np.testing.assert_array_equal(act_eval(agent, obs, key)[0], act_base(agent, obs, key))
+    k_base, _ = jax.random.split(key)
+    explored = np.asarray(act(agent, obs, key)[0])
+    base = np.asarray(act_base(agent, obs, k_base))
+    assert 0 < np.abs(explored - base).max() <= agent.baseline.residual_scale + 1e-6
+
+
+@pytest.mark.parametrize("policy_cls", [FlowPolicy, DiffusionPolicy])
+def test_decode_is_the_deterministic_noise_to_action_map(policy_cls):
+    """Same noise, same action; different noise, different action; flow sampling is decode of
+    normal noise (so DSRL and FQL steer and distil exactly what the base samples)."""
+    policy = policy_cls(action_dim=3, steps=4, width=16, blocks=1)
+    params = policy.init(jax.random.PRNGKey(0), OBS)
+    obs = np.random.default_rng(0).normal(size=(4, OBS)).astype(np.float32)
+    noise = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
+    a = policy.decode(params, obs, noise)
+    np.testing.assert_array_equal(a, policy.decode(params, obs, noise))
+    assert not np.allclose(a, policy.decode(params, obs, noise + 1.0))
+    assert a.shape == (4, 3) and float(np.abs(a).max()) <= 1.0
+    if policy_cls is FlowPolicy:
+        key = jax.random.PRNGKey(5)
+        sampled = policy.sample(params, key, obs, 2)
+        drawn = jax.random.normal(key, (4, 2, 3))
+        np.testing.assert_allclose(sampled, policy.decode(params, np.repeat(obs[:, None], 2, 1), drawn), atol=1e-6)
+
+
+def test_fql_pretraining_distils_the_one_step_policy():
+    """Pretraining moves the one-step policy towards the base's noise-to-action map."""
+    cfg = config_for("fql")
+    agent = create_agent("fql", cfg, OBS, ACT, seed=0)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(64, OBS)).astype(np.float32)
+    actions = (0.5 * np.tanh(obs[:, : CHUNK * ACT])).astype(np.float32)  # a chunk per observation
+    z = jax.random.normal(jax.random.PRNGKey(9), (64, CHUNK * ACT))
+
+    def gap(a):
+        return float(np.mean((a._mu(a.onestep.params, obs, z) - a.base_policy.decode(a.base.params, obs, z)) ** 2))
+
+    before = gap(agent)
+    index = rng.integers(0, 64, size=(300, 16))
+    agent, losses = pretrain(agent, obs, actions, index)
+    assert losses.shape == (300,) and np.mean(losses[-30:]) < np.mean(losses[:30])
+    assert gap(agent) < 0.5 * before
+
+
+def test_baselines_refuse_a_trainable_base_where_theirs_is_frozen():
+    for algorithm in ("dsrl", "residual"):
+        with pytest.raises(ValueError, match="frozen"):
+            create_agent(algorithm, TINY, OBS, ACT)
+    with pytest.raises(ValueError, match="algorithm must be"):
+        create_agent("sac", TINY, OBS, ACT)
+    with pytest.raises(ValueError, match="dsrl_noise_scale must be > 0"):
+        BaselineConfig(dsrl_noise_scale=0.0)
+
+
+def test_methods_set_what_defines_them():
+    base = preset("tiny")
+    cfgs = {name: apply_method(name, base) for name in METHODS}
+    assert cfgs["qc"].agent.num_edit_samples == 0 and cfgs["qc"].agent.num_base_samples == 32
+    assert cfgs["qc"].agent.chunk_len == cfgs["qc"].agent.exec_len == 5
+    assert cfgs["qc-fql"].algorithm == "fql" and cfgs["qc-fql"].agent.chunk_len == 5
+    assert cfgs["fql"].agent.chunk_len == 1
+    assert cfgs["rlpd"].pretrain_steps == 0 and cfgs["rlpd"].algorithm == "rlpd"
+    assert cfgs["expo-ft"].agent.base_training == "successes" and cfgs["expo-ft"].agent.exec_len == 4
+    assert not cfgs["expo-no-otf-backup"].agent.otf_in_backup
+    assert cfgs["dsrl"].agent.base_training == cfgs["residual"].agent.base_training == "frozen"
+    for name, cfg in cfgs.items():  # the budget is the preset's, whatever the method
+        assert (cfg.env_steps, cfg.eval_every, cfg.update_every, cfg.agent.utd) == (
+            base.env_steps, base.eval_every, base.update_every, base.agent.utd), name  # fmt: skip
+    with pytest.raises(ValueError, match="unknown method 'sac'"):
+        apply_method("sac", base)
+
+
+@pytest.mark.parametrize("method", ["rlpd", "bc"])
+def test_finetune_runs_a_baseline_end_to_end(tmp_path, method, capsys):
+    """Through the CLI, with the method's agent: no base (RLPD), no online learning (BC)."""
+    out = tmp_path / method
+    rc = main(["finetune", "--preset", "tiny", "--method", method, "--env-steps", "150", "--out", str(out),
+               "--no-progress"])  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["algorithm"] == method and summary["env_steps"] >= 150
+    if method == "rlpd":
+        assert summary["bc_success"] is None and summary["update_calls"] > 0
+    else:
+        assert summary["bc_success"] is not None and summary["update_calls"] == 0
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/success" in row for row in evals)
