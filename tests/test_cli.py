@@ -57,6 +57,13 @@ def test_play_and_info_for_a_task(tmp_path, capsys):
     assert "success_rate" not in json.loads(capsys.readouterr().out)
     assert main(["data", "info", "--json", "--task", "2", str(npz)]) == 0
     assert "success_rate" in json.loads(capsys.readouterr().out)
+    # fine-tuning from play data labels it for the run's task (P2: play offline-to-online)
+    run = tmp_path / "run"
+    args = ["finetune", "--preset", "tiny", "--task", "2", "--dataset", str(npz), "--env-steps", "60",
+            "--pretrain-steps", "10", "--out", str(run), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["offline_transitions"] == 100 and summary["task"] == 2
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):

@@ -11,7 +11,8 @@ TD target (min over a random subset of target critics at ``mu(s', z')``).
 P1 adaptation (deviation): FQL trains its one-step policy jointly with the critic offline.
 Here only the base is pretrained (as for EXPO); the one-step policy is distilled from it
 during that pretraining (the Q term needs a critic, which starts online), so it does not
-begin the online phase as a random policy.
+begin the online phase as a random policy. The TD target takes the harness's min over a
+random subset of target critics (FQL's own code uses the mean or min of two, per task).
 """
 
 from __future__ import annotations

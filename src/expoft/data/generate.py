@@ -395,5 +395,13 @@ def get_or_generate(
             if p.exists():
                 os.replace(p, p.with_name(p.name + ".bak"))
     ds = generate(cfg, workers=workers, progress=progress)
-    save_dataset(ds, npz)
+    try:
+        save_dataset(ds, npz)
+    except FileExistsError:
+        # Another process (a parallel run of `expoft bench`) saved the same data meanwhile:
+        # generation is deterministic, so its copy is ours; use it if it is valid.
+        if force:
+            raise
+        log.info("%s appeared while generating; reusing it", npz)
+        return npz, load_dataset(npz), True
     return npz, ds, False

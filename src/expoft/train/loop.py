@@ -27,7 +27,7 @@ from expoft.agents import create_agent
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import act_base, act_eval, pretrain
 from expoft.agents.expo import EXPOConfig
-from expoft.data.dataset import Dataset, load_dataset
+from expoft.data.dataset import Dataset, label_for_task, load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.chunks import ActionChunks
@@ -203,7 +203,10 @@ def evaluate(
 
 def offline_data(cfg: RunConfig, progress: bool) -> Dataset:
     if cfg.dataset is not None:
-        return load_dataset(cfg.dataset, env=cfg.env, task=None)
+        ds = load_dataset(cfg.dataset, env=cfg.env, task=None)
+        if not ds.has_task:  # task-agnostic play data: label it for the run's task
+            ds = label_for_task(ds, cfg.env, cfg.task, "sparse")
+        return ds
     demos = DemosConfig(env=cfg.env, task=cfg.task, episodes=cfg.demo_episodes, seed=cfg.seed, noise=cfg.demo_noise)
     _, ds, _ = get_or_generate(demos, progress=progress)
     return ds
