@@ -296,6 +296,7 @@ class EXPOAgent(WithBase):
         if cfg.targets_per_call:
             pool_q = self.score(k_score, pool.next_observations, pool_cands)  # [P, C]
         index = minibatch_indices(cfg, k_idx)  # [U, B]
+        base_data = base_batch_arrays(cfg, self.action_dim, pool, index, base_batch)  # checked before any work
         ensemble = critic_ensemble(cfg)
 
         def next_value(key, idx, mb, target):
@@ -310,7 +311,6 @@ class EXPOAgent(WithBase):
             self.critic, self.target_critic, ensemble, pool, index, k_scan, cfg.tau, next_value
         )
         actor_idx = index[-cfg.actor_steps :]  # [K, B]
-        base_data = base_batch_arrays(cfg, self.action_dim, pool, index, base_batch)
         keys = jax.random.split(k_actor, cfg.actor_steps)
 
         def actor_step(carry, xs):

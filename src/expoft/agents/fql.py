@@ -127,6 +127,7 @@ class FQLAgent(WithBase):
         pool = check_pool(cfg, pool, self.action_dim)
         rng, k_idx, k_scan, k_actor = jax.random.split(self.rng, 4)
         index = minibatch_indices(cfg, k_idx)
+        base_obs, base_act = base_batch_arrays(cfg, self.action_dim, pool, index, base_batch)
 
         def next_value(key, idx, mb, target):
             k_z, k_members = jax.random.split(key)
@@ -137,7 +138,6 @@ class FQLAgent(WithBase):
         critic, target, metrics = critic_steps(
             self.critic, self.target_critic, critic_ensemble(cfg), pool, index, k_scan, cfg.tau, next_value
         )
-        base_obs, base_act = base_batch_arrays(cfg, self.action_dim, pool, index, base_batch)
 
         def actor_step(agent, xs):
             idx, b_obs, b_act, key = xs
