@@ -1,0 +1,352 @@
+"""Serve a policy over a websocket, in openpi's wire format with expoft's batched extension.
+
+Put your own model behind a server with :func:`serve_policy` (any process, any framework; only numpy,
+msgpack and websockets are needed in that process besides your model), then point
+:class:`~expoft.bases.RemoteBase` at it. Protocol, every message: docs/bases.md.
+
+Command line::
+
+    python -m expoft.bases.server demo --port 8000      # a toy numpy base, for smoke tests
+    python -m expoft.bases.server bench --batches 1 256  # localhost round-trip latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import http
+import itertools
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import websockets.exceptions
+import websockets.frames
+import websockets.sync.server
+
+from expoft.bases.interface import check_chunks, check_obs
+from expoft.bases.remote import PROTOCOL_VERSION, RemoteBase, packb, unpackb
+
+logger = logging.getLogger("expoft.bases.server")
+
+_PROTOCOL_KEYS = ("expoft_protocol", "obs_dim", "action_dim", "chunk_len")
+
+
+def expoft_metadata(obs_dim: int, action_dim: int, chunk_len: int, **extra: Any) -> dict:
+    """The metadata an expoft-protocol server sends first: ``{"expoft_protocol": 1, "obs_dim": D,
+    "action_dim": A, "chunk_len": H, "learns": False, **extra}``."""
+    return {"expoft_protocol": PROTOCOL_VERSION, "obs_dim": int(obs_dim), "action_dim": int(action_dim),
+            "chunk_len": int(chunk_len), "learns": False, **extra}  # fmt: skip
+
+
+def _is_base(policy: Any) -> bool:
+    return all(hasattr(policy, name) for name in ("sample", "obs_dim", "action_dim", "chunk_len"))
+
+
+def _health_check(connection, request):
+    """``GET /healthz`` answers 200 "OK" without a websocket (as openpi's server does)."""
+    if request.path == "/healthz":
+        return connection.respond(http.HTTPStatus.OK, "OK\n")
+    return None
+
+
+class PolicyServer:
+    """A websocket server answering policy requests; one thread per connection, calls to the policy
+    serialised by a lock. Build it with :func:`serve_policy`.
+
+    ``policy`` is either
+
+    * an :class:`~expoft.bases.ExternalBase` (has ``sample``, ``obs_dim``, ``action_dim``,
+      ``chunk_len``): the server announces :func:`expoft_metadata` (plus ``metadata``) and answers
+      expoft's batched requests AND openpi-style single-observation requests (``{obs_key: [obs_dim],
+      optional "seed"}`` -> ``{"actions": [chunk_len, action_dim]}``), so openpi clients can use it;
+    * or a function ``request: dict -> reply: dict`` (or an object with openpi's ``infer(dict) ->
+      dict``): "raw" mode, every decoded request is handed to it and its reply sent back, the metadata
+      is ``metadata`` as given (``{}`` by default). This is how an openpi-style policy is served.
+
+    Every reply dict gets ``"server_timing": {"infer_ms": ..., "prev_total_ms": ...}`` as openpi's. An
+    exception while answering sends its traceback as a text frame and closes the connection (code
+    1011), as openpi's server does; the server goes on serving other connections.
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        metadata: dict | None = None,
+        *,
+        obs_key: str = "observation",
+    ):
+        self.host, self.obs_key = host, obs_key
+        self._requested_port = port
+        self.base = policy if _is_base(policy) else None
+        if self.base is None:
+            fn = getattr(policy, "infer", policy)
+            if not callable(fn):
+                raise TypeError(
+                    f"serve_policy needs an ExternalBase or a callable request -> reply, got {type(policy).__name__}"
+                )
+            self._fn: Callable[[dict], Any] = fn
+            self.metadata = dict(metadata or {})
+        else:
+            base = self.base
+            self.metadata = expoft_metadata(
+                base.obs_dim, base.action_dim, base.chunk_len, learns=bool(getattr(base, "learns", False))
+            )
+            for key, value in (metadata or {}).items():
+                if key in _PROTOCOL_KEYS and value != self.metadata[key]:
+                    raise ValueError(f"metadata[{key!r}] = {value!r} contradicts the base's {self.metadata[key]!r}")
+                self.metadata[key] = value
+        packb(self.metadata)  # fail now, not at the first connection, if it cannot be encoded
+        self._lock = threading.Lock()
+        self._seeds = itertools.count()
+        self._server: websockets.sync.server.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------
+    def _listen(self) -> websockets.sync.server.Server:
+        if self._server is None:
+            self._server = websockets.sync.server.serve(
+                self._handler, self.host, self._requested_port, compression=None, max_size=None,
+                process_request=_health_check,
+            )  # fmt: skip
+        return self._server
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the OS chose when asked for port 0)."""
+        return self._listen().socket.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", None) else self.host
+        return f"ws://{host}:{self.port}"
+
+    def start(self) -> PolicyServer:
+        """Serve from a background (daemon) thread; returns at once."""
+        server = self._listen()
+        if self._thread is None:
+            self._thread = threading.Thread(target=server.serve_forever, name=f"expoft-policy-server-{self.port}")
+            self._thread.daemon = True
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve from this thread until :meth:`close` (from another thread) or Ctrl-C."""
+        server = self._listen()
+        logger.info("serving on %s", self.url)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop listening, close the open connections, wait for their handlers (idempotent)."""
+        if self._server is not None:
+            self._server.shutdown()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> PolicyServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- one connection --------------------------------------------------
+    def _handler(self, ws) -> None:
+        ws.send(packb(self.metadata))
+        prev_total_ms = None
+        while True:
+            try:
+                raw = ws.recv()
+            except websockets.exceptions.ConnectionClosed:
+                return
+            start = time.monotonic()
+            try:
+                if isinstance(raw, str):
+                    raise ValueError("expected a binary frame holding a msgpack dict, got a text frame")
+                request = unpackb(raw)
+                if not isinstance(request, dict):
+                    raise ValueError(f"expected a msgpack dict, got {type(request).__name__}")
+                with self._lock:
+                    t0 = time.monotonic()
+                    reply = self._answer(request)
+                    infer_ms = (time.monotonic() - t0) * 1e3
+                timing = {"infer_ms": infer_ms}
+                if prev_total_ms is not None:
+                    timing["prev_total_ms"] = prev_total_ms
+                ws.send(packb({**reply, "server_timing": timing}))
+                prev_total_ms = (time.monotonic() - start) * 1e3
+            except websockets.exceptions.ConnectionClosed:
+                return
+            except Exception:
+                report = traceback.format_exc()
+                logger.warning("error answering %s:\n%s", ws.remote_address, report)
+                try:
+                    ws.send(report)
+                    ws.close(websockets.frames.CloseCode.INTERNAL_ERROR, "Internal server error: traceback sent")
+                except websockets.exceptions.ConnectionClosed:
+                    pass
+                return
+
+    def _answer(self, request: dict) -> dict:
+        if self.base is None:
+            reply = self._fn(request)
+            if not isinstance(reply, dict):
+                raise TypeError(f"the policy returned {type(reply).__name__}, expected a dict like {{'actions': ...}}")
+            return reply
+        base = self.base
+        if "expoft" in request:
+            version = request["expoft"]
+            if not isinstance(version, int) or version > PROTOCOL_VERSION:
+                raise ValueError(f"request speaks expoft protocol {version!r}, this server {PROTOCOL_VERSION}")
+            for key in ("observation", "num_samples", "seed"):
+                if key not in request:
+                    raise ValueError(f"expoft request without {key!r} (keys: {sorted(request)})")
+            num_samples, seed = request["num_samples"], request["seed"]
+            if not isinstance(num_samples, int) or num_samples < 1 or not isinstance(seed, int):
+                raise ValueError(f"num_samples must be an int >= 1 and seed an int, got {num_samples!r}, {seed!r}")
+            obs = check_obs(request["observation"], base.obs_dim, "request['observation']")
+            chunks = base.sample(obs, num_samples, seed)
+            chunks = check_chunks(chunks, obs.shape[0], num_samples, base.chunk_len, base.action_dim, source="the base")
+            reply: dict = {"actions": chunks}
+            if "request_id" in request:
+                reply["request_id"] = request["request_id"]
+            return reply
+        # openpi style: one observation, one chunk
+        if self.obs_key not in request:
+            raise ValueError(f"request has no {self.obs_key!r} key (keys: {sorted(map(str, request))})")
+        obs = np.asarray(request[self.obs_key])
+        if obs.shape != (base.obs_dim,):
+            raise ValueError(f"request[{self.obs_key!r}] has shape {list(obs.shape)}, expected [{base.obs_dim}]")
+        seed = request.get("seed")
+        seed = next(self._seeds) if not isinstance(seed, int) else seed
+        chunks = base.sample(check_obs(obs[None], base.obs_dim), 1, seed)
+        return {"actions": check_chunks(chunks, 1, 1, base.chunk_len, base.action_dim, source="the base")[0, 0]}
+
+
+def serve_policy(
+    policy: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    metadata: dict | None = None,
+    *,
+    block: bool = True,
+    obs_key: str = "observation",
+) -> PolicyServer:
+    """Serve ``policy`` (an :class:`~expoft.bases.ExternalBase`, or a function ``request dict -> reply
+    dict``, see :class:`PolicyServer`) on ``host:port`` (``port=0``: any free port, see
+    ``server.port``; ``host="0.0.0.0"`` to accept other machines).
+
+    ``block=True`` serves until Ctrl-C; ``block=False`` serves from a daemon thread and returns the
+    server (``server.url``, ``server.close()``; also a context manager).
+    """
+    server = PolicyServer(policy, host, port, metadata, obs_key=obs_key)
+    if block:
+        server.serve_forever()
+        return server
+    return server.start()
+
+
+class ToyBase:
+    """A small numpy base for smoke tests and latency measurements: chunk ``= clip(0.9 tanh(obs @ W) +
+    noise * N(0, 1), -1, 1)``, ``W`` fixed, the noise drawn from ``seed``: deterministic given
+    ``(obs, num_samples, seed)``."""
+
+    learns = False
+
+    def __init__(self, obs_dim: int, action_dim: int, chunk_len: int, noise: float = 0.1):
+        self.obs_dim, self.action_dim, self.chunk_len, self.noise = obs_dim, action_dim, chunk_len, noise
+        w = np.random.default_rng(12345).standard_normal((obs_dim, chunk_len * action_dim))
+        self.w = (w / np.sqrt(obs_dim)).astype(np.float32)
+
+    def sample(self, obs: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
+        obs = check_obs(obs, self.obs_dim)
+        mean = 0.9 * np.tanh(obs @ self.w).reshape(len(obs), 1, self.chunk_len, self.action_dim)
+        eps = np.random.default_rng(seed).standard_normal((len(obs), num_samples, self.chunk_len, self.action_dim))
+        return np.clip(mean + self.noise * eps, -1.0, 1.0).astype(np.float32)
+
+
+# ---- command line ------------------------------------------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def demo_command(port: int, obs_dim: int, action_dim: int, chunk_len: int, host: str = "127.0.0.1") -> list[str]:
+    """The command line that serves a :class:`ToyBase` (what tests and the benchmark start)."""
+    return [sys.executable, "-m", "expoft.bases.server", "demo", "--host", host, "--port", str(port),
+            "--obs-dim", str(obs_dim), "--action-dim", str(action_dim), "--chunk-len", str(chunk_len)]  # fmt: skip
+
+
+def bench(batches: list[int], calls: int, num_samples: int, obs_dim: int, action_dim: int, chunk_len: int) -> list:
+    """Round trips to a :class:`ToyBase` served by another process on localhost, per batch size."""
+    port = free_port()
+    proc = subprocess.Popen(
+        demo_command(port, obs_dim, action_dim, chunk_len), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    rows = []
+    try:
+        for batch in batches:
+            url = f"ws://127.0.0.1:{port}"
+            with RemoteBase(url, obs_dim, action_dim, chunk_len, retries=40, backoff=0.1, max_backoff=0.5) as base:
+                base.connect()
+                obs = np.random.default_rng(0).standard_normal((batch, obs_dim)).astype(np.float32)
+                for i in range(5):  # warm-up, not counted
+                    base.sample(obs, num_samples, i)
+                base._latency = type(base._latency)()
+                base._server_ms = type(base._server_ms)()
+                for i in range(calls):
+                    base.sample(obs, num_samples, i)
+                stats = base.latency()
+            rows.append({"batch": batch, "num_samples": num_samples, "chunk_len": chunk_len, "action_dim": action_dim,
+                         "obs_dim": obs_dim, **{k: stats[k] for k in ("calls", "p50_ms", "p99_ms", "mean_ms",
+                                                                        "server_p50_ms")}})  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m expoft.bases.server", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("demo", "bench"):
+        p = sub.add_parser(name, help="serve a toy numpy base" if name == "demo" else "measure localhost latency")
+        p.add_argument("--obs-dim", type=int, default=28)
+        p.add_argument("--action-dim", type=int, default=5)
+        p.add_argument("--chunk-len", type=int, default=5)
+        if name == "demo":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8000)
+        else:
+            p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
+            p.add_argument("--calls", type=int, default=300)
+            p.add_argument("--num-samples", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        logging.basicConfig(level=logging.INFO)
+        server = PolicyServer(ToyBase(args.obs_dim, args.action_dim, args.chunk_len), args.host, args.port)
+        print(f"serving ToyBase on {server.url}", flush=True)
+        server.serve_forever()
+    else:
+        rows = bench(args.batches, args.calls, args.num_samples, args.obs_dim, args.action_dim, args.chunk_len)
+        for row in rows:
+            print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
