@@ -280,21 +280,25 @@ def count_nonfinite(tree: Any) -> jax.Array:
 # Generic jitted entry points: every agent class is a pytree with these methods, and its class
 # and static config are part of the tree structure, so one jit serves all agents.
 @jax.jit
-def update(agent, pool, base_batch=None):
-    """``agent.update(pool, base_batch) -> (agent, metrics)``."""
-    return agent.update(pool, base_batch)
+def update(agent, pool, base_batch=None, next_base=None):
+    """``agent.update(pool, base_batch) -> (agent, metrics)``; ``next_base``: samples of an external
+    base at the pool's next observations (EXPO)."""
+    if next_base is None:
+        return agent.update(pool, base_batch)
+    return agent.update(pool, base_batch, next_base)
 
 
 @jax.jit
-def act(agent, obs: jax.Array, rng: jax.Array):
-    """Exploration action for training rollouts: ``(actions [B, exec_dim], info)``."""
-    return agent.act(obs, rng)
+def act(agent, obs: jax.Array, rng: jax.Array, base=None):
+    """Exploration action for training rollouts: ``(actions [B, exec_dim], info)``; ``base``:
+    candidates of an external base ``[B, N, exec_dim]`` (EXPO)."""
+    return agent.act(obs, rng) if base is None else agent.act(obs, rng, base)
 
 
 @jax.jit
-def act_eval(agent, obs: jax.Array, rng: jax.Array):
+def act_eval(agent, obs: jax.Array, rng: jax.Array, base=None):
     """Evaluation action: ``(actions [B, exec_dim], info)``."""
-    return agent.act_eval(obs, rng)
+    return agent.act_eval(obs, rng) if base is None else agent.act_eval(obs, rng, base)
 
 
 @jax.jit

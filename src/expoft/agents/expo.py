@@ -226,14 +226,23 @@ class EXPOAgent(WithBase):
         )
 
     # ---- the OTF rule ----------------------------------------------------
-    def candidates(self, rng: jax.Array, obs: jax.Array, steps: int | None = None) -> jax.Array:
+    def candidates(
+        self, rng: jax.Array, obs: jax.Array, steps: int | None = None, base: jax.Array | None = None
+    ) -> jax.Array:
         """``[B, D] -> [B, N + M, exec_dim]``: the executed part of N base samples (EMA base),
-        then M edited copies of the first M."""
+        then M edited copies of the first M. ``base [B, N, exec_dim]``: base samples drawn
+        elsewhere (an external base, ``expoft.bases``) instead of the base's own."""
         cfg = self.config
         k_base, k_edit = jax.random.split(rng)
-        policy = self.base_policy
-        kwargs = {} if steps is None else {"steps": steps}
-        base = policy.sample(self.base_ema, k_base, obs, cfg.num_base_samples, **kwargs)[..., : self.exec_dim]
+        if base is None:
+            kwargs = {} if steps is None else {"steps": steps}
+            base = self.base_policy.sample(self.base_ema, k_base, obs, cfg.num_base_samples, **kwargs)
+            base = base[..., : self.exec_dim]
+        elif base.shape[1:] != (cfg.num_base_samples, self.exec_dim):
+            raise ValueError(
+                f"base candidates have shape {base.shape}, expected [B, num_base_samples, exec_dim] = "
+                f"[B, {cfg.num_base_samples}, {self.exec_dim}]"
+            )
         if cfg.num_edit_samples == 0:
             return base
         to_edit = base[:, : cfg.num_edit_samples]
@@ -258,15 +267,15 @@ class EXPOAgent(WithBase):
 
     learns_online = True
 
-    def act_eval(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
+    def act_eval(self, obs: jax.Array, rng: jax.Array, base: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """EXPO evaluates with the same OTF rule it acts with."""
-        return self.act(obs, rng)
+        return self.act(obs, rng, base)
 
-    def act(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
+    def act(self, obs: jax.Array, rng: jax.Array, base: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """OTF action (executed chunk, ``[B, exec_dim]``) for observations ``[B, D]``; info says
-        whether an edited candidate won."""
+        whether an edited candidate won. ``base``: base samples from an external base."""
         k_cand, k_score = jax.random.split(rng)
-        cands = self.candidates(k_cand, obs)
+        cands = self.candidates(k_cand, obs, base=base)
         scores = self.score(k_score, obs, cands)
         actions, index = q_guided_select(cands, scores)
         return actions, {"edited": index >= self.config.num_base_samples, "q": scores.max(axis=-1)}
@@ -280,19 +289,24 @@ class EXPOAgent(WithBase):
         return q_next.max(axis=-1) if self.config.otf_in_backup else q_next[:, 0]
 
     # ---- learning --------------------------------------------------------
-    def update(self, pool: ChunkBatch, base_batch: ChunkBatch | None = None) -> tuple[EXPOAgent, dict]:
+    def update(
+        self, pool: ChunkBatch, base_batch: ChunkBatch | None = None, next_base: jax.Array | None = None
+    ) -> tuple[EXPOAgent, dict]:
         """One update call on a pool of ``config.pool_size`` chunks of ``exec_len`` steps, the
         first ``config.pool_offline_count`` from the offline data (``ReplayBuffer.sample(...,
         num_offline=...)``). ``utd`` minibatches of ``batch_size`` are taken from it.
 
         ``base_batch``: the base's imitation batch, chunks of ``chunk_len`` actions (drawn from
         whatever data the base learns from). None: the last critic minibatch (only when
-        ``chunk_len == exec_len``)."""
+        ``chunk_len == exec_len``).
+
+        ``next_base [P, N, exec_dim]``: base samples at the pool's next observations from an
+        external base (then ``base_training`` must be frozen: the agent has no base of its own)."""
         cfg = self.config
         pool = check_pool(cfg, pool, self.action_dim)  # executed chunks, flat: [P, exec_dim]
         rng, k_idx, k_cand, k_score, k_scan, k_actor = jax.random.split(self.rng, 6)
         steps = cfg.target_flow_steps if cfg.base == "flow" else None
-        pool_cands = self.candidates(k_cand, pool.next_observations, steps)  # [P, C, d]
+        pool_cands = self.candidates(k_cand, pool.next_observations, steps, base=next_base)  # [P, C, d]
         if cfg.targets_per_call:
             pool_q = self.score(k_score, pool.next_observations, pool_cands)  # [P, C]
         index = minibatch_indices(cfg, k_idx)  # [U, B]

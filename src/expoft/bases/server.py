@@ -8,6 +8,7 @@ Command line::
 
     python -m expoft.bases.server demo --port 8000      # a toy numpy base, for smoke tests
     python -m expoft.bases.server bench --batches 1 256  # localhost round-trip latency
+    python -m expoft.bases.server run RUN_DIR --port 8000  # an expoft run's pretrained base
 """
 
 from __future__ import annotations
@@ -336,8 +337,19 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
             p.add_argument("--calls", type=int, default=300)
             p.add_argument("--num-samples", type=int, default=8)
+    p = sub.add_parser("run", help="serve the pretrained base of an expoft run folder")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "run":
+        from expoft.bases.run_base import RunBase
+
+        logging.basicConfig(level=logging.INFO)
+        server = PolicyServer(RunBase(args.run_dir), args.host, args.port)
+        print(f"serving the base of {args.run_dir} on {server.url}", flush=True)
+        server.serve_forever()
+    elif args.command == "demo":
         logging.basicConfig(level=logging.INFO)
         server = PolicyServer(ToyBase(args.obs_dim, args.action_dim, args.chunk_len), args.host, args.port)
         print(f"serving ToyBase on {server.url}", flush=True)

@@ -38,6 +38,13 @@ class RunConfig:
     baselines share its base, critic, chunk, batch and schedule settings."""
     baseline: BaselineConfig = BaselineConfig()
     """Settings only the baselines have (RLPD, FQL, DSRL, residual)."""
+    external_base: str | None = None
+    """URL of a policy server (ws://HOST:PORT, docs/bases.md) whose model is the base policy,
+    instead of expoft's own (EXPO with --base-training frozen; no pretraining here)."""
+    external_timeout_s: float = 30.0
+    """Longest wait for one reply of the external base before reconnecting and retrying."""
+    external_retries: int = 5
+    """Retries (new connections, with backoff) of a failed external-base call before the run stops."""
     base_from: Path | None = None
     """Run folder (`expoft pretrain` or `finetune`) whose base policy to start from, instead of
     pretraining here; its base settings (type, steps, width, blocks) must match `agent`."""
@@ -94,14 +101,20 @@ class RunConfig:
             )
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.external_base is not None and (self.algorithm != "expo" or self.agent.base_training != "frozen"):
+            raise ValueError("--external-base needs algorithm 'expo' and --base-training frozen")
+        if self.external_base is not None and self.base_from is not None:
+            raise ValueError("--external-base and --base-from both name the base; pass one")
         if self.intervene not in ("none", "scripted"):
             raise ValueError(f"intervene must be 'none' or 'scripted', got {self.intervene!r}")
         if not 0.0 < self.intervene_decay <= 1.0:
             raise ValueError(f"intervene_decay must lie in (0, 1], got {self.intervene_decay}")
         require_at_least(
             self, 0, "pretrain_steps", "random_steps", "start_training", "start_episodes", "updates_per_episode",
-            "video_every",
+            "video_every", "external_retries",
         )  # fmt: skip
+        if not self.external_timeout_s > 0:
+            raise ValueError(f"external_timeout_s must be > 0, got {self.external_timeout_s}")
 
 
 TINY_AGENT = EXPOConfig(

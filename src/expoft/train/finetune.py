@@ -35,6 +35,7 @@ from expoft.report.plots import plot_learning_curves
 from expoft.report.video import render_frame, write_gif
 from expoft.train.checkpoint import CheckpointStore, save_pytree
 from expoft.train.config import RunConfig
+from expoft.train.external import external_candidates, step_seed
 from expoft.train.loop import (
     RunDir,
     config_from_json,
@@ -114,17 +115,23 @@ def check_dataset(cfg: RunConfig, ds: Dataset) -> None:
         )
 
 
-def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Pretrain the base on the offline data, then run online EXPO; returns the summary."""
+def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True, base=None) -> dict:
+    """Pretrain the base on the offline data, then run online EXPO; returns the summary.
+
+    ``base``: an external base policy (``expoft.bases.ExternalBase``, e.g. a ``CallableBase``) to
+    use instead of the agent's own; ``cfg.external_base`` names a server instead."""
     start_time = time.perf_counter()
     domain = get_domain(cfg.env)
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)  # before the run folder exists: bad data leaves nothing to clean up
+    external = external_candidates(cfg, base)
     run = RunDir(out, cfg, overwrite)
     agent = make_agent(cfg)
     losses = np.zeros(0)
     if not agent.has_base:
         pass  # e.g. RLPD: no base to start from or pretrain
+    elif external is not None:
+        run.log({"phase": "pretrain", "pretrain/external_base": cfg.external_base or type(base).__name__})
     elif cfg.base_from is not None:
         agent = with_base_from(agent, cfg.base_from)
         run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
@@ -134,10 +141,12 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
                  "pretrain/final_loss": float(losses[-100:].mean())})  # fmt: skip
 
     eval_env = make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps)
-    before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg))
+    before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), external=external)
     before_base = {}
     if agent.has_base:
-        before_base = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), policy="base")
+        before_base = evaluate(
+            agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), policy="base", external=external
+        )
     run.log({"env_step": 0, **before, **before_base})
     log.info("before RL: success %.2f, base alone %s", before["eval/success"], before_base.get("eval_base/success"))
     state = LoopState(
@@ -149,11 +158,12 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
     )
     buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
     store = CheckpointStore(run.path / "checkpoints", keep=cfg.keep_checkpoints)
-    return _online(cfg, run, agent, buffer, store, state, eval_env, progress, start_time)
+    return _online(cfg, run, agent, buffer, store, state, eval_env, progress, start_time, external)
 
 
-def resume(out: str | Path, *, progress: bool = True) -> dict:
-    """Continue the run in ``out`` from its newest usable checkpoint (its own config.json)."""
+def resume(out: str | Path, *, progress: bool = True, base=None) -> dict:
+    """Continue the run in ``out`` from its newest usable checkpoint (its own config.json);
+    ``base``: the external base object the run started with, if it was given from Python."""
     start_time = time.perf_counter()
     out = Path(out)
     config_path = out / "config.json"
@@ -200,10 +210,11 @@ def resume(out: str | Path, *, progress: bool = True) -> dict:
         make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps),
         progress,
         start_time,
+        external_candidates(cfg, base),
     )
 
 
-def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress, start_time) -> dict:
+def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress, start_time, external=None) -> dict:
     domain = get_domain(cfg.env)
     agent_cfg, h = cfg.agent, cfg.agent.exec_len
     rng = np.random.default_rng()
@@ -250,7 +261,8 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         if prev < cfg.random_steps:
             chunk = rng.uniform(-1.0, 1.0, (h, domain.action_dim)).astype(np.float32)
         else:
-            a, info = act(agent, obs[None], jax.random.fold_in(act_key, prev + 1))
+            base = None if external is None else external(obs[None], step_seed(cfg, prev))
+            a, info = act(agent, obs[None], jax.random.fold_in(act_key, prev + 1), base)
             chunk = np.asarray(a[0])
             if "edited" in info:
                 state.acted_edited.append(bool(info["edited"][0]))
@@ -279,7 +291,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
             calls = _update_calls_due(cfg, prev, step, episode_ended)
         if calls:
             t0 = time.perf_counter()
-            for _ in range(calls):
+            for i in range(calls):
                 pool = buffer.sample(rng, agent_cfg.pool_size, discount=agent_cfg.discount, chunk_len=h,
                                      num_offline=agent_cfg.pool_offline_count)  # fmt: skip
                 base_batch = None
@@ -289,7 +301,12 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
                         offline_fraction=agent_cfg.offline_fraction,
                         successful_only=agent_cfg.base_training == "successes",
                     )  # fmt: skip
-                new_agent, metrics = update(agent, pool, base_batch)
+                next_base = None
+                if external is not None:
+                    next_base = external(
+                        pool.next_observations, step_seed(cfg, step, salt=state.update_calls + i + 1), "update"
+                    )
+                new_agent, metrics = update(agent, pool, base_batch, next_base)
                 metrics = {k: float(v) for k, v in metrics.items()}  # also waits for the work: honest timing
                 _stop_if_diverged(metrics, agent, run, step, state)
                 agent = new_agent
@@ -307,7 +324,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
             bar.set(success=f"{row['train/rolling_success']:.2f}", calls=state.update_calls,
                     grad_per_s=f"{grad_per_s:.0f}")  # fmt: skip
         if _crossed(prev, step, cfg.eval_every) or last:
-            result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed)
+            result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed, external=external)
             run.log({"env_step": step, **result})
             state.evals.append({"env_step": step, **result})
             if state.first_95 is None and result["eval/success"] >= 0.95:
@@ -321,10 +338,13 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     # The final agent and replay data (for `expoft eval`, `--base-from`, analysis). The run may end
     # mid-episode: that episode's flags are final too, since it ends with the run.
     checkpoint()
-    return _finish(cfg, run, state, buffer, elapsed())
+    extra = {} if external is None else {"external_base_latency_ms": external.latency_ms()}
+    return _finish(cfg, run, state, buffer, elapsed(), extra)
 
 
-def _finish(cfg: RunConfig, run: RunDir, state: LoopState, buffer: ReplayBuffer, wall_seconds: float) -> dict:
+def _finish(
+    cfg: RunConfig, run: RunDir, state: LoopState, buffer: ReplayBuffer, wall_seconds: float, extra: dict
+) -> dict:
     domain = get_domain(cfg.env)
     before, final = state.before, state.evals[-1]
     summary = {
@@ -351,6 +371,7 @@ def _finish(cfg: RunConfig, run: RunDir, state: LoopState, buffer: ReplayBuffer,
         if state.update_time
         else None,
         "evaluations": [{"env_step": e.get("env_step", 0), "success": e["eval/success"]} for e in state.evals],
+        **extra,
     }
     run.write_json("summary.json", summary)
     bc = summary["bc_success"]

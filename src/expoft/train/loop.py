@@ -147,12 +147,14 @@ def evaluate(
     policy: str = "otf",
     video: str | Path | None = None,
     video_episodes: int = 1,
+    external=None,
 ) -> dict:
     """Run ``episodes`` episodes with reset seeds ``seed, seed+1, ...``.
 
     ``policy``: ``otf`` (the agent's evaluation policy: EXPO's OTF rule, a baseline's own) or
     ``base`` (the imitation policy alone).
     ``video``: a ``.gif`` of the first ``video_episodes`` episodes (``env`` made with ``render=True``).
+    ``external``: an ``ExternalCandidates`` whose base replaces the agent's own (EXPO).
     """
     if policy not in ("otf", "base"):
         raise ValueError(f"policy must be 'otf' or 'base', got {policy!r}")
@@ -174,10 +176,14 @@ def evaluate(
         done, steps = False, 0
         while not done:
             key, k = jax.random.split(key)
+            draw = (seed + e) * 1009 + steps  # the external base's seed: fixed per episode and step
             if policy == "otf":
-                action, info = act_eval(agent, obs[None], k)
+                base = None if external is None else external(obs[None], draw)
+                action, info = act_eval(agent, obs[None], k, base)
                 if "edited" in info:
                     edited.append(bool(info["edited"][0]))
+            elif external is not None:
+                action = external(obs[None], draw, num_samples=1)[:, 0]
             else:
                 action = act_base(agent, obs[None], k)
             obs, _, terminated, truncated, step_info = chunked.step(np.asarray(action[0]))
