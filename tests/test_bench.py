@@ -392,3 +392,13 @@ def test_smoke_bench_then_skip(tmp_path, capsys):
     assert "all runs have finished" in printed and "| expo | 1/1 |" in printed
     assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in logs} == logs
     assert {p: p.stat().st_mtime_ns for p in summaries} == summaries
+
+
+def test_nominal_step_puts_chunked_evaluations_on_the_grid():
+    from expoft.bench.report import nominal_step
+
+    assert nominal_step(1004, 1000, 2000, 5) == 1000  # a chunk of 5 overshot the grid point
+    assert nominal_step(1000, 1000, 2000, 1) == 1000
+    assert nominal_step(2003, 1000, 2000, 5) == 2000  # the last evaluation, past env_steps
+    assert nominal_step(1500, 1000, 5000, 5) == 1500  # not a grid point: kept
+    assert nominal_step(0, 1000, 2000, 5) == 0

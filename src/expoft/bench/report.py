@@ -95,7 +95,12 @@ class RunRecord:
 
     @property
     def evaluations(self) -> list[dict]:
-        return list(self.summary.get("evaluations") or []) if self.summary else []
+        """The run's evaluations, each at its nominal env step (see :func:`nominal_step`)."""
+        evals = list(self.summary.get("evaluations") or []) if self.summary else []
+        cfg = _read_json(self.run_dir / "config.json") or {}
+        every, total = cfg.get("eval_every"), cfg.get("env_steps")
+        chunk = (cfg.get("agent") or {}).get("exec_len", 1)
+        return [{**e, "env_step": nominal_step(int(e["env_step"]), every, total, chunk)} for e in evals]
 
     @property
     def cpu_seconds(self) -> float | None:
@@ -106,6 +111,18 @@ class RunRecord:
         if self.bench and self.bench.get("wall_seconds") is not None:
             return self.bench["wall_seconds"]
         return self.summary.get("wall_seconds") if self.summary else None
+
+
+def nominal_step(step: int, every: int | None, total: int | None, chunk: int) -> int:
+    """The evaluation grid point an evaluation belongs to. A run evaluates as soon as its env step
+    crosses a multiple of ``eval_every``, and with chunks of ``exec_len`` actions that is up to
+    ``exec_len - 1`` steps later (1004 for 1000 with chunks of 5); the last evaluation, at or past
+    ``env_steps``, is put at ``env_steps``. Runs of chunked and plain methods then share columns."""
+    if total is not None and step >= total:
+        return int(total)
+    if every and step % every < chunk:
+        return step - step % every
+    return step
 
 
 def _read_json(path: Path) -> dict | None:
