@@ -297,3 +297,13 @@ def test_base_training_modes():
     assert np.isfinite(float(metrics["base/loss"]))
     with pytest.raises(ValueError, match="base_training must be one of"):
         dataclasses.replace(TINY, base_training="some")
+
+
+def test_frozen_chunked_base_needs_no_base_batch():
+    cfg = dataclasses.replace(TINY, chunk_len=4, exec_len=3, base_training="frozen")
+    assert not cfg.base_needs_own_batch
+    agent = EXPOAgent.create(cfg, OBS, ACT)
+    new, metrics = update(agent, pool(cfg))
+    assert "base/loss" not in metrics and np.isfinite(float(metrics["critic/loss"]))
+    for a, b in zip(jax.tree.leaves(agent.base_ema), jax.tree.leaves(new.base_ema), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -158,6 +158,8 @@ class EXPOConfig:
     def base_needs_own_batch(self) -> bool:
         """The base's imitation batch cannot be the last critic minibatch: other chunk length, or
         other data."""
+        if self.base_training == "frozen":  # nothing imitates: no batch to draw
+            return False
         return self.chunk_len != self.exec_len or self.base_training == "successes"
 
     @property
