@@ -111,6 +111,11 @@ def test_demo_command_writes_summary_and_curve(tmp_path, monkeypatch, capsys):
     assert summary["seed"] == 2 and summary["env_steps"] == 300
     assert (run / "learning_curve.png").stat().st_size > 10_000
     assert "final_success" in capsys.readouterr().out
+    # --resume continues a killed demo; a finished one is refused, and nothing is rewritten
+    args = ["demo", "--preset", "tiny", "--out", str(tmp_path / "demo"), "--no-progress", "--seed", "2"]
+    assert main([*args, "--resume"]) == 2
+    assert "has finished" in capsys.readouterr().err
+    assert json.loads((run / "summary.json").read_text()) == summary
 
 
 def test_update_schedules():

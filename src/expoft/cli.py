@@ -184,11 +184,16 @@ class Demo:
     config: Annotated[RunConfig, tyro.conf.OmitArgPrefixes]
     out: Path = Path("runs/demo")
     overwrite: bool = False
+    resume: bool = False
+    """Continue the killed demo in --out/seed<seed> from its newest checkpoint."""
     progress: bool = True
 
     def run(self) -> None:
         out = self.out / f"seed{self.config.seed}"
-        summary = finetune(self.config, out, overwrite=self.overwrite, progress=self.progress)
+        if self.resume:
+            summary = resume(out, progress=self.progress)
+        else:
+            summary = finetune(self.config, out, overwrite=self.overwrite, progress=self.progress)
         keys = ("bc_success", "final_success", "env_steps", "env_steps_to_95", "wall_seconds", "seed")
         for key in keys:
             print(f"{key:<16} {summary[key]}")

@@ -75,7 +75,7 @@ class RunDir:
             if not overwrite:
                 raise FileExistsError(
                     f"{self.path} already holds a run; choose another --out, continue it with "
-                    f"--resume {self.path}, or replace it with --overwrite"
+                    f"`expoft finetune --resume {self.path}`, or replace it with --overwrite"
                 )
             for name in RUN_FILES:  # only what a run writes; anything else the user put there stays
                 target = self.path / name
