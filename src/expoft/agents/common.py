@@ -121,7 +121,7 @@ def critic_steps(
         mb = jax.tree.map(lambda x: x[idx], pool)
         key, k_next = jax.random.split(key)
         v_next, extra = next_value(k_next, idx, mb, target)
-        y = jax.lax.stop_gradient(mb.rewards + mb.discounts * mb.masks * v_next)
+        y = td_target(mb, v_next)
 
         def loss_fn(params):
             q = ensemble.apply(params, mb.observations, mb.actions)  # [E, B]
@@ -181,6 +181,16 @@ def tanh_actor(head: TanhGaussian, params: Any, rng: jax.Array, obs: jax.Array, 
         u, log_prob = tanh_gaussian_sample(rng, mean, log_std)
         return scale * u, log_prob
     return scale * jnp.tanh(mean), jnp.zeros(mean.shape[:-1])
+
+
+def temperature(init: float, lr: float) -> Trainable:
+    """A learnable SAC temperature, kept as log alpha (Adam at ``lr``)."""
+    return Trainable.create(jnp.log(jnp.float32(init)), optax.adam(lr))
+
+
+def td_target(batch, v_next: jax.Array) -> jax.Array:
+    """``y = R + gamma^n * mask * v(s')`` for chunk transitions (no gradient)."""
+    return jax.lax.stop_gradient(batch.rewards + batch.discounts * batch.masks * v_next)
 
 
 def temperature_step(log_alpha: Trainable, entropy: jax.Array, target_entropy: float) -> Trainable:

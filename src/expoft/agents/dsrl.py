@@ -34,6 +34,7 @@ from expoft.agents.common import (
     sac_actor_step,
     subset_min,
     tanh_actor,
+    temperature,
 )
 from expoft.agents.expo import EXPOConfig
 from expoft.data.replay import ChunkBatch
@@ -77,9 +78,7 @@ class DSRLAgent(WithBase):
             noise_critic=Trainable.create(noise_critic, optax.adam(config.critic_lr)),
             critic=Trainable.create(critic, optax.adam(config.critic_lr)),
             target_critic=critic,
-            log_alpha=Trainable.create(
-                jnp.log(jnp.float32(baseline.actor_init_temperature)), optax.adam(config.temperature_lr)
-            ),
+            log_alpha=temperature(baseline.actor_init_temperature, config.temperature_lr),
             rng=rng,
             config=config,
             baseline=baseline,

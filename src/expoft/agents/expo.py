@@ -40,6 +40,8 @@ from expoft.agents.common import (
     new_base,
     q_guided_select,
     subset_min,
+    td_target,
+    temperature,
     temperature_step,
 )
 from expoft.data.replay import ChunkBatch
@@ -218,9 +220,7 @@ class EXPOAgent(WithBase):
             edit=Trainable.create(edit_params, optax.adam(config.edit_lr)),
             critic=Trainable.create(critic_params, optax.adam(config.critic_lr)),
             target_critic=critic_params,
-            log_alpha=Trainable.create(
-                jnp.log(jnp.float32(config.init_temperature)), optax.adam(config.temperature_lr)
-            ),
+            log_alpha=temperature(config.init_temperature, config.temperature_lr),
             rng=rng,
             config=config,
             obs_dim=obs_dim,
@@ -285,7 +285,7 @@ class EXPOAgent(WithBase):
     def td_target(self, batch: ChunkBatch, q_next: jax.Array) -> jax.Array:
         """``y = R + gamma^n * mask * V(s')``, V the best candidate's subset-min target Q
         (``q_next [B, C]``), or the first base sample's without OTF in the backup."""
-        return jax.lax.stop_gradient(batch.rewards + batch.discounts * batch.masks * self._backup_value(q_next))
+        return td_target(batch, self._backup_value(q_next))
 
     def _backup_value(self, q_next: jax.Array) -> jax.Array:
         return q_next.max(axis=-1) if self.config.otf_in_backup else q_next[:, 0]

@@ -28,6 +28,7 @@ from expoft.agents.common import (
     sac_actor_step,
     subset_min,
     tanh_actor,
+    temperature,
 )
 from expoft.agents.expo import EXPOConfig
 from expoft.data.replay import ChunkBatch
@@ -67,9 +68,7 @@ class RLPDAgent:
             actor=Trainable.create(actor_params, optax.adam(baseline.actor_lr)),
             critic=Trainable.create(critic_params, optax.adam(config.critic_lr)),
             target_critic=critic_params,
-            log_alpha=Trainable.create(
-                jnp.log(jnp.float32(baseline.actor_init_temperature)), optax.adam(config.temperature_lr)
-            ),
+            log_alpha=temperature(baseline.actor_init_temperature, config.temperature_lr),
             rng=rng,
             config=config,
             baseline=baseline,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -93,9 +94,9 @@ class RunRecord:
     def failed(self) -> bool:
         return not self.finished and bool(self.bench) and self.bench.get("status") == "failed"
 
-    @property
+    @functools.cached_property
     def evaluations(self) -> list[dict]:
-        """The run's evaluations, each at its nominal env step (see :func:`nominal_step`)."""
+        """The run's evaluations, each at its nominal env step (see :func:`nominal_step`); read once."""
         evals = list(self.summary.get("evaluations") or []) if self.summary else []
         cfg = _read_json(self.run_dir / "config.json") or {}
         every, total = cfg.get("eval_every"), cfg.get("env_steps")
