@@ -16,6 +16,13 @@ written step. For each sampled chunk (all shapes with batch B)::
 so that the TD target is ``y = rewards + discounts * masks * Q'(next_observations, .)``.
 h = 1 gives the ordinary transition (discount gamma). The discount is an
 argument: it belongs to the agent's config, not to the buffer.
+
+Pixel observations (``expoft.obs``): ``observations`` and ``next_observations``
+are then dicts ``{"pixels": uint8 [B, S, S, C], "proprio": float32 [B, P]}``.
+Each frame is stored once: an episode of L steps keeps its L + 1 frames
+s_0 .. s_L in a frame ring, and transition t points at frame s_t (its next
+observation is the following frame). Proprioception is small and kept per
+transition like a state vector.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 
 from expoft.data.dataset import Dataset
 from expoft.fileio import atomic_write
+from expoft.obs import PIXELS, PROPRIO, ObsSpec, PixelSpec, vector_dim
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +43,12 @@ log = logging.getLogger(__name__)
 class ChunkBatch(NamedTuple):
     """A batch of (possibly length-1) chunks; see the module docstring for shapes."""
 
-    observations: np.ndarray  # [B, D] float32
+    observations: np.ndarray  # [B, D] float32 (pixels: a dict, see the module docstring)
     actions: np.ndarray  # [B, h, A] float32 in [-1, 1]
     rewards: np.ndarray  # [B] float32, discounted sum over the valid steps
     discounts: np.ndarray  # [B] float32, gamma ** (number of valid steps)
     masks: np.ndarray  # [B] float32, 0 where the chunk ends in a terminal state
-    next_observations: np.ndarray  # [B, D] float32
+    next_observations: np.ndarray  # [B, D] float32 (or a dict)
     valid: np.ndarray  # [B, h] float32
     offline: np.ndarray  # [B] bool
     intervened: np.ndarray | None = None  # [B] bool: an intervener chose some step of the chunk
@@ -49,10 +57,30 @@ class ChunkBatch(NamedTuple):
 class _Part:
     """Contiguous transition arrays seen as a ring (the offline part is a full ring)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], size: int, ptr: int):
+    def __init__(self, arrays: dict[str, np.ndarray], size: int, ptr: int, frames: np.ndarray | None = None):
         self.a = arrays
         self.size = size
         self.ptr = ptr  # next write position
+        # Pixels: a["frame_ids"][i] is the id of transition i's observation frame, its next
+        # observation is frame id + 1; frame id g lives in frames[g % len(frames)].
+        self.frames = frames
+        self.frames_written = 0 if frames is None else len(frames)
+
+    def frame_lost(self, idx: np.ndarray) -> np.ndarray:
+        """Transitions whose observation frame the frame ring has already overwritten."""
+        if self.frames is None:
+            return np.zeros(len(idx), bool)
+        return self.a["frame_ids"][idx] < self.frames_written - len(self.frames)
+
+    def observations_at(self, idx: np.ndarray, last: np.ndarray) -> tuple:
+        a = self.a
+        if self.frames is None:
+            return a["observations"][idx], a["next_observations"][last]
+        ids = a["frame_ids"]
+        fc = len(self.frames)
+        obs = {PIXELS: self.frames[ids[idx] % fc], PROPRIO: a["observations"][idx]}
+        nxt = {PIXELS: self.frames[(ids[last] + 1) % fc], PROPRIO: a["next_observations"][last]}
+        return obs, nxt
 
     @property
     def capacity(self) -> int:
@@ -72,13 +100,14 @@ class _Part:
         powers = discount ** np.arange(chunk_len, dtype=np.float64)
         rewards = (a["rewards"][pos] * valid * powers).sum(axis=1)
         actions = np.where(valid[..., None], a["actions"][pos], a["actions"][last][:, None])
+        observations, next_observations = self.observations_at(idx, last)
         return {
-            "observations": a["observations"][idx],
+            "observations": observations,
             "actions": actions,
             "rewards": rewards.astype(np.float32),
             "discounts": (discount**n).astype(np.float32),
             "masks": (~a["terminals"][last]).astype(np.float32),
-            "next_observations": a["next_observations"][last],
+            "next_observations": next_observations,
             "valid": valid.astype(np.float32),
             "intervened": (a["intervened"][pos] & valid).any(axis=1),
         }
@@ -91,14 +120,31 @@ class ReplayBuffer:
     """Offline dataset (read-only) + preallocated online ring buffer.
 
     Args:
-        obs_dim, action_dim: sizes of one observation and one action.
+        obs_dim: size of one state observation, or a ``PixelSpec`` for pixel observations.
+        action_dim: size of one action.
         capacity: online transitions kept; the oldest are overwritten.
         offline: task-labelled dataset to mix in (see ``load_dataset(..., task=K)``).
+        offline_frames: with pixels, the offline dataset's frames in the layout of
+            ``expoft.data.frames`` (``[N + E, S, S, C]``, each episode's L + 1 frames in order).
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, capacity: int, offline: Dataset | None = None):
+    # Frame slots per transition slot of the online ring: an episode of L steps needs L + 1 frames,
+    # so episodes averaging >= 10 steps fit; with shorter ones the oldest transitions lose their
+    # frames a little before they leave the ring, and are no longer drawn.
+    FRAME_SLACK = 1.1
+
+    def __init__(
+        self,
+        obs_dim: ObsSpec,
+        action_dim: int,
+        capacity: int,
+        offline: Dataset | None = None,
+        offline_frames: np.ndarray | None = None,
+    ):
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
+        self.pixels = obs_dim if isinstance(obs_dim, PixelSpec) else None
+        obs_dim = vector_dim(obs_dim)  # the flat part: the state, or the proprioception
         self.obs_dim, self.action_dim = obs_dim, action_dim
         shapes = {
             "observations": ((obs_dim,), np.float32),
@@ -110,19 +156,28 @@ class ReplayBuffer:
             "successful": ((), np.bool_),
             "intervened": ((), np.bool_),
         }
-        self._online = _Part({k: np.zeros((capacity, *s), d) for k, (s, d) in shapes.items()}, 0, 0)
-        self._offline = self._offline_part(offline) if offline is not None else None
+        frames = None
+        if self.pixels is not None:
+            shapes["frame_ids"] = ((), np.int64)
+            frames = np.zeros((int(capacity * self.FRAME_SLACK) + 2, *self.pixels.image_shape), np.uint8)
+        self._online = _Part({k: np.zeros((capacity, *s), d) for k, (s, d) in shapes.items()}, 0, 0, frames)
+        self._online.frames_written = 0
+        if offline_frames is not None and self.pixels is None:
+            raise ValueError("offline_frames given to a buffer of state observations; pass a PixelSpec as obs_dim")
+        self._offline = self._offline_part(offline, offline_frames) if offline is not None else None
         self._episode_len = 0  # steps of the online episode being written
         self.total_added = 0  # online transitions ever added (a global index, for saving in segments)
         self._success_index: tuple[np.ndarray, np.ndarray] | None = None  # cached flagged slots
 
-    def _offline_part(self, ds: Dataset) -> _Part:
+    def _offline_part(self, ds: Dataset, frames: np.ndarray | None) -> _Part:
         if not ds.has_task:
             raise ValueError(
                 "the offline dataset has no rewards/terminals; play data must be labelled for a task "
                 "first: load_dataset(path, env=..., task=K)"
             )
-        if (ds.obs_dim, ds.action_dim) != (self.obs_dim, self.action_dim):
+        # With pixels the dataset's state vectors start with the proprioception the buffer keeps.
+        dims_fit = ds.obs_dim >= self.obs_dim if self.pixels is not None else ds.obs_dim == self.obs_dim
+        if not dims_fit or ds.action_dim != self.action_dim:
             raise ValueError(
                 f"offline dataset has obs/action dims ({ds.obs_dim}, {ds.action_dim}); "
                 f"the buffer expects ({self.obs_dim}, {self.action_dim})"
@@ -136,7 +191,23 @@ class ReplayBuffer:
         success = ds.episode_success if ds.episode_success is not None else np.zeros(len(starts), bool)
         arrays["successful"] = np.repeat(success, stops - starts)
         arrays["intervened"] = np.zeros(ds.num_transitions, bool)
-        return _Part(arrays, ds.num_transitions, 0)
+        if self.pixels is None:
+            return _Part(arrays, ds.num_transitions, 0)
+        if frames is None:
+            raise ValueError("a pixel buffer needs the offline dataset's frames (expoft.data.frames.frames_for)")
+        want = (ds.num_transitions + ds.num_episodes, *self.pixels.image_shape)
+        if frames.shape != want or frames.dtype != np.uint8:
+            raise ValueError(
+                f"offline frames have shape {frames.shape} {frames.dtype}; expected {want} uint8 "
+                "(one frame per observation of each episode, L + 1 per episode; see expoft.data.frames)"
+            )
+        arrays["observations"] = ds.observations[:, : self.obs_dim]
+        arrays["next_observations"] = ds.next_observations[:, : self.obs_dim]
+        episode = np.repeat(np.arange(len(starts)), stops - starts)
+        arrays["frame_ids"] = np.arange(ds.num_transitions) + episode
+        view = frames.view()
+        view.flags.writeable = False
+        return _Part(arrays, ds.num_transitions, 0, view)
 
     # ---- sizes -----------------------------------------------------------
     @property
@@ -165,7 +236,15 @@ class ReplayBuffer:
     ) -> None:
         """Append one online transition; ``episode_end`` marks the last step of an episode and
         ``success`` (on that step) flags the whole episode as successful (see ``successful_only``
-        in :meth:`sample`); ``intervened`` flags a step whose action an intervener chose."""
+        in :meth:`sample`); ``intervened`` flags a step whose action an intervener chose.
+        Pixel buffers take pixel observations; within an episode ``observation`` must be the
+        previous step's ``next_observation`` (its frame is stored once)."""
+        frames = None
+        if self.pixels is not None:
+            self.pixels.check(observation)
+            self.pixels.check(next_observation)
+            frames = (observation[PIXELS], next_observation[PIXELS])
+            observation, next_observation = observation[PROPRIO], next_observation[PROPRIO]
         observation = np.asarray(observation, np.float32)
         next_observation = np.asarray(next_observation, np.float32)
         action = np.asarray(action, np.float32)
@@ -188,6 +267,8 @@ class ReplayBuffer:
         part = self._online
         i = part.ptr
         a = part.a
+        if frames is not None:
+            a["frame_ids"][i] = self._write_frames(*frames)
         a["observations"][i] = observation
         a["next_observations"][i] = next_observation
         a["actions"][i] = action
@@ -208,6 +289,30 @@ class ReplayBuffer:
                 a["successful"][(part.ptr - 1 - np.arange(n)) % part.capacity] = True
                 self._success_index = None
             self._episode_len = 0
+
+    def _write_frames(self, frame: np.ndarray, next_frame: np.ndarray) -> int:
+        """Store an online step's frames; returns the id of its observation frame."""
+        part = self._online
+        fc = len(part.frames)
+        if self._episode_len == 0:  # an episode's first observation
+            part.frames[part.frames_written % fc] = frame
+            part.frames_written += 1
+        elif not np.array_equal(part.frames[(part.frames_written - 1) % fc], frame):
+            raise ValueError(
+                "this observation's frame differs from the previous step's next observation: within an "
+                "episode add transitions in order (s_t = previous s_{t+1}); end the episode first otherwise"
+            )
+        part.frames[part.frames_written % fc] = next_frame
+        part.frames_written += 1
+        if part.frames_written > fc:  # old frames are being overwritten: the success index may go stale
+            self._success_index = None
+        return part.frames_written - 2
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of the online part (frames included): what the buffer costs in memory."""
+        part = self._online
+        return sum(a.nbytes for a in part.a.values()) + (0 if part.frames is None else part.frames.nbytes)
 
     # ---- sampling --------------------------------------------------------
     def sample(
@@ -266,6 +371,7 @@ class ReplayBuffer:
         if self._success_index is None:
             off = np.zeros(0, np.int64) if self._offline is None else np.flatnonzero(self._offline.a["successful"])
             on = np.flatnonzero(self._online.a["successful"][: self._online.size])
+            on = on[~self._online.frame_lost(on)]
             self._success_index = (off, on)
         return self._success_index
 
@@ -299,9 +405,14 @@ class ReplayBuffer:
 
     @staticmethod
     def _draw(rng: np.random.Generator, part: _Part, n: int) -> np.ndarray:
-        if part.size == part.capacity:
-            return rng.integers(0, part.capacity, size=n)
-        return rng.integers(0, part.size, size=n)
+        idx = rng.integers(0, part.size, size=n)
+        lost = part.frame_lost(idx)
+        for _ in range(100):  # only the oldest few transitions can have lost their frames
+            if not lost.any():
+                return idx
+            idx[lost] = rng.integers(0, part.size, size=int(lost.sum()))
+            lost = part.frame_lost(idx)
+        raise RuntimeError("could not draw transitions whose frames are still held; raise the buffer capacity")
 
     # ---- persistence (online part; the offline part is its dataset file) --
     # A checkpoint stores the online ring as segments: the transitions added since the last save,
@@ -309,18 +420,28 @@ class ReplayBuffer:
     SEGMENT_FIELDS = ("observations", "next_observations", "actions", "rewards", "terminals",
                       "episode_ends", "successful", "intervened")  # fmt: skip
 
+    def _segment_fields(self) -> tuple[str, ...]:
+        return self.SEGMENT_FIELDS + (("frame_ids",) if self.pixels is not None else ())
+
     def segment(self, start: int) -> dict[str, np.ndarray]:
         """The transitions with global indices ``[start, total_added)`` still held (at most
-        ``capacity`` of them), as arrays in the order they were added, plus ``start``/``end``.
+        ``capacity`` of them), as arrays in the order they were added, plus ``start``/``end``;
+        pixel buffers add the frames those transitions use (``frames``, from id ``frame_start``).
         Call it between episodes: ``successful`` is only final once an episode has ended."""
         if not 0 <= start <= self.total_added:
             raise ValueError(f"segment start {start} outside [0, {self.total_added}]")
         part = self._online
         first = max(start, self.total_added - part.capacity)
         slots = np.arange(first, self.total_added) % part.capacity
-        arrays = {k: part.a[k][slots] for k in self.SEGMENT_FIELDS}
+        arrays = {k: part.a[k][slots] for k in self._segment_fields()}
         arrays["start"] = np.int64(first)
         arrays["end"] = np.int64(self.total_added)
+        if self.pixels is not None:
+            fc = len(part.frames)
+            lo = int(arrays["frame_ids"][0]) if len(slots) else part.frames_written
+            lo = max(lo, part.frames_written - fc)
+            arrays["frames"] = part.frames[np.arange(lo, part.frames_written) % fc]
+            arrays["frame_start"] = np.int64(lo)
         return arrays
 
     def restore_segment(self, arrays: dict[str, np.ndarray]) -> None:
@@ -333,20 +454,37 @@ class ReplayBuffer:
                 f"segment [{start}, {end}) does not continue the {self.total_added} transitions restored so far"
             )
         n = end - start
-        for k in self.SEGMENT_FIELDS:
+        for k in self._segment_fields():
             want = (n, *self._online.a[k].shape[1:])
             if k not in arrays or arrays[k].shape != want or arrays[k].dtype != self._online.a[k].dtype:
                 got = None if k not in arrays else (arrays[k].shape, arrays[k].dtype)
                 raise ValueError(f"segment field {k!r}: expected {want} {self._online.a[k].dtype}, got {got}")
         part = self._online
+        if self.pixels is not None:
+            self._restore_frames(arrays)
         slots = np.arange(start, end) % part.capacity
-        for k in self.SEGMENT_FIELDS:
+        for k in self._segment_fields():
             part.a[k][slots] = arrays[k]
         self.total_added = end
         part.ptr = end % part.capacity
         part.size = min(end, part.capacity)
         self._episode_len = 0
         self._success_index = None
+
+    def _restore_frames(self, arrays: dict[str, np.ndarray]) -> None:
+        part = self._online
+        frames = arrays.get("frames")
+        if frames is None or "frame_start" not in arrays:
+            raise ValueError("segment of a pixel buffer without 'frames'/'frame_start'; was it written by a state run?")
+        if frames.shape[1:] != part.frames.shape[1:] or frames.dtype != np.uint8:
+            raise ValueError(
+                f"segment frames {frames.shape} {frames.dtype}; this buffer holds {part.frames.shape[1:]} uint8"
+            )
+        lo = int(arrays["frame_start"])
+        if lo > part.frames_written:
+            raise ValueError(f"segment frames start at id {lo}; only {part.frames_written} frames restored so far")
+        part.frames[np.arange(lo, lo + len(frames)) % len(part.frames)] = frames
+        part.frames_written = lo + len(frames)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the whole online part to ``path`` (.npz, no pickle)."""
@@ -357,7 +495,8 @@ class ReplayBuffer:
             "episode_len": np.int64(self._episode_len),
             "total_added": np.int64(self.total_added),
         }
-        atomic_write(path, lambda f: np.savez(f, **counters, **part.a))
+        extra = {} if part.frames is None else {"frames": part.frames, "frames_written": np.int64(part.frames_written)}
+        atomic_write(path, lambda f: np.savez(f, **counters, **part.a, **extra))
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore the online part written by :meth:`save` (same dims and capacity)."""
@@ -372,6 +511,13 @@ class ReplayBuffer:
             self._online.ptr, self._online.size = int(f["ptr"]), int(f["size"])
             self._episode_len = int(f["episode_len"])
             self.total_added = int(f["total_added"]) if "total_added" in f.files else self._online.size
+            if self._online.frames is not None:
+                if "frames" not in f.files or f["frames"].shape != self._online.frames.shape:
+                    raise ValueError(
+                        f"{path}: no frames of shape {self._online.frames.shape}; not this pixel buffer's file"
+                    )
+                self._online.frames[...] = f["frames"]
+                self._online.frames_written = int(f["frames_written"])
         self._success_index = None
 
 
