@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from expoft.nets import Critic, Ensemble, TanhGaussian, tanh_gaussian_sample
+from expoft.agents.critics import EncodedEnsemble, broadcast_rows, critic_ensemble, q_values
+from expoft.nets import TanhGaussian, tanh_gaussian_sample
+from expoft.obs import ObsSpec
 from expoft.policies import BASE_POLICIES
 
 
@@ -32,10 +34,10 @@ class Trainable:
 
 def base_policy(cfg, action_dim: int):
     """The base policy object of a config (``cfg.base``, its steps and size) emitting ``action_dim``."""
-    return BASE_POLICIES[cfg.base](action_dim, cfg.flow_steps, cfg.base_width, cfg.base_blocks)
+    return BASE_POLICIES[cfg.base](action_dim, cfg.flow_steps, cfg.base_width, cfg.base_blocks, encoder=cfg.encoder)
 
 
-def new_base(cfg, rng: jax.Array, obs_dim: int, action_dim: int) -> tuple[Trainable, Any]:
+def new_base(cfg, rng: jax.Array, obs_dim: ObsSpec, action_dim: int) -> tuple[Trainable, Any]:
     """Fresh base parameters for chunks of ``cfg.chunk_len`` actions: ``(trainable, ema copy)``;
     AdamW with cosine decay (ALGORITHMS.md)."""
     params = base_policy(cfg, cfg.chunk_len * action_dim).init(rng, obs_dim)
@@ -80,10 +82,15 @@ class WithBase:
 
         def step(agent, idx):
             rng, key = jax.random.split(agent.rng)
-            base, base_ema, loss = agent._imitation_step(key, obs[idx], actions[idx])
+            base, base_ema, loss = agent._imitation_step(key, rows(obs, idx), actions[idx])
             return agent.replace(base=base, base_ema=base_ema, rng=rng), loss
 
         return jax.lax.scan(step, self, index)
+
+
+def rows(tree: Any, idx: jax.Array) -> Any:
+    """``x[idx]`` for every array of a pytree (state or pixel observations, batches)."""
+    return jax.tree.map(lambda x: x[idx], tree)
 
 
 def polyak(target: Any, online: Any, rate: float) -> Any:
@@ -118,13 +125,13 @@ def critic_steps(
 
     def step(carry, idx):
         critic, target, key = carry
-        mb = jax.tree.map(lambda x: x[idx], pool)
+        mb = rows(pool, idx)
         key, k_next = jax.random.split(key)
         v_next, extra = next_value(k_next, idx, mb, target)
         y = td_target(mb, v_next)
 
         def loss_fn(params):
-            q = ensemble.apply(params, mb.observations, mb.actions)  # [E, B]
+            q = q_values(ensemble, params, mb.observations, mb.actions, jax.random.fold_in(k_next, 1))  # [E, B]
             return jnp.mean((q - y) ** 2), q
 
         (loss, q), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic.params)
@@ -224,18 +231,13 @@ def minibatch_indices(cfg, rng: jax.Array) -> jax.Array:
     return jnp.concatenate(parts, axis=1)
 
 
-def critic_ensemble(cfg) -> Ensemble:
-    """The critic ensemble of a config: ``num_critics`` LayerNorm MLPs."""
-    return Ensemble(Critic(cfg.critic_hidden, layer_norm=True), cfg.num_critics)
-
-
-def subset_min(cfg, params: Any, rng: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
-    """Min over ``cfg.critic_subset`` random members of the ensemble ``params``: obs ``[B, D]``,
-    actions ``[B, ..., d]`` -> ``[B, ...]`` (the same members for every row)."""
-    ensemble = critic_ensemble(cfg)
+def subset_min(cfg, params: Any, rng: jax.Array, obs: Any, actions: jax.Array) -> jax.Array:
+    """Min over ``cfg.critic_subset`` random members of the ensemble ``params``: obs ``[B, D]``
+    (or pixel observations), actions ``[B, ..., d]`` -> ``[B, ...]`` (the same members for every row)."""
+    ensemble = critic_ensemble(cfg, pixels=isinstance(obs, dict))
     members = ensemble.random_members(rng, cfg.critic_subset)
-    obs = obs.reshape(obs.shape[0], *([1] * (actions.ndim - 2)), obs.shape[-1])
-    obs = jnp.broadcast_to(obs, (*actions.shape[:-1], obs.shape[-1]))
+    if not isinstance(ensemble, EncodedEnsemble):  # pixels are encoded first, then broadcast
+        obs = broadcast_rows(obs, actions)
     return ensemble.apply_subset(params, members, obs, actions).min(axis=0)
 
 
@@ -264,8 +266,8 @@ def base_batch_arrays(cfg, action_dim: int, pool, index: jax.Array, base_batch=N
                 "the base needs its own batch (chunk_len-step chunks, from successful episodes if "
                 "base_training='successes')"
             )
-        rows = index[-k:]
-        return pool.observations[rows], pool.actions[rows]
+        last = index[-k:]
+        return rows(pool.observations, last), pool.actions[last]
     if base_batch.actions.shape[1:] != (cfg.chunk_len, action_dim):
         raise ValueError(
             f"base_batch actions have shape {base_batch.actions.shape[1:]}, expected (chunk_len, A) = "
@@ -276,7 +278,7 @@ def base_batch_arrays(cfg, action_dim: int, pool, index: jax.Array, base_batch=N
             f"base_batch has {len(base_batch.actions)} rows, expected actor_steps * batch_size = {cfg.base_batch_size}"
         )
     return (
-        base_batch.observations.reshape(k, cfg.batch_size, -1),
+        jax.tree.map(lambda x: x.reshape(k, cfg.batch_size, *x.shape[1:]), base_batch.observations),
         base_batch.actions.reshape(k, cfg.batch_size, -1),
     )
 

@@ -30,6 +30,7 @@ import optax
 
 from expoft.agents import common
 from expoft.agents.common import (
+    EncodedEnsemble,
     Trainable,
     WithBase,
     base_batch_arrays,
@@ -39,13 +40,18 @@ from expoft.agents.common import (
     minibatch_indices,
     new_base,
     q_guided_select,
+    rows,
     subset_min,
     td_target,
     temperature,
     temperature_step,
 )
+from expoft.agents.critics import broadcast_rows
 from expoft.data.replay import ChunkBatch
+from expoft.encoders import EncoderConfig
 from expoft.nets import TanhGaussian, tanh_gaussian_sample
+from expoft.obs import ObsSpec, is_pixels
+from expoft.obs import zeros as blank_obs
 from expoft.policies import BASE_POLICIES
 from expoft.validation import require_at_least
 
@@ -113,6 +119,10 @@ class EXPOConfig:
     targets_per_call: bool = False
     """Speed option: score the target candidates once per update call (target critic as of the
     call's start) instead of at every critic step."""
+    encoder: EncoderConfig = EncoderConfig()
+    """Pixel observations only: the critic's image encoder (shared by its members, trained by the
+    critic loss; the edit policy reads its features, gradient stopped) and the augmentation; the
+    base has its own encoder of the same shape, trained by imitation."""
 
     def __post_init__(self):
         if self.base not in BASE_POLICIES:
@@ -198,22 +208,26 @@ class EXPOAgent(WithBase):
     log_alpha: Trainable
     rng: jax.Array
     config: EXPOConfig = flax.struct.field(pytree_node=False)
-    obs_dim: int = flax.struct.field(pytree_node=False)
+    obs_dim: ObsSpec = flax.struct.field(pytree_node=False)
+    """Size of a state observation, or the ``PixelSpec`` of pixel observations."""
     action_dim: int = flax.struct.field(pytree_node=False)
     """Size of ONE action; chunks are flattened to ``exec_dim`` / ``base_dim``."""
 
     # ---- construction ----------------------------------------------------
     @classmethod
-    def create(cls, config: EXPOConfig, obs_dim: int, action_dim: int, seed: int = 0) -> EXPOAgent:
-        """``action_dim``: size of one action (the environment's)."""
+    def create(cls, config: EXPOConfig, obs_dim: ObsSpec, action_dim: int, seed: int = 0) -> EXPOAgent:
+        """``obs_dim``: state size, or a ``PixelSpec``; ``action_dim``: size of one action."""
         rng = jax.random.PRNGKey(seed)
         rng, k_base, k_edit, k_critic = jax.random.split(rng, 4)
         exec_dim = config.exec_len * action_dim
         base, base_ema = new_base(config, k_base, obs_dim, action_dim)
+        ensemble = critic_ensemble(config, is_pixels(obs_dim))
+        critic_params = ensemble.init(k_critic, blank_obs(obs_dim), jnp.zeros((1, exec_dim)))
+        edit_in = obs_dim
+        if isinstance(ensemble, EncodedEnsemble):  # the edit policy reads the critic's features
+            edit_in = ensemble.features(critic_params, blank_obs(obs_dim)).shape[-1]
         edit_net = TanhGaussian(exec_dim, config.edit_hidden)
-        edit_params = edit_net.init(k_edit, jnp.zeros((1, obs_dim + exec_dim)))
-        ensemble = critic_ensemble(config)
-        critic_params = ensemble.init(k_critic, jnp.zeros((1, obs_dim)), jnp.zeros((1, exec_dim)))
+        edit_params = edit_net.init(k_edit, jnp.zeros((1, edit_in + exec_dim)))
         return cls(
             base=base,
             base_ema=base_ema,
@@ -248,16 +262,23 @@ class EXPOAgent(WithBase):
         if cfg.num_edit_samples == 0:
             return base
         to_edit = base[:, : cfg.num_edit_samples]
-        edited, _ = self._edit(self.edit.params, k_edit, obs, to_edit)
+        edited, _ = self._edit(self.edit.params, k_edit, self._edit_condition(obs, self.critic.params), to_edit)
         return jnp.concatenate([base, edited], axis=1)
 
-    def _edit(self, params: Any, rng: jax.Array, obs: jax.Array, actions: jax.Array):
-        """Edited actions and ``log pi_edit(u | s, a)`` for actions ``[B, ..., d]``."""
-        obs = jnp.broadcast_to(
-            obs.reshape(obs.shape[0], *([1] * (actions.ndim - 2)), -1), (*actions.shape[:-1], obs.shape[-1])
-        )
+    def _edit_condition(self, obs: Any, critic_params: Any) -> jax.Array:
+        """What the edit policy reads of an observation: the state itself, or for pixels the
+        critic encoder's features with the gradient stopped (EXPO-FT 3): ``[B, F]``."""
+        if not isinstance(obs, dict):
+            return obs
+        ensemble = critic_ensemble(self.config, pixels=True)
+        return jax.lax.stop_gradient(ensemble.features(critic_params, obs))
+
+    def _edit(self, params: Any, rng: jax.Array, cond: jax.Array, actions: jax.Array):
+        """Edited actions and ``log pi_edit(u | s, a)`` for actions ``[B, ..., d]``; ``cond [B, F]``
+        from :meth:`_edit_condition`."""
+        cond = broadcast_rows(cond, actions)
         mean, log_std = TanhGaussian(self.exec_dim, self.config.edit_hidden).apply(
-            params, jnp.concatenate([obs, actions], axis=-1)
+            params, jnp.concatenate([cond, actions], axis=-1)
         )
         u, log_prob = tanh_gaussian_sample(rng, mean, log_std)
         return jnp.clip(actions + self.config.edit_scale * u, -1.0, 1.0), log_prob
@@ -313,7 +334,7 @@ class EXPOAgent(WithBase):
             pool_q = self.score(k_score, pool.next_observations, pool_cands)  # [P, C]
         index = minibatch_indices(cfg, k_idx)  # [U, B]
         base_data = base_batch_arrays(cfg, self.action_dim, pool, index, base_batch)  # checked before any work
-        ensemble = critic_ensemble(cfg)
+        ensemble = critic_ensemble(cfg, is_pixels(self.obs_dim))
 
         def next_value(key, idx, mb, target):
             if cfg.targets_per_call:
@@ -332,8 +353,8 @@ class EXPOAgent(WithBase):
         def actor_step(carry, xs):
             agent = carry
             idx, base_obs, base_act, key = xs
-            agent, step_metrics = agent._actor_step(key, critic.params, pool.observations[idx], pool.actions[idx],
-                                                    base_obs, base_act)  # fmt: skip
+            agent, step_metrics = agent._actor_step(key, critic.params, rows(pool.observations, idx),
+                                                    pool.actions[idx], base_obs, base_act)  # fmt: skip
             return agent, step_metrics
 
         actor, actor_metrics = jax.lax.scan(actor_step, self, (actor_idx, *base_data, keys))
@@ -345,7 +366,9 @@ class EXPOAgent(WithBase):
         """One base (imitation), one edit and one temperature step; the critic is fixed."""
         cfg = self.config
         k_base, k_edit = jax.random.split(rng)
-        ensemble = critic_ensemble(cfg)
+        pixels = isinstance(obs, dict)
+        ensemble = critic_ensemble(cfg, pixels)
+        cond = self._edit_condition(obs, critic_params)  # pixels: encoded once, shared with the Q below
 
         # Base: imitation only; no Q gradient ever reaches it.
         base, base_ema, metrics = self.base, self.base_ema, {}
@@ -357,8 +380,11 @@ class EXPOAgent(WithBase):
         log_scale = self.exec_dim * math.log(cfg.edit_scale)
 
         def edit_loss_fn(params):
-            edited, log_prob = self._edit(params, k_edit, obs, act)
-            q = ensemble.apply(critic_params, obs, edited).mean(axis=0)
+            edited, log_prob = self._edit(params, k_edit, cond, act)
+            if pixels:
+                q = ensemble.apply_features(critic_params, cond, edited).mean(axis=0)
+            else:
+                q = ensemble.apply(critic_params, obs, edited).mean(axis=0)
             log_prob_action = log_prob - log_scale  # density of a~ = a + beta u
             return jnp.mean(alpha * log_prob_action - q), (log_prob_action, edited)
 

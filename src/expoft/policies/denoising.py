@@ -1,13 +1,19 @@
-"""What the flow and DDPM bases share: the network, its size, and initialisation."""
+"""What the flow and DDPM bases share: the network, its size, initialisation, and how an
+observation becomes the network's conditioning input (a state vector as it is; pixels through
+the base's own image encoder, trained by the imitation loss only)."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from expoft.encoders import EncoderConfig, PixelEncoder, augment
 from expoft.nets import DenoisingNet
+from expoft.obs import PIXELS, PROPRIO, ObsSpec, PixelSpec
+from expoft.obs import zeros as blank_obs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,5 +34,26 @@ class DenoisingPolicy:
     def net(self) -> DenoisingNet:
         return DenoisingNet(self.action_dim, self.width, self.blocks, self.time_features)
 
-    def init(self, rng: jax.Array, obs_dim: int) -> dict:
-        return self.net.init(rng, jnp.zeros((1, obs_dim)), jnp.zeros((1, self.action_dim)), jnp.zeros((1,)))
+    encoder: EncoderConfig = EncoderConfig()
+    """Image encoder (and augmentation during imitation) for pixel observations; unused for states."""
+
+    def init(self, rng: jax.Array, obs_dim: ObsSpec) -> dict:
+        """Parameters for state observations of size ``obs_dim``, or for pixel observations
+        (``obs_dim`` a ``PixelSpec``: then ``{"encoder": ..., "net": ...}``)."""
+        x, t = jnp.zeros((1, self.action_dim)), jnp.zeros((1,))
+        if not isinstance(obs_dim, PixelSpec):
+            return self.net.init(rng, jnp.zeros((1, obs_dim)), x, t)
+        k_enc, k_net = jax.random.split(rng)
+        encoder = PixelEncoder(self.encoder)
+        enc_params = encoder.init(k_enc, blank_obs(obs_dim))
+        features = encoder.apply(enc_params, blank_obs(obs_dim))
+        return {"encoder": enc_params, "net": self.net.init(k_net, features, x, t)}
+
+    def condition(self, params: Any, obs: Any, rng: jax.Array | None = None) -> tuple[Any, jax.Array]:
+        """``(network params, conditioning [..., F])`` of observations. Pixels are encoded once per
+        observation (not once per sample or denoising step); ``rng``: augment them first (training)."""
+        if not isinstance(obs, dict):
+            return params, obs
+        pixels = obs[PIXELS] if rng is None else augment(rng, obs[PIXELS], self.encoder)
+        features = PixelEncoder(self.encoder).apply(params["encoder"], {PIXELS: pixels, PROPRIO: obs[PROPRIO]})
+        return params["net"], features

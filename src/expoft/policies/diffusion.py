@@ -37,6 +37,8 @@ class DiffusionPolicy(DenoisingPolicy):
     def loss(self, params: dict, rng: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
         _, _, alpha_bar, _ = self._schedule()
         noise_key, time_key = jax.random.split(rng)
+        aug_key = jax.random.fold_in(rng, 1)  # only pixels use it; keeps the state path's stream
+        params, obs = self.condition(params, obs, aug_key)
         eps = jax.random.normal(noise_key, actions.shape)
         t = jax.random.randint(time_key, actions.shape[:-1], 0, self.steps)
         ab = alpha_bar[t][..., None]
@@ -51,6 +53,7 @@ class DiffusionPolicy(DenoisingPolicy):
         if steps not in (None, self.steps):
             raise ValueError(f"DDPM samples with its {self.steps} training steps; got steps={steps}")
         betas, alphas, alpha_bar, alpha_bar_prev = self._schedule()
+        params, obs = self.condition(params, obs)
         obs = jnp.broadcast_to(obs[:, None], (obs.shape[0], num_samples, obs.shape[-1]))
         init_key, loop_key = jax.random.split(rng)
         x = jax.random.normal(init_key, (*obs.shape[:-1], self.action_dim))
@@ -76,6 +79,7 @@ class DiffusionPolicy(DenoisingPolicy):
         if steps not in (None, self.steps):
             raise ValueError(f"DDPM decodes with its {self.steps} training steps; got steps={steps}")
         _, _, alpha_bar, alpha_bar_prev = self._schedule()
+        params, obs = self.condition(params, obs)
 
         def step(i, x):
             t = self.steps - 1 - i

@@ -19,30 +19,36 @@ from expoft.policies.denoising import DenoisingPolicy
 class FlowPolicy(DenoisingPolicy):
     def loss(self, params: dict, rng: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
         noise_key, time_key = jax.random.split(rng)
+        aug_key = jax.random.fold_in(rng, 1)  # only pixels use it; keeps the state path's stream
+        net_params, cond = self.condition(params, obs, aug_key)
         x0 = jax.random.normal(noise_key, actions.shape)
         t = jax.random.uniform(time_key, actions.shape[:-1])
         xt = (1.0 - t[..., None]) * x0 + t[..., None] * actions
-        v = self.net.apply(params, obs, xt, t)
+        v = self.net.apply(net_params, cond, xt, t)
         return jnp.mean((v - (actions - x0)) ** 2)
 
     def sample(
         self, params: dict, rng: jax.Array, obs: jax.Array, num_samples: int, steps: int | None = None
     ) -> jax.Array:
         """``[B, D] -> [B, num_samples, d]``; ``steps`` overrides the Euler step count."""
-        noise = jax.random.normal(rng, (obs.shape[0], num_samples, self.action_dim))
-        obs = jnp.broadcast_to(obs[:, None], (obs.shape[0], num_samples, obs.shape[-1]))
-        return self.decode(params, obs, noise, steps)
+        net_params, cond = self.condition(params, obs)
+        noise = jax.random.normal(rng, (cond.shape[0], num_samples, self.action_dim))
+        cond = jnp.broadcast_to(cond[:, None], (cond.shape[0], num_samples, cond.shape[-1]))
+        return self._integrate(net_params, cond, noise, steps)
 
     def decode(self, params: dict, obs: jax.Array, noise: jax.Array, steps: int | None = None) -> jax.Array:
         """The deterministic map from noise x0 to an action: obs ``[..., D]``, noise ``[..., d]``
         (same leading shape) -> ``[..., d]``. FQL distils it, DSRL steers its input."""
+        return self._integrate(*self.condition(params, obs), noise, steps)
+
+    def _integrate(self, params: dict, cond: jax.Array, noise: jax.Array, steps: int | None) -> jax.Array:
         steps = steps or self.steps
         x = noise
         dt = 1.0 / steps
 
         def euler(k, x):
             t = jnp.full(x.shape[:-1], k * dt)
-            return x + dt * self.net.apply(params, obs, x, t)
+            return x + dt * self.net.apply(params, cond, x, t)
 
         x = jax.lax.fori_loop(0, steps, euler, x)
         return jnp.clip(x, -1.0, 1.0)
