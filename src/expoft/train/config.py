@@ -7,7 +7,9 @@ from pathlib import Path
 
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.expo import EXPOConfig
+from expoft.encoders import EncoderConfig
 from expoft.envs.ogbench_domains import check_task, get_domain
+from expoft.obs import PixelSpec
 from expoft.validation import require_at_least
 
 ALGORITHMS = ("expo", "bc", "rlpd", "fql", "dsrl", "residual")
@@ -38,6 +40,10 @@ class RunConfig:
     baselines share its base, critic, chunk, batch and schedule settings."""
     baseline: BaselineConfig = BaselineConfig()
     """Settings only the baselines have (RLPD, FQL, DSRL, residual)."""
+    pixels: PixelSpec | None = None
+    """Learn from camera images (plus proprioception) instead of the state: image size and
+    cameras (cube domains, EXPO only; the offline data's frames are rendered from its states
+    and cached). None: state observations."""
     external_base: str | None = None
     """URL of a policy server (ws://HOST:PORT, docs/bases.md) whose model is the base policy,
     instead of expoft's own (EXPO with --base-training frozen; no pretraining here)."""
@@ -113,6 +119,14 @@ class RunConfig:
             self, 0, "pretrain_steps", "random_steps", "start_training", "start_episodes", "updates_per_episode",
             "video_every", "external_retries",
         )  # fmt: skip
+        if self.pixels is not None:
+            if get_domain(self.env).family != "cube":
+                raise ValueError(f"pixel observations are available for the cube domains, not {self.env}")
+            if self.algorithm != "expo" or self.external_base is not None or self.video_every:
+                raise ValueError(
+                    "pixel observations work with algorithm 'expo' and its own base (no --external-base) "
+                    "and without --video-every for now"
+                )
         if not self.external_timeout_s > 0:
             raise ValueError(f"external_timeout_s must be > 0, got {self.external_timeout_s}")
 
@@ -179,6 +193,24 @@ PRESETS: dict[str, RunConfig] = {
 
 # EXPO-FT on the demo task and budget (`expoft demo --preset expo-ft-demo`).
 PRESETS["expo-ft-demo"] = dataclasses.replace(PRESETS["demo"], agent=EXPO_FT_AGENT)
+
+# EXPO-FT from camera images on the demo task (ALGORITHMS.md, EXPO-FT 3-4): one 64x64 front
+# camera plus proprioception, batches of 64 images, the base a small image-conditioned flow
+# policy pretrained on frames rendered from the demos (the stand-in for a VLA).
+PIXELS_AGENT = dataclasses.replace(EXPO_FT_AGENT, batch_size=64, target_pool_size=256, chunk_len=5, exec_len=5)
+PRESETS["pixels"] = dataclasses.replace(
+    PRESETS["demo"], agent=PIXELS_AGENT, pixels=PixelSpec(), update_every=20, start_training=0, start_episodes=10,
+    buffer_capacity=100_000, pretrain_steps=10_000, env_steps=10_000, eval_every=2_500,
+)  # fmt: skip
+# Runs in seconds-to-a-minute: smoke tests of the pixel path (32x32 frames, tiny networks).
+PRESETS["tiny-pixels"] = dataclasses.replace(
+    PRESETS["tiny"],
+    agent=dataclasses.replace(
+        TINY_AGENT, encoder=EncoderConfig(channels=(8, 16), groups=4, feature_dim=32, proprio_dim_embed=16)
+    ),
+    pixels=PixelSpec(image_size=32),
+    demo_episodes=2,
+)
 
 
 def preset(name: str, **overrides) -> RunConfig:

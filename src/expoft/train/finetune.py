@@ -28,8 +28,8 @@ from expoft.data.dataset import Dataset, array_sha256
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.chunks import ActionChunks
 from expoft.envs.interventions import ScriptedIntervener
-from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
+from expoft.obs import add_batch_axis
 from expoft.progress import Progress
 from expoft.report.plots import plot_learning_curves
 from expoft.report.video import render_frame, write_gif
@@ -42,7 +42,9 @@ from expoft.train.loop import (
     evaluate,
     evaluation_seed,
     make_agent,
+    make_run_env,
     offline_data,
+    offline_frames,
     pretrain_base,
     to_jsonable,
     with_base_from,
@@ -115,15 +117,22 @@ def check_dataset(cfg: RunConfig, ds: Dataset) -> None:
         )
 
 
+def run_buffer(cfg: RunConfig, ds: Dataset, frames: np.ndarray | None) -> ReplayBuffer:
+    """The run's replay buffer, the offline data (and its frames, for pixels) mixed in."""
+    domain = get_domain(cfg.env)
+    obs_spec = cfg.pixels if cfg.pixels is not None else domain.obs_dim
+    return ReplayBuffer(obs_spec, domain.action_dim, cfg.buffer_capacity, offline=ds, offline_frames=frames)
+
+
 def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True, base=None) -> dict:
     """Pretrain the base on the offline data, then run online EXPO; returns the summary.
 
     ``base``: an external base policy (``expoft.bases.ExternalBase``, e.g. a ``CallableBase``) to
     use instead of the agent's own; ``cfg.external_base`` names a server instead."""
     start_time = time.perf_counter()
-    domain = get_domain(cfg.env)
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)  # before the run folder exists: bad data leaves nothing to clean up
+    frames = offline_frames(cfg, ds, progress)
     external = external_candidates(cfg, base)
     run = RunDir(out, cfg, overwrite)
     agent = make_agent(cfg)
@@ -136,11 +145,11 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         agent = with_base_from(agent, cfg.base_from)
         run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
     elif cfg.pretrain_steps:
-        agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
+        agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress, frames)
         run.log({"phase": "pretrain", "pretrain/steps": cfg.pretrain_steps,
                  "pretrain/final_loss": float(losses[-100:].mean())})  # fmt: skip
 
-    eval_env = make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps)
+    eval_env = make_run_env(cfg)
     before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), external=external)
     before_base = {}
     if agent.has_base:
@@ -156,7 +165,7 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         dataset_sha256=dataset_sha256(ds),
         checkpoint_due=True,  # a first checkpoint before RL: a resume never repeats pretraining
     )
-    buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
+    buffer = run_buffer(cfg, ds, frames)
     store = CheckpointStore(run.path / "checkpoints", keep=cfg.keep_checkpoints)
     return _online(cfg, run, agent, buffer, store, state, eval_env, progress, start_time, external)
 
@@ -185,7 +194,6 @@ def resume(out: str | Path, *, progress: bool = True, base=None) -> dict:
             "written with; a run continues with the settings it started with (restore config.json, or "
             "start a new run with --base-from)"
         )
-    domain = get_domain(cfg.env)
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)
     state = LoopState(**record["state"])
@@ -195,7 +203,7 @@ def resume(out: str | Path, *, progress: bool = True, base=None) -> dict:
             f"{state.dataset_sha256[:12]}..., now {dataset_sha256(ds)[:12]}...); resume with the same dataset"
         )
     template = make_agent(cfg)
-    buffer = ReplayBuffer(domain.obs_dim, domain.action_dim, cfg.buffer_capacity, offline=ds)
+    buffer = run_buffer(cfg, ds, offline_frames(cfg, ds, progress))
     agent = store.restore(record, template, buffer)
     run = RunDir.reopen(out, state.metrics_bytes)
     run.log({"phase": "resume", "env_step": state.step})
@@ -207,7 +215,7 @@ def resume(out: str | Path, *, progress: bool = True, base=None) -> dict:
         buffer,
         store,
         state,
-        make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps),
+        make_run_env(cfg),
         progress,
         start_time,
         external_candidates(cfg, base),
@@ -221,7 +229,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     rng.bit_generator.state = state.sampling_rng
     act_key = jax.random.PRNGKey(cfg.seed + 1)
     intervener = None
-    env = make_env(cfg.env, cfg.task, render=cfg.video_every > 0, episode_steps=cfg.episode_steps)
+    env = make_run_env(cfg, render=cfg.video_every > 0)
     raw_env, frames = env, []
 
     def filming() -> bool:
@@ -261,8 +269,9 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         if prev < cfg.random_steps:
             chunk = rng.uniform(-1.0, 1.0, (h, domain.action_dim)).astype(np.float32)
         else:
-            base = None if external is None else external(obs[None], step_seed(cfg, prev))
-            a, info = act(agent, obs[None], jax.random.fold_in(act_key, prev + 1), base)
+            batch = add_batch_axis(obs)
+            base = None if external is None else external(batch, step_seed(cfg, prev))
+            a, info = act(agent, batch, jax.random.fold_in(act_key, prev + 1), base)
             chunk = np.asarray(a[0])
             if "edited" in info:
                 state.acted_edited.append(bool(info["edited"][0]))

@@ -30,10 +30,12 @@ from expoft.agents.expo import EXPOConfig
 from expoft.data.dataset import Dataset, label_for_task, load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.replay import ReplayBuffer
+from expoft.encoders import EncoderConfig
 from expoft.envs.chunks import ActionChunks
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import atomic_write
+from expoft.obs import PIXELS, PROPRIO, PixelSpec, add_batch_axis
 from expoft.progress import Progress
 from expoft.report.video import render_frame, write_gif
 from expoft.train.checkpoint import load_pytree, save_pytree
@@ -178,14 +180,15 @@ def evaluate(
             key, k = jax.random.split(key)
             draw = (seed + e) * 1009 + steps  # the external base's seed: fixed per episode and step
             if policy == "otf":
-                base = None if external is None else external(obs[None], draw)
-                action, info = act_eval(agent, obs[None], k, base)
+                batch = add_batch_axis(obs)
+                base = None if external is None else external(batch, draw)
+                action, info = act_eval(agent, batch, k, base)
                 if "edited" in info:
                     edited.append(bool(info["edited"][0]))
             elif external is not None:
-                action = external(obs[None], draw, num_samples=1)[:, 0]
+                action = external(add_batch_axis(obs), draw, num_samples=1)[:, 0]
             else:
-                action = act_base(agent, obs[None], k)
+                action = act_base(agent, add_batch_axis(obs), k)
             obs, _, terminated, truncated, step_info = chunked.step(np.asarray(action[0]))
             steps += len(step_info["transitions"])
             done = terminated or truncated
@@ -229,15 +232,44 @@ def dataset_chunks(ds: Dataset, chunk_len: int) -> np.ndarray:
 
 
 def make_agent(cfg: RunConfig):
-    """A fresh agent of ``cfg.algorithm`` for ``cfg.env``."""
+    """A fresh agent of ``cfg.algorithm`` for ``cfg.env`` (on pixels with ``cfg.pixels``)."""
     domain = get_domain(cfg.env)
-    return create_agent(cfg.algorithm, cfg.agent, domain.obs_dim, domain.action_dim, cfg.seed, cfg.baseline)
+    obs_spec = cfg.pixels if cfg.pixels is not None else domain.obs_dim
+    return create_agent(cfg.algorithm, cfg.agent, obs_spec, domain.action_dim, cfg.seed, cfg.baseline)
 
 
-def pretrain_base(agent, ds: Dataset, steps: int, seed: int, progress: bool = True):
+def make_run_env(cfg: RunConfig, render: bool = False):
+    """The run's environment: state observations, or pixel ones with ``cfg.pixels``."""
+    if cfg.pixels is None:
+        return make_env(cfg.env, cfg.task, render=render, episode_steps=cfg.episode_steps)
+    from expoft.envs.pixels import make_pixel_env  # MuJoCo rendering: only pixel runs need it
+
+    return make_pixel_env(cfg.env, cfg.task, cfg.pixels, episode_steps=cfg.episode_steps)
+
+
+def offline_frames(cfg: RunConfig, ds: Dataset, progress: bool = True) -> np.ndarray | None:
+    """The offline data's frames for a pixel run (rendered once, then cached); None for states."""
+    if cfg.pixels is None:
+        return None
+    from expoft.data.frames import frames_for
+
+    return frames_for(ds, cfg.pixels, progress=progress)
+
+
+def dataset_observations(ds: Dataset, frames: np.ndarray | None, spec: PixelSpec | None):
+    """Every transition's observation: ``[N, D]`` states, or pixel observations from ``frames``."""
+    if spec is None:
+        return ds.observations
+    starts, stops = ds.episode_bounds()
+    rows = np.arange(ds.num_transitions) + np.repeat(np.arange(len(starts)), stops - starts)
+    return {PIXELS: frames[rows], PROPRIO: ds.observations[:, : spec.proprio_dim]}
+
+
+def pretrain_base(agent, ds: Dataset, steps: int, seed: int, progress: bool = True, frames: np.ndarray | None = None):
     """``steps`` imitation steps of the base on all of ``ds`` (chunks of ``chunk_len`` actions);
-    returns ``(agent, losses)``."""
-    obs = jax.numpy.asarray(ds.observations)
+    ``frames``: the dataset's frames when the agent sees pixels. Returns ``(agent, losses)``."""
+    spec = agent.obs_dim if isinstance(agent.obs_dim, PixelSpec) else None
+    obs = jax.tree.map(jax.numpy.asarray, dataset_observations(ds, frames, spec))
     actions = jax.numpy.asarray(dataset_chunks(ds, agent.config.chunk_len).reshape(ds.num_transitions, -1))
     rng = np.random.default_rng(seed)
     bar = Progress(steps, "pretrain", unit="step", enabled=progress)
@@ -261,7 +293,12 @@ def config_from_json(data: dict) -> RunConfig:
     def tuples(d: dict) -> dict:
         return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
-    fields = {**data, "agent": EXPOConfig(**tuples(data["agent"]))}
+    agent = tuples(data["agent"])
+    if isinstance(agent.get("encoder"), dict):
+        agent["encoder"] = EncoderConfig(**tuples(agent["encoder"]))
+    fields = {**data, "agent": EXPOConfig(**agent)}
+    if data.get("pixels") is not None:
+        fields["pixels"] = PixelSpec(**tuples(data["pixels"]))
     if "baseline" in data:
         fields["baseline"] = BaselineConfig(**tuples(data["baseline"]))
     for name in ("dataset", "base_from"):
@@ -301,7 +338,7 @@ def with_base_from(agent, run_dir: str | Path):
         raise ValueError(f"--base-from needs a base policy on both sides; {run_dir} or this run's algorithm has none")
     mismatched = [
         f"{name}: {getattr(source_cfg.agent, name)!r} there, {getattr(agent.config, name)!r} here"
-        for name in BASE_FIELDS
+        for name in BASE_FIELDS + (("encoder",) if isinstance(agent.obs_dim, PixelSpec) else ())
         if getattr(source_cfg.agent, name) != getattr(agent.config, name)
     ]
     if source.obs_dim != agent.obs_dim or source.action_dim != agent.action_dim:
@@ -323,7 +360,9 @@ def evaluate_run(
     video_episodes: int = 1,
 ) -> dict:
     cfg, agent, step = load_run_agent(run_dir, checkpoint)
-    env = make_env(cfg.env, cfg.task, render=video is not None, episode_steps=cfg.episode_steps)
+    if video is not None and cfg.pixels is not None:
+        raise ValueError("videos of pixel runs are not supported yet; evaluate without --video")
+    env = make_run_env(cfg, render=video is not None)
     result = evaluate(agent, env, episodes, seed, video=video, video_episodes=video_episodes)
     if video is not None:
         result["video"] = str(video)
@@ -337,11 +376,11 @@ def pretrain_only(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, p
     agent = make_agent(cfg)
     if not agent.has_base:
         raise ValueError(f"algorithm {cfg.algorithm!r} has no base policy to pretrain")
-    agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress)
+    agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress, offline_frames(cfg, ds, progress))
     save_pytree(agent, run.path / "checkpoints" / "agent_0.npz", env_step=np.int64(0))
     result = evaluate(
         agent,
-        make_env(cfg.env, cfg.task, episode_steps=cfg.episode_steps),
+        make_run_env(cfg),
         cfg.eval_episodes,
         evaluation_seed(cfg),
         policy="base",
