@@ -1,6 +1,9 @@
-"""Shared fixtures: small hand-made datasets and one tiny generated demo set."""
+"""Shared fixtures: small hand-made datasets, one tiny generated demo set, the rendering check."""
 
 from __future__ import annotations
+
+import functools
+import os
 
 import numpy as np
 import pytest
@@ -56,3 +59,38 @@ def cube_demos():
     from expoft.data.generate import DemosConfig, generate
 
     return generate(DemosConfig(env="cube-single", task=1, episodes=3, seed=0), workers=1, progress=False)
+
+
+@functools.cache
+def render_problem() -> str | None:
+    """Why this machine cannot render offscreen with MuJoCo (None when it can); checked once."""
+    import expoft.envs  # noqa: F401  (MUJOCO_GL=egl unless the user chose otherwise)
+
+    try:
+        import dm_control.mjcf  # noqa: F401  (OGBench's model builder opens an EGL display when imported)
+        import mujoco
+
+        model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='0.1'/></worldbody></mujoco>")
+        renderer = mujoco.Renderer(model, 16, 16)
+        try:
+            renderer.update_scene(mujoco.MjData(model))
+            renderer.render()
+        finally:
+            renderer.close()
+    except Exception as error:  # no EGL library, no driver, no device: MuJoCo raises several types
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def rendering():
+    """Use in tests that render: skipped where offscreen rendering is unavailable, but failed when
+    EXPOFT_REQUIRE_RENDER=1 (CI sets it, so that a missing EGL is never silently skipped)."""
+    problem = render_problem()
+    if problem is not None:
+        if os.environ.get("EXPOFT_REQUIRE_RENDER") == "1":
+            pytest.fail(
+                f"offscreen rendering is unavailable ({problem}) but EXPOFT_REQUIRE_RENDER=1; install EGL "
+                "(bash scripts/setup.sh does: libegl1 libegl-mesa0 libgl1-mesa-dri libgl1)"
+            )
+        pytest.skip(f"offscreen rendering is unavailable: {problem}")

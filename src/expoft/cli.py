@@ -3,6 +3,7 @@
 expoft data demos --env cube-single --task 1 --episodes 30 --seed 0
 expoft data play --env cube-double --transitions 1000000 --seed 0
 expoft data info PATH
+expoft data render PATH --image-size 64 --cameras front_pixels
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import tyro
 
 from expoft.bench import parse_bench
 from expoft.data.dataset import REWARD_MODES, DatasetError, describe, load_dataset
+from expoft.data.frames import get_or_render
 from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_generate
+from expoft.obs import PixelSpec
 from expoft.train.config import RunConfig, preset
 from expoft.train.finetune import finetune, resume
 from expoft.train.loop import evaluate_run, pretrain_only
@@ -114,10 +117,35 @@ class Info:
             _print_info(info)
 
 
+@dataclasses.dataclass(frozen=True)
+class Render:
+    """Render camera frames of every state of a generated dataset (for pixel observations) and
+    cache them beside it as NAME.frames-<S>px-<cameras>.npz; an existing file is validated."""
+
+    path: tyro.conf.Positional[Path]
+    """Dataset file (NAME.npz, NAME.json or NAME) made by `expoft data demos` or `expoft data play`."""
+    image_size: int = 64
+    """Square frames of this many pixels per side."""
+    cameras: tuple[str, ...] = ("front_pixels",)
+    """MuJoCo cameras, stacked on the channel axis in this order."""
+    force: bool = False
+    """Render again even if a valid file exists (the old files are kept as *.bak)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def run(self) -> None:
+        spec = PixelSpec(image_size=self.image_size, cameras=tuple(self.cameras))
+        path, frames, reused = get_or_render(self.path, spec, force=self.force, progress=self.progress)
+        verb = "validated" if reused else "wrote"
+        size_mb = path.stat().st_size / 2**20
+        print(f"{verb} {path} (frames {list(frames.shape)} uint8, {size_mb:.1f} MB)")
+
+
 DataCommand = (
     Annotated[Demos, tyro.conf.subcommand("demos")]
     | Annotated[Play, tyro.conf.subcommand("play")]
     | Annotated[Info, tyro.conf.subcommand("info")]
+    | Annotated[Render, tyro.conf.subcommand("render")]
 )
 
 

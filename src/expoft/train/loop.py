@@ -260,9 +260,9 @@ def dataset_observations(ds: Dataset, frames: np.ndarray | None, spec: PixelSpec
     """Every transition's observation: ``[N, D]`` states, or pixel observations from ``frames``."""
     if spec is None:
         return ds.observations
-    starts, stops = ds.episode_bounds()
-    rows = np.arange(ds.num_transitions) + np.repeat(np.arange(len(starts)), stops - starts)
-    return {PIXELS: frames[rows], PROPRIO: ds.observations[:, : spec.proprio_dim]}
+    from expoft.data.frames import frame_rows
+
+    return {PIXELS: frames[frame_rows(ds)], PROPRIO: ds.observations[:, : spec.proprio_dim]}
 
 
 def pretrain_base(agent, ds: Dataset, steps: int, seed: int, progress: bool = True, frames: np.ndarray | None = None):
