@@ -41,6 +41,7 @@ from expoft.agents.common import (
     new_base,
     q_guided_select,
     rows,
+    scan_unroll,
     subset_min,
     td_target,
     temperature,
@@ -344,8 +345,9 @@ class EXPOAgent(WithBase):
             edited = jnp.mean(q_next.argmax(-1) >= cfg.num_base_samples)
             return self._backup_value(q_next), {"otf/target_edited_frac": edited}
 
+        unroll = scan_unroll(self.obs_dim)
         critic, target, metrics = critic_steps(
-            self.critic, self.target_critic, ensemble, pool, index, k_scan, cfg.tau, next_value
+            self.critic, self.target_critic, ensemble, pool, index, k_scan, cfg.tau, next_value, unroll
         )
         actor_idx = index[-cfg.actor_steps :]  # [K, B]
         keys = jax.random.split(k_actor, cfg.actor_steps)
@@ -357,7 +359,7 @@ class EXPOAgent(WithBase):
                                                     pool.actions[idx], base_obs, base_act)  # fmt: skip
             return agent, step_metrics
 
-        actor, actor_metrics = jax.lax.scan(actor_step, self, (actor_idx, *base_data, keys))
+        actor, actor_metrics = jax.lax.scan(actor_step, self, (actor_idx, *base_data, keys), unroll=unroll)
         metrics.update(jax.tree.map(jnp.mean, actor_metrics))
         agent = actor.replace(critic=critic, target_critic=target, rng=rng)
         return agent, metrics

@@ -44,6 +44,7 @@ from expoft.train.config import RunConfig
 log = logging.getLogger(__name__)
 
 PRETRAIN_CHUNK = 500  # imitation steps per compiled scan call
+PRETRAIN_CHUNK_PIXELS = 10  # pixel agents unroll the scan (expoft.agents.common.scan_unroll): keep it short
 
 
 def to_jsonable(value: Any) -> Any:
@@ -276,7 +277,7 @@ def pretrain_base(agent, ds: Dataset, steps: int, seed: int, progress: bool = Tr
     losses = []
     done = 0
     while done < steps:
-        n = min(PRETRAIN_CHUNK, steps - done)
+        n = min(PRETRAIN_CHUNK_PIXELS if spec is not None else PRETRAIN_CHUNK, steps - done)
         index = rng.integers(0, ds.num_transitions, size=(n, agent.config.batch_size))
         agent, chunk_losses = pretrain(agent, obs, actions, index)
         losses.append(np.asarray(chunk_losses))
