@@ -115,3 +115,19 @@ def test_offline_frames_and_segments_round_trip():
         elif x is not None:
             np.testing.assert_array_equal(x, y)
     assert copy.successful_steps == buffer.successful_steps == (6, 3)
+
+
+def test_mixed_offline_online_batches_join_pixel_observations():
+    n = 4
+    obs_vec = np.array([[k, -k, 0.0] for k in range(n + 1)], np.float32)
+    ends = np.array([False, False, False, True])
+    ds = make_dataset({"observations": obs_vec[:-1], "next_observations": obs_vec[1:],
+                       "actions": np.zeros((n, 2), np.float32), "rewards": ends.astype(np.float32),
+                       "terminals": ends, "episode_ends": ends, "episode_success": np.ones(1, bool)})  # fmt: skip
+    buffer = ReplayBuffer(SPEC, 2, capacity=8, offline=ds, offline_frames=np.stack([frame(k) for k in range(n + 1)]))
+    add_episode(buffer, 50, 3)
+    batch = buffer.sample(np.random.default_rng(0), 10, discount=0.9, num_offline=6)
+    assert batch.observations[PIXELS].shape == (10, *SPEC.image_shape)
+    pix = batch.observations[PIXELS][:, 0, 0, 0]
+    assert (pix[:6] < 50).all() and (pix[6:] >= 50).all()  # offline rows first
+    np.testing.assert_array_equal(pix, batch.observations[PROPRIO][:, 0])

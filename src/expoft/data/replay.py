@@ -524,4 +524,10 @@ class ReplayBuffer:
 def _concat(pieces: list[ChunkBatch]) -> ChunkBatch:
     if len(pieces) == 1:
         return pieces[0]
-    return ChunkBatch(*(np.concatenate(fields) for fields in zip(*pieces, strict=True)))
+
+    def join(fields):
+        if isinstance(fields[0], dict):  # pixel observations
+            return {k: np.concatenate([f[k] for f in fields]) for k in fields[0]}
+        return None if fields[0] is None else np.concatenate(fields)
+
+    return ChunkBatch(*(join(fields) for fields in zip(*pieces, strict=True)))
