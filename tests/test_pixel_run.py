@@ -1,0 +1,57 @@
+"""A whole pixel run end to end (tiny-pixels preset): demos -> rendered frames -> pixel base ->
+EXPO from images -> evaluation; and a run resumed from a mid-run checkpoint (frames of the replay
+buffer included) that ends exactly like the uninterrupted one."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+
+from expoft.cli import main
+from expoft.train.config import preset
+from expoft.train.finetune import finetune, resume
+
+IGNORED = ("time/", "wall_seconds", "update_seconds", "critic_steps_per_s", "phase")
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith(IGNORED)} for r in rows if r.get("phase") != "resume"]
+
+
+def metric_rows(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, rendering, monkeypatch):
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    cfg = dataclasses.replace(preset("tiny-pixels"), env_steps=200, checkpoint_every=100, eval_every=200)
+    full = tmp_path / "full"
+    summary = finetune(cfg, full, progress=False)
+    assert summary["env_steps"] >= 200 and summary["update_calls"] > 0
+    assert 0.0 <= summary["final_success"] <= 1.0
+    segments = sorted((full / "checkpoints" / "buffer").glob("online_*.npz"))
+    with np.load(segments[0]) as seg:  # frames stored once per step plus one per episode
+        assert seg["frames"].dtype == np.uint8 and seg["frames"].shape[1:] == (32, 32, 3)
+        assert len(seg["frames"]) <= len(seg["actions"]) + int(seg["episode_ends"].sum()) + 1
+
+    # the same run, stopped after its mid-run checkpoint (later ones and the summary removed)
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    states = sorted((cut / "checkpoints").glob("state_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+    mid = [p for p in states if 0 < int(p.stem.split("_")[1]) < 200]
+    assert mid, f"no mid-run checkpoint among {[p.name for p in states]}"
+    keep = int(mid[0].stem.split("_")[1])
+    for p in states:
+        if int(p.stem.split("_")[1]) > keep:
+            p.unlink()
+            (cut / "checkpoints" / f"agent_{p.stem.split('_')[1]}.npz").unlink()
+    (cut / "summary.json").unlink()
+    resumed = resume(cut, progress=False)
+    assert comparable(metric_rows(cut)) == comparable(metric_rows(full))
+    assert {k: v for k, v in resumed.items() if k not in IGNORED} == {
+        k: v for k, v in summary.items() if k not in IGNORED
+    }
+
+    # the CLI evaluates the pixel run's checkpoint
+    assert main(["eval", str(full), "--episodes", "2"]) == 0
