@@ -92,3 +92,21 @@ def zeros(spec: ObsSpec, batch: int = 1) -> Any:
 
 def batch_size(obs: Any) -> int:
     return int(np.shape(obs[PROPRIO] if isinstance(obs, dict) else obs)[0])
+
+
+def map_rows(fn, obs: Any) -> Any:
+    """``fn`` applied to every array of a batch of observations (either kind)."""
+    return {k: fn(v) for k, v in obs.items()} if isinstance(obs, dict) else fn(obs)
+
+
+def take_rows(obs: Any, index) -> Any:
+    """``obs[index]`` for a batch of observations of either kind (an int, slice or index array)."""
+    return map_rows(lambda x: x[index], obs)
+
+
+def describe(spec: ObsSpec) -> int | dict:
+    """A plain-value description (for JSON / msgpack metadata): the state size, or for pixels
+    ``{"image_shape": [S, S, C], "proprio_dim": P}``."""
+    if isinstance(spec, PixelSpec):
+        return {"image_shape": list(spec.image_shape), "proprio_dim": spec.proprio_dim}
+    return int(spec)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from expoft.bases.interface import BaseOutputError, Normalization, check_chunks, check_obs
+from expoft.obs import ObsSpec, PixelSpec, batch_size, map_rows, take_rows, vector_dim
 
 
 class CallableBase:
@@ -51,7 +52,7 @@ class CallableBase:
     def __init__(
         self,
         fn: Callable[..., Any],
-        obs_dim: int,
+        obs_dim: ObsSpec,
         action_dim: int,
         chunk_len: int,
         normalization: Normalization | None = None,
@@ -69,13 +70,15 @@ class CallableBase:
     ):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-        for name, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("chunk_len", chunk_len)):
+        dims = (("obs_dim", vector_dim(obs_dim) or 1), ("action_dim", action_dim), ("chunk_len", chunk_len))
+        for name, value in dims:
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.fn = fn
-        self.obs_dim, self.action_dim, self.chunk_len = int(obs_dim), int(action_dim), int(chunk_len)
+        self.obs_dim = obs_dim if isinstance(obs_dim, PixelSpec) else int(obs_dim)
+        self.action_dim, self.chunk_len = int(action_dim), int(chunk_len)
         self.normalization = normalization or Normalization()
         self.normalization.check_dims(self.obs_dim, self.action_dim)
         self.batched = batched
@@ -103,12 +106,12 @@ class CallableBase:
         if int(num_samples) != num_samples or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         num_samples = int(num_samples)
-        batch = obs.shape[0]
+        batch = batch_size(obs)
         if self.seed_fn is not None:
             self.seed_fn(int(seed))
         rng = np.random.default_rng(int(seed)) if self.takes_rng else None
         draws = 1 if self.deterministic else num_samples
-        rows = np.repeat(self.normalization.obs_to_base(obs), draws, axis=0)  # [B * draws, D]
+        rows = map_rows(lambda x: np.repeat(x, draws, axis=0), self.normalization.obs_to_base(obs))  # [B * draws, D]
         native = self._call_rows(rows, rng)  # [B * draws, chunk_len, A]
         chunks = self.normalization.actions_from_base(native).reshape(batch, draws, self.chunk_len, self.action_dim)
         if draws != num_samples:
@@ -132,12 +135,13 @@ class CallableBase:
         return self.fn(rows, rng) if self.takes_rng else self.fn(rows)
 
     def _call_rows(self, rows: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        n = batch_size(rows)
         if not self.batched:
-            return np.stack([self._checked(self._call(row, rng), None) for row in rows])
-        step = len(rows) if self.max_batch is None else self.max_batch
+            return np.stack([self._checked(self._call(take_rows(rows, i), rng), None) for i in range(n)])
+        step = n if self.max_batch is None else self.max_batch
         parts = [
-            self._checked(self._call(rows[i : i + step], rng), len(rows[i : i + step]))
-            for i in range(0, len(rows), step)
+            self._checked(self._call(take_rows(rows, slice(i, i + step)), rng), min(step, n - i))
+            for i in range(0, n, step)
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -175,10 +179,10 @@ class CallableBase:
             raise NotImplementedError(f"CallableBase({self.name}) is frozen (no update_fn): it cannot learn")
         obs = check_obs(obs, self.obs_dim)
         chunks = np.asarray(chunks, dtype=np.float32)
-        if chunks.shape != (obs.shape[0], self.chunk_len, self.action_dim):
+        if chunks.shape != (batch_size(obs), self.chunk_len, self.action_dim):
             raise ValueError(
                 f"chunks have shape {list(chunks.shape)}, expected [B, chunk_len, action_dim] = "
-                f"{[obs.shape[0], self.chunk_len, self.action_dim]}"
+                f"{[batch_size(obs), self.chunk_len, self.action_dim]}"
             )
         metrics = self.update_fn(self.normalization.obs_to_base(obs), self.normalization.actions_to_base(chunks))
         return {str(k): float(v) for k, v in (metrics or {}).items()}

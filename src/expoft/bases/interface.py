@@ -9,7 +9,9 @@ this process) and :class:`~expoft.bases.remote.RemoteBase` (a model behind a web
 Spaces and units
 ----------------
 * Observations are what the environment emits, flattened: ``float32 [B, obs_dim]``, in the
-  environment's units (expoft does not normalise them).
+  environment's units (expoft does not normalise them). A base for pixel runs declares a
+  :class:`~expoft.obs.PixelSpec` as its ``obs_dim`` and receives dicts ``{"pixels": uint8 [B, S, S,
+  C], "proprio": float32 [B, P]}`` (cameras stacked on the channel axis; ``expoft.obs``).
 * Actions are expoft's: ``float32``, each coordinate in ``[-1, 1]`` (the environments' action boxes).
   A chunk is ``chunk_len`` consecutive actions, ``[chunk_len, action_dim]``, the first to be executed
   first.
@@ -26,6 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from expoft.obs import PIXELS, PROPRIO, ObsSpec, PixelSpec, vector_dim
+
 
 class BaseOutputError(ValueError):
     """A base returned chunks of the wrong shape, a non-float dtype, NaN/inf, or values outside [-1, 1]."""
@@ -37,8 +41,8 @@ class ExternalBase(Protocol):
 
     Required members:
 
-    ``obs_dim: int``
-        Size of one flattened observation.
+    ``obs_dim: int | PixelSpec``
+        Size of one flattened observation, or the ``PixelSpec`` of pixel observations.
     ``action_dim: int``
         Size of ONE action (not of a chunk).
     ``chunk_len: int``
@@ -62,7 +66,7 @@ class ExternalBase(Protocol):
         random state return ``{}`` or leave them out (see :func:`base_state`).
     """
 
-    obs_dim: int
+    obs_dim: ObsSpec
     action_dim: int
     chunk_len: int
 
@@ -106,8 +110,18 @@ def base_state(base: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def check_obs(obs: Any, obs_dim: int, name: str = "obs") -> np.ndarray:
-    """``obs`` as a C-contiguous ``float32 [B, obs_dim]`` array; a clear ValueError otherwise."""
+def check_obs(obs: Any, obs_dim: ObsSpec, name: str = "obs") -> Any:
+    """``obs`` as a C-contiguous ``float32 [B, obs_dim]`` array (or, for a ``PixelSpec``, a pixel
+    observation dict with a batch axis); a clear ValueError otherwise."""
+    if isinstance(obs_dim, PixelSpec):
+        try:
+            obs_dim.check(obs, batched=True)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc} (a batch of pixel observations, leading axis B)") from exc
+        proprio = np.ascontiguousarray(obs[PROPRIO], dtype=np.float32)
+        if proprio.shape[0] < 1 or not np.isfinite(proprio).all():
+            raise ValueError(f"{name}['{PROPRIO}'] is empty or has NaN/inf")
+        return {PIXELS: np.ascontiguousarray(obs[PIXELS]), PROPRIO: proprio}
     arr = np.asarray(obs)
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"{name} has dtype {arr.dtype}, expected a float array [B, {obs_dim}]")
@@ -265,8 +279,10 @@ class Normalization:
             kwargs.update(action_low=low, action_high=high)
         return cls(**kwargs)
 
-    def check_dims(self, obs_dim: int, action_dim: int) -> None:
-        """A ValueError if the vectors do not match the base's dimensions."""
+    def check_dims(self, obs_dim: ObsSpec, action_dim: int) -> None:
+        """A ValueError if the vectors do not match the base's dimensions (for pixel observations
+        the observation statistics are those of the proprioception; images are not normalised)."""
+        obs_dim = vector_dim(obs_dim)
         if self.obs_mean is not None and self.obs_mean.shape[0] != obs_dim:
             raise ValueError(f"Normalization has obs_mean of size {self.obs_mean.shape[0]}, the base obs_dim={obs_dim}")
         if self.action_low is not None and self.action_low.shape[0] != action_dim:
@@ -275,8 +291,11 @@ class Normalization:
             )
 
     # ---- observations ----------------------------------------------------
-    def obs_to_base(self, obs: np.ndarray) -> np.ndarray:
-        """Environment observations ``[..., D]`` -> what the model takes: ``(obs - mean) / std``."""
+    def obs_to_base(self, obs: Any) -> Any:
+        """Environment observations ``[..., D]`` -> what the model takes: ``(obs - mean) / std``
+        (pixel observations: their proprioception; the images pass unchanged)."""
+        if isinstance(obs, dict):
+            return {**obs, PROPRIO: self.obs_to_base(obs[PROPRIO])}
         obs = np.asarray(obs)
         if self.obs_mean is None:
             return obs.astype(np.float32, copy=False)

@@ -30,6 +30,7 @@ import websockets.sync.client
 import websockets.uri
 
 from expoft.bases.interface import BaseOutputError, Normalization, check_chunks, check_obs
+from expoft.obs import ObsSpec, PixelSpec, batch_size, describe, take_rows
 
 PROTOCOL_VERSION = 1
 """Version of expoft's extension of the openpi protocol (``metadata["expoft_protocol"]``)."""
@@ -171,7 +172,7 @@ class RemoteBase:
     def __init__(
         self,
         url: str,
-        obs_dim: int,
+        obs_dim: ObsSpec,
         action_dim: int,
         chunk_len: int,
         *,
@@ -195,7 +196,8 @@ class RemoteBase:
         if timeout_s <= 0 or retries < 0 or backoff < 0:
             raise ValueError("RemoteBase: timeout_s must be > 0, retries and backoff >= 0")
         self.url = url
-        self.obs_dim, self.action_dim, self.chunk_len = int(obs_dim), int(action_dim), int(chunk_len)
+        self.obs_dim = obs_dim if isinstance(obs_dim, PixelSpec) else int(obs_dim)
+        self.action_dim, self.chunk_len = int(action_dim), int(chunk_len)
         self.timeout_s = float(timeout_s)
         self.connect_timeout_s = float(timeout_s if connect_timeout_s is None else connect_timeout_s)
         self.retries, self.backoff, self.max_backoff = int(retries), float(backoff), float(max_backoff)
@@ -239,7 +241,7 @@ class RemoteBase:
                 chunks = self.normalization.actions_from_base(native)
                 try:
                     chunks = check_chunks(
-                        chunks, obs.shape[0], num_samples, self.chunk_len, self.action_dim,
+                        chunks, batch_size(obs), num_samples, self.chunk_len, self.action_dim,
                         out_of_range=self.out_of_range, source=f"the server at {self.url}",
                     )  # fmt: skip
                 except BaseOutputError as exc:
@@ -302,12 +304,14 @@ class RemoteBase:
             raise RemoteBaseError(
                 f"malformed reply from {self.url}: request_id {reply.get('request_id')!r}, expected {self._request_id}"
             )
-        return self._actions(reply, (obs.shape[0], num_samples, self.chunk_len, self.action_dim))
+        return self._actions(reply, (batch_size(obs), num_samples, self.chunk_len, self.action_dim))
 
     # ---- openpi protocol -------------------------------------------------
     def _sample_openpi(self, obs: np.ndarray, num_samples: int) -> np.ndarray:
-        out = np.empty((obs.shape[0], num_samples, self.chunk_len, self.action_dim), np.float32)
-        for b, row in enumerate(self.normalization.obs_to_base(obs)):
+        out = np.empty((batch_size(obs), num_samples, self.chunk_len, self.action_dim), np.float32)
+        native = self.normalization.obs_to_base(obs)
+        for b in range(batch_size(obs)):
+            row = take_rows(native, b)
             for n in range(num_samples):
                 request = self.obs_to_request(row)
                 if not isinstance(request, dict):
@@ -444,7 +448,11 @@ class RemoteBase:
             )
         mismatched = [
             f"{key}: server {metadata.get(key)!r}, client {mine}"
-            for key, mine in (("obs_dim", self.obs_dim), ("action_dim", self.action_dim), ("chunk_len", self.chunk_len))
+            for key, mine in (
+                ("obs_dim", describe(self.obs_dim)),
+                ("action_dim", self.action_dim),
+                ("chunk_len", self.chunk_len),
+            )  # fmt: skip
             if metadata.get(key) != mine
         ]
         if mismatched:

@@ -12,6 +12,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from expoft.bases.interface import check_obs
+from expoft.obs import batch_size
+
 
 class RunBase:
     """``ExternalBase`` over the (EMA) base of a run folder's latest checkpoint."""
@@ -29,5 +32,6 @@ class RunBase:
         self._sample = jax.jit(lambda key, obs, n: policy.sample(params, key, obs, n), static_argnums=2)
 
     def sample(self, obs: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
-        chunks = self._sample(jax.random.PRNGKey(seed), np.asarray(obs, np.float32), int(num_samples))
-        return np.asarray(chunks).reshape(len(obs), num_samples, self.chunk_len, self.action_dim)
+        obs = check_obs(obs, self.obs_dim)
+        chunks = self._sample(jax.random.PRNGKey(seed), obs, int(num_samples))
+        return np.asarray(chunks).reshape(batch_size(obs), num_samples, self.chunk_len, self.action_dim)

@@ -34,16 +34,17 @@ import websockets.sync.server
 
 from expoft.bases.interface import check_chunks, check_obs
 from expoft.bases.remote import PROTOCOL_VERSION, RemoteBase, packb, unpackb
+from expoft.obs import ObsSpec, PixelSpec, batch_size, describe
 
 logger = logging.getLogger("expoft.bases.server")
 
 _PROTOCOL_KEYS = ("expoft_protocol", "obs_dim", "action_dim", "chunk_len")
 
 
-def expoft_metadata(obs_dim: int, action_dim: int, chunk_len: int, **extra: Any) -> dict:
+def expoft_metadata(obs_dim: ObsSpec, action_dim: int, chunk_len: int, **extra: Any) -> dict:
     """The metadata an expoft-protocol server sends first: ``{"expoft_protocol": 1, "obs_dim": D,
     "action_dim": A, "chunk_len": H, "learns": False, **extra}``."""
-    return {"expoft_protocol": PROTOCOL_VERSION, "obs_dim": int(obs_dim), "action_dim": int(action_dim),
+    return {"expoft_protocol": PROTOCOL_VERSION, "obs_dim": describe(obs_dim), "action_dim": int(action_dim),
             "chunk_len": int(chunk_len), "learns": False, **extra}  # fmt: skip
 
 
@@ -220,7 +221,9 @@ class PolicyServer:
                 raise ValueError(f"num_samples must be an int >= 1 and seed an int, got {num_samples!r}, {seed!r}")
             obs = check_obs(request["observation"], base.obs_dim, "request['observation']")
             chunks = base.sample(obs, num_samples, seed)
-            chunks = check_chunks(chunks, obs.shape[0], num_samples, base.chunk_len, base.action_dim, source="the base")
+            chunks = check_chunks(
+                chunks, batch_size(obs), num_samples, base.chunk_len, base.action_dim, source="the base"
+            )
             reply: dict = {"actions": chunks}
             if "request_id" in request:
                 reply["request_id"] = request["request_id"]
@@ -228,6 +231,8 @@ class PolicyServer:
         # openpi style: one observation, one chunk
         if self.obs_key not in request:
             raise ValueError(f"request has no {self.obs_key!r} key (keys: {sorted(map(str, request))})")
+        if isinstance(base.obs_dim, PixelSpec):
+            raise ValueError("a base of pixel observations takes expoft-protocol requests (batched), not openpi's")
         obs = np.asarray(request[self.obs_key])
         if obs.shape != (base.obs_dim,):
             raise ValueError(f"request[{self.obs_key!r}] has shape {list(obs.shape)}, expected [{base.obs_dim}]")

@@ -125,11 +125,8 @@ class RunConfig:
         if self.pixels is not None:
             if get_domain(self.env).family != "cube":
                 raise ValueError(f"pixel observations are available for the cube domains, not {self.env}")
-            if self.algorithm != "expo" or self.external_base is not None or self.video_every:
-                raise ValueError(
-                    "pixel observations work with algorithm 'expo' and its own base (no --external-base) "
-                    "and without --video-every for now"
-                )
+            if self.algorithm != "expo" or self.video_every:
+                raise ValueError("pixel observations work with algorithm 'expo', without --video-every for now")
         if not self.external_timeout_s > 0:
             raise ValueError(f"external_timeout_s must be > 0, got {self.external_timeout_s}")
 

@@ -14,15 +14,16 @@ import time
 
 import numpy as np
 
-from expoft.bases.interface import check_chunks
+from expoft.bases.interface import check_chunks, check_obs
 from expoft.bases.remote import RemoteBase
 from expoft.envs.ogbench_domains import get_domain
+from expoft.obs import ObsSpec, batch_size
 
 
 class ExternalCandidates:
     """Draws base candidates ``[B, N, exec_len * A]`` from an external base and times every call."""
 
-    def __init__(self, base, obs_dim: int, action_dim: int, chunk_len: int, exec_len: int, num_samples: int):
+    def __init__(self, base, obs_dim: ObsSpec, action_dim: int, chunk_len: int, exec_len: int, num_samples: int):
         mismatched = [
             f"{name} {getattr(base, name)} (expected {want})"
             for name, want in (("obs_dim", obs_dim), ("action_dim", action_dim), ("chunk_len", chunk_len))
@@ -35,12 +36,13 @@ class ExternalCandidates:
 
     def __call__(self, obs: np.ndarray, seed: int, kind: str = "act", num_samples: int | None = None) -> np.ndarray:
         n = num_samples or self.num_samples
-        obs = np.asarray(obs, np.float32)
+        obs = check_obs(obs, self.base.obs_dim)
+        batch = batch_size(obs)
         t0 = time.perf_counter()
         chunks = self.base.sample(obs, n, int(seed) % 2**31)
         self.seconds[kind].append(time.perf_counter() - t0)
-        chunks = check_chunks(chunks, len(obs), n, self.base.chunk_len, self.base.action_dim, source="external base")
-        return np.ascontiguousarray(chunks[:, :, : self.exec_len].reshape(len(obs), n, -1))
+        chunks = check_chunks(chunks, batch, n, self.base.chunk_len, self.base.action_dim, source="external base")
+        return np.ascontiguousarray(chunks[:, :, : self.exec_len].reshape(batch, n, -1))
 
     def latency_ms(self) -> dict:
         """p50/p99 milliseconds of the base calls for acting (one observation) and for update calls."""
@@ -64,9 +66,10 @@ def external_candidates(cfg, base=None) -> ExternalCandidates | None:
     if base is None and cfg.external_base is None:
         return None
     domain = get_domain(cfg.env)
+    obs_spec = cfg.pixels if cfg.pixels is not None else domain.obs_dim
     if base is None:
         base = RemoteBase(
-            cfg.external_base, domain.obs_dim, domain.action_dim, cfg.agent.chunk_len,
+            cfg.external_base, obs_spec, domain.action_dim, cfg.agent.chunk_len,
             timeout_s=cfg.external_timeout_s, retries=cfg.external_retries,
         )  # fmt: skip
     if cfg.algorithm != "expo" or cfg.agent.base_training != "frozen":
@@ -75,7 +78,7 @@ def external_candidates(cfg, base=None) -> ExternalCandidates | None:
             f"holds its weights); got algorithm {cfg.algorithm!r}, base_training {cfg.agent.base_training!r}"
         )
     return ExternalCandidates(
-        base, domain.obs_dim, domain.action_dim, cfg.agent.chunk_len, cfg.agent.exec_len, cfg.agent.num_base_samples
+        base, obs_spec, domain.action_dim, cfg.agent.chunk_len, cfg.agent.exec_len, cfg.agent.num_base_samples
     )
 
 
