@@ -22,6 +22,7 @@ from expoft.data.dataset import REWARD_MODES, DatasetError, describe, load_datas
 from expoft.data.frames import get_or_render
 from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_generate
 from expoft.obs import PixelSpec
+from expoft.report.video import RenderError
 from expoft.train.config import RunConfig, preset
 from expoft.train.finetune import finetune, resume
 from expoft.train.loop import evaluate_run, pretrain_only
@@ -177,10 +178,12 @@ class Pretrain:
 
     config: Annotated[RunConfig, tyro.conf.OmitArgPrefixes]
     out: Path = Path("runs/pretrain")
+    overwrite: bool = False
+    """Replace what an earlier run wrote in --out (without it an existing run folder is refused)."""
     progress: bool = True
 
     def run(self) -> None:
-        summary = pretrain_only(self.config, self.out, progress=self.progress)
+        summary = pretrain_only(self.config, self.out, overwrite=self.overwrite, progress=self.progress)
         print(json.dumps(summary))
 
 
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         # Config dataclasses validate themselves while tyro builds them.
         cmd = parse(argv[1:])
         cmd.run()
-    except (DatasetError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
+    except (DatasetError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError, RenderError) as e:
         print(f"expoft: error: {e}", file=sys.stderr)
         return 2
     return 0

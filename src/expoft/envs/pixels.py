@@ -32,11 +32,7 @@ import expoft.envs  # noqa: F401  (sets MUJOCO_GL=egl before MuJoCo is imported)
 from expoft.envs.make import SuccessDetector, env_success, make_env
 from expoft.envs.ogbench_domains import get_domain
 from expoft.obs import PIXELS, PROPRIO, PixelSpec
-from expoft.report.video import RENDER_HELP
-
-
-def _render_error(error: Exception) -> RuntimeError:
-    return RuntimeError(RENDER_HELP.format(error=f"{type(error).__name__}: {error}"))
+from expoft.report.video import render_error as _render_error
 
 
 class PixelObservations(gymnasium.Wrapper):

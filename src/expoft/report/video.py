@@ -15,13 +15,22 @@ RENDER_HELP = (
 )
 
 
+class RenderError(RuntimeError):
+    """Offscreen rendering is unavailable; the message says what to install."""
+
+
+def render_error(error: Exception) -> RenderError:
+    """The error to raise when MuJoCo could not render (it raises several types)."""
+    return RenderError(RENDER_HELP.format(error=f"{type(error).__name__}: {error}"))
+
+
 def render_frame(env) -> np.ndarray:
     """One ``[H, W, 3] uint8`` frame of an env made with ``render=True``; a clear error when the
     machine cannot render offscreen."""
     try:
         frame = env.render()
     except Exception as error:  # MuJoCo raises several types when no GL context can be made
-        raise RuntimeError(RENDER_HELP.format(error=f"{type(error).__name__}: {error}")) from error
+        raise render_error(error) from error
     if frame is None:
         raise RuntimeError("the environment returned no frame; create it with make_env(..., render=True)")
     return np.asarray(frame, dtype=np.uint8)
