@@ -48,8 +48,14 @@ def test_pixel_base_learns_an_action_that_depends_on_the_image():
     agent = EXPOAgent.create(cfg, SPEC, 1, seed=0)
     obs, label = pixel_obs(rng, 256)
     actions = np.where(label == 1, 0.6, -0.6).astype(np.float32)[:, None]
-    index = jnp.asarray(rng.integers(0, 256, size=(200, 32)))
-    agent, losses = common.pretrain(agent, jax.tree.map(jnp.asarray, obs), jnp.asarray(actions), index)
+    obs_j, actions_j = jax.tree.map(jnp.asarray, obs), jnp.asarray(actions)
+    with pytest.raises(ValueError, match="at most"):  # pixel pretraining is unrolled: short calls only
+        common.pretrain(agent, obs_j, actions_j, jnp.zeros((200, 32), jnp.int32))
+    losses = []
+    for _ in range(20):  # as expoft.train.loop.pretrain_base does: 10 unrolled steps per call
+        agent, chunk = common.pretrain(agent, obs_j, actions_j, jnp.asarray(rng.integers(0, 256, size=(10, 32))))
+        losses.append(np.asarray(chunk))
+    losses = np.concatenate(losses)
     assert float(losses[-30:].mean()) < 0.5 * float(losses[:30].mean())
     test, test_label = pixel_obs(rng, 64)
     # the trained parameters (the acting EMA copy, rate 0.001, has hardly moved in 200 steps)

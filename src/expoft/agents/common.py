@@ -85,12 +85,21 @@ class WithBase:
             base, base_ema, loss = agent._imitation_step(key, rows(obs, idx), actions[idx])
             return agent.replace(base=base, base_ema=base_ema, rng=rng), loss
 
-        return jax.lax.scan(step, self, index, unroll=scan_unroll(self.obs_dim))
+        unroll = scan_unroll(self.obs_dim)
+        if unroll and len(index) > MAX_UNROLLED_STEPS:
+            raise ValueError(
+                f"pixel agents unroll their pretraining scan (see scan_unroll): pass at most {MAX_UNROLLED_STEPS} "
+                f"steps per call, got {len(index)} (expoft.train.loop.pretrain_base calls with 10)"
+            )
+        return jax.lax.scan(step, self, index, unroll=unroll)
 
 
 def rows(tree: Any, idx: jax.Array) -> Any:
     """``x[idx]`` for every array of a pytree (state or pixel observations, batches)."""
     return jax.tree.map(lambda x: x[idx], tree)
+
+
+MAX_UNROLLED_STEPS = 50  # compile time and memory grow with every unrolled copy
 
 
 def scan_unroll(obs_dim: ObsSpec) -> bool:

@@ -213,7 +213,7 @@ PRESETS["pixels"] = dataclasses.replace(
 PRESETS["tiny-pixels"] = dataclasses.replace(
     PRESETS["tiny"],
     agent=dataclasses.replace(
-        TINY_AGENT, encoder=EncoderConfig(channels=(8, 16), groups=4, feature_dim=32, proprio_dim_embed=16)
+        TINY_AGENT, encoder=EncoderConfig(channels=(8,), groups=4, feature_dim=32, proprio_dim_embed=16)
     ),
     pixels=PixelSpec(image_size=32),
     demo_episodes=2,
