@@ -77,7 +77,7 @@ def test_pixel_run_around_an_external_base(tmp_path, rendering, monkeypatch):
     cfg = preset("tiny-pixels", env_steps=120, eval_episodes=1)
     cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, base_training="frozen"))
     spec = cfg.pixels
-    base = CallableBase(lambda obs, rng: brightness_policy(obs, rng)[:, :1].repeat(1, 1), spec, 5, 1, takes_rng=True)
+    base = CallableBase(lambda obs, rng: brightness_policy(obs, rng)[:, :1], spec, 5, 1, takes_rng=True)
     with pytest.raises(ValueError, match="action_dim"):
         finetune(cfg, tmp_path / "bad", progress=False, base=base)
     base = CallableBase(

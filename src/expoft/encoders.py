@@ -157,6 +157,13 @@ class PixelEncoder(nn.Module):
         return jnp.concatenate([feats, p], axis=-1)
 
 
+def encode(config: EncoderConfig, params, obs: dict, rng: jax.Array | None = None) -> jax.Array:
+    """Features of pixel observations with :class:`PixelEncoder` parameters ``params``; ``rng``:
+    augment the images first (training). The critic and the base both encode this way."""
+    pixels = obs[PIXELS] if rng is None else augment(rng, obs[PIXELS], config)
+    return PixelEncoder(config).apply(params, {PIXELS: pixels, PROPRIO: obs[PROPRIO]})
+
+
 # --------------------------------------------------------------------------------------------
 # Augmentation
 # --------------------------------------------------------------------------------------------

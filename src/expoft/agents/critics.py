@@ -15,9 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from expoft.encoders import EncoderConfig, PixelEncoder, augment
+from expoft.encoders import EncoderConfig, PixelEncoder, encode
 from expoft.nets import Critic, Ensemble
-from expoft.obs import PIXELS, PROPRIO
 
 
 def broadcast_rows(x: jax.Array, actions: jax.Array) -> jax.Array:
@@ -39,8 +38,7 @@ class EncodedEnsemble:
 
     def features(self, params: Any, obs: dict, rng: jax.Array | None = None) -> jax.Array:
         """``[B, F]``; ``rng``: augment the images first (critic training)."""
-        pixels = obs[PIXELS] if rng is None else augment(rng, obs[PIXELS], self.encoder)
-        return PixelEncoder(self.encoder).apply(params["encoder"], {PIXELS: pixels, PROPRIO: obs[PROPRIO]})
+        return encode(self.encoder, params["encoder"], obs, rng)
 
     def init(self, rng: jax.Array, obs: dict, actions: jax.Array) -> dict:
         k_enc, k_heads = jax.random.split(rng)

@@ -126,6 +126,13 @@ class Dataset:
         starts = np.concatenate([[0], stops[:-1]])
         return starts, stops
 
+    def frame_rows(self) -> np.ndarray:
+        """``int64 [N]``: the row of each transition's observation in the dataset's frames (each
+        episode keeps its L + 1 observations in order, so the next observation is row + 1;
+        ``expoft.data.frames``)."""
+        episode = np.concatenate([[0], np.cumsum(self.episode_ends[:-1], dtype=np.int64)])
+        return np.arange(self.num_transitions, dtype=np.int64) + episode
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {
             f.name: getattr(self, f.name)

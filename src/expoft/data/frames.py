@@ -74,8 +74,7 @@ def num_frames(ds: Dataset) -> int:
 
 def frame_rows(ds: Dataset) -> np.ndarray:
     """``int64 [N]``: the frames row of each transition's observation (its next one is row + 1)."""
-    episode = np.concatenate([[0], np.cumsum(ds.episode_ends[:-1], dtype=np.int64)])
-    return np.arange(ds.num_transitions, dtype=np.int64) + episode
+    return ds.frame_rows()
 
 
 # ---------------------------------------------------------------------------

@@ -57,14 +57,21 @@ class ChunkBatch(NamedTuple):
 class _Part:
     """Contiguous transition arrays seen as a ring (the offline part is a full ring)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], size: int, ptr: int, frames: np.ndarray | None = None):
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        size: int,
+        ptr: int,
+        frames: np.ndarray | None = None,
+        frames_written: int = 0,
+    ):
         self.a = arrays
         self.size = size
         self.ptr = ptr  # next write position
         # Pixels: a["frame_ids"][i] is the id of transition i's observation frame, its next
         # observation is frame id + 1; frame id g lives in frames[g % len(frames)].
         self.frames = frames
-        self.frames_written = 0 if frames is None else len(frames)
+        self.frames_written = frames_written
 
     def frame_lost(self, idx: np.ndarray) -> np.ndarray:
         """Transitions whose observation frame the frame ring has already overwritten."""
@@ -161,7 +168,6 @@ class ReplayBuffer:
             shapes["frame_ids"] = ((), np.int64)
             frames = np.zeros((int(capacity * self.FRAME_SLACK) + 2, *self.pixels.image_shape), np.uint8)
         self._online = _Part({k: np.zeros((capacity, *s), d) for k, (s, d) in shapes.items()}, 0, 0, frames)
-        self._online.frames_written = 0
         if offline_frames is not None and self.pixels is None:
             raise ValueError("offline_frames given to a buffer of state observations; pass a PixelSpec as obs_dim")
         self._offline = self._offline_part(offline, offline_frames) if offline is not None else None
@@ -203,11 +209,10 @@ class ReplayBuffer:
             )
         arrays["observations"] = ds.observations[:, : self.obs_dim]
         arrays["next_observations"] = ds.next_observations[:, : self.obs_dim]
-        episode = np.repeat(np.arange(len(starts)), stops - starts)
-        arrays["frame_ids"] = np.arange(ds.num_transitions) + episode
+        arrays["frame_ids"] = ds.frame_rows()
         view = frames.view()
         view.flags.writeable = False
-        return _Part(arrays, ds.num_transitions, 0, view)
+        return _Part(arrays, ds.num_transitions, 0, view, frames_written=len(frames))
 
     # ---- sizes -----------------------------------------------------------
     @property

@@ -10,9 +10,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from expoft.encoders import EncoderConfig, PixelEncoder, augment
+from expoft.encoders import EncoderConfig, PixelEncoder, encode
 from expoft.nets import DenoisingNet
-from expoft.obs import PIXELS, PROPRIO, ObsSpec, PixelSpec
+from expoft.obs import ObsSpec, PixelSpec
 from expoft.obs import zeros as blank_obs
 
 
@@ -54,6 +54,4 @@ class DenoisingPolicy:
         observation (not once per sample or denoising step); ``rng``: augment them first (training)."""
         if not isinstance(obs, dict):
             return params, obs
-        pixels = obs[PIXELS] if rng is None else augment(rng, obs[PIXELS], self.encoder)
-        features = PixelEncoder(self.encoder).apply(params["encoder"], {PIXELS: pixels, PROPRIO: obs[PROPRIO]})
-        return params["net"], features
+        return params["net"], encode(self.encoder, params["encoder"], obs, rng)

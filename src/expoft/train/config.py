@@ -95,6 +95,11 @@ class RunConfig:
     keep_checkpoints: int = 3
     """Resumable checkpoints kept (the newest); older ones are deleted."""
 
+    @property
+    def obs_spec(self) -> int | PixelSpec:
+        """What the agent observes: the state size of ``env``, or ``pixels``."""
+        return self.pixels if self.pixels is not None else get_domain(self.env).obs_dim
+
     def __post_init__(self):
         check_task(get_domain(self.env), self.task)
         require_at_least(

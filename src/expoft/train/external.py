@@ -66,10 +66,9 @@ def external_candidates(cfg, base=None) -> ExternalCandidates | None:
     if base is None and cfg.external_base is None:
         return None
     domain = get_domain(cfg.env)
-    obs_spec = cfg.pixels if cfg.pixels is not None else domain.obs_dim
     if base is None:
         base = RemoteBase(
-            cfg.external_base, obs_spec, domain.action_dim, cfg.agent.chunk_len,
+            cfg.external_base, cfg.obs_spec, domain.action_dim, cfg.agent.chunk_len,
             timeout_s=cfg.external_timeout_s, retries=cfg.external_retries,
         )  # fmt: skip
     if cfg.algorithm != "expo" or cfg.agent.base_training != "frozen":
@@ -78,7 +77,7 @@ def external_candidates(cfg, base=None) -> ExternalCandidates | None:
             f"holds its weights); got algorithm {cfg.algorithm!r}, base_training {cfg.agent.base_training!r}"
         )
     return ExternalCandidates(
-        base, obs_spec, domain.action_dim, cfg.agent.chunk_len, cfg.agent.exec_len, cfg.agent.num_base_samples
+        base, cfg.obs_spec, domain.action_dim, cfg.agent.chunk_len, cfg.agent.exec_len, cfg.agent.num_base_samples
     )
 
 

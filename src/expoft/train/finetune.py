@@ -120,8 +120,7 @@ def check_dataset(cfg: RunConfig, ds: Dataset) -> None:
 def run_buffer(cfg: RunConfig, ds: Dataset, frames: np.ndarray | None) -> ReplayBuffer:
     """The run's replay buffer, the offline data (and its frames, for pixels) mixed in."""
     domain = get_domain(cfg.env)
-    obs_spec = cfg.pixels if cfg.pixels is not None else domain.obs_dim
-    return ReplayBuffer(obs_spec, domain.action_dim, cfg.buffer_capacity, offline=ds, offline_frames=frames)
+    return ReplayBuffer(cfg.obs_spec, domain.action_dim, cfg.buffer_capacity, offline=ds, offline_frames=frames)
 
 
 def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True, base=None) -> dict:

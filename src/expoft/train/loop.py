@@ -235,8 +235,7 @@ def dataset_chunks(ds: Dataset, chunk_len: int) -> np.ndarray:
 def make_agent(cfg: RunConfig):
     """A fresh agent of ``cfg.algorithm`` for ``cfg.env`` (on pixels with ``cfg.pixels``)."""
     domain = get_domain(cfg.env)
-    obs_spec = cfg.pixels if cfg.pixels is not None else domain.obs_dim
-    return create_agent(cfg.algorithm, cfg.agent, obs_spec, domain.action_dim, cfg.seed, cfg.baseline)
+    return create_agent(cfg.algorithm, cfg.agent, cfg.obs_spec, domain.action_dim, cfg.seed, cfg.baseline)
 
 
 def make_run_env(cfg: RunConfig, render: bool = False):
@@ -261,9 +260,7 @@ def dataset_observations(ds: Dataset, frames: np.ndarray | None, spec: PixelSpec
     """Every transition's observation: ``[N, D]`` states, or pixel observations from ``frames``."""
     if spec is None:
         return ds.observations
-    from expoft.data.frames import frame_rows
-
-    return {PIXELS: frames[frame_rows(ds)], PROPRIO: ds.observations[:, : spec.proprio_dim]}
+    return {PIXELS: frames[ds.frame_rows()], PROPRIO: ds.observations[:, : spec.proprio_dim]}
 
 
 def pretrain_base(agent, ds: Dataset, steps: int, seed: int, progress: bool = True, frames: np.ndarray | None = None):
