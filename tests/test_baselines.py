@@ -158,6 +158,8 @@ def test_methods_set_what_defines_them():
     assert cfgs["fql"].agent.chunk_len == 1
     assert cfgs["rlpd"].pretrain_steps == 0 and cfgs["rlpd"].algorithm == "rlpd"
     assert cfgs["expo-ft"].agent.base_training == "successes" and cfgs["expo-ft"].agent.exec_len == 4
+    assert cfgs["expo-ft-intervene"].intervene == "scripted" and cfgs["expo-ft"].intervene == "none"
+    assert cfgs["expo-ft-intervene"].agent == cfgs["expo-ft"].agent
     assert not cfgs["expo-no-otf-backup"].agent.otf_in_backup
     assert cfgs["dsrl"].agent.base_training == cfgs["residual"].agent.base_training == "frozen"
     for name, cfg in cfgs.items():  # the budget is the preset's, whatever the method

@@ -41,6 +41,9 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
         edit_scale=0.1,
         **({} if c.agent.chunk_len > 1 else {"chunk_len": 8, "exec_len": 4}),
     ),  # fmt: skip
+    # EXPO-FT with simulated human interventions (the scripted OGBench oracle takes over when the
+    # policy stalls, less and less often): the third arm of the EXPO-FT comparison.
+    "expo-ft-intervene": lambda c: dataclasses.replace(METHODS["expo-ft"](c), intervene="scripted"),
     # Best-of-N / Q-chunking: no edits, argmax of N = 32 base samples, chunks of 5.
     "qc": lambda c: _agent(c, "expo", num_base_samples=32, num_edit_samples=0, **_chunked(c, QC_CHUNK)),
     # Best-of-N without chunks (EXPO without edits, N = 32).
