@@ -28,9 +28,9 @@ VARIANTS: dict[str, list[str]] = {
     "fast": ["--preset", "demo"],
     "published": ["--preset", "demo", "--target-flow-steps", "10", "--target-pool-size", "None",
                   "--no-targets-per-call"],
-    "expo": ["--preset", "demo"],
-    "expo-ft": ["--preset", "demo", "--chunk-len", "5", "--exec-len", "5", "--base-training", "successes"],
-    "expo-ft-intervene": ["--preset", "demo", "--chunk-len", "5", "--exec-len", "5",
+    "expo": ["--preset", "p1"],
+    "expo-ft": ["--preset", "p1", "--chunk-len", "5", "--exec-len", "5", "--base-training", "successes"],
+    "expo-ft-intervene": ["--preset", "p1", "--chunk-len", "5", "--exec-len", "5",
                           "--base-training", "successes", "--intervene", "scripted"],
 }  # fmt: skip
 
