@@ -231,3 +231,18 @@ def test_training_videos_of_every_kth_episode(tmp_path, monkeypatch):
     assert videos == ["episode_0.gif", "episode_2.gif", "episode_4.gif"]  # 5 episodes of 40 steps
     with Image.open(out / "videos" / "episode_2.gif") as im:
         assert im.n_frames == 41  # the reset frame and one per step
+
+
+def test_demo_seed_fixes_the_dataset_across_run_seeds(monkeypatch):
+    """The demo keeps one dataset (demos of seed 0) whatever the run's seed; other presets draw
+    the demos with the run's seed."""
+    import expoft.train.loop as loop
+
+    asked = []
+    monkeypatch.setattr(loop, "get_or_generate", lambda demos, progress: asked.append(demos) or (None, None, None))
+    for name, seed in (("demo", 2), ("p1", 2), ("tiny", 3)):
+        loop.offline_data(preset(name, seed=seed), progress=False)
+    assert [d.seed for d in asked] == [0, 2, 3]
+    assert preset("tiny", seed=5, demo_seed=1).demos_seed == 1
+    with pytest.raises(ValueError, match="demo_seed must be >= 0"):
+        preset("tiny", demo_seed=-1)

@@ -597,7 +597,10 @@ def run_bench(args: Bench) -> None:
     steps, dataset = play_steps(proto, env_name, args.task, args.jobs)
     runs = plan(args, methods, proto, env_name, dataset, out)
     demos = {
-        DemosConfig(env=c["env"], task=c["task"], episodes=c["demo_episodes"], seed=c["seed"], noise=c["demo_noise"])
+        DemosConfig(
+            env=c["env"], task=c["task"], episodes=c["demo_episodes"], noise=c["demo_noise"],
+            seed=c["seed"] if c.get("demo_seed") is None else c["demo_seed"],
+        )  # fmt: skip
         for c in (r.config for r in runs)
         if c["dataset"] is None
     }
