@@ -1,0 +1,97 @@
+"""Why does a fine-tuned cube agent still fail? Run by hand, not by CI.
+
+    python benchmarks/failures.py runs/demo/seed0 --episodes 30
+
+Runs OTF episodes of a run's newest checkpoint (a cube domain, state observations) and, at
+every decision, draws the candidates and their scores exactly as acting does. Prints one JSON
+line per figure ``{"metric", "value", "unit"}``:
+
+- ``success``; ``fail_lifted_then_lost`` (failed episodes in which the cube was lifted above
+  ``--lift`` metres and ended on the table: slips and early releases) and ``fail_never_lifted``;
+- ``q_std_lifted``: median standard deviation of the scores over the candidates while the cube
+  is lifted (how much the critic tells the candidates apart where drops happen);
+- ``chosen_grip`` / ``candidate_grip``: mean gripper command (smallest over the chunk) of the
+  chosen candidate and of all candidates while lifted (OGBench's gripper command is a position
+  target: higher holds firmer); ``corr_q_grip``: median correlation of score and gripper command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import jax
+import numpy as np
+
+from expoft.envs.ogbench_domains import get_domain
+from expoft.train.loop import load_run_agent, make_run_env
+
+TABLE_Z = 0.02  # the cube's height at rest on the table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--episodes", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=30_000, help="first reset seed")
+    parser.add_argument("--lift", type=float, default=0.05, help="cube height (m) that counts as lifted")
+    args = parser.parse_args()
+
+    cfg, agent, step = load_run_agent(args.run_dir)
+    if get_domain(cfg.env).family != "cube" or cfg.pixels is not None:
+        raise SystemExit(f"failures.py reads cube heights: it needs a cube domain with state observations, not {cfg.env}")
+    env = make_run_env(cfg)
+    h, a_dim = cfg.agent.exec_len, get_domain(cfg.env).action_dim
+
+    @jax.jit
+    def candidates_and_scores(obs, key):
+        k_cand, k_score = jax.random.split(key)
+        cands = agent.candidates(k_cand, obs)
+        return cands, agent.score(k_score, obs, cands)
+
+    key = jax.random.PRNGKey(args.seed)
+    outcomes, q_std, chosen_grip, mean_grip, corr = [], [], [], [], []
+    for e in range(args.episodes):
+        obs, info = env.reset(seed=args.seed + e)
+        done, max_z = False, 0.0
+        while not done:
+            key, k = jax.random.split(key)
+            cands, scores = candidates_and_scores(obs[None], k)
+            cands = np.asarray(cands[0]).reshape(-1, h, a_dim)
+            scores = np.asarray(scores[0])
+            best = int(scores.argmax())
+            z = float(env.unwrapped._data.joint("object_joint_0").qpos[2])
+            max_z = max(max_z, z)
+            if z > args.lift:
+                grip = cands[:, :, -1].min(axis=1)
+                q_std.append(scores.std())
+                chosen_grip.append(grip[best])
+                mean_grip.append(grip.mean())
+                if grip.std() > 1e-6 and scores.std() > 1e-9:
+                    corr.append(np.corrcoef(scores, grip)[0, 1])
+            for action in cands[best]:
+                obs, _, terminated, truncated, info = env.step(action)
+                done = terminated or truncated
+                if done:
+                    break
+        final_z = float(env.unwrapped._data.joint("object_joint_0").qpos[2])
+        success = bool(info.get("success", False))
+        outcomes.append((success, max_z > args.lift and final_z < TABLE_Z + 0.01))
+
+    n = len(outcomes)
+    fails = [lost for ok, lost in outcomes if not ok]
+    figures = [
+        ("success", sum(ok for ok, _ in outcomes) / n, "fraction"),
+        ("fail_lifted_then_lost", sum(fails) / n, "fraction"),
+        ("fail_never_lifted", (len(fails) - sum(fails)) / n, "fraction"),
+        ("q_std_lifted", float(np.median(q_std)) if q_std else float("nan"), "Q"),
+        ("chosen_grip", float(np.mean(chosen_grip)) if chosen_grip else float("nan"), "command"),
+        ("candidate_grip", float(np.mean(mean_grip)) if mean_grip else float("nan"), "command"),
+        ("corr_q_grip", float(np.median(corr)) if corr else float("nan"), "correlation"),
+    ]
+    for name, value, unit in figures:
+        print(json.dumps({"metric": name, "value": round(value, 4), "unit": unit, "run": args.run_dir, "env_step": step}))
+
+
+if __name__ == "__main__":
+    main()
