@@ -39,7 +39,9 @@ def main() -> None:
 
     cfg, agent, step = load_run_agent(args.run_dir)
     if get_domain(cfg.env).family != "cube" or cfg.pixels is not None:
-        raise SystemExit(f"failures.py reads cube heights: it needs a cube domain with state observations, not {cfg.env}")
+        raise SystemExit(
+            f"failures.py reads cube heights: it needs a cube domain with state observations, not {cfg.env}"
+        )
     env = make_run_env(cfg)
     h, a_dim = cfg.agent.exec_len, get_domain(cfg.env).action_dim
 
@@ -90,7 +92,8 @@ def main() -> None:
         ("corr_q_grip", float(np.median(corr)) if corr else float("nan"), "correlation"),
     ]
     for name, value, unit in figures:
-        print(json.dumps({"metric": name, "value": round(value, 4), "unit": unit, "run": args.run_dir, "env_step": step}))
+        row = {"metric": name, "value": round(value, 4), "unit": unit, "run": args.run_dir, "env_step": step}
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":

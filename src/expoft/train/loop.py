@@ -217,7 +217,9 @@ def offline_data(cfg: RunConfig, progress: bool) -> Dataset:
         if not ds.has_task:  # task-agnostic play data: label it for the run's task
             ds = label_for_task(ds, cfg.env, cfg.task, "sparse")
         return ds
-    demos = DemosConfig(env=cfg.env, task=cfg.task, episodes=cfg.demo_episodes, seed=cfg.demos_seed, noise=cfg.demo_noise)
+    demos = DemosConfig(
+        env=cfg.env, task=cfg.task, episodes=cfg.demo_episodes, seed=cfg.demos_seed, noise=cfg.demo_noise
+    )
     _, ds, _ = get_or_generate(demos, progress=progress)
     return ds
 
