@@ -163,8 +163,8 @@ EXPO_FT_AGENT = dataclasses.replace(
     RunConfig().agent, chunk_len=8, exec_len=4, edit_scale=0.1, base_training="successes"
 )
 
-# The demo's agent: EXPO's published agent and fast target options, plus what measurably sped
-# up learning on the demo task (ALGORITHMS.md EXPO-FT 1-2; README "Current results"): chunks of
+# The demo's agent: EXPO's published agent and fast target options, plus what did best in
+# single-seed trials on the demo task (ALGORITHMS.md EXPO-FT 1-2; README "Current results"): chunks of
 # 5 executed whole (one decision per 5 steps: fewer, longer-horizon backups), the base imitating
 # successful episodes only, 16 + 16 candidates (on the final agent, best-of-16 base samples
 # scored 0.84 against 0.78 for best-of-8), and one update call every 20 env steps with 20 actor
@@ -203,7 +203,7 @@ PRESETS: dict[str, RunConfig] = {
         checkpoint_every=5_000,
     ),
     # The main job (`expoft demo`): cube-single task 1 from 30 noisy demos (imitation alone
-    # succeeds about 60% of the time), fine-tuned within ~20 minutes on a 2-core CPU. See
+    # succeeds 62-78% of the time over seeds 0-2), fine-tuned within ~20 minutes on a 2-core CPU. See
     # DEMO_AGENT for why it is EXPO with EXPO-FT's chunks and success-only base training.
     # The dataset is the same for every seed (demos of seed 0): with the demos' seed varying too,
     # imitation alone ranged 0.52-0.82 over three seeds (20 demos), outside the 20-70% the demo wants.
