@@ -11,7 +11,6 @@ from expoft.data.frames import (
     FramesError,
     _load_cached,
     dataset_digest,
-    frame_rows,
     frames_for,
     frames_paths,
     get_or_render,
@@ -38,8 +37,8 @@ def pixel_env(rendering):
 
 def test_frame_rows_follow_the_episode_major_layout(small_dataset):
     # episodes of 4 and 3 steps: states in rows 0..4 and 5..8; episode 1's transitions start at row 5
-    np.testing.assert_array_equal(frame_rows(small_dataset), [0, 1, 2, 3, 5, 6, 7])
-    assert frame_rows(small_dataset).dtype == np.int64
+    np.testing.assert_array_equal(small_dataset.frame_rows(), [0, 1, 2, 3, 5, 6, 7])
+    assert small_dataset.frame_rows().dtype == np.int64
 
 
 def test_pixel_env_refuses_other_domains_and_unknown_cameras(rendering, state_env):
@@ -103,7 +102,7 @@ def test_dataset_frames_are_the_frames_of_a_pixel_env_replaying_the_actions(rend
     assert frames.shape == (ds.num_transitions + ds.num_episodes, 64, 64, 3) and frames.dtype == np.uint8
     # Known answer: the pixel env reset with the generator's seed and driven by the dataset's actions.
     env = pixel_env
-    rows = frame_rows(ds)
+    rows = ds.frame_rows()
     starts, stops = ds.episode_bounds()
     for e, (start, stop) in enumerate(zip(starts, stops, strict=True)):
         _, env_seed, _ = _episode_rngs(0, e)

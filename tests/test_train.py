@@ -243,6 +243,6 @@ def test_demo_seed_fixes_the_dataset_across_run_seeds(monkeypatch):
     for name, seed in (("demo", 2), ("p1", 2), ("tiny", 3)):
         loop.offline_data(preset(name, seed=seed), progress=False)
     assert [d.seed for d in asked] == [0, 2, 3]
-    assert preset("tiny", seed=5, demo_seed=1).demos_seed == 1
+    assert loop.demos_config(preset("tiny", seed=5, demo_seed=1)).seed == 1
     with pytest.raises(ValueError, match="demo_seed must be >= 0"):
         preset("tiny", demo_seed=-1)

@@ -26,10 +26,14 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tyro
 
 from expoft.fileio import atomic_write
+
+if TYPE_CHECKING:  # the data package imports MuJoCo/OGBench: only where demos are made
+    from expoft.data.generate import DemosConfig
 
 DEFAULT_METHODS = ("expo", "expo-ft", "rlpd", "qc", "qc-fql", "fql", "dsrl", "residual", "bc")
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -175,6 +179,8 @@ class PlannedRun:
     """`expoft` arguments of a fresh start (`finetune ... --out RUN_DIR --no-progress`)."""
     config: dict
     """The resolved RunConfig (as config.json will hold it)."""
+    demos: DemosConfig | None = None
+    """The ``DemosConfig`` the run generates its offline data from; None with a ``dataset``."""
 
     @property
     def label(self) -> str:
@@ -279,7 +285,7 @@ def _resolve_config(args: list[str]):
 def plan(args: Bench, methods: list[str], proto: Protocol, env: str, dataset: Path | None, out: Path):
     """Every run (seed-major: all methods of seed 0 first, so that a partial bench compares them)."""
     from expoft.train.config import preset
-    from expoft.train.loop import to_jsonable
+    from expoft.train.loop import demos_config, to_jsonable
     from expoft.train.methods import apply_method
 
     base = preset(proto.preset)
@@ -301,8 +307,10 @@ def plan(args: Bench, methods: list[str], proto: Protocol, env: str, dataset: Pa
             if dataset is not None:
                 cmd += ["--dataset", str(dataset)]
             cmd += [*flags, *extra, "--out", str(run_dir), "--no-progress"]
-            config = to_jsonable(_resolve_config(cmd))
-            runs.append(PlannedRun(method, seed, run_dir, run_dir.parent / f"seed{seed}.log", cmd, config))
+            resolved = _resolve_config(cmd)
+            demos = demos_config(resolved) if resolved.dataset is None else None
+            log = run_dir.parent / f"seed{seed}.log"
+            runs.append(PlannedRun(method, seed, run_dir, log, cmd, to_jsonable(resolved), demos))
     return runs
 
 
@@ -588,22 +596,13 @@ def run_data_steps(steps: list[DataStep], env: dict, out: Path) -> None:
 
 
 def run_bench(args: Bench) -> None:
-    from expoft.data.generate import DemosConfig
-
     methods, proto, arguments = check_args(args)
     out = args.out.resolve()
     env_name = arguments["env"]
     # Everything is planned (and every run's flags parsed) before the folder is touched.
     steps, dataset = play_steps(proto, env_name, args.task, args.jobs)
     runs = plan(args, methods, proto, env_name, dataset, out)
-    demos = {
-        DemosConfig(
-            env=c["env"], task=c["task"], episodes=c["demo_episodes"], noise=c["demo_noise"],
-            seed=c["seed"] if c.get("demo_seed") is None else c["demo_seed"],
-        )  # fmt: skip
-        for c in (r.config for r in runs)
-        if c["dataset"] is None
-    }
+    demos = {r.demos for r in runs if r.demos is not None}
     steps = demo_steps(demos, args.jobs) + steps
     env, changes = child_env(args.single_thread)
     command = shlex.join(["expoft", "bench", *args.argv])

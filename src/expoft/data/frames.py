@@ -11,7 +11,7 @@ once from the recorded positions and cached next to the dataset::
 Layout (the replay buffer relies on it): episode-major, every state once. Episode e (0-based)
 with transitions ``[start_e, stop_e)`` owns rows ``start_e + e .. stop_e + e`` (inclusive): its
 L + 1 states s_0 .. s_L. Transition j of episode e has its observation in row ``j + e`` and its
-next observation in row ``j + e + 1`` (:func:`frame_rows`).
+next observation in row ``j + e + 1`` (``Dataset.frame_rows``).
 
 States s_1 .. s_L come from the dataset's ``next_qpos``. The first state of an episode is not
 stored: it is recovered by resetting the environment exactly as the generator did (same env,
@@ -70,11 +70,6 @@ class FramesError(DatasetError):
 def num_frames(ds: Dataset) -> int:
     """Rows of the frames array: every state once, N transitions + E first states."""
     return ds.num_transitions + ds.num_episodes
-
-
-def frame_rows(ds: Dataset) -> np.ndarray:
-    """``int64 [N]``: the frames row of each transition's observation (its next one is row + 1)."""
-    return ds.frame_rows()
 
 
 # ---------------------------------------------------------------------------
@@ -312,5 +307,5 @@ def frames_for(
     progress: bool = True,
 ) -> np.ndarray:
     """Frames ``uint8 [N + E, S, S, C]`` of ``ds``, from the cache or rendered and cached (see
-    :func:`get_or_render`); index them with :func:`frame_rows`."""
+    :func:`get_or_render`); index them with ``ds.frame_rows()``."""
     return get_or_render(ds, spec, cache_dir=cache_dir, force=force, progress=progress)[1]

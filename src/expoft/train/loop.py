@@ -217,11 +217,14 @@ def offline_data(cfg: RunConfig, progress: bool) -> Dataset:
         if not ds.has_task:  # task-agnostic play data: label it for the run's task
             ds = label_for_task(ds, cfg.env, cfg.task, "sparse")
         return ds
-    demos = DemosConfig(
-        env=cfg.env, task=cfg.task, episodes=cfg.demo_episodes, seed=cfg.demos_seed, noise=cfg.demo_noise
-    )
-    _, ds, _ = get_or_generate(demos, progress=progress)
+    _, ds, _ = get_or_generate(demos_config(cfg), progress=progress)
     return ds
+
+
+def demos_config(cfg: RunConfig) -> DemosConfig:
+    """The demonstrations a run without ``dataset`` generates (or reuses from the cache)."""
+    seed = cfg.seed if cfg.demo_seed is None else cfg.demo_seed
+    return DemosConfig(env=cfg.env, task=cfg.task, episodes=cfg.demo_episodes, seed=seed, noise=cfg.demo_noise)
 
 
 def dataset_chunks(ds: Dataset, chunk_len: int) -> np.ndarray:
