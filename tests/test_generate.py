@@ -63,6 +63,25 @@ def test_replaying_demo_actions_reproduces_the_episode(cube_demos):
     assert info["success"] == ds.episode_success[0]
 
 
+def test_gripper_noise_scales_only_the_gripper_and_keeps_old_cache_names():
+    base = DemosConfig(env="cube-single", task=1, episodes=1, seed=0, noise=0.1)
+    calm = DemosConfig(env="cube-single", task=1, episodes=1, seed=0, noise=0.1, gripper_noise=0.0)
+    # The default is OGBench's scale and is left out of the digest, so the cache name of a dataset
+    # generated before the option existed is unchanged; any other value names another dataset.
+    assert base.gripper_noise == 10.0 and base.cache_name().endswith("-af05ee54")
+    assert calm.cache_name() != base.cache_name()
+    noisy, quiet = (generate(c, workers=1, progress=False) for c in (base, calm))
+    # Same draws, so the first action's arm part is identical (the gripper's noise does not shift
+    # the random stream).
+    np.testing.assert_array_equal(noisy.actions[0, :4], quiet.actions[0, :4])
+    # Without gripper noise the commands are the oracle's own, fully open or closed (-1 or 1);
+    # with OGBench's scale about half of them are somewhere in between.
+    assert np.all(np.abs(quiet.actions[:, 4]) == 1.0)
+    assert np.mean(np.abs(noisy.actions[:, 4]) == 1.0) < 0.8
+    with pytest.raises(ValueError, match="gripper_noise must be >= 0"):
+        DemosConfig(gripper_noise=-1.0)
+
+
 @pytest.mark.parametrize("env", ["cube-double", "scene", "puzzle-3x3"])
 def test_demos_for_other_domains_reach_their_goal(env):
     ds = generate(DemosConfig(env=env, task=2, episodes=1, seed=0, noise=0.05), workers=1, progress=False)

@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 
 # Bump when the generated arrays for the same arguments would change.
 GENERATOR_VERSION = 1
-# OGBench's per-dimension scale of Markov-oracle action noise (x, y, z, yaw, gripper).
-_MARKOV_NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])
+# OGBench's per-dimension scale of Markov-oracle action noise (x, y, z, yaw); the gripper's is
+# DemosConfig.gripper_noise (OGBench: 10).
+_ARM_NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0])
+OGBENCH_GRIPPER_NOISE = 10.0
 
 
 def default_data_dir() -> Path:
@@ -70,7 +72,12 @@ class DemosConfig:
     seed: int = 0
     """Generation seed; same arguments and seed give identical arrays."""
     noise: float = 0.1
-    """Gaussian action noise: each episode draws xi ~ U(0, noise) and adds N(0, xi * [1,1,1,3,10])."""
+    """Gaussian action noise: each episode draws xi ~ U(0, noise) and adds N(0, xi * [1,1,1,3,g])
+    to (x, y, z, yaw, gripper), g = ``gripper_noise``."""
+    gripper_noise: float = OGBENCH_GRIPPER_NOISE
+    """Scale g of the gripper's noise relative to the arm's (OGBench's datasets: 10). The gripper
+    command is a position target, so a noisy one loosens the grasp; smaller values give demos
+    that hold the cube firmly and err in the arm's motion instead."""
     p_random_action: float = 0.0
     """Probability of replacing the oracle's action by a uniform random one at each step."""
     max_episode_steps: int | None = None
@@ -82,6 +89,8 @@ class DemosConfig:
         _check_positive("episodes", self.episodes)
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if self.gripper_noise < 0:
+            raise ValueError(f"gripper_noise must be >= 0, got {self.gripper_noise}")
         if not 0.0 <= self.p_random_action <= 1.0:
             raise ValueError(f"p_random_action must lie in [0, 1], got {self.p_random_action}")
         if self.max_episode_steps is not None:
@@ -142,7 +151,11 @@ def _check_positive(name: str, value: int) -> None:
 
 
 def _digest(cfg: GenConfig) -> str:
-    blob = json.dumps({"config": dataclasses.asdict(cfg), "version": GENERATOR_VERSION}, sort_keys=True)
+    fields = dataclasses.asdict(cfg)
+    # Left out at its default so that datasets cached before the field existed keep their names.
+    if fields.get("gripper_noise") == OGBENCH_GRIPPER_NOISE:
+        del fields["gripper_noise"]
+    blob = json.dumps({"config": fields, "version": GENERATOR_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
@@ -186,7 +199,7 @@ def demo_episode(env, domain: Domain, cfg: DemosConfig, episode: int) -> dict[st
             action = rng.uniform(-1.0, 1.0, domain.action_dim)
         else:
             action = director.select_action(ob, info)
-            action = action + rng.normal(0.0, xi * _MARKOV_NOISE_SCALE)
+            action = action + rng.normal(0.0, xi * np.append(_ARM_NOISE_SCALE, cfg.gripper_noise))
         action = np.clip(action, -1.0, 1.0)
         next_ob, _, terminated, _, info = env.step(action)
         _record(buf, ob, action, next_ob, info, domain)

@@ -34,6 +34,8 @@ class RunConfig:
     """Demonstrations to generate when no dataset is given."""
     demo_noise: float = 0.1
     """Noise level of the generated demonstrations (see `expoft data demos --help`)."""
+    demo_gripper_noise: float = 10.0
+    """Gripper noise of the generated demonstrations relative to the arm's (OGBench: 10)."""
     demo_seed: int | None = None
     """Seed of the generated demonstrations; None: ``seed``. Fix it to keep one dataset across
     seeds (seeds then vary pretraining and RL only, as with a benchmark dataset)."""

@@ -224,7 +224,10 @@ def offline_data(cfg: RunConfig, progress: bool) -> Dataset:
 def demos_config(cfg: RunConfig) -> DemosConfig:
     """The demonstrations a run without ``dataset`` generates (or reuses from the cache)."""
     seed = cfg.seed if cfg.demo_seed is None else cfg.demo_seed
-    return DemosConfig(env=cfg.env, task=cfg.task, episodes=cfg.demo_episodes, seed=seed, noise=cfg.demo_noise)
+    return DemosConfig(
+        env=cfg.env, task=cfg.task, episodes=cfg.demo_episodes, seed=seed, noise=cfg.demo_noise,
+        gripper_noise=cfg.demo_gripper_noise,
+    )  # fmt: skip
 
 
 def dataset_chunks(ds: Dataset, chunk_len: int) -> np.ndarray:
