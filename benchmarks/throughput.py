@@ -50,12 +50,12 @@ def random_pool(cfg: EXPOConfig, rng: np.random.Generator) -> ChunkBatch:
     p = cfg.pool_size
     return ChunkBatch(
         observations=rng.normal(size=(p, OBS_DIM)).astype(np.float32),
-        actions=rng.uniform(-1, 1, (p, 1, ACTION_DIM)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (p, cfg.exec_len, ACTION_DIM)).astype(np.float32),
         rewards=(rng.random(p) < 0.1).astype(np.float32),
         discounts=np.full(p, cfg.discount, np.float32),
         masks=np.ones(p, np.float32),
         next_observations=rng.normal(size=(p, OBS_DIM)).astype(np.float32),
-        valid=np.ones((p, 1), np.float32),
+        valid=np.ones((p, cfg.exec_len), np.float32),
         offline=np.arange(p) < cfg.pool_offline_count,
     )
 
