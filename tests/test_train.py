@@ -246,3 +246,9 @@ def test_demo_seed_fixes_the_dataset_across_run_seeds(monkeypatch):
     assert loop.demos_config(preset("tiny", seed=5, demo_seed=1)).seed == 1
     with pytest.raises(ValueError, match="demo_seed must be >= 0"):
         preset("tiny", demo_seed=-1)
+    # The demos' noise settings reach the generator, and bad ones fail before anything runs.
+    calm = loop.demos_config(preset("tiny", demo_noise=0.3, demo_gripper_noise=1.0))
+    assert (calm.noise, calm.gripper_noise) == (0.3, 1.0)
+    assert loop.demos_config(preset("tiny")).gripper_noise == 10.0
+    with pytest.raises(ValueError, match="demo_gripper_noise must be >= 0"):
+        preset("tiny", demo_gripper_noise=-1.0)

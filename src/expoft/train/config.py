@@ -10,6 +10,7 @@ import tyro
 
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.expo import EXPOConfig
+from expoft.data.generate import OGBENCH_GRIPPER_NOISE
 from expoft.encoders import EncoderConfig
 from expoft.envs.ogbench_domains import check_task, get_domain
 from expoft.obs import PixelSpec
@@ -34,7 +35,7 @@ class RunConfig:
     """Demonstrations to generate when no dataset is given."""
     demo_noise: float = 0.1
     """Noise level of the generated demonstrations (see `expoft data demos --help`)."""
-    demo_gripper_noise: float = 10.0
+    demo_gripper_noise: float = OGBENCH_GRIPPER_NOISE
     """Gripper noise of the generated demonstrations relative to the arm's (OGBench: 10)."""
     demo_seed: int | None = None
     """Seed of the generated demonstrations; None: ``seed``. Fix it to keep one dataset across
@@ -130,7 +131,7 @@ class RunConfig:
             raise ValueError(f"intervene_decay must lie in (0, 1], got {self.intervene_decay}")
         require_at_least(
             self, 0, "pretrain_steps", "random_steps", "start_training", "start_episodes", "updates_per_episode",
-            "video_every", "external_retries",
+            "video_every", "external_retries", "demo_noise", "demo_gripper_noise",
         )  # fmt: skip
         if self.pixels is not None:
             if get_domain(self.env).family != "cube":
