@@ -191,6 +191,7 @@ def demo_episode(env, domain: Domain, cfg: DemosConfig, episode: int) -> dict[st
     director = TaskDirector(env, domain, task_goal(domain.name, cfg.task), rng)
     director.reset(ob, info)
     xi = rng.uniform(0.0, cfg.noise)
+    noise_std = xi * np.append(_ARM_NOISE_SCALE, cfg.gripper_noise)
     limit = cfg.max_episode_steps or domain.episode_steps
     buf = _new_buffer()
     success = False
@@ -199,7 +200,7 @@ def demo_episode(env, domain: Domain, cfg: DemosConfig, episode: int) -> dict[st
             action = rng.uniform(-1.0, 1.0, domain.action_dim)
         else:
             action = director.select_action(ob, info)
-            action = action + rng.normal(0.0, xi * np.append(_ARM_NOISE_SCALE, cfg.gripper_noise))
+            action = action + rng.normal(0.0, noise_std)
         action = np.clip(action, -1.0, 1.0)
         next_ob, _, terminated, _, info = env.step(action)
         _record(buf, ob, action, next_ob, info, domain)
