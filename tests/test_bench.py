@@ -323,6 +323,17 @@ def test_protocol_plans(tmp_path):
     _, proto, _ = runner.check_args(tiny)
     assert proto.play_transitions == runner.TINY_PLAY_TRANSITIONS and proto.overrides == {}
 
+    tuned = runner.Bench(
+        methods="expo,expo-ft", seeds=1, out=tmp_path, finetune_args="--actor-steps 2",
+        method_args="expo-ft=--update-every 20 --actor-steps 20 ; ",
+    )  # fmt: skip
+    methods, proto, arguments = runner.check_args(tuned)
+    assert arguments["method_args"] == {"expo-ft": ["--update-every", "20", "--actor-steps", "20"]}
+    assert "method_args" not in runner.check_args(reduced)[2]  # unused: benches made before it continue
+    expo, expo_ft = runner.plan(tuned, methods, proto, "cube-single", None, tmp_path)
+    assert expo_ft.config["update_every"] == 20 and expo_ft.config["agent"]["actor_steps"] == 20  # wins
+    assert expo.config["update_every"] == 5 and expo.config["agent"]["actor_steps"] == 2
+
     env, changes = runner.child_env(single_thread=True)
     assert "xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"] and env["OMP_NUM_THREADS"]
     assert "XLA_FLAGS" not in runner.child_env(single_thread=False)[1]
@@ -341,6 +352,11 @@ def test_protocol_plans(tmp_path):
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--env", "kitchen"], "unknown environment 'kitchen'"),
         (["--task", "9"], "task"),
+        (["--methods", "expo", "--method-args", "expo --utd 2"], "is not METHOD=FLAGS"),
+        (["--methods", "expo", "--method-args", "qc=--utd 2"], "names 'qc', which is not in --methods (expo)"),
+        (["--methods", "expo", "--method-args", "expo=--utd 2;expo=--seed 1"], "names 'expo' twice"),
+        (["--methods", "expo", "--method-args", "expo= "], "has no flags"),
+        (["--methods", "expo", "--method-args", "expo=--utd '2"], "No closing quotation"),
     ],
 )
 def test_bad_arguments(tmp_path, capsys, extra, message):
@@ -364,7 +380,7 @@ def test_refuses_a_folder_that_is_not_a_bench(tmp_path, capsys):
 def test_smoke_bench_then_skip(tmp_path, capsys):
     out = tmp_path / "smoke"
     args = ["bench", "--methods", "expo,expo-no-edit", "--preset", "tiny", "--seeds", "1", "--env-steps", "200"]
-    args += ["--out", str(out)]
+    args += ["--method-args", "expo-no-edit=--eval-episodes 1", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     table = (out / "report/table.md").read_text()
@@ -378,7 +394,9 @@ def test_smoke_bench_then_skip(tmp_path, capsys):
         assert record["status"] == "finished" and record["cpu_seconds"] > 1
         config = json.loads((out / f"report/configs/{method}_seed0.json").read_text())
         assert config["env_steps"] == 200 and config["seed"] == 0
+        assert config["eval_episodes"] == (1 if method == "expo-no-edit" else 2)
     assert "success @0 | success @200 |" in table
+    assert "Tuning (flags given to single methods, beyond the protocol's): expo-no-edit: `--eval-episodes 1`" in table
     assert (out / "report/learning_curves.png").stat().st_size > 10_000
     commands = (out / "report/commands.txt").read_text()
     assert "--method expo-no-edit --seed 0 --env cube-single --task 1 --env-steps 200" in commands

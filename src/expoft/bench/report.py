@@ -396,6 +396,9 @@ def render_report(
         "CPU min/run: user + system CPU time of the run's processes as measured by the runner (all "
         "attempts). grad steps/s: critic gradient steps per second of update time (critic_steps_per_s).",
     ]
+    tuning = args.get("method_args") or {}
+    notes += ["", "Tuning (flags given to single methods, beyond the protocol's): " + (
+        "; ".join(f"{m}: `{' '.join(f)}`" for m, f in tuning.items()) if tuning else "none")]
     if bench.get("command"):
         notes += ["", f"Command: `{bench['command']}`"]
     (out / "table.md").write_text("\n".join(notes) + "\n")

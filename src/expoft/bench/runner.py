@@ -119,6 +119,10 @@ class Bench:
     """p2: size of the play data; default 100k (--full 1M, --preset tiny 5000)."""
     finetune_args: str = ""
     """More `expoft finetune` flags for every run, as one string (e.g. "--eval-episodes 20")."""
+    method_args: str = ""
+    """More `expoft finetune` flags for single methods: their tuning, recorded in bench.json and the
+    report. ``METHOD=FLAGS`` entries separated by ``;``, e.g. "expo-ft=--update-every 20
+    --actor-steps 20; qc=--num-critics 2". They come after --finetune-args (and win over them)."""
     out: Path = Path("runs/bench")
     """Bench folder."""
     jobs: int = 2
@@ -213,6 +217,29 @@ def _methods(spec: str) -> list[str]:
     return names
 
 
+def method_flags(spec: str, methods: list[str]) -> dict[str, list[str]]:
+    """``--method-args`` as {method: [flags]}, refusing entries that cannot be what was meant."""
+    flags: dict[str, list[str]] = {}
+    for entry in (e.strip() for e in spec.split(";")):
+        if not entry:
+            continue
+        name, sep, rest = entry.partition("=")
+        name = name.strip().lower()
+        if not sep or not name:
+            raise ValueError(f"--method-args entry {entry!r} is not METHOD=FLAGS (e.g. 'expo-ft=--update-every 20')")
+        if name not in methods:
+            raise ValueError(f"--method-args names {name!r}, which is not in --methods ({', '.join(methods)})")
+        if name in flags:
+            raise ValueError(f"--method-args names {name!r} twice; put all its flags in one entry")
+        try:
+            flags[name] = shlex.split(rest)
+        except ValueError as err:
+            raise ValueError(f"--method-args entry {entry!r}: {err}") from None
+        if not flags[name]:
+            raise ValueError(f"--method-args entry {entry!r} has no flags")
+    return flags
+
+
 def resolve_protocol(args: Bench) -> Protocol:
     if args.protocol not in ("p1", "p2"):
         raise ValueError(f"--protocol must be p1 or p2, got {args.protocol!r}")
@@ -263,6 +290,9 @@ def check_args(args: Bench) -> tuple[list[str], Protocol, dict]:
         "play_transitions": proto.play_transitions,
         "finetune_args": args.finetune_args,
     }
+    tuning = method_flags(args.method_args, methods)
+    if tuning:  # absent when unused, so that benches started before the option continue as they were
+        arguments["method_args"] = tuning
     return methods, proto, arguments
 
 
@@ -290,6 +320,7 @@ def plan(args: Bench, methods: list[str], proto: Protocol, env: str, dataset: Pa
 
     base = preset(proto.preset)
     extra = shlex.split(args.finetune_args)
+    tuning = method_flags(args.method_args, methods)
     runs = []
     for seed in range(args.seeds):
         for method in methods:
@@ -306,7 +337,7 @@ def plan(args: Bench, methods: list[str], proto: Protocol, env: str, dataset: Pa
             cmd += ["--env", env, "--task", str(args.task)]
             if dataset is not None:
                 cmd += ["--dataset", str(dataset)]
-            cmd += [*flags, *extra, "--out", str(run_dir), "--no-progress"]
+            cmd += [*flags, *extra, *tuning.get(method, []), "--out", str(run_dir), "--no-progress"]
             resolved = _resolve_config(cmd)
             demos = demos_config(resolved) if resolved.dataset is None else None
             log = run_dir.parent / f"seed{seed}.log"
