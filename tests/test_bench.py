@@ -269,20 +269,25 @@ def test_runner_skips_resumes_restarts_and_reports_failures(tmp_path, fake_expof
     table = (out / "report/table.md").read_text()
     assert "| qc | 0/2 (2 failed) |" in table and "| expo | 2/2 | 0.50 [0.50, 0.50] |" in table
 
-    # expo seed 1 killed after a checkpoint, expo-no-edit seed 1 before its first one; qc works now
+    # expo seed 1 killed after a checkpoint, expo-no-edit seed 0 while pretraining (after its
+    # pretraining checkpoint), expo-no-edit seed 1 before any; qc works now
     (out / "runs/expo/seed1/summary.json").unlink()
     (out / "runs/expo/seed1/checkpoints").mkdir()
     (out / "runs/expo/seed1/checkpoints/state_100.json").write_text("{}")
+    (out / "runs/expo-no-edit/seed0/summary.json").unlink()
+    (out / "runs/expo-no-edit/seed0/checkpoints").mkdir()
+    (out / "runs/expo-no-edit/seed0/checkpoints/pretrain_state.json").write_text("{}")
     (out / "runs/expo-no-edit/seed1/summary.json").unlink()
     finished = out / "runs/expo/seed0/summary.json"
     mtime = finished.stat().st_mtime_ns
     monkeypatch.setenv("FAKE_FAIL", "")
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "skip expo seed 0: finished" in printed and "skip expo-no-edit seed 0: finished" in printed
-    assert sorted(_key(c) for c in fake_expoft()) == sorted(
-        [("resume", "expo", "1"), ("restart", "expo-no-edit", "1"), ("start", "qc", "0"), ("start", "qc", "1")]
-    )
+    assert "skip expo seed 0: finished" in printed and "skip expo-no-edit" not in printed
+    assert sorted(_key(c) for c in fake_expoft()) == sorted([
+        ("resume", "expo", "1"), ("resume", "expo-no-edit", "0"), ("restart", "expo-no-edit", "1"),
+        ("start", "qc", "0"), ("start", "qc", "1"),
+    ])  # fmt: skip
     assert finished.stat().st_mtime_ns == mtime
     record = json.loads((out / "runs/expo/seed1/bench_run.json").read_text())
     assert [a["mode"] for a in record["attempts"]] == ["start", "resume"]

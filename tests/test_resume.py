@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,6 +245,54 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
     b, _ = load_pytree(template, run / "checkpoints" / "agent_600.npz")
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint(tmp_path, monkeypatch, caplog):
+    """Interrupted after two of three compiled pretraining chunks, the run resumes its pretraining
+    where it stopped and ends exactly as an uninterrupted run; the online checkpoint that follows
+    replaces the pretraining checkpoint. A damaged pretraining checkpoint is refused."""
+    import expoft.train.loop as loop
+
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(loop, "PRETRAIN_CHUNK", 40)
+    cfg = preset("tiny", pretrain_steps=120, env_steps=150, checkpoint_every=100)
+    straight = finetune(cfg, tmp_path / "straight", progress=False, pretrain_save_seconds=0)
+    assert not list((tmp_path / "straight" / "checkpoints").glob("pretrain*"))
+
+    real, calls = loop.pretrain, []
+
+    def killed_after_two_chunks(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # stands in for a kill: nothing after it runs
+        return real(*args)
+
+    monkeypatch.setattr(loop, "pretrain", killed_after_two_chunks)
+    run = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, run, progress=False, pretrain_save_seconds=0)
+    monkeypatch.setattr(loop, "pretrain", real)
+    saved = json.loads((run / "checkpoints" / "pretrain_state.json").read_text())
+    assert saved["done"] == 80 and sorted(p.name for p in (run / "checkpoints").glob("pretrain_agent_*")) == [
+        "pretrain_agent_80.npz"]  # the one of step 40 was replaced  # fmt: skip
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run, damaged)
+    agent_file = damaged / "checkpoints" / "pretrain_agent_80.npz"
+    agent_file.write_bytes(agent_file.read_bytes()[:-10])
+    with caplog.at_level(logging.WARNING), pytest.raises(FileNotFoundError, match="--overwrite"):
+        resume(damaged, progress=False)
+    assert "pretraining checkpoint" in caplog.text and "does not match its sha256" in caplog.text
+
+    resumed = resume(run, progress=False, pretrain_save_seconds=0)
+    assert comparable_rows(run) == comparable_rows(tmp_path / "straight")
+    for key in ("pretrain_final_loss", "final_success", "evaluations", "update_calls", "train_episodes"):
+        assert resumed[key] == straight[key], key
+    template = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
+    a, _ = load_pytree(template, tmp_path / "straight" / "checkpoints" / "agent_150.npz")
+    b, _ = load_pytree(template, run / "checkpoints" / "agent_150.npz")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not list((run / "checkpoints").glob("pretrain*"))
 
 
 def _bad_inputs(tmp_path):

@@ -480,13 +480,14 @@ def prepare_folder(out: Path, arguments: dict, overwrite: bool, act: bool = True
 
 
 def run_state(run_dir: Path) -> str:
-    """finished, resume (a checkpoint to continue from), restart (killed before its first
-    checkpoint) or start."""
+    """finished, resume (a checkpoint, or a pretraining checkpoint, to continue from), restart
+    (killed before its first checkpoint) or start."""
     if (run_dir / "summary.json").exists():
         return "finished"
     if not (run_dir / "config.json").exists():
         return "start"
-    if any((run_dir / "checkpoints").glob("state_*.json")):
+    checkpoints = run_dir / "checkpoints"
+    if any(checkpoints.glob("state_*.json")) or (checkpoints / "pretrain_state.json").exists():
         return "resume"
     return "restart"
 

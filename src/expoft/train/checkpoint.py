@@ -147,6 +147,7 @@ class CheckpointStore:
         }
         path = atomic_write(self.dir / f"state_{step}.json", lambda f: f.write(json.dumps(record).encode()))
         self._prune()
+        self.drop_pretrain()
         return path
 
     def _prune(self) -> None:
@@ -163,6 +164,58 @@ class CheckpointStore:
         for path in (self.dir / "buffer").glob("online_*.npz"):
             if f"buffer/{path.name}" not in needed:
                 path.unlink()
+
+    # ---- pretraining ---------------------------------------------------------
+    # Before RL there is no env step and no replay data: a pretraining checkpoint is the agent
+    # (``pretrain_agent_<steps>.npz``, with the loss of every step) and ``pretrain_state.json``
+    # (steps done, the minibatch RNG, the run's config and dataset checksum). The state file is
+    # written last and names its agent file, so a kill at any moment leaves a usable pair.
+
+    def save_pretrain(self, agent: Any, done: int, record: dict, losses: np.ndarray) -> Path:
+        """Write the pretraining checkpoint after ``done`` imitation steps; ``record``: what the
+        run needs to continue (kept in the state file)."""
+        agent_path = save_pytree(
+            agent, self.dir / f"pretrain_agent_{done}.npz", losses=np.asarray(losses, np.float32),
+            format_version=np.int64(FORMAT_VERSION),
+        )  # fmt: skip
+        state = {
+            **record,
+            "format_version": FORMAT_VERSION,
+            "done": done,
+            "agent": {"file": agent_path.name, "sha256": file_sha256(agent_path)},
+        }
+        path = atomic_write(self.dir / "pretrain_state.json", lambda f: f.write(json.dumps(state).encode()))
+        for old in self.dir.glob("pretrain_agent_*.npz"):
+            if old.name != agent_path.name:
+                old.unlink()
+        return path
+
+    def pretrain_record(self) -> dict | None:
+        """The pretraining checkpoint's state (see :meth:`save_pretrain`), or None (with a warning
+        when there is one that cannot be used)."""
+        path = self.dir / "pretrain_state.json"
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = None
+        problem = self._problem(record and {**record, "buffer": {"segments": []}})
+        if problem is not None:
+            log.warning("the pretraining checkpoint in %s is unusable: %s", self.dir, problem)
+            return None
+        return record
+
+    def restore_pretrain(self, record: dict, template: Any) -> tuple[Any, np.ndarray]:
+        """The agent and per-step losses of a pretraining checkpoint."""
+        agent, extra = load_pytree(template, self.dir / record["agent"]["file"])
+        return agent, extra["losses"]
+
+    def drop_pretrain(self) -> None:
+        """Remove the pretraining checkpoint (an online checkpoint supersedes it)."""
+        (self.dir / "pretrain_state.json").unlink(missing_ok=True)
+        for path in self.dir.glob("pretrain_agent_*.npz"):
+            path.unlink()
 
     # ---- reading -----------------------------------------------------------
     def steps(self) -> list[int]:

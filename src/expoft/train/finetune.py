@@ -37,6 +37,7 @@ from expoft.train.checkpoint import CheckpointStore, save_pytree
 from expoft.train.config import RunConfig
 from expoft.train.external import external_candidates, step_seed
 from expoft.train.loop import (
+    PretrainPoint,
     RunDir,
     config_from_json,
     evaluate,
@@ -123,7 +124,20 @@ def run_buffer(cfg: RunConfig, ds: Dataset, frames: np.ndarray | None) -> Replay
     return ReplayBuffer(cfg.obs_spec, domain.action_dim, cfg.buffer_capacity, offline=ds, offline_frames=frames)
 
 
-def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True, base=None) -> dict:
+PRETRAIN_SAVE_SECONDS = 300.0
+"""Pretraining inside a run writes a checkpoint this often (wall time): a kill loses at most this
+much of it (P2 at full size pretrains for hours)."""
+
+
+def finetune(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    base=None,
+    pretrain_save_seconds: float = PRETRAIN_SAVE_SECONDS,
+) -> dict:
     """Pretrain the base on the offline data, then run online EXPO; returns the summary.
 
     ``base``: an external base policy (``expoft.bases.ExternalBase``, e.g. a ``CallableBase``) to
@@ -134,6 +148,7 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
     frames = offline_frames(cfg, ds, progress)
     external = external_candidates(cfg, base)
     run = RunDir(out, cfg, overwrite)
+    store = CheckpointStore(run.path / "checkpoints", keep=cfg.keep_checkpoints)
     agent = make_agent(cfg)
     losses = np.zeros(0)
     if not agent.has_base:
@@ -144,10 +159,43 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         agent = with_base_from(agent, cfg.base_from)
         run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
     elif cfg.pretrain_steps:
-        agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress, frames)
-        run.log({"phase": "pretrain", "pretrain/steps": cfg.pretrain_steps,
-                 "pretrain/final_loss": float(losses[-100:].mean())})  # fmt: skip
+        agent, losses = _pretrain(cfg, run, store, agent, ds, frames, progress, pretrain_save_seconds, start_time)
+    return _start_online(cfg, run, store, agent, losses, ds, frames, progress, start_time, external)
 
+
+def _pretrain(cfg, run, store, agent, ds, frames, progress, save_seconds, start_time, resumed=None):
+    """Pretraining of a run, checkpointed every ``save_seconds``; ``resumed``: the record of the
+    pretraining checkpoint it continues from (``agent`` is then that checkpoint's agent)."""
+    sha = dataset_sha256(ds)
+    last_save = time.perf_counter()
+    start = None
+    if resumed is not None:
+        _, losses = store.restore_pretrain(resumed, agent)
+        start = PretrainPoint(resumed["done"], resumed["rng"], (losses,))
+
+    def save(agent, point: PretrainPoint) -> None:
+        nonlocal last_save
+        if point.done < cfg.pretrain_steps and time.perf_counter() - last_save >= save_seconds:
+            record = {
+                "rng": point.rng,
+                "metrics_bytes": run.metrics_bytes(),
+                "dataset_sha256": sha,
+                "elapsed_seconds": time.perf_counter() - start_time,
+                "config": to_jsonable(cfg),
+            }
+            store.save_pretrain(agent, point.done, record, point.losses)
+            last_save = time.perf_counter()
+
+    agent, losses = pretrain_base(
+        agent, ds, cfg.pretrain_steps, cfg.seed, progress, frames, start=start, on_chunk=save
+    )  # fmt: skip
+    run.log({"phase": "pretrain", "pretrain/steps": cfg.pretrain_steps,
+             "pretrain/final_loss": float(losses[-100:].mean())})  # fmt: skip
+    return agent, losses
+
+
+def _start_online(cfg, run, store, agent, losses, ds, frames, progress, start_time, external) -> dict:
+    """Evaluate the agent before RL, write the first checkpoint, then run online."""
     eval_env = make_run_env(cfg)
     before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), external=external)
     before_base = {}
@@ -165,13 +213,31 @@ def finetune(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progre
         checkpoint_due=True,  # a first checkpoint before RL: a resume never repeats pretraining
     )
     buffer = run_buffer(cfg, ds, frames)
-    store = CheckpointStore(run.path / "checkpoints", keep=cfg.keep_checkpoints)
     return _online(cfg, run, agent, buffer, store, state, eval_env, progress, start_time, external)
 
 
-def resume(out: str | Path, *, progress: bool = True, base=None) -> dict:
-    """Continue the run in ``out`` from its newest usable checkpoint (its own config.json);
-    ``base``: the external base object the run started with, if it was given from Python."""
+def _check_resumable(record: dict, cfg: RunConfig, config_path: Path, where: str) -> None:
+    if record.get("config") != to_jsonable(cfg):
+        raise ValueError(
+            f"{config_path} differs from the config the checkpoint of {where} was written with; a run "
+            "continues with the settings it started with (restore config.json, or start a new run with --base-from)"
+        )
+
+
+def _check_same_data(ds: Dataset, sha: str, out: Path) -> None:
+    if dataset_sha256(ds) != sha:
+        raise ValueError(
+            f"the offline data differs from the data the run in {out} started with (sha256 "
+            f"{sha[:12]}..., now {dataset_sha256(ds)[:12]}...); resume with the same dataset"
+        )
+
+
+def resume(
+    out: str | Path, *, progress: bool = True, base=None, pretrain_save_seconds: float = PRETRAIN_SAVE_SECONDS
+) -> dict:
+    """Continue the run in ``out`` from its newest usable checkpoint (its own config.json), or its
+    pretraining from the pretraining checkpoint; ``base``: the external base object the run
+    started with, if it was given from Python."""
     start_time = time.perf_counter()
     out = Path(out)
     config_path = out / "config.json"
@@ -183,24 +249,12 @@ def resume(out: str | Path, *, progress: bool = True, base=None) -> dict:
     store = CheckpointStore(out / "checkpoints", keep=cfg.keep_checkpoints)
     record = store.latest_valid()
     if record is None:
-        raise FileNotFoundError(
-            f"no usable checkpoint in {store.dir} (the run stopped before its first one, after "
-            f"pretraining); start it again with `expoft finetune ... --out {out} --overwrite`"
-        )
-    if record.get("config") != to_jsonable(cfg):
-        raise ValueError(
-            f"{config_path} differs from the config the checkpoint of env step {record['env_step']} was "
-            "written with; a run continues with the settings it started with (restore config.json, or "
-            "start a new run with --base-from)"
-        )
+        return _resume_pretraining(cfg, out, store, config_path, progress, base, pretrain_save_seconds)
+    _check_resumable(record, cfg, config_path, f"env step {record['env_step']}")
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)
     state = LoopState(**record["state"])
-    if dataset_sha256(ds) != state.dataset_sha256:
-        raise ValueError(
-            f"the offline data differs from the data the run in {out} started with (sha256 "
-            f"{state.dataset_sha256[:12]}..., now {dataset_sha256(ds)[:12]}...); resume with the same dataset"
-        )
+    _check_same_data(ds, state.dataset_sha256, out)
     template = make_agent(cfg)
     buffer = run_buffer(cfg, ds, offline_frames(cfg, ds, progress))
     agent = store.restore(record, template, buffer)
@@ -219,6 +273,29 @@ def resume(out: str | Path, *, progress: bool = True, base=None) -> dict:
         start_time,
         external_candidates(cfg, base),
     )
+
+
+def _resume_pretraining(cfg, out, store, config_path, progress, base, save_seconds) -> dict:
+    record = store.pretrain_record()
+    if record is None:
+        raise FileNotFoundError(
+            f"no usable checkpoint in {store.dir} (the run stopped before its first one: within the first "
+            f"{PRETRAIN_SAVE_SECONDS:.0f} s of pretraining, or before RL began); start it again with "
+            f"`expoft finetune ... --out {out} --overwrite`"
+        )
+    _check_resumable(record, cfg, config_path, f"pretraining step {record['done']}")
+    ds = offline_data(cfg, progress)
+    check_dataset(cfg, ds)
+    _check_same_data(ds, record["dataset_sha256"], out)
+    frames = offline_frames(cfg, ds, progress)
+    agent, _ = store.restore_pretrain(record, make_agent(cfg))
+    run = RunDir.reopen(out, record["metrics_bytes"])
+    run.log({"phase": "resume", "pretrain_step": record["done"]})
+    log.info("resuming %s at pretraining step %d of %d", out, record["done"], cfg.pretrain_steps)
+    start_time = time.perf_counter() - record["elapsed_seconds"]
+    agent, losses = _pretrain(cfg, run, store, agent, ds, frames, progress, save_seconds, start_time, resumed=record)
+    return _start_online(cfg, run, store, agent, losses, ds, frames, progress, start_time,
+                         external_candidates(cfg, base))  # fmt: skip
 
 
 def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress, start_time, external=None) -> dict:
