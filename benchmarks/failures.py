@@ -12,13 +12,19 @@ line per figure ``{"metric", "value", "unit"}``:
   is lifted (how much the critic tells the candidates apart where drops happen);
 - ``chosen_grip`` / ``candidate_grip``: mean gripper command (smallest over the chunk) of the
   chosen candidate and of all candidates while lifted (OGBench's gripper command is a position
-  target: higher holds firmer); ``corr_q_grip``: median correlation of score and gripper command.
+  target: higher holds firmer); ``corr_q_grip``: median correlation of score and gripper command;
+- ``fail_cube_displaced``: failed episodes whose cube ends on the table more than 3 cm from where
+  it started (knocked away or dropped, and never picked up again), and
+  ``fail_cube_displacement_cm``: the median of that distance over failed episodes.
+With ``--detail`` every failed episode is also described on stderr (lift height and time, start,
+end and goal of the cube, gripper command over the last 20 steps).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import jax
 import numpy as np
@@ -35,6 +41,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--seed", type=int, default=30_000, help="first reset seed")
     parser.add_argument("--lift", type=float, default=0.05, help="cube height (m) that counts as lifted")
+    parser.add_argument("--detail", action="store_true", help="describe every failed episode on stderr")
     args = parser.parse_args()
 
     cfg, agent, step = load_run_agent(args.run_dir)
@@ -52,10 +59,13 @@ def main() -> None:
         return cands, agent.score(k_score, obs, cands)
 
     key = jax.random.PRNGKey(args.seed)
-    outcomes, q_std, chosen_grip, mean_grip, corr = [], [], [], [], []
+    outcomes, q_std, chosen_grip, mean_grip, corr, displaced = [], [], [], [], [], []
     for e in range(args.episodes):
         obs, info = env.reset(seed=args.seed + e)
-        done, max_z = False, 0.0
+        sim = env.unwrapped
+        start = np.array(sim._data.joint("object_joint_0").qpos[:3])
+        goal = np.array(sim._data.mocap_pos[sim._cube_target_mocap_ids[0]])
+        done, max_z, first_lift, t, grips = False, 0.0, None, 0, []
         while not done:
             key, k = jax.random.split(key)
             cands, scores = candidates_and_scores(obs[None], k)
@@ -73,12 +83,25 @@ def main() -> None:
                     corr.append(np.corrcoef(scores, grip)[0, 1])
             for action in cands[best]:
                 obs, _, terminated, truncated, info = env.step(action)
+                t += 1
+                grips.append(float(action[-1]))
+                if first_lift is None and sim._data.joint("object_joint_0").qpos[2] > args.lift:
+                    first_lift = t
                 done = terminated or truncated
                 if done:
                     break
-        final_z = float(env.unwrapped._data.joint("object_joint_0").qpos[2])
+        final = np.array(sim._data.joint("object_joint_0").qpos[:3])
         success = bool(info.get("success", False))
-        outcomes.append((success, max_z > args.lift and final_z < TABLE_Z + 0.01))
+        outcomes.append((success, max_z > args.lift and final[2] < TABLE_Z + 0.01))
+        if not success:
+            moved = float(np.linalg.norm(final[:2] - start[:2]))
+            displaced.append((moved, final[2] < TABLE_Z + 0.01))
+            if args.detail:
+                row = {"episode": e, "steps": t, "max_z": round(max_z, 3), "first_lift_step": first_lift,
+                       "start": start.round(3).tolist(), "end": final.round(3).tolist(),
+                       "goal": goal.round(3).tolist(), "moved_cm": round(100 * moved, 1),
+                       "grip_last20": round(float(np.mean(grips[-20:])), 2)}  # fmt: skip
+                print(json.dumps(row), file=sys.stderr)
 
     n = len(outcomes)
     fails = [lost for ok, lost in outcomes if not ok]
@@ -90,6 +113,9 @@ def main() -> None:
         ("chosen_grip", float(np.mean(chosen_grip)) if chosen_grip else float("nan"), "command"),
         ("candidate_grip", float(np.mean(mean_grip)) if mean_grip else float("nan"), "command"),
         ("corr_q_grip", float(np.median(corr)) if corr else float("nan"), "correlation"),
+        ("fail_cube_displaced", sum(m > 0.03 and on_table for m, on_table in displaced) / n, "fraction"),
+        ("fail_cube_displacement_cm", 100 * float(np.median([m for m, _ in displaced])) if displaced else float("nan"),
+         "cm"),
     ]
     for name, value, unit in figures:
         row = {"metric": name, "value": round(value, 4), "unit": unit, "run": args.run_dir, "env_step": step}
