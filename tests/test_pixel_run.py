@@ -25,10 +25,10 @@ def metric_rows(run) -> list[dict]:
 
 def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, rendering, monkeypatch):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
-    cfg = dataclasses.replace(preset("tiny-pixels"), env_steps=200, checkpoint_every=100, eval_every=200)
+    cfg = dataclasses.replace(preset("tiny-pixels"), env_steps=150, checkpoint_every=75, eval_every=150)
     full = tmp_path / "full"
     summary = finetune(cfg, full, progress=False)
-    assert summary["env_steps"] >= 200 and summary["update_calls"] > 0
+    assert summary["env_steps"] >= 150 and summary["update_calls"] > 0
     assert 0.0 <= summary["final_success"] <= 1.0
     segments = sorted((full / "checkpoints" / "buffer").glob("online_*.npz"))
     with np.load(segments[0]) as seg:  # frames stored once per step plus one per episode
@@ -39,7 +39,7 @@ def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, renderin
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)
     states = sorted((cut / "checkpoints").glob("state_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-    mid = [p for p in states if 0 < int(p.stem.split("_")[1]) < 200]
+    mid = [p for p in states if 0 < int(p.stem.split("_")[1]) < 150]
     assert mid, f"no mid-run checkpoint among {[p.name for p in states]}"
     keep = int(mid[0].stem.split("_")[1])
     for p in states:
