@@ -91,11 +91,12 @@ def main() -> None:
                 if done:
                     break
         final = np.array(sim._data.joint("object_joint_0").qpos[:3])
+        on_table = final[2] < TABLE_Z + 0.01
         success = bool(info.get("success", False))
-        outcomes.append((success, max_z > args.lift and final[2] < TABLE_Z + 0.01))
+        outcomes.append((success, max_z > args.lift and on_table))
         if not success:
             moved = float(np.linalg.norm(final[:2] - start[:2]))
-            displaced.append((moved, final[2] < TABLE_Z + 0.01))
+            displaced.append((moved, on_table))
             if args.detail:
                 row = {"episode": e, "steps": t, "max_z": round(max_z, 3), "first_lift_step": first_lift,
                        "start": start.round(3).tolist(), "end": final.round(3).tolist(),
@@ -114,8 +115,11 @@ def main() -> None:
         ("candidate_grip", float(np.mean(mean_grip)) if mean_grip else float("nan"), "command"),
         ("corr_q_grip", float(np.median(corr)) if corr else float("nan"), "correlation"),
         ("fail_cube_displaced", sum(m > 0.03 and on_table for m, on_table in displaced) / n, "fraction"),
-        ("fail_cube_displacement_cm", 100 * float(np.median([m for m, _ in displaced])) if displaced else float("nan"),
-         "cm"),
+        (
+            "fail_cube_displacement_cm",
+            100 * float(np.median([m for m, _ in displaced])) if displaced else float("nan"),
+            "cm",
+        ),
     ]
     for name, value, unit in figures:
         row = {"metric": name, "value": round(value, 4), "unit": unit, "run": args.run_dir, "env_step": step}

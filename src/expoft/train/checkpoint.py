@@ -193,14 +193,10 @@ class CheckpointStore:
     def pretrain_record(self) -> dict | None:
         """The pretraining checkpoint's state (see :meth:`save_pretrain`), or None (with a warning
         when there is one that cannot be used)."""
-        path = self.dir / "pretrain_state.json"
-        if not path.exists():
+        if not (self.dir / "pretrain_state.json").exists():
             return None
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            record = None
-        problem = self._problem(record and {**record, "buffer": {"segments": []}})
+        record = self._read_json("pretrain_state.json")
+        problem = self._problem(record, has_buffer=False)
         if problem is not None:
             log.warning("the pretraining checkpoint in %s is unusable: %s", self.dir, problem)
             return None
@@ -233,19 +229,23 @@ class CheckpointStore:
         return steps[-1] if steps else None
 
     def _read_record(self, step: int) -> dict | None:
+        return self._read_json(f"state_{step}.json")
+
+    def _read_json(self, name: str) -> dict | None:
         try:
-            return json.loads((self.dir / f"state_{step}.json").read_text())
+            return json.loads((self.dir / name).read_text())
         except (OSError, ValueError):
             return None
 
-    def _problem(self, record: dict | None) -> str | None:
-        """Why a checkpoint cannot be used, or None."""
+    def _problem(self, record: dict | None, has_buffer: bool = True) -> str | None:
+        """Why a checkpoint cannot be used, or None; ``has_buffer``: False for a pretraining
+        checkpoint, which has no replay segments."""
         if record is None:
             return "its state file is unreadable or truncated"
         version = record.get("format_version")
         if version != FORMAT_VERSION:
             return f"it has checkpoint format {version}, this expoft reads format {FORMAT_VERSION}"
-        parts = [record["agent"], *record["buffer"]["segments"]]
+        parts = [record["agent"], *(record["buffer"]["segments"] if has_buffer else [])]
         for part in parts:
             path = self.dir / part["file"]
             if not path.exists():

@@ -147,6 +147,7 @@ def finetune(
     check_dataset(cfg, ds)  # before the run folder exists: bad data leaves nothing to clean up
     frames = offline_frames(cfg, ds, progress)
     external = external_candidates(cfg, base)
+    sha = dataset_sha256(ds)
     run = RunDir(out, cfg, overwrite)
     store = CheckpointStore(run.path / "checkpoints", keep=cfg.keep_checkpoints)
     agent = make_agent(cfg)
@@ -159,19 +160,15 @@ def finetune(
         agent = with_base_from(agent, cfg.base_from)
         run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
     elif cfg.pretrain_steps:
-        agent, losses = _pretrain(cfg, run, store, agent, ds, frames, progress, pretrain_save_seconds, start_time)
-    return _start_online(cfg, run, store, agent, losses, ds, frames, progress, start_time, external)
+        agent, losses = _pretrain(cfg, run, store, agent, ds, sha, frames, progress, pretrain_save_seconds, start_time)
+    return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, start_time, external)
 
 
-def _pretrain(cfg, run, store, agent, ds, frames, progress, save_seconds, start_time, resumed=None):
-    """Pretraining of a run, checkpointed every ``save_seconds``; ``resumed``: the record of the
-    pretraining checkpoint it continues from (``agent`` is then that checkpoint's agent)."""
-    sha = dataset_sha256(ds)
+def _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, start_time, start=None):
+    """Pretraining of a run (``sha``: its dataset's digest), checkpointed every ``save_seconds``;
+    ``start``: where the pretraining checkpoint it continues from stopped (``agent`` is then that
+    checkpoint's agent)."""
     last_save = time.perf_counter()
-    start = None
-    if resumed is not None:
-        _, losses = store.restore_pretrain(resumed, agent)
-        start = PretrainPoint(resumed["done"], resumed["rng"], (losses,))
 
     def save(agent, point: PretrainPoint) -> None:
         nonlocal last_save
@@ -194,7 +191,7 @@ def _pretrain(cfg, run, store, agent, ds, frames, progress, save_seconds, start_
     return agent, losses
 
 
-def _start_online(cfg, run, store, agent, losses, ds, frames, progress, start_time, external) -> dict:
+def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, start_time, external) -> dict:
     """Evaluate the agent before RL, write the first checkpoint, then run online."""
     eval_env = make_run_env(cfg)
     before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), external=external)
@@ -209,7 +206,7 @@ def _start_online(cfg, run, store, agent, losses, ds, frames, progress, start_ti
         evals=[before],
         sampling_rng=np.random.default_rng(cfg.seed).bit_generator.state,
         before={**before, **before_base, "pretrain_final_loss": float(losses[-100:].mean()) if len(losses) else None},
-        dataset_sha256=dataset_sha256(ds),
+        dataset_sha256=sha,
         checkpoint_due=True,  # a first checkpoint before RL: a resume never repeats pretraining
     )
     buffer = run_buffer(cfg, ds, frames)
@@ -280,7 +277,7 @@ def _resume_pretraining(cfg, out, store, config_path, progress, base, save_secon
     if record is None:
         raise FileNotFoundError(
             f"no usable checkpoint in {store.dir} (the run stopped before its first one: within the first "
-            f"{PRETRAIN_SAVE_SECONDS:.0f} s of pretraining, or before RL began); start it again with "
+            f"{save_seconds:.0f} s of pretraining, or before RL began); start it again with "
             f"`expoft finetune ... --out {out} --overwrite`"
         )
     _check_resumable(record, cfg, config_path, f"pretraining step {record['done']}")
@@ -288,13 +285,15 @@ def _resume_pretraining(cfg, out, store, config_path, progress, base, save_secon
     check_dataset(cfg, ds)
     _check_same_data(ds, record["dataset_sha256"], out)
     frames = offline_frames(cfg, ds, progress)
-    agent, _ = store.restore_pretrain(record, make_agent(cfg))
+    agent, losses = store.restore_pretrain(record, make_agent(cfg))
     run = RunDir.reopen(out, record["metrics_bytes"])
     run.log({"phase": "resume", "pretrain_step": record["done"]})
     log.info("resuming %s at pretraining step %d of %d", out, record["done"], cfg.pretrain_steps)
     start_time = time.perf_counter() - record["elapsed_seconds"]
-    agent, losses = _pretrain(cfg, run, store, agent, ds, frames, progress, save_seconds, start_time, resumed=record)
-    return _start_online(cfg, run, store, agent, losses, ds, frames, progress, start_time,
+    sha = record["dataset_sha256"]  # checked above
+    start = PretrainPoint(record["done"], record["rng"], (losses,))
+    agent, losses = _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, start_time, start)
+    return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, start_time,
                          external_candidates(cfg, base))  # fmt: skip
 
 
