@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -51,6 +53,35 @@ def small_arrays():
 @pytest.fixture
 def small_dataset(small_arrays):
     return make_dataset(small_arrays, {"kind": "custom"})
+
+
+_CACHE_VARS = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+
+
+def pytest_configure(config):
+    """One persistent XLA compilation cache per test session, shared by the xdist workers and by the
+    training processes tests start (they inherit the environment): many tests compile the same tiny
+    agents, and each resumed or killed-and-restarted run would otherwise compile everything again
+    (about half of a pixel run's minute). Only compile time changes: the cache is keyed by the
+    compiled program, and an unreadable entry is compiled again (JAX warns)."""
+    import jax
+
+    if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        config._expoft_jax_cache = tempfile.mkdtemp(prefix="expoft-test-jax-cache-")
+        os.environ.update(_CACHE_VARS, JAX_COMPILATION_CACHE_DIR=config._expoft_jax_cache)
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # jax was imported before: apply to this process too
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_expoft_jax_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
