@@ -151,6 +151,36 @@ def test_out_dir_and_default_cache_location(tmp_path, monkeypatch):
     assert out.parent == tmp_path / "mine" and not reused
 
 
+def test_disturbed_demos_knock_the_cube_away_once_and_the_oracle_recovers():
+    from expoft.envs.ogbench_domains import QPOS_OBJECTS_START
+
+    base = DemosConfig(env="cube-single", task=1, episodes=3, seed=0)
+    assert DemosConfig(env="cube-single", task=1, episodes=3, seed=0, disturb=0.0).cache_name() == base.cache_name()
+    disturbed = DemosConfig(env="cube-single", task=1, episodes=3, seed=0, disturb=1.0)
+    assert disturbed.cache_name() != base.cache_name()
+    ds = generate(disturbed, workers=1, progress=False)
+    cube = ds.next_qpos[:, QPOS_OBJECTS_START : QPOS_OBJECTS_START + 3]
+    disturbed_episodes = 0
+    for start, stop in zip(*ds.episode_bounds(), strict=True):
+        jumps = np.linalg.norm(np.diff(cube[start:stop, :2], axis=0), axis=1)
+        # at most one step moves the cube 4-12 cm across (the arm never moves it 3.5 cm in one step); an
+        # episode that reaches the goal before the drawn delay ends is not disturbed
+        moved = np.flatnonzero(jumps > 0.035)
+        assert len(moved) <= 1 and jumps.max() < 0.13, jumps
+        if len(moved):
+            disturbed_episodes += 1
+            assert cube[start + moved[0] + 1, 2] < 0.03  # put down on the table
+    assert disturbed_episodes >= 2
+    # the closed-loop oracle goes back for the cube: the episodes still succeed, and take longer
+    assert ds.episode_success.all()
+    plain = generate(base, workers=1, progress=False)
+    assert ds.num_transitions > plain.num_transitions
+    with pytest.raises(ValueError, match="disturb must lie in"):
+        DemosConfig(disturb=1.5)
+    with pytest.raises(ValueError, match="not scene"):
+        DemosConfig(env="scene", disturb=0.5)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="task must be in 1..5"):
         DemosConfig(task=0)

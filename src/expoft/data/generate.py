@@ -82,11 +82,21 @@ class DemosConfig:
     """Probability of replacing the oracle's action by a uniform random one at each step."""
     max_episode_steps: int | None = None
     """Time limit; default: the singletask env's own (200 cube-single, 500 cube-double, 750 scene, 500 puzzle)."""
+    disturb: float = 0.0
+    """Probability that an episode is disturbed once (cube domains): a random 0-20 steps after the
+    gripper first reaches a cube, that cube is moved 4-12 cm across the table (out of the gripper
+    if held), as if knocked or dropped, and the closed-loop oracle goes back for it. Recorded as
+    part of that step's transition (an external push). Gives imitation examples of recovering a
+    displaced cube, which noisy demos alone rarely contain."""
 
     def __post_init__(self):
         domain = get_domain(self.env)
         check_task(domain, self.task)
         _check_positive("episodes", self.episodes)
+        if not 0.0 <= self.disturb <= 1.0:
+            raise ValueError(f"disturb must lie in [0, 1], got {self.disturb}")
+        if self.disturb > 0 and domain.family != "cube":
+            raise ValueError(f"disturb moves cubes: it works for cube-single and cube-double, not {self.env}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
         if self.gripper_noise < 0:
@@ -152,9 +162,11 @@ def _check_positive(name: str, value: int) -> None:
 
 def _digest(cfg: GenConfig) -> str:
     fields = dataclasses.asdict(cfg)
-    # Left out at its default so that datasets cached before the field existed keep their names.
+    # Left out at their defaults so that datasets cached before the fields existed keep their names.
     if fields.get("gripper_noise") == OGBENCH_GRIPPER_NOISE:
         del fields["gripper_noise"]
+    if fields.get("disturb") == 0.0:
+        del fields["disturb"]
     blob = json.dumps({"config": fields, "version": GENERATOR_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -193,6 +205,8 @@ def demo_episode(env, domain: Domain, cfg: DemosConfig, episode: int) -> dict[st
     xi = rng.uniform(0.0, cfg.noise)
     noise_std = xi * np.append(_ARM_NOISE_SCALE, cfg.gripper_noise)
     limit = cfg.max_episode_steps or domain.episode_steps
+    # Drawn only when disturbing, so that datasets without disturbances keep their arrays.
+    disturbance = _Disturbance(rng) if cfg.disturb > 0 and rng.random() < cfg.disturb else None
     buf = _new_buffer()
     success = False
     for _ in range(limit):
@@ -202,6 +216,8 @@ def demo_episode(env, domain: Domain, cfg: DemosConfig, episode: int) -> dict[st
             action = director.select_action(ob, info)
             action = action + rng.normal(0.0, noise_std)
         action = np.clip(action, -1.0, 1.0)
+        if disturbance is not None:
+            disturbance.maybe_apply(env.unwrapped, domain, info)
         next_ob, _, terminated, _, info = env.step(action)
         _record(buf, ob, action, next_ob, info, domain)
         ob = next_ob
@@ -209,6 +225,55 @@ def demo_episode(env, domain: Domain, cfg: DemosConfig, episode: int) -> dict[st
         if terminated or success:
             break
     return _finish(buf, success)
+
+
+class _Disturbance:
+    """Moves the cube nearest the gripper once, a random delay after the gripper first reaches it."""
+
+    REACH = 0.03  # m between the effector and a cube's centre that counts as reaching it
+    MAX_DELAY = 20  # steps: about the time from reaching the cube to placing it (demos take ~40 in all)
+    DISTANCE = (0.04, 0.12)  # m, the range of the failures left after imitation (benchmarks/failures.py)
+    CLEARANCE = 0.05  # m between the moved cube and the gripper, so that it does not land in the fingers
+
+    def __init__(self, rng: np.random.Generator):
+        self._rng = rng
+        self._countdown: int | None = None
+        self.done = False
+
+    def maybe_apply(self, sim, domain: Domain, info: dict) -> None:
+        if self.done:
+            return
+        effector = np.asarray(info["proprio/effector_pos"])
+        cubes = [sim._data.joint(f"object_joint_{i}") for i in range(domain.num_cubes)]
+        gaps = [np.linalg.norm(c.qpos[:3] - effector) for c in cubes]
+        if self._countdown is None:
+            if min(gaps) <= self.REACH:
+                self._countdown = int(self._rng.integers(0, self.MAX_DELAY))
+            return
+        if self._countdown > 0:
+            self._countdown -= 1
+            return
+        self.done = True
+        self._move(sim, cubes[int(np.argmin(gaps))], effector)
+
+    def _move(self, sim, cube, effector: np.ndarray) -> None:
+        import mujoco
+
+        low, high = (np.asarray(b, float) for b in sim._object_sampling_bounds)
+        xy = cube.qpos[:2].copy()
+        for _ in range(50):  # rejection sampling; the bounds leave room for most draws
+            angle = self._rng.uniform(0.0, 2 * np.pi)
+            step = self._rng.uniform(*self.DISTANCE) * np.array([np.cos(angle), np.sin(angle)])
+            candidate = np.clip(cube.qpos[:2] + step, low, high)
+            far_enough = np.linalg.norm(candidate - cube.qpos[:2]) >= self.DISTANCE[0]  # not undone by the clip
+            if far_enough and np.linalg.norm(candidate - effector[:2]) >= self.CLEARANCE:
+                xy = candidate
+                break
+        yaw = self._rng.uniform(0.0, 2 * np.pi)
+        cube.qpos[:3] = (xy[0], xy[1], 0.02)  # resting on the table, as the env places cubes
+        cube.qpos[3:] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))  # wxyz: a turn about z
+        cube.qvel[:] = 0.0
+        mujoco.mj_forward(sim._model, sim._data)
 
 
 def _plan_oracles(env, family: str, noise: float) -> dict:

@@ -37,6 +37,9 @@ class RunConfig:
     """Noise level of the generated demonstrations (see `expoft data demos --help`)."""
     demo_gripper_noise: float = OGBENCH_GRIPPER_NOISE
     """Gripper noise of the generated demonstrations relative to the arm's (OGBench: 10)."""
+    demo_disturb: float = 0.0
+    """Fraction of generated demonstrations in which the cube is knocked away once and recovered
+    (see `expoft data demos --help`, --disturb)."""
     demo_seed: int | None = None
     """Seed of the generated demonstrations; None: ``seed``. Fix it to keep one dataset across
     seeds (seeds then vary pretraining and RL only, as with a benchmark dataset)."""
@@ -138,6 +141,10 @@ class RunConfig:
                 raise ValueError(f"pixel observations are available for the cube domains, not {self.env}")
             if self.algorithm != "expo" or self.video_every:
                 raise ValueError("pixel observations work with algorithm 'expo', without --video-every for now")
+        if not 0.0 <= self.demo_disturb <= 1.0:
+            raise ValueError(f"demo_disturb is a fraction of episodes: it must lie in [0, 1], got {self.demo_disturb}")
+        if self.demo_disturb > 0 and get_domain(self.env).family != "cube":
+            raise ValueError(f"demo_disturb moves cubes: it works for cube-single and cube-double, not {self.env}")
         if self.demo_seed is not None and self.demo_seed < 0:
             raise ValueError(f"demo_seed must be >= 0 (or None: the run's seed), got {self.demo_seed}")
         if not self.external_timeout_s > 0:

@@ -227,7 +227,7 @@ def demos_config(cfg: RunConfig) -> DemosConfig:
     seed = cfg.seed if cfg.demo_seed is None else cfg.demo_seed
     return DemosConfig(
         env=cfg.env, task=cfg.task, episodes=cfg.demo_episodes, seed=seed, noise=cfg.demo_noise,
-        gripper_noise=cfg.demo_gripper_noise,
+        gripper_noise=cfg.demo_gripper_noise, disturb=cfg.demo_disturb,
     )  # fmt: skip
 
 
