@@ -183,6 +183,14 @@ def test_resume_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="differs from the config"):
         resume(tmp_path / "done", progress=False)
     (tmp_path / "done" / "config.json").write_text(config)
+    # A run started before a config field existed (as if demo_disturb were new) resumes: the field
+    # is missing from config.json and from the checkpoints, and takes its default in both.
+    for path in [tmp_path / "done" / "config.json", *(tmp_path / "done" / "checkpoints").glob("state_*.json")]:
+        record = json.loads(path.read_text())
+        (record["config"] if "config" in record else record).pop("demo_disturb")
+        path.write_text(json.dumps(record))
+    assert resume(tmp_path / "done", progress=False)["env_steps"] >= 120
+    (tmp_path / "done" / "summary.json").unlink()
     dataset = next((tmp_path / "data").glob("*.npz"))
     data = dict(np.load(dataset))
     data["observations"] = data["observations"] + 1e-3  # same shapes, other values

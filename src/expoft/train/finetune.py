@@ -214,7 +214,13 @@ def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, sta
 
 
 def _check_resumable(record: dict, cfg: RunConfig, config_path: Path, where: str) -> None:
-    if record.get("config") != to_jsonable(cfg):
+    # Compared as configs, not as JSON: a field added to RunConfig after the run started is
+    # missing from both files and takes its default, which must not block the resume.
+    try:
+        recorded = to_jsonable(config_from_json(record["config"]))
+    except (KeyError, TypeError, ValueError):
+        recorded = None  # unreadable: reported as a difference below
+    if recorded != to_jsonable(cfg):
         raise ValueError(
             f"{config_path} differs from the config the checkpoint of {where} was written with; a run "
             "continues with the settings it started with (restore config.json, or start a new run with --base-from)"
