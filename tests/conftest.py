@@ -55,10 +55,8 @@ def small_dataset(small_arrays):
     return make_dataset(small_arrays, {"kind": "custom"})
 
 
-_CACHE_VARS = {
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-}
+# Cache every compiled program, however small or quick to compile (JAX's defaults skip those).
+_CACHE_OPTIONS = {"jax_persistent_cache_min_compile_time_secs": 0, "jax_persistent_cache_min_entry_size_bytes": 0}
 
 
 def pytest_configure(config):
@@ -71,11 +69,12 @@ def pytest_configure(config):
 
     if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         config._expoft_jax_cache = tempfile.mkdtemp(prefix="expoft-test-jax-cache-")
-        os.environ.update(_CACHE_VARS, JAX_COMPILATION_CACHE_DIR=config._expoft_jax_cache)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config._expoft_jax_cache
+        os.environ.update({name.upper(): str(value) for name, value in _CACHE_OPTIONS.items()})
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # jax was imported before: apply to this process too
         jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        for name, value in _CACHE_OPTIONS.items():
+            jax.config.update(name, value)
 
 
 def pytest_unconfigure(config):

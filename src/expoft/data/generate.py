@@ -93,10 +93,7 @@ class DemosConfig:
         domain = get_domain(self.env)
         check_task(domain, self.task)
         _check_positive("episodes", self.episodes)
-        if not 0.0 <= self.disturb <= 1.0:
-            raise ValueError(f"disturb must lie in [0, 1], got {self.disturb}")
-        if self.disturb > 0 and domain.family != "cube":
-            raise ValueError(f"disturb moves cubes: it works for cube-single and cube-double, not {self.env}")
+        check_disturb("disturb", self.disturb, self.env)
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
         if self.gripper_noise < 0:
@@ -158,6 +155,15 @@ GenConfig = DemosConfig | PlayConfig
 def _check_positive(name: str, value: int) -> None:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
+
+
+def check_disturb(name: str, value: float, env: str) -> None:
+    """The checks of ``DemosConfig.disturb``, shared with the runs' ``demo_disturb`` (so that a bad
+    value fails before a run starts)."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value} (a fraction of episodes)")
+    if value > 0 and get_domain(env).family != "cube":
+        raise ValueError(f"{name} moves cubes: it works for cube-single and cube-double, not {env}")
 
 
 def _digest(cfg: GenConfig) -> str:

@@ -10,7 +10,7 @@ import tyro
 
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.expo import EXPOConfig
-from expoft.data.generate import OGBENCH_GRIPPER_NOISE
+from expoft.data.generate import OGBENCH_GRIPPER_NOISE, check_disturb
 from expoft.encoders import EncoderConfig
 from expoft.envs.ogbench_domains import check_task, get_domain
 from expoft.obs import PixelSpec
@@ -141,10 +141,7 @@ class RunConfig:
                 raise ValueError(f"pixel observations are available for the cube domains, not {self.env}")
             if self.algorithm != "expo" or self.video_every:
                 raise ValueError("pixel observations work with algorithm 'expo', without --video-every for now")
-        if not 0.0 <= self.demo_disturb <= 1.0:
-            raise ValueError(f"demo_disturb is a fraction of episodes: it must lie in [0, 1], got {self.demo_disturb}")
-        if self.demo_disturb > 0 and get_domain(self.env).family != "cube":
-            raise ValueError(f"demo_disturb moves cubes: it works for cube-single and cube-double, not {self.env}")
+        check_disturb("demo_disturb", self.demo_disturb, self.env)
         if self.demo_seed is not None and self.demo_seed < 0:
             raise ValueError(f"demo_seed must be >= 0 (or None: the run's seed), got {self.demo_seed}")
         if not self.external_timeout_s > 0:
