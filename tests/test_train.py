@@ -250,6 +250,8 @@ def test_demo_seed_fixes_the_dataset_across_run_seeds(monkeypatch):
     calm = loop.demos_config(preset("tiny", demo_noise=0.3, demo_gripper_noise=1.0))
     assert (calm.noise, calm.gripper_noise) == (0.3, 1.0)
     assert loop.demos_config(preset("tiny")).gripper_noise == 10.0
-    assert loop.demos_config(preset("demo")).disturb == 1.0 and loop.demos_config(preset("p1")).disturb == 0.0
+    demo_demos = loop.demos_config(preset("demo"))
+    assert (demo_demos.disturb, demo_demos.episodes, demo_demos.seed) == (1.0, 15, 0)
+    assert loop.demos_config(preset("p1")).disturb == 0.0
     with pytest.raises(ValueError, match="demo_gripper_noise must be >= 0"):
         preset("tiny", demo_gripper_noise=-1.0)
