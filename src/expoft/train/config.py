@@ -226,10 +226,11 @@ PRESETS: dict[str, RunConfig] = {
 # fine-tuned within ~20 minutes on a 2-core CPU. Why the disturbances: with plain noisy demos the
 # failures left after imitation were all a cube knocked or dropped and never grasped again (no
 # demo shows a regrasp), and 12k env steps of RL did not fix them (finals 0.76-0.86 over seeds
-# 0-2); with demos that show the recovery RL reaches 0.96-1.00 (README "Current results").
+# 0-2); with demos that show the recovery RL reaches 0.94-0.98 in 9k (README "Current results").
 # Imitation alone: 0.68 / 0.82 / 0.94 over seeds 0-2 (the 20-70% the issue asks for holds on
 # seed 0 only). Tried for a lower level, both too slow to learn: noise 0.15 (imitation 0.40-0.50;
 # seed 0 0.40 -> 0.72 in 9k env steps) and 15 demos (0.56-0.72; seed 0 0.62 -> 0.80 in 11k).
+# Noise 0.125 is the candidate (imitation 0.48-0.66; seeds 0, 1 reach 0.96 in 9k; seed 2 not run).
 # 9k env steps keep the run under 20 minutes with a margin (12k took 19-20.5 minutes).
 # The dataset is the same for every seed (demos of seed 0), as with a benchmark dataset.
 PRESETS["demo"] = dataclasses.replace(
