@@ -3,7 +3,7 @@
 # of cube-single task 1 (in each, the cube is knocked away once and the oracle recovers it),
 # pretrain the flow base by imitation, fine-tune it online with EXPO, evaluate, and write
 # runs/demo/seed0/{summary.json,learning_curve.png,metrics.jsonl}.
-# About 15-17 minutes on a 2-core CPU. Extra arguments go to `expoft demo` (e.g. --seed 1).
+# About 14-16 minutes on a 2-core CPU. Extra arguments go to `expoft demo` (e.g. --seed 1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh

@@ -425,3 +425,27 @@ def test_nominal_step_puts_chunked_evaluations_on_the_grid():
     assert nominal_step(2003, 1000, 2000, 5) == 2000  # the last evaluation, past env_steps
     assert nominal_step(1500, 1000, 5000, 5) == 1500  # not a grid point: kept
     assert nominal_step(0, 1000, 2000, 5) == 0
+
+
+def test_mean_curve_of_chunked_seeds_meets_on_the_grid(tmp_path):
+    """Seeds of a chunked run evaluate at 3001 / 3004 / ...; the mean over seeds must still have a
+    point at every grid step (not only at 0 and the end), with the hand-computed mean and spread."""
+    from expoft.report.plots import mean_curve, plot_mean_curves
+
+    evals = {0: [(0, 0.4), (3001, 0.8), (6004, 0.8), (9003, 1.0)], 1: [(0, 0.6), (3004, 0.9), (6001, 0.7), (9003, 0.9)]}
+    runs = []
+    for seed, points in evals.items():
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"eval_every": 3000, "env_steps": 9000, "agent": {"exec_len": 5}}))
+        rows = [{"env_step": 10, "critic/loss": 1.0}]  # a training row: not an evaluation
+        ci = {"eval/success_ci_low": 0.0, "eval/success_ci_high": 1.0}
+        rows += [{"env_step": s, "eval/success": v, **ci} for s, v in points]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        runs.append(run)
+    curve = mean_curve(runs)
+    assert curve["env_step"] == [0, 3000, 6000, 9000]
+    assert curve["success"] == pytest.approx([0.5, 0.85, 0.75, 0.95])
+    assert curve["low"] == pytest.approx([0.4, 0.8, 0.7, 0.9])
+    assert curve["high"] == pytest.approx([0.6, 0.9, 0.8, 1.0])
+    assert plot_mean_curves({"expo": runs}, tmp_path / "curves.png").stat().st_size > 0

@@ -251,7 +251,7 @@ def test_demo_seed_fixes_the_dataset_across_run_seeds(monkeypatch):
     assert (calm.noise, calm.gripper_noise) == (0.3, 1.0)
     assert loop.demos_config(preset("tiny")).gripper_noise == 10.0
     demo_demos = loop.demos_config(preset("demo"))
-    assert (demo_demos.disturb, demo_demos.episodes, demo_demos.seed, demo_demos.noise) == (1.0, 30, 0, 0.1)
+    assert (demo_demos.disturb, demo_demos.episodes, demo_demos.seed, demo_demos.noise) == (1.0, 30, 0, 0.125)
     assert loop.demos_config(preset("p1")).disturb == 0.0
     with pytest.raises(ValueError, match="demo_gripper_noise must be >= 0"):
         preset("tiny", demo_gripper_noise=-1.0)

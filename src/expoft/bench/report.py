@@ -23,6 +23,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from expoft.report.steps import nominal_step, run_grid
+
 THRESHOLDS = (0.5, 0.8, 0.95)
 """Success levels for "environment steps to reach"."""
 MAX_TABLE_CHECKPOINTS = 6
@@ -98,9 +100,7 @@ class RunRecord:
     def evaluations(self) -> list[dict]:
         """The run's evaluations, each at its nominal env step (see :func:`nominal_step`); read once."""
         evals = list(self.summary.get("evaluations") or []) if self.summary else []
-        cfg = _read_json(self.run_dir / "config.json") or {}
-        every, total = cfg.get("eval_every"), cfg.get("env_steps")
-        chunk = (cfg.get("agent") or {}).get("exec_len", 1)
+        every, total, chunk = run_grid(self.run_dir)
         return [{**e, "env_step": nominal_step(int(e["env_step"]), every, total, chunk)} for e in evals]
 
     @property
@@ -112,18 +112,6 @@ class RunRecord:
         if self.bench and self.bench.get("wall_seconds") is not None:
             return self.bench["wall_seconds"]
         return self.summary.get("wall_seconds") if self.summary else None
-
-
-def nominal_step(step: int, every: int | None, total: int | None, chunk: int) -> int:
-    """The evaluation grid point an evaluation belongs to. A run evaluates as soon as its env step
-    crosses a multiple of ``eval_every``, and with chunks of ``exec_len`` actions that is up to
-    ``exec_len - 1`` steps later (1004 for 1000 with chunks of 5); the last evaluation, at or past
-    ``env_steps``, is put at ``env_steps``. Runs of chunked and plain methods then share columns."""
-    if total is not None and step >= total:
-        return int(total)
-    if every and step % every < chunk:
-        return step - step % every
-    return step
 
 
 def _read_json(path: Path) -> dict | None:
@@ -397,8 +385,11 @@ def render_report(
         "attempts). grad steps/s: critic gradient steps per second of update time (critic_steps_per_s).",
     ]
     tuning = args.get("method_args") or {}
-    notes += ["", "Tuning (flags given to single methods, beyond the protocol's): " + (
-        "; ".join(f"{m}: `{' '.join(f)}`" for m, f in tuning.items()) if tuning else "none")]
+    notes += [
+        "",
+        "Tuning (flags given to single methods, beyond the protocol's): "
+        + ("; ".join(f"{m}: `{' '.join(f)}`" for m, f in tuning.items()) if tuning else "none"),
+    ]
     if bench.get("command"):
         notes += ["", f"Command: `{bench['command']}`"]
     (out / "table.md").write_text("\n".join(notes) + "\n")

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from expoft.report.steps import nominal_step, run_grid  # noqa: E402
+
 
 def eval_curve(run_dir: str | Path) -> dict[str, list[float]]:
     """``env_step``, ``success``, ``low``, ``high`` of every OTF evaluation row of a run."""
@@ -38,20 +40,39 @@ def plot_learning_curves(
     return _save_success_axes(fig, ax, title, out)
 
 
+def mean_curve(run_dirs: list[str | Path]) -> dict[str, list[float]]:
+    """The seeds of one method: ``env_step`` (the grid points every run evaluated at), the mean
+    ``success`` there and its ``low``/``high`` over seeds. Evaluations are placed on their run's
+    grid (:func:`nominal_step`): chunked runs evaluate a few steps past a multiple of
+    ``eval_every``, at steps that differ from seed to seed."""
+    curves = [_grid_curve(d) for d in run_dirs]
+    steps = sorted(set.intersection(*(set(c["env_step"]) for c in curves)))
+    values = [[c["success"][c["env_step"].index(s)] for s in steps] for c in curves]
+    by_step = list(zip(*values, strict=True))
+    return {
+        "env_step": steps,
+        "success": [sum(v) / len(v) for v in by_step],
+        "low": [min(v) for v in by_step],
+        "high": [max(v) for v in by_step],
+    }
+
+
 def plot_mean_curves(groups: dict[str, list[str | Path]], out: str | Path, title: str = "") -> Path:
     """One line per group of run folders (e.g. the seeds of a method): the mean success at each
-    evaluation step, shaded between the lowest and highest seed; saved as PNG."""
+    evaluation step (:func:`mean_curve`), shaded between the lowest and highest seed; saved as PNG."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, run_dirs in groups.items():
-        curves = [eval_curve(d) for d in run_dirs]
-        steps = sorted(set.intersection(*(set(c["env_step"]) for c in curves)))
-        values = [[c["success"][c["env_step"].index(s)] for s in steps] for c in curves]
-        mean = [sum(v) / len(v) for v in zip(*values, strict=True)]
-        line = ax.plot(steps, mean, marker="o", label=f"{label} ({len(run_dirs)} seeds)")[0]
-        lows = [min(v) for v in zip(*values, strict=True)]
-        highs = [max(v) for v in zip(*values, strict=True)]
-        ax.fill_between(steps, lows, highs, color=line.get_color(), alpha=0.15)
+        curve = mean_curve(run_dirs)
+        line = ax.plot(curve["env_step"], curve["success"], marker="o", label=f"{label} ({len(run_dirs)} seeds)")[0]
+        ax.fill_between(curve["env_step"], curve["low"], curve["high"], color=line.get_color(), alpha=0.15)
     return _save_success_axes(fig, ax, title, out)
+
+
+def _grid_curve(run_dir: str | Path) -> dict[str, list[float]]:
+    curve = eval_curve(run_dir)
+    every, total, chunk = run_grid(run_dir)
+    curve["env_step"] = [nominal_step(int(s), every, total, chunk) for s in curve["env_step"]]
+    return curve
 
 
 def _save_success_axes(fig, ax, title: str, out: str | Path) -> Path:
