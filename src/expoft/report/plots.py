@@ -63,7 +63,8 @@ def plot_mean_curves(groups: dict[str, list[str | Path]], out: str | Path, title
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, run_dirs in groups.items():
         curve = mean_curve(run_dirs)
-        line = ax.plot(curve["env_step"], curve["success"], marker="o", label=f"{label} ({len(run_dirs)} seeds)")[0]
+        seeds = f"{len(run_dirs)} seed" + ("s" if len(run_dirs) != 1 else "")
+        line = ax.plot(curve["env_step"], curve["success"], marker="o", label=f"{label} ({seeds})")[0]
         ax.fill_between(curve["env_step"], curve["low"], curve["high"], color=line.get_color(), alpha=0.15)
     return _save_success_axes(fig, ax, title, out)
 
