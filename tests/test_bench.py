@@ -318,11 +318,16 @@ def test_protocol_plans(tmp_path):
     assert expo.config["env_steps"] == 1_000_000 and expo.config["eval_every"] == 50_000
     assert "--pretrain-steps" not in rlpd.args and rlpd.config["pretrain_steps"] == 0  # the method's setting wins
 
+    default = runner.Bench(methods="expo", protocol="p2", seeds=1, out=tmp_path)
+    methods, proto, arguments = runner.check_args(default)
+    (run,) = runner.plan(default, methods, proto, "cube-double", Path("play.npz"), tmp_path)
+    assert (run.config["env_steps"], run.config["pretrain_steps"], proto.play_transitions) == (5000, 20_000, 100_000)
+
     reduced = runner.Bench(methods="expo", protocol="p2", seeds=1, env_steps=3000, out=tmp_path)
     methods, proto, arguments = runner.check_args(reduced)
     assert proto.play_transitions == 100_000
     (run,) = runner.plan(reduced, methods, proto, "cube-double", Path("play.npz"), tmp_path)
-    assert run.config["env_steps"] == 3000 and run.config["eval_every"] == 2000 and run.config["env"] == "cube-double"
+    assert run.config["env_steps"] == 3000 and run.config["eval_every"] == 1000 and run.config["env"] == "cube-double"
 
     tiny = runner.Bench(methods="expo", protocol="p2", preset="tiny", seeds=1, out=tmp_path)
     _, proto, _ = runner.check_args(tiny)
