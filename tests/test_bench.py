@@ -65,9 +65,14 @@ def test_select_checkpoints():
 # the report from hand-made run folders
 
 
-def write_run(run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0):
+def write_run(
+    run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0, run_cpu=None
+):
+    """``run_cpu``: the run's own CPU seconds at each evaluation step (absent: an older run)."""
     run_dir.mkdir(parents=True)
     evals = [{"env_step": step, "success": s} for step, s in sorted(successes.items())]
+    if run_cpu is not None:
+        evals = [{**e, "cpu_seconds": run_cpu[e["env_step"]]} for e in evals]
     summary = {
         "seed": seed,
         "evaluations": evals,
@@ -96,8 +101,16 @@ def write_run(run_dir: Path, seed: int, successes: dict[int, float], cpu: float 
 def synthetic_bench(tmp_path):
     d = tmp_path / "bench"
     write_run(d / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6, 2000: 0.9}, cpu=60, grad=10)
-    write_run(d / "runs/expo/seed1", 1, {0: 0.5, 1000: 0.8, 2000: 0.96}, cpu=120, grad=20)
-    write_run(d / "runs/expo/seed2", 2, {0: 0.6, 1000: 0.9, 2000: 1.0}, cpu=180, grad=30)
+    write_run(
+        d / "runs/expo/seed1",
+        1,
+        {0: 0.5, 1000: 0.8, 2000: 0.96},
+        cpu=120,
+        grad=20,
+        run_cpu={0: 100.0, 1000: 400.0, 2000: 600.0},
+    )
+    write_run(d / "runs/expo/seed2", 2, {0: 0.6, 1000: 0.9, 2000: 1.0}, cpu=180, grad=30,
+              run_cpu={0: 100.0, 1000: 500.0, 2000: 900.0})  # fmt: skip
     write_run(d / "runs/qc/seed0", 0, {0: 0.3, 1000: 0.5, 2000: 0.7}, cpu=30)
     write_run(d / "runs/qc/seed1", 1, {0: 0.3, 1000: 0.4, 1500: 0.45, 2000: 0.5})  # no runner record
     failed = d / "runs/qc/seed2"
@@ -133,6 +146,9 @@ def test_report_figures(synthetic_bench, capsys):
     assert expo["steps_to_50"] == {"mean": pytest.approx(1000 / 3), "reached": 3, "n": 3}
     assert expo["steps_to_80"] == {"mean": pytest.approx(4000 / 3), "reached": 3, "n": 3}
     assert expo["steps_to_95"] == {"mean": 2000, "reached": 2, "n": 3}
+    # the runs' own CPU time at their first evaluation >= 95%: 600 s and 900 s -> 12.5 minutes
+    assert expo["cpu_minutes_to_95"] == {"mean": pytest.approx(12.5), "reached": 2, "n": 3}
+    assert rep.cpu_to_threshold([{"env_step": 0, "success": 1.0}], 0.95) is None  # an older run: no CPU record
     assert expo["cpu_minutes"] == pytest.approx(2.0) and expo["wall_minutes"] == pytest.approx(2.0)
     assert expo["grad_steps_per_s"] == pytest.approx(20.0)
     # qc: two finished seeds, one failed; 1500 is not common to both finished runs
@@ -149,18 +165,19 @@ def test_report_figures(synthetic_bench, capsys):
     expo_row = next(line for line in table.splitlines() if line.startswith("| expo |"))
     cells = [c.strip() for c in expo_row.strip("|").split("|")]
     assert cells[:5] == ["expo", "3/3", "0.50 [0.25, 0.75]", "0.77 [0.39, 1.00]", "0.95 [0.83, 1.00]"]
-    assert cells[5:9] == ["333 (3/3)", "1,333 (3/3)", "2,000 (2/3)", "0.40"]
-    assert cells[9:] == ["2.0", "2.0", "20.0"]
+    assert cells[5:10] == ["333 (3/3)", "1,333 (3/3)", "2,000 (2/3)", "12.5 (2/3)", "0.40"]
+    assert cells[10:] == ["2.0", "2.0", "20.0"]
     assert "| qc | 2/3 (1 failed) |" in table and "– (0/2)" in table
     assert "| bc | 1/1 | 0.40 (n=1) | – | 0.42 (n=1) |" in table
     with open(out / "table.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert float(rows["expo"]["success_0_low"]) == pytest.approx(0.5 - half, abs=1e-4)
     assert "success_1500_mean" not in rows["qc"] and rows["bc"]["success_1000_n"] == ""
-    assert rows["expo"]["steps_to_95_reached"] == "2"
+    assert rows["expo"]["steps_to_95_reached"] == "2" and float(rows["expo"]["cpu_minutes_to_95_mean"]) == 12.5
     lines = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
     assert [h["method"] for h in lines] == ["expo", "qc", "bc"]
     assert lines[0]["final_success"] == pytest.approx(2.86 / 3) and lines[0]["final_success_ci95"][1] == 1.0
+    assert lines[0]["cpu_minutes_to_95"] == pytest.approx(12.5) and lines[1]["cpu_minutes_to_95"] is None
     assert (out / "learning_curves.png").stat().st_size > 10_000
     assert sorted(p.name for p in (out / "configs").iterdir()) == [
         "bc_seed0.json", "expo_seed0.json", "expo_seed1.json", "expo_seed2.json",

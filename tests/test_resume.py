@@ -246,8 +246,16 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
     )
     straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
     resumed = json.loads((run / "summary.json").read_text())
-    for key in ("final_success", "env_steps", "update_calls", "train_episodes", "evaluations"):
+    for key in ("final_success", "env_steps", "update_calls", "train_episodes"):
         assert resumed[key] == straight[key]
+
+    def without_cpu(evaluations):
+        return [{k: v for k, v in e.items() if k != "cpu_seconds"} for e in evaluations]
+
+    assert without_cpu(resumed["evaluations"]) == without_cpu(straight["evaluations"])
+    # The run's CPU count goes on across the sessions instead of starting again at each resume.
+    cpu = [e["cpu_seconds"] for e in resumed["evaluations"]]
+    assert all(c > 0 for c in cpu) and cpu == sorted(cpu) and resumed["cpu_seconds"] >= cpu[-1]
     template = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
     a, _ = load_pytree(template, tmp_path / "straight" / "checkpoints" / "agent_600.npz")
     b, _ = load_pytree(template, run / "checkpoints" / "agent_600.npz")

@@ -65,6 +65,16 @@ def steps_to_threshold(evaluations: Sequence[dict], threshold: float) -> int | N
     return None
 
 
+def cpu_to_threshold(evaluations: Sequence[dict], threshold: float) -> float | None:
+    """CPU seconds of the run (its own count: pretraining included, across resumes) at the first
+    evaluation with ``success >= threshold``; None if none reached it or the run did not record CPU
+    time (runs from before it was counted)."""
+    for e in sorted(evaluations, key=lambda e: e["env_step"]):
+        if e["success"] >= threshold:
+            return e.get("cpu_seconds")
+    return None
+
+
 def select_checkpoints(steps: Sequence[int], limit: int = MAX_TABLE_CHECKPOINTS) -> list[int]:
     """At most ``limit`` of the sorted ``steps``, evenly spread, always the first and the last."""
     steps = sorted(set(steps))
@@ -193,6 +203,12 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
     for threshold in THRESHOLDS:
         reached = [s for s in (steps_to_threshold(r.evaluations, threshold) for r in done) if s is not None]
         stats[f"steps_to_{round(threshold * 100)}"] = {"mean": _mean(reached), "reached": len(reached), "n": len(done)}
+    cpu_95 = [c for c in (cpu_to_threshold(r.evaluations, 0.95) for r in done) if c is not None]
+    stats["cpu_minutes_to_95"] = {
+        "mean": None if not cpu_95 else _mean(cpu_95) / 60,
+        "reached": len(cpu_95),
+        "n": len(done),
+    }
     cpu = [r.cpu_seconds for r in done]
     wall = [r.wall_seconds for r in done]
     stats["cpu_minutes"] = None if _mean(cpu) is None else _mean(cpu) / 60
@@ -222,12 +238,12 @@ def format_success(cell: dict | None) -> str:
     return f"{cell['mean']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
 
 
-def format_steps(cell: dict | None) -> str:
+def format_steps(cell: dict | None, fmt: str = ",.0f") -> str:
     if not cell or cell["n"] == 0:
         return "–"
     if cell["mean"] is None:
         return f"– (0/{cell['n']})"
-    return f"{cell['mean']:,.0f} ({cell['reached']}/{cell['n']})"
+    return f"{cell['mean']:{fmt}} ({cell['reached']}/{cell['n']})"
 
 
 def _num(x: float | None, fmt: str) -> str:
@@ -238,13 +254,14 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
     head = ["method", "runs"]
     head += [f"success @{_step_label(s)}" for s in checkpoints]
     head += [f"steps to {round(t * 100)}%" for t in THRESHOLDS]
-    head += ["base alone", "CPU min/run", "wall min/run", "grad steps/s"]
+    head += ["CPU min to 95%", "base alone", "CPU min/run", "wall min/run", "grad steps/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in stats:
         runs = f"{s['finished']}/{s['runs']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
         row = [s["method"], runs]
         row += [format_success(s["success"].get(step)) for step in checkpoints]
         row += [format_steps(s.get(f"steps_to_{round(t * 100)}")) for t in THRESHOLDS]
+        row += [format_steps(s.get("cpu_minutes_to_95"), ".1f")]
         row += [
             _num(s.get("bc_success"), ".2f"),
             _num(s.get("cpu_minutes"), ".1f"),
@@ -261,6 +278,7 @@ def _csv_rows(stats: Sequence[dict], checkpoints: Sequence[int]) -> tuple[list[s
         fields += [f"success_{step}_mean", f"success_{step}_low", f"success_{step}_high", f"success_{step}_n"]
     for t in THRESHOLDS:
         fields += [f"steps_to_{round(t * 100)}_mean", f"steps_to_{round(t * 100)}_reached"]
+    fields += ["cpu_minutes_to_95_mean", "cpu_minutes_to_95_reached"]
     fields += ["bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s"]
     rows = []
     for s in stats:
@@ -273,6 +291,8 @@ def _csv_rows(stats: Sequence[dict], checkpoints: Sequence[int]) -> tuple[list[s
             cell = s.get(f"steps_to_{round(t * 100)}") or {}
             row[f"steps_to_{round(t * 100)}_mean"] = cell.get("mean")
             row[f"steps_to_{round(t * 100)}_reached"] = cell.get("reached")
+        cell = s.get("cpu_minutes_to_95") or {}
+        row["cpu_minutes_to_95_mean"], row["cpu_minutes_to_95_reached"] = cell.get("mean"), cell.get("reached")
         for key in ("bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s"):
             row[key] = s.get(key)
         rows.append({k: "" if v is None else round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
@@ -295,6 +315,7 @@ def headline(s: dict) -> dict:
         cell = s.get(f"steps_to_{round(t * 100)}") or {}
         out[f"steps_to_{round(t * 100)}"] = cell.get("mean")
         out[f"seeds_reaching_{round(t * 100)}"] = cell.get("reached")
+    out["cpu_minutes_to_95"] = (s.get("cpu_minutes_to_95") or {}).get("mean")
     for key in ("bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s"):
         out[key] = None if s.get(key) is None else round(s[key], 4)
     return out
@@ -380,7 +401,9 @@ def render_report(
         "success @N: mean over finished seeds of the evaluation success at N environment steps, with its "
         "95% Student-t interval over seeds (clipped to [0, 1]; n=1: one seed, no interval). steps to X%: "
         "mean over the seeds that reached X% at an evaluation (seeds that did, of the finished ones); "
-        "the resolution is the evaluation interval. base alone: the pretrained base's success before RL. "
+        "the resolution is the evaluation interval. CPU min to 95%: the run's own CPU time (pretraining "
+        "included) at its first evaluation at >= 95%, mean over the seeds that reached it and recorded "
+        "CPU time. base alone: the pretrained base's success before RL. "
         "CPU min/run: user + system CPU time of the run's processes as measured by the runner (all "
         "attempts). grad steps/s: critic gradient steps per second of update time (critic_steps_per_s).",
     ]

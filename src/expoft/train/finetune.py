@@ -73,6 +73,8 @@ class LoopState:
     acted_edited: list[bool] = dataclasses.field(default_factory=list)
     evals: list[dict] = dataclasses.field(default_factory=list)
     first_95: int | None = None
+    cpu_to_95: float | None = None
+    """CPU seconds (:class:`Clock`) at the evaluation ``first_95``."""
     checkpoint_due: bool = False
     sampling_rng: dict = dataclasses.field(default_factory=dict)
     """``numpy.random.Generator.bit_generator.state`` of the replay sampling."""
@@ -85,6 +87,8 @@ class LoopState:
     act_time: float = 0.0
     elapsed_seconds: float = 0.0
     """Wall time of the sessions before this one."""
+    cpu_seconds: float = 0.0
+    """CPU time of the sessions before this one (see :class:`Clock`)."""
 
     def finish_episode(self, success: bool, intervened_fraction: float) -> None:
         self.episodes += 1
@@ -92,6 +96,26 @@ class LoopState:
         self.episodes_with_intervention += intervened_fraction > 0
         self.recent_successes = [*self.recent_successes, success][-RECENT:]
         self.recent_interventions = [*self.recent_interventions, intervened_fraction][-RECENT:]
+
+
+@dataclasses.dataclass(frozen=True)
+class Clock:
+    """Wall and CPU seconds of a run since it started, across sessions: a resumed session starts
+    from what its checkpoint recorded. CPU is this process's user + system time (all threads;
+    the environments and the data generation run in-process), what P1 reports until 95%."""
+
+    wall0: float
+    cpu0: float
+
+    @classmethod
+    def start(cls, wall_before: float = 0.0, cpu_before: float = 0.0) -> Clock:
+        return cls(time.perf_counter() - wall_before, time.process_time() - cpu_before)
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.wall0
+
+    def cpu(self) -> float:
+        return time.process_time() - self.cpu0
 
 
 def dataset_sha256(ds: Dataset) -> str:
@@ -142,7 +166,7 @@ def finetune(
 
     ``base``: an external base policy (``expoft.bases.ExternalBase``, e.g. a ``CallableBase``) to
     use instead of the agent's own; ``cfg.external_base`` names a server instead."""
-    start_time = time.perf_counter()
+    clock = Clock.start()
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)  # before the run folder exists: bad data leaves nothing to clean up
     frames = offline_frames(cfg, ds, progress)
@@ -160,11 +184,11 @@ def finetune(
         agent = with_base_from(agent, cfg.base_from)
         run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
     elif cfg.pretrain_steps:
-        agent, losses = _pretrain(cfg, run, store, agent, ds, sha, frames, progress, pretrain_save_seconds, start_time)
-    return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, start_time, external)
+        agent, losses = _pretrain(cfg, run, store, agent, ds, sha, frames, progress, pretrain_save_seconds, clock)
+    return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock, external)
 
 
-def _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, start_time, start=None):
+def _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, clock: Clock, start=None):
     """Pretraining of a run (``sha``: its dataset's digest), checkpointed every ``save_seconds``;
     ``start``: where the pretraining checkpoint it continues from stopped (``agent`` is then that
     checkpoint's agent)."""
@@ -177,7 +201,8 @@ def _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, s
                 "rng": point.rng,
                 "metrics_bytes": run.metrics_bytes(),
                 "dataset_sha256": sha,
-                "elapsed_seconds": time.perf_counter() - start_time,
+                "elapsed_seconds": clock.wall(),
+                "cpu_seconds": clock.cpu(),
                 "config": to_jsonable(cfg),
             }
             store.save_pretrain(agent, point.done, record, point.losses)
@@ -191,7 +216,7 @@ def _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, s
     return agent, losses
 
 
-def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, start_time, external) -> dict:
+def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock: Clock, external) -> dict:
     """Evaluate the agent before RL, write the first checkpoint, then run online."""
     eval_env = make_run_env(cfg)
     before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), external=external)
@@ -203,14 +228,14 @@ def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, sta
     run.log({"env_step": 0, **before, **before_base})
     log.info("before RL: success %.2f, base alone %s", before["eval/success"], before_base.get("eval_base/success"))
     state = LoopState(
-        evals=[before],
+        evals=[{**before, "time/cpu_s": clock.cpu()}],
         sampling_rng=np.random.default_rng(cfg.seed).bit_generator.state,
         before={**before, **before_base, "pretrain_final_loss": float(losses[-100:].mean()) if len(losses) else None},
         dataset_sha256=sha,
         checkpoint_due=True,  # a first checkpoint before RL: a resume never repeats pretraining
     )
     buffer = run_buffer(cfg, ds, frames)
-    return _online(cfg, run, agent, buffer, store, state, eval_env, progress, start_time, external)
+    return _online(cfg, run, agent, buffer, store, state, eval_env, progress, clock, external)
 
 
 def _check_resumable(record: dict, cfg: RunConfig, config_path: Path, where: str) -> None:
@@ -241,7 +266,7 @@ def resume(
     """Continue the run in ``out`` from its newest usable checkpoint (its own config.json), or its
     pretraining from the pretraining checkpoint; ``base``: the external base object the run
     started with, if it was given from Python."""
-    start_time = time.perf_counter()
+    clock = Clock.start()
     out = Path(out)
     config_path = out / "config.json"
     if not config_path.exists():
@@ -273,7 +298,7 @@ def resume(
         state,
         make_run_env(cfg),
         progress,
-        start_time,
+        clock,
         external_candidates(cfg, base),
     )
 
@@ -295,15 +320,16 @@ def _resume_pretraining(cfg, out, store, config_path, progress, base, save_secon
     run = RunDir.reopen(out, record["metrics_bytes"])
     run.log({"phase": "resume", "pretrain_step": record["done"]})
     log.info("resuming %s at pretraining step %d of %d", out, record["done"], cfg.pretrain_steps)
-    start_time = time.perf_counter() - record["elapsed_seconds"]
+    # cpu_seconds is absent from checkpoints written before CPU time was counted
+    clock = Clock.start(record["elapsed_seconds"], record.get("cpu_seconds", 0.0))
     sha = record["dataset_sha256"]  # checked above
     start = PretrainPoint(record["done"], record["rng"], (losses,))
-    agent, losses = _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, start_time, start)
-    return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, start_time,
+    agent, losses = _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, clock, start)
+    return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock,
                          external_candidates(cfg, base))  # fmt: skip
 
 
-def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress, start_time, external=None) -> dict:
+def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress, clock: Clock, external=None) -> dict:
     domain = get_domain(cfg.env)
     agent_cfg, h = cfg.agent, cfg.agent.exec_len
     rng = np.random.default_rng()
@@ -333,13 +359,16 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     bar = Progress(cfg.env_steps, "finetune", unit="step", enabled=progress, initial=state.step)
 
     def elapsed() -> float:
-        return state.elapsed_seconds + time.perf_counter() - start_time
+        return state.elapsed_seconds + clock.wall()
+
+    def cpu() -> float:
+        return state.cpu_seconds + clock.cpu()
 
     def checkpoint() -> None:
         state.sampling_rng = rng.bit_generator.state
         state.metrics_bytes = run.metrics_bytes()
         state.checkpoint_due = False  # as the resumed run must see it
-        saved = dataclasses.replace(state, elapsed_seconds=elapsed())
+        saved = dataclasses.replace(state, elapsed_seconds=elapsed(), cpu_seconds=cpu())
         store.save(state.step, agent, buffer, dataclasses.asdict(saved), to_jsonable(cfg))
 
     if state.checkpoint_due:  # the first one, before RL
@@ -407,7 +436,8 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         last = step >= cfg.env_steps
         if _crossed(prev, step, cfg.log_every) or last:
             row = _log_row(state, buffer)
-            row.update({"time/update_s": state.update_time, "time/act_s": state.act_time, "time/elapsed_s": elapsed()})
+            row.update({"time/update_s": state.update_time, "time/act_s": state.act_time, "time/elapsed_s": elapsed(),
+                        "time/cpu_s": cpu()})  # fmt: skip
             run.log(row)
             state.pending, state.acted_edited = [], []
             grad_per_s = state.update_calls * agent_cfg.utd / state.update_time if state.update_time else 0.0
@@ -416,9 +446,9 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         if _crossed(prev, step, cfg.eval_every) or last:
             result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed, external=external)
             run.log({"env_step": step, **result})
-            state.evals.append({"env_step": step, **result})
+            state.evals.append({"env_step": step, **result, "time/cpu_s": cpu()})
             if state.first_95 is None and result["eval/success"] >= 0.95:
-                state.first_95 = step
+                state.first_95, state.cpu_to_95 = step, state.evals[-1]["time/cpu_s"]
             bar.set(eval=f"{result['eval/success']:.2f}")
         state.checkpoint_due |= _crossed(prev, step, cfg.checkpoint_every) > 0
         if state.checkpoint_due and episode_ended and not last:
@@ -429,11 +459,17 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     # mid-episode: that episode's flags are final too, since it ends with the run.
     checkpoint()
     extra = {} if external is None else {"external_base_latency_ms": external.latency_ms()}
-    return _finish(cfg, run, state, buffer, elapsed(), extra)
+    return _finish(cfg, run, state, buffer, elapsed(), cpu(), extra)
 
 
 def _finish(
-    cfg: RunConfig, run: RunDir, state: LoopState, buffer: ReplayBuffer, wall_seconds: float, extra: dict
+    cfg: RunConfig,
+    run: RunDir,
+    state: LoopState,
+    buffer: ReplayBuffer,
+    wall_seconds: float,
+    cpu_seconds: float,
+    extra: dict,
 ) -> dict:
     domain = get_domain(cfg.env)
     before, final = state.before, state.evals[-1]
@@ -456,11 +492,16 @@ def _finish(
         "intervention_rate": buffer.intervened_steps / max(state.step, 1),
         "episodes_with_intervention": state.episodes_with_intervention,
         "wall_seconds": round(wall_seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "cpu_seconds_to_95": None if state.cpu_to_95 is None else round(state.cpu_to_95, 1),
         "update_seconds": round(state.update_time, 1),
         "critic_steps_per_s": round(state.update_calls * cfg.agent.utd / state.update_time, 2)
         if state.update_time
         else None,
-        "evaluations": [{"env_step": e.get("env_step", 0), "success": e["eval/success"]} for e in state.evals],
+        "evaluations": [
+            {"env_step": e.get("env_step", 0), "success": e["eval/success"], "cpu_seconds": e.get("time/cpu_s")}
+            for e in state.evals
+        ],
         **extra,
     }
     run.write_json("summary.json", summary)
