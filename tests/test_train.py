@@ -153,7 +153,8 @@ def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):
     pre = tmp_path / "pre"
     assert main(["pretrain", "--preset", "tiny", "--out", str(pre), "--no-progress"]) == 0
     out = tmp_path / "ft"
-    assert main(["finetune", "--preset", "tiny", "--out", str(out), "--no-progress", "--base-from", str(pre)]) == 0
+    args = ["finetune", "--preset", "tiny", "--out", str(out), "--no-progress", "--base-from", str(pre)]
+    assert main([*args, "--checkpoint-every", "1000"]) == 0  # checkpoints: before RL (0) and the end
     _, pretrained, _ = load_run_agent(pre)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["pretrain/base_from"] == str(pre)
@@ -164,6 +165,18 @@ def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):
     started = with_base_from(fresh, pre)
     for x, y in zip(jax.tree.leaves(pretrained.base_ema), jax.tree.leaves(started.base_ema), strict=True):
         np.testing.assert_array_equal(x, y)
+    # A checkpoint file names the base of that moment: agent_0 is the pretrained one; the run
+    # folder means its newest checkpoint, whose base went on imitating during RL.
+    at_start = with_base_from(fresh, out / "checkpoints" / "agent_0.npz")
+    for x, y in zip(jax.tree.leaves(pretrained.base_ema), jax.tree.leaves(at_start.base_ema), strict=True):
+        np.testing.assert_array_equal(x, y)
+    at_end = with_base_from(fresh, out)
+    assert any(
+        not np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(pretrained.base_ema), jax.tree.leaves(at_end.base_ema), strict=True)
+    )
+    with pytest.raises(FileNotFoundError, match="agent_7.npz does not exist; name a run folder"):
+        with_base_from(fresh, out / "checkpoints" / "agent_7.npz")
     capsys.readouterr()
     wider = preset("tiny").agent.__class__(**{**vars(TINY_AGENT), "base_width": 64})
     with pytest.raises(ValueError, match="base_width: 32 there, 64 here"):

@@ -65,7 +65,9 @@ class RunConfig:
     """Retries (new connections, with backoff) of a failed external-base call before the run stops."""
     base_from: Path | None = None
     """Run folder (`expoft pretrain` or `finetune`) whose base policy to start from, instead of
-    pretraining here; its base settings (type, steps, width, blocks) must match `agent`."""
+    pretraining here (its newest checkpoint, or name one: RUN/checkpoints/agent_0.npz is a
+    fine-tuning run's base before RL); its base settings (type, steps, width, blocks) must match
+    `agent`."""
     pretrain_steps: int = 20_000
     """Imitation steps of the base before RL (0: none; ignored with `base_from`)."""
     episode_steps: int | None = None

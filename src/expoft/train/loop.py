@@ -372,10 +372,19 @@ def load_run_agent(run_dir: str | Path, checkpoint: str | Path | None = None) ->
 BASE_FIELDS = ("base", "chunk_len", "flow_steps", "base_width", "base_blocks")
 
 
-def with_base_from(agent, run_dir: str | Path):
-    """``agent`` with the base policy (and its EMA copy) of another run's latest checkpoint.
+def with_base_from(agent, source_path: str | Path):
+    """``agent`` with the base policy (and its EMA copy) of another run: ``source_path`` is a run
+    folder (its newest checkpoint) or one checkpoint file of it, ``RUN/checkpoints/agent_<step>.npz``
+    (``agent_0.npz`` of a fine-tuning run is its base as pretrained, before RL trained it further).
     The base optimiser starts afresh; critic, edit policy and temperature stay as they are."""
-    source_cfg, source, _ = load_run_agent(run_dir)
+    source_path = Path(source_path)
+    run_dir, checkpoint = source_path, None
+    if source_path.suffix == ".npz":
+        if not source_path.is_file():
+            raise FileNotFoundError(f"--base-from {source_path} does not exist; name a run folder or one of its "
+                                    "checkpoints/agent_<step>.npz files")  # fmt: skip
+        run_dir, checkpoint = source_path.parent.parent, source_path
+    source_cfg, source, _ = load_run_agent(run_dir, checkpoint)
     if not (agent.has_base and source.has_base):
         raise ValueError(f"--base-from needs a base policy on both sides; {run_dir} or this run's algorithm has none")
     mismatched = [
