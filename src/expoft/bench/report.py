@@ -56,23 +56,24 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     return mean, mean - half, mean + half
 
 
+def first_reaching(evaluations: Sequence[dict], threshold: float) -> dict | None:
+    """The first evaluation (by ``env_step``) with ``success >= threshold``, or None.
+    Evaluations are ``{"env_step": int, "success": float}`` (plus ``cpu_seconds`` in newer runs)."""
+    return next((e for e in sorted(evaluations, key=lambda e: e["env_step"]) if e["success"] >= threshold), None)
+
+
 def steps_to_threshold(evaluations: Sequence[dict], threshold: float) -> int | None:
-    """Environment steps of the first evaluation (by ``env_step``) with ``success >= threshold``;
-    None if no evaluation reached it. Evaluations are ``{"env_step": int, "success": float}``."""
-    for e in sorted(evaluations, key=lambda e: e["env_step"]):
-        if e["success"] >= threshold:
-            return int(e["env_step"])
-    return None
+    """Environment steps of the first evaluation with ``success >= threshold``; None if none reached it."""
+    first = first_reaching(evaluations, threshold)
+    return None if first is None else int(first["env_step"])
 
 
 def cpu_to_threshold(evaluations: Sequence[dict], threshold: float) -> float | None:
     """CPU seconds of the run (its own count: pretraining included, across resumes) at the first
     evaluation with ``success >= threshold``; None if none reached it or the run did not record CPU
     time (runs from before it was counted)."""
-    for e in sorted(evaluations, key=lambda e: e["env_step"]):
-        if e["success"] >= threshold:
-            return e.get("cpu_seconds")
-    return None
+    first = first_reaching(evaluations, threshold)
+    return None if first is None else first.get("cpu_seconds")
 
 
 def select_checkpoints(steps: Sequence[int], limit: int = MAX_TABLE_CHECKPOINTS) -> list[int]:
