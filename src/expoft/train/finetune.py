@@ -493,13 +493,18 @@ def _finish(
         "episodes_with_intervention": state.episodes_with_intervention,
         "wall_seconds": round(wall_seconds, 1),
         "cpu_seconds": round(cpu_seconds, 1),
-        "cpu_seconds_to_95": None if state.cpu_to_95 is None else round(state.cpu_to_95, 1),
+        "cpu_seconds_to_95": _round1(state.cpu_to_95),
         "update_seconds": round(state.update_time, 1),
         "critic_steps_per_s": round(state.update_calls * cfg.agent.utd / state.update_time, 2)
         if state.update_time
         else None,
+        # CPU seconds rounded like the totals above, so that a total never reads below its last evaluation
         "evaluations": [
-            {"env_step": e.get("env_step", 0), "success": e["eval/success"], "cpu_seconds": e.get("time/cpu_s")}
+            {
+                "env_step": e.get("env_step", 0),
+                "success": e["eval/success"],
+                "cpu_seconds": _round1(e.get("time/cpu_s")),
+            }
             for e in state.evals
         ],
         **extra,
@@ -514,6 +519,10 @@ def _finish(
     )
     run.close()
     return summary
+
+
+def _round1(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
 
 
 NONFINITE_KEYS = ("critic/loss", "critic/q_mean", "critic/q_min", "critic/q_max", "edit/loss", "base/loss")
