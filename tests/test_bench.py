@@ -453,6 +453,12 @@ def test_refuses_a_folder_that_is_not_a_bench(tmp_path, capsys):
     assert main(["bench", "--methods", "expo", "--preset", "tiny", "--out", str(tmp_path), "--overwrite"]) == 2
     assert "not empty and holds no bench.json" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    # a bench.json that `expoft bench` did not write, or not JSON: refused, and left as it is
+    for text, message in [("{}", "did not write it"), ("{runs", "is not valid JSON")]:
+        (tmp_path / "bench.json").write_text(text)
+        assert main(["bench", "--methods", "expo", "--preset", "tiny", "--out", str(tmp_path)]) == 2
+        assert message in capsys.readouterr().err
+        assert (tmp_path / "bench.json").read_text() == text
 
 
 # ---------------------------------------------------------------------------

@@ -42,19 +42,6 @@ class BenchExport:
         export_bench(self.bench_dir, self.dest, echo=not self.quiet)
 
 
-def _read_bench(folder: Path, what: str) -> dict:
-    path = folder / "bench.json"
-    try:
-        bench = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {folder} holds no bench.json; is it the --out of `expoft bench`?") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); repair or move it") from None
-    if not isinstance(bench, dict) or not isinstance(bench.get("runs"), list) or "arguments" not in bench:
-        raise ValueError(f"{path} lacks 'arguments' or 'runs'; it was not written by `expoft bench`")
-    return bench
-
-
 def _merged_invocations(src: list, dest: list) -> list:
     seen = {json.dumps(i, sort_keys=True) for i in src}
     extra = [i for i in dest if json.dumps(i, sort_keys=True) not in seen]
@@ -68,23 +55,20 @@ def export_bench(src: Path, dest: Path, echo: bool = True) -> dict[str, list[str
     holds an unfinished run folder for it (the bench was continued there); left as it is.
     """
     from expoft.bench.report import render_report
-    from expoft.bench.runner import _lock, _write_json, run_state
+    from expoft.bench.runner import _lock, _write_json, existing_bench, run_state
 
     src, dest = Path(src), Path(dest)
-    bench = _read_bench(src, "bench folder")
+    bench = existing_bench(src, "is it the --out of `expoft bench`?")
+    if bench is None:
+        raise FileNotFoundError(f"bench folder {src} holds no bench.json; is it the --out of `expoft bench`?")
     if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
         raise ValueError(f"export destination {dest} is the bench folder or inside it; choose a folder outside {src}")
-    earlier = None
-    if dest.exists():
-        if (dest / "bench.json").exists():
-            earlier = _read_bench(dest, "export destination")
-            if earlier["arguments"] != bench["arguments"]:
-                raise FileExistsError(
-                    f"{dest} holds another bench (arguments differ: {earlier.get('command', '?')}); "
-                    "choose a new or empty destination"
-                )
-        elif any(p.name != ".bench.lock" for p in dest.iterdir()):
-            raise FileExistsError(f"{dest} is not empty and holds no bench.json; choose a new or empty destination")
+    earlier = existing_bench(dest, "choose a new or empty destination")
+    if earlier is not None and earlier["arguments"] != bench["arguments"]:
+        raise FileExistsError(
+            f"{dest} holds another bench (arguments differ: {earlier.get('command', '?')}); "
+            "choose a new or empty destination"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock(dest)  # a bench continuing in DEST must not run while its folder is written
     try:

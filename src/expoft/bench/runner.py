@@ -441,24 +441,33 @@ def _lock(out: Path) -> int:
 BENCH_ENTRIES = ("bench.json", "runs", "logs", "report")
 
 
+def existing_bench(folder: Path, fix: str) -> dict | None:
+    """The bench.json of the bench in ``folder``; None when the folder is missing or empty. A
+    non-empty folder without bench.json, or a bench.json that is not one, is an error that ends
+    with ``fix`` (what the caller's user should do)."""
+    if not folder.exists():
+        return None
+    path = folder / "bench.json"
+    if not path.exists():
+        others = sorted(p.name for p in folder.iterdir() if p.name != ".bench.lock")
+        if others:
+            raise FileExistsError(f"{folder} is not empty and holds no bench.json ({', '.join(others[:5])}); {fix}")
+        return None
+    try:
+        bench = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); move it away, or {fix}") from None
+    if not isinstance(bench, dict) or not isinstance(bench.get("runs"), list) or "arguments" not in bench:
+        raise ValueError(f"{path} lacks 'arguments' or 'runs', so `expoft bench` did not write it; {fix}")
+    return bench
+
+
 def prepare_folder(out: Path, arguments: dict, overwrite: bool, act: bool = True) -> dict | None:
     """Check --out; return the earlier bench.json when continuing that bench. With ``act``, an
     earlier bench with other arguments is moved aside (--overwrite); without, only errors."""
-    if not out.exists():
+    old = existing_bench(out, "choose a new or empty --out")
+    if old is None:
         return None
-    old_path = out / "bench.json"
-    if not old_path.exists():
-        others = [p.name for p in out.iterdir() if p.name != ".bench.lock"]
-        if others:
-            raise FileExistsError(
-                f"{out} is not empty and holds no bench.json ({', '.join(sorted(others)[:5])}); choose a new or "
-                "empty --out"
-            )
-        return None
-    try:
-        old = json.loads(old_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{old_path} is not valid JSON ({e}); move it away or choose another --out") from e
     before = old.get("arguments", {})
     if before == arguments:
         if overwrite and act:
