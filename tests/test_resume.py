@@ -25,6 +25,7 @@ from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore, load_pytree
 from expoft.train.config import TINY_AGENT, preset
 from expoft.train.finetune import LoopState, _stop_if_diverged, check_dataset, finetune, resume
 from expoft.train.loop import RunDir, load_run_agent, make_agent
+from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 
 from .conftest import episode_arrays
 
@@ -306,6 +307,58 @@ def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint
     phases = [json.loads(line).get("phase") for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert phases.count("pretrain") == 1 and phases.count("resume") == 1
     assert not list((run / "checkpoints").glob("pretrain*"))
+
+
+def test_a_killed_pretraining_of_its_own_resumes_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
+    """`expoft pretrain` killed mid-way continues with `expoft pretrain --resume` to the same
+    agent_0.npz and final loss as an uninterrupted pretraining. Each kind of run refuses the
+    other's resume command, so a pretraining is never carried on into RL by mistake."""
+    import expoft.train.loop as loop
+
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(loop, "PRETRAIN_CHUNK", 40)
+    cfg = preset("tiny", pretrain_steps=120, eval_episodes=1)
+    real, calls = loop.pretrain, []
+
+    def killed_after_two_chunks(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # stands in for a kill: nothing after it runs
+        return real(*args)
+
+    monkeypatch.setattr(loop, "pretrain", killed_after_two_chunks)
+    run = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_only(cfg, run, progress=False, save_seconds=0)
+    monkeypatch.setattr(loop, "pretrain", real)
+    assert json.loads((run / "checkpoints" / "pretrain_state.json").read_text())["done"] == 80
+    assert not (run / "summary.json").exists() and not (run / "checkpoints" / "agent_0.npz").exists()
+
+    with pytest.raises(ValueError, match="pretraining of its own.*expoft pretrain --resume"):
+        resume(run, progress=False)
+    assert main(["pretrain", "--resume", str(run), "--no-progress"]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    straight = pretrain_only(cfg, tmp_path / "straight", progress=False, save_seconds=0)
+    assert resumed["final_loss"] == straight["final_loss"]
+    assert resumed["eval_base/success"] == straight["eval_base/success"]
+    template = make_agent(cfg)
+    a, _ = load_pytree(template, tmp_path / "straight" / "checkpoints" / "agent_0.npz")
+    b, _ = load_pytree(template, run / "checkpoints" / "agent_0.npz")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not list((run / "checkpoints").glob("pretrain*"))  # agent_0.npz supersedes them
+    assert resumed["cpu_seconds"] > 0
+
+    # finished: nothing to resume; a fine-tuning run is refused by `expoft pretrain --resume`
+    assert main(["pretrain", "--resume", str(run), "--no-progress"]) == 2
+    assert "has finished" in capsys.readouterr().err
+    monkeypatch.setattr(loop, "pretrain", killed_after_two_chunks)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, tmp_path / "ft", progress=False, pretrain_save_seconds=0)
+    monkeypatch.setattr(loop, "pretrain", real)
+    with pytest.raises(ValueError, match="fine-tuning run.*expoft finetune --resume"):
+        resume_pretrain_only(tmp_path / "ft", progress=False)
 
 
 def _bad_inputs(tmp_path):

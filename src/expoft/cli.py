@@ -25,8 +25,9 @@ from expoft.obs import PixelSpec
 from expoft.report.video import RenderError
 from expoft.train.config import RunConfig, preset
 from expoft.train.finetune import finetune, resume
-from expoft.train.loop import evaluate_run, pretrain_only
+from expoft.train.loop import evaluate_run
 from expoft.train.methods import apply_method
+from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 
 log = logging.getLogger("expoft")
 
@@ -180,10 +181,16 @@ class Pretrain:
     out: Path = Path("runs/pretrain")
     overwrite: bool = False
     """Replace what an earlier run wrote in --out (without it an existing run folder is refused)."""
+    resume: Path | None = None
+    """Continue the killed pretraining in this folder from its pretraining checkpoint (written every
+    5 minutes), with the run's own config.json (other flags are ignored)."""
     progress: bool = True
 
     def run(self) -> None:
-        summary = pretrain_only(self.config, self.out, overwrite=self.overwrite, progress=self.progress)
+        if self.resume is not None:
+            summary = resume_pretrain_only(self.resume, progress=self.progress)
+        else:
+            summary = pretrain_only(self.config, self.out, overwrite=self.overwrite, progress=self.progress)
         print(json.dumps(summary))
 
 

@@ -13,7 +13,6 @@ step N is therefore written when the episode running at N ends (at most one epis
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -24,7 +23,7 @@ import jax
 import numpy as np
 
 from expoft.agents.common import act, update
-from expoft.data.dataset import Dataset, array_sha256
+from expoft.data.dataset import Dataset
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.chunks import ActionChunks
 from expoft.envs.interventions import ScriptedIntervener
@@ -37,7 +36,6 @@ from expoft.train.checkpoint import CheckpointStore, save_pytree
 from expoft.train.config import RunConfig
 from expoft.train.external import external_candidates, step_seed
 from expoft.train.loop import (
-    PretrainPoint,
     RunDir,
     config_from_json,
     evaluate,
@@ -46,9 +44,18 @@ from expoft.train.loop import (
     make_run_env,
     offline_data,
     offline_frames,
-    pretrain_base,
     to_jsonable,
     with_base_from,
+)
+from expoft.train.pretrain import (
+    PRETRAIN_SAVE_SECONDS,
+    Clock,
+    check_dataset,
+    check_resumable,
+    check_same_data,
+    checkpointed_pretraining,
+    continue_pretraining,
+    dataset_sha256,
 )
 
 log = logging.getLogger(__name__)
@@ -98,59 +105,10 @@ class LoopState:
         self.recent_interventions = [*self.recent_interventions, intervened_fraction][-RECENT:]
 
 
-@dataclasses.dataclass(frozen=True)
-class Clock:
-    """Wall and CPU seconds of a run since it started, across sessions: a resumed session starts
-    from what its checkpoint recorded. CPU is this process's user + system time (all threads;
-    the environments and the data generation run in-process), what P1 reports until 95%."""
-
-    wall0: float
-    cpu0: float
-
-    @classmethod
-    def start(cls, wall_before: float = 0.0, cpu_before: float = 0.0) -> Clock:
-        return cls(time.perf_counter() - wall_before, time.process_time() - cpu_before)
-
-    def wall(self) -> float:
-        return time.perf_counter() - self.wall0
-
-    def cpu(self) -> float:
-        return time.process_time() - self.cpu0
-
-
-def dataset_sha256(ds: Dataset) -> str:
-    """One digest of the arrays a run learns from."""
-    h = hashlib.sha256()
-    for name in ("observations", "next_observations", "actions", "rewards", "terminals", "episode_ends"):
-        h.update(array_sha256(getattr(ds, name)).encode())
-    return h.hexdigest()
-
-
-def check_dataset(cfg: RunConfig, ds: Dataset) -> None:
-    domain = get_domain(cfg.env)
-    if ds.obs_dim != domain.obs_dim or ds.action_dim != domain.action_dim:
-        raise ValueError(
-            f"dataset dims (observation {ds.obs_dim}, action {ds.action_dim}) do not fit {domain.name} "
-            f"(observation {domain.obs_dim}, action {domain.action_dim}); pass data recorded in {domain.name}"
-        )
-    if not ds.has_task:
-        raise ValueError("the offline data has no rewards; pass a dataset labelled for the task")
-    if cfg.agent.base_training == "successes" and not np.any(ds.episode_success):
-        raise ValueError(
-            "base_training='successes' imitates successful episodes, and the offline data has none; "
-            "use demonstrations that reach the goal, or --base-training all|frozen"
-        )
-
-
 def run_buffer(cfg: RunConfig, ds: Dataset, frames: np.ndarray | None) -> ReplayBuffer:
     """The run's replay buffer, the offline data (and its frames, for pixels) mixed in."""
     domain = get_domain(cfg.env)
     return ReplayBuffer(cfg.obs_spec, domain.action_dim, cfg.buffer_capacity, offline=ds, offline_frames=frames)
-
-
-PRETRAIN_SAVE_SECONDS = 300.0
-"""Pretraining inside a run writes a checkpoint this often (wall time): a kill loses at most this
-much of it (P2 at full size pretrains for hours)."""
 
 
 def finetune(
@@ -184,36 +142,10 @@ def finetune(
         agent = with_base_from(agent, cfg.base_from)
         run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
     elif cfg.pretrain_steps:
-        agent, losses = _pretrain(cfg, run, store, agent, ds, sha, frames, progress, pretrain_save_seconds, clock)
+        agent, losses = checkpointed_pretraining(
+            cfg, run, store, agent, ds, sha, frames, progress, pretrain_save_seconds, clock
+        )
     return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock, external)
-
-
-def _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, clock: Clock, start=None):
-    """Pretraining of a run (``sha``: its dataset's digest), checkpointed every ``save_seconds``;
-    ``start``: where the pretraining checkpoint it continues from stopped (``agent`` is then that
-    checkpoint's agent)."""
-    last_save = time.perf_counter()
-
-    def save(agent, point: PretrainPoint) -> None:
-        nonlocal last_save
-        if point.done < cfg.pretrain_steps and time.perf_counter() - last_save >= save_seconds:
-            record = {
-                "rng": point.rng,
-                "metrics_bytes": run.metrics_bytes(),
-                "dataset_sha256": sha,
-                "elapsed_seconds": clock.wall(),
-                "cpu_seconds": clock.cpu(),
-                "config": to_jsonable(cfg),
-            }
-            store.save_pretrain(agent, point.done, record, point.losses)
-            last_save = time.perf_counter()
-
-    agent, losses = pretrain_base(
-        agent, ds, cfg.pretrain_steps, cfg.seed, progress, frames, start=start, on_chunk=save
-    )  # fmt: skip
-    run.log({"phase": "pretrain", "pretrain/steps": cfg.pretrain_steps,
-             "pretrain/final_loss": float(losses[-100:].mean())})  # fmt: skip
-    return agent, losses
 
 
 def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock: Clock, external) -> dict:
@@ -238,28 +170,6 @@ def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clo
     return _online(cfg, run, agent, buffer, store, state, eval_env, progress, clock, external)
 
 
-def _check_resumable(record: dict, cfg: RunConfig, config_path: Path, where: str) -> None:
-    # Compared as configs, not as JSON: a field added to RunConfig after the run started is
-    # missing from both files and takes its default, which must not block the resume.
-    try:
-        recorded = to_jsonable(config_from_json(record["config"]))
-    except (KeyError, TypeError, ValueError):
-        recorded = None  # unreadable: reported as a difference below
-    if recorded != to_jsonable(cfg):
-        raise ValueError(
-            f"{config_path} differs from the config the checkpoint of {where} was written with; a run "
-            "continues with the settings it started with (restore config.json, or start a new run with --base-from)"
-        )
-
-
-def _check_same_data(ds: Dataset, sha: str, out: Path) -> None:
-    if dataset_sha256(ds) != sha:
-        raise ValueError(
-            f"the offline data differs from the data the run in {out} started with (sha256 "
-            f"{sha[:12]}..., now {dataset_sha256(ds)[:12]}...); resume with the same dataset"
-        )
-
-
 def resume(
     out: str | Path, *, progress: bool = True, base=None, pretrain_save_seconds: float = PRETRAIN_SAVE_SECONDS
 ) -> dict:
@@ -277,12 +187,14 @@ def resume(
     store = CheckpointStore(out / "checkpoints", keep=cfg.keep_checkpoints)
     record = store.latest_valid()
     if record is None:
-        return _resume_pretraining(cfg, out, store, config_path, progress, base, pretrain_save_seconds)
-    _check_resumable(record, cfg, config_path, f"env step {record['env_step']}")
+        done = continue_pretraining(cfg, out, store, config_path, progress, pretrain_save_seconds, only=False)
+        return _start_online(cfg, done.run, store, done.agent, done.losses, done.ds, done.sha, done.frames, progress,
+                             done.clock, external_candidates(cfg, base))  # fmt: skip
+    check_resumable(record, cfg, config_path, f"env step {record['env_step']}")
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)
     state = LoopState(**record["state"])
-    _check_same_data(ds, state.dataset_sha256, out)
+    check_same_data(ds, state.dataset_sha256, out)
     template = make_agent(cfg)
     buffer = run_buffer(cfg, ds, offline_frames(cfg, ds, progress))
     agent = store.restore(record, template, buffer)
@@ -301,32 +213,6 @@ def resume(
         clock,
         external_candidates(cfg, base),
     )
-
-
-def _resume_pretraining(cfg, out, store, config_path, progress, base, save_seconds) -> dict:
-    record = store.pretrain_record()
-    if record is None:
-        raise FileNotFoundError(
-            f"no usable checkpoint in {store.dir} (the run stopped before its first one: within the first "
-            f"{save_seconds:.0f} s of pretraining, or before RL began); start it again with "
-            f"`expoft finetune ... --out {out} --overwrite`"
-        )
-    _check_resumable(record, cfg, config_path, f"pretraining step {record['done']}")
-    ds = offline_data(cfg, progress)
-    check_dataset(cfg, ds)
-    _check_same_data(ds, record["dataset_sha256"], out)
-    frames = offline_frames(cfg, ds, progress)
-    agent, losses = store.restore_pretrain(record, make_agent(cfg))
-    run = RunDir.reopen(out, record["metrics_bytes"])
-    run.log({"phase": "resume", "pretrain_step": record["done"]})
-    log.info("resuming %s at pretraining step %d of %d", out, record["done"], cfg.pretrain_steps)
-    # cpu_seconds is absent from checkpoints written before CPU time was counted
-    clock = Clock.start(record["elapsed_seconds"], record.get("cpu_seconds", 0.0))
-    sha = record["dataset_sha256"]  # checked above
-    start = PretrainPoint(record["done"], record["rng"], (losses,))
-    agent, losses = _pretrain(cfg, run, store, agent, ds, sha, frames, progress, save_seconds, clock, start)
-    return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock,
-                         external_candidates(cfg, base))  # fmt: skip
 
 
 def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress, clock: Clock, external=None) -> dict:

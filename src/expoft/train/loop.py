@@ -39,7 +39,7 @@ from expoft.fileio import atomic_write
 from expoft.obs import PIXELS, PROPRIO, PixelSpec, add_batch_axis
 from expoft.progress import Progress
 from expoft.report.video import render_frame, write_gif
-from expoft.train.checkpoint import load_pytree, save_pytree
+from expoft.train.checkpoint import load_pytree
 from expoft.train.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -418,30 +418,3 @@ def evaluate_run(
     if video is not None:
         result["video"] = str(video)
     return {"run": str(run_dir), "env_step": step, **result}
-
-
-def pretrain_only(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Imitation pretraining of the base; saves ``checkpoints/agent_0.npz`` and a summary."""
-    run = RunDir(out, cfg, overwrite)
-    ds = offline_data(cfg, progress)
-    agent = make_agent(cfg)
-    if not agent.has_base:
-        raise ValueError(f"algorithm {cfg.algorithm!r} has no base policy to pretrain")
-    agent, losses = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress, offline_frames(cfg, ds, progress))
-    save_pytree(agent, run.path / "checkpoints" / "agent_0.npz", env_step=np.int64(0))
-    result = evaluate(
-        agent,
-        make_run_env(cfg),
-        cfg.eval_episodes,
-        evaluation_seed(cfg),
-        policy="base",
-    )
-    summary = {
-        "pretrain_steps": cfg.pretrain_steps,
-        "final_loss": float(losses[-100:].mean()) if len(losses) else None,
-        **result,
-    }
-    run.log({"phase": "pretrain", **summary})
-    run.write_json("summary.json", summary)
-    run.close()
-    return summary

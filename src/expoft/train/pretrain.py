@@ -1,0 +1,251 @@
+"""Imitation pretraining of the base, checkpointed so that a killed pretraining continues.
+
+Used inside every fine-tuning run (``finetune``) and on its own (``expoft pretrain``). Either
+way a pretraining checkpoint is written every ``PRETRAIN_SAVE_SECONDS`` of wall time, and a
+continued pretraining ends exactly where the uninterrupted one would have (same agent, same
+per-step losses). A pretraining of its own is marked as such in its checkpoint, so that
+``expoft finetune --resume`` does not carry it on into RL and ``expoft pretrain --resume`` does
+not stop a fine-tuning run after its pretraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from expoft.data.dataset import Dataset, array_sha256
+from expoft.envs.ogbench_domains import get_domain
+from expoft.train.checkpoint import CheckpointStore, save_pytree
+from expoft.train.config import RunConfig
+from expoft.train.loop import (
+    PretrainPoint,
+    RunDir,
+    config_from_json,
+    evaluate,
+    evaluation_seed,
+    make_agent,
+    make_run_env,
+    offline_data,
+    offline_frames,
+    pretrain_base,
+    to_jsonable,
+)
+
+log = logging.getLogger(__name__)
+
+PRETRAIN_SAVE_SECONDS = 300.0
+"""Pretraining writes a checkpoint this often (wall time): a kill loses at most this much of it
+(P2 at full size pretrains for hours)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Clock:
+    """Wall and CPU seconds of a run since it started, across sessions: a resumed session starts
+    from what its checkpoint recorded. CPU is this process's user + system time (all threads;
+    the environments and the data generation run in-process), what P1 reports until 95%."""
+
+    wall0: float
+    cpu0: float
+
+    @classmethod
+    def start(cls, wall_before: float = 0.0, cpu_before: float = 0.0) -> Clock:
+        return cls(time.perf_counter() - wall_before, time.process_time() - cpu_before)
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.wall0
+
+    def cpu(self) -> float:
+        return time.process_time() - self.cpu0
+
+
+def dataset_sha256(ds: Dataset) -> str:
+    """One digest of the arrays a run learns from."""
+    h = hashlib.sha256()
+    for name in ("observations", "next_observations", "actions", "rewards", "terminals", "episode_ends"):
+        h.update(array_sha256(getattr(ds, name)).encode())
+    return h.hexdigest()
+
+
+def check_dataset(cfg: RunConfig, ds: Dataset) -> None:
+    domain = get_domain(cfg.env)
+    if ds.obs_dim != domain.obs_dim or ds.action_dim != domain.action_dim:
+        raise ValueError(
+            f"dataset dims (observation {ds.obs_dim}, action {ds.action_dim}) do not fit {domain.name} "
+            f"(observation {domain.obs_dim}, action {domain.action_dim}); pass data recorded in {domain.name}"
+        )
+    if not ds.has_task:
+        raise ValueError("the offline data has no rewards; pass a dataset labelled for the task")
+    if cfg.agent.base_training == "successes" and not np.any(ds.episode_success):
+        raise ValueError(
+            "base_training='successes' imitates successful episodes, and the offline data has none; "
+            "use demonstrations that reach the goal, or --base-training all|frozen"
+        )
+
+
+def check_resumable(record: dict, cfg: RunConfig, config_path: Path, where: str) -> None:
+    # Compared as configs, not as JSON: a field added to RunConfig after the run started is
+    # missing from both files and takes its default, which must not block the resume.
+    try:
+        recorded = to_jsonable(config_from_json(record["config"]))
+    except (KeyError, TypeError, ValueError):
+        recorded = None  # unreadable: reported as a difference below
+    if recorded != to_jsonable(cfg):
+        raise ValueError(
+            f"{config_path} differs from the config the checkpoint of {where} was written with; a run "
+            "continues with the settings it started with (restore config.json, or start a new run with --base-from)"
+        )
+
+
+def check_same_data(ds: Dataset, sha: str, out: Path) -> None:
+    if dataset_sha256(ds) != sha:
+        raise ValueError(
+            f"the offline data differs from the data the run in {out} started with (sha256 "
+            f"{sha[:12]}..., now {dataset_sha256(ds)[:12]}...); resume with the same dataset"
+        )
+
+
+def checkpointed_pretraining(
+    cfg, run, store, agent, ds, sha, frames, progress, save_seconds, clock: Clock, start=None, only: bool = False
+):
+    """The run's pretraining (``sha``: its dataset's digest), checkpointed every ``save_seconds``;
+    ``start``: where the pretraining checkpoint it continues from stopped (``agent`` is then that
+    checkpoint's agent); ``only``: a pretraining of its own (``expoft pretrain``)."""
+    last_save = time.perf_counter()
+
+    def save(agent, point: PretrainPoint) -> None:
+        nonlocal last_save
+        if point.done < cfg.pretrain_steps and time.perf_counter() - last_save >= save_seconds:
+            record = {
+                "rng": point.rng,
+                "metrics_bytes": run.metrics_bytes(),
+                "dataset_sha256": sha,
+                "elapsed_seconds": clock.wall(),
+                "cpu_seconds": clock.cpu(),
+                "config": to_jsonable(cfg),
+                "pretrain_only": only,
+            }
+            store.save_pretrain(agent, point.done, record, point.losses)
+            last_save = time.perf_counter()
+
+    agent, losses = pretrain_base(
+        agent, ds, cfg.pretrain_steps, cfg.seed, progress, frames, start=start, on_chunk=save
+    )  # fmt: skip
+    run.log({"phase": "pretrain", "pretrain/steps": cfg.pretrain_steps,
+             "pretrain/final_loss": float(losses[-100:].mean())})  # fmt: skip
+    return agent, losses
+
+
+@dataclasses.dataclass
+class Continued:
+    """A pretraining continued from its checkpoint and run to its end."""
+
+    run: RunDir
+    agent: Any
+    losses: np.ndarray
+    ds: Dataset
+    sha: str
+    frames: np.ndarray | None
+    clock: Clock
+
+
+def continue_pretraining(cfg, out, store, config_path, progress, save_seconds, only: bool) -> Continued:
+    """Load the pretraining checkpoint in ``store`` (a run of its own when ``only``), check that
+    it belongs to this config and data, and pretrain to the end from there."""
+    record = store.pretrain_record()
+    if record is None:
+        command = "pretrain" if only else "finetune"
+        raise FileNotFoundError(
+            f"no usable checkpoint in {store.dir} (the run stopped before its first one: within the first "
+            f"{save_seconds:.0f} s of pretraining{'' if only else ', or before RL began'}); start it again with "
+            f"`expoft {command} ... --out {out} --overwrite`"
+        )
+    if bool(record.get("pretrain_only", False)) != only:
+        raise ValueError(
+            f"{out} is {'a fine-tuning run' if only else 'a pretraining of its own (expoft pretrain)'}; "
+            f"continue it with `expoft {'finetune' if only else 'pretrain'} --resume {out}`"
+        )
+    check_resumable(record, cfg, config_path, f"pretraining step {record['done']}")
+    ds = offline_data(cfg, progress)
+    check_dataset(cfg, ds)
+    check_same_data(ds, record["dataset_sha256"], out)
+    frames = offline_frames(cfg, ds, progress)
+    agent, losses = store.restore_pretrain(record, make_agent(cfg))
+    run = RunDir.reopen(out, record["metrics_bytes"])
+    run.log({"phase": "resume", "pretrain_step": record["done"]})
+    log.info("resuming %s at pretraining step %d of %d", out, record["done"], cfg.pretrain_steps)
+    # cpu_seconds is absent from checkpoints written before CPU time was counted
+    clock = Clock.start(record["elapsed_seconds"], record.get("cpu_seconds", 0.0))
+    sha = record["dataset_sha256"]  # checked above
+    start = PretrainPoint(record["done"], record["rng"], (losses,))
+    agent, losses = checkpointed_pretraining(
+        cfg, run, store, agent, ds, sha, frames, progress, save_seconds, clock, start, only=only
+    )  # fmt: skip
+    return Continued(run, agent, losses, ds, sha, frames, clock)
+
+
+def pretrain_only(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    save_seconds: float = PRETRAIN_SAVE_SECONDS,
+) -> dict:
+    """Imitation pretraining of the base (``expoft pretrain``); saves ``checkpoints/agent_0.npz``,
+    evaluates the base and writes a summary. ``resume_pretrain_only`` continues it if killed."""
+    clock = Clock.start()
+    agent = make_agent(cfg)
+    if not agent.has_base:
+        raise ValueError(f"algorithm {cfg.algorithm!r} has no base policy to pretrain")
+    ds = offline_data(cfg, progress)
+    check_dataset(cfg, ds)  # before the run folder exists: bad data leaves nothing to clean up
+    frames = offline_frames(cfg, ds, progress)
+    run = RunDir(out, cfg, overwrite)
+    store = CheckpointStore(run.path / "checkpoints", keep=cfg.keep_checkpoints)
+    agent, losses = checkpointed_pretraining(
+        cfg, run, store, agent, ds, dataset_sha256(ds), frames, progress, save_seconds, clock, only=True
+    )  # fmt: skip
+    return _finish_pretrain_only(cfg, run, store, agent, losses, clock)
+
+
+def resume_pretrain_only(
+    out: str | Path, *, progress: bool = True, save_seconds: float = PRETRAIN_SAVE_SECONDS
+) -> dict:
+    """Continue a killed ``expoft pretrain`` in ``out`` from its pretraining checkpoint."""
+    out = Path(out)
+    config_path = out / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} does not exist: {out} is not an expoft run folder")
+    if (out / "summary.json").exists():
+        raise ValueError(f"the pretraining in {out} has finished (summary.json exists); nothing to resume")
+    cfg = config_from_json(json.loads(config_path.read_text()))
+    store = CheckpointStore(out / "checkpoints", keep=cfg.keep_checkpoints)
+    if store.latest_valid() is not None:
+        raise ValueError(f"{out} is a fine-tuning run (it has online checkpoints); continue it with "
+                         f"`expoft finetune --resume {out}`")  # fmt: skip
+    done = continue_pretraining(cfg, out, store, config_path, progress, save_seconds, only=True)
+    return _finish_pretrain_only(cfg, done.run, store, done.agent, done.losses, done.clock)
+
+
+def _finish_pretrain_only(cfg: RunConfig, run: RunDir, store: CheckpointStore, agent, losses, clock: Clock) -> dict:
+    save_pytree(agent, run.path / "checkpoints" / "agent_0.npz", env_step=np.int64(0))
+    store.drop_pretrain()  # agent_0.npz supersedes it
+    result = evaluate(agent, make_run_env(cfg), cfg.eval_episodes, evaluation_seed(cfg), policy="base")
+    summary = {
+        "pretrain_steps": cfg.pretrain_steps,
+        "final_loss": float(losses[-100:].mean()) if len(losses) else None,
+        **result,
+        "wall_seconds": clock.wall(),
+        "cpu_seconds": clock.cpu(),
+    }
+    run.log({"phase": "pretrain", **summary})
+    run.write_json("summary.json", summary)
+    run.close()
+    return summary
