@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The comparison grids of issue 5, one after another, each resumable: rerun this script and it
+# goes on where it stopped (finished runs are skipped, killed ones resume from their checkpoints).
+#
+#   bash benchmarks/issue5_grids.sh            # all grids, in order (~20 wall hours on 2 cores)
+#   bash benchmarks/issue5_grids.sh p2-scene   # one grid
+#
+# Runs live in runs/<grid>/ (git-ignored, checkpoints included). Whenever a grid's bench returns,
+# its finished runs are exported, without checkpoints, to benchmarks/results/<grid>/, which is
+# what gets committed. A session that stops mid-grid exports by hand first:
+#   .venv/bin/expoft bench export runs/<grid> benchmarks/results/<grid>
+# Every method gets the same tuning budget: none (ALGORITHMS.md defaults under the protocol's
+# schedule). The one method flag, EXPO-FT's decoupled schedule, is part of its definition.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/expoft ] || bash scripts/setup.sh
+expoft=${EXPOFT:-.venv/bin/expoft}  # EXPOFT=echo: print the commands only
+
+P1_METHODS=expo,expo-ft,rlpd,qc,qc-fql,dsrl,residual,bc
+P2_METHODS=expo,qc,qc-fql,rlpd
+
+grid_args() {
+  case "$1" in
+    p1-cube-single | p1-cube-double)
+      echo "--methods $P1_METHODS --protocol p1 --env ${1#p1-} --seeds 3" ;;
+    p2-cube-double | p2-scene | p2-puzzle-3x3)
+      echo "--methods $P2_METHODS --protocol p2 --env ${1#p2-} --task 1 --seeds 3" ;;
+    *)
+      echo "unknown grid '$1'; one of: p1-cube-single p1-cube-double p2-cube-double p2-scene p2-puzzle-3x3" >&2
+      return 2 ;;
+  esac
+}
+
+run_grid() {
+  local name=$1 args status=0
+  local tuning=()
+  args=$(grid_args "$name")
+  [[ $name != p1-* ]] || tuning=(--method-args "expo-ft=--update-every 20 --actor-steps 20")
+  # word splitting of $args is wanted: it holds plain flags without spaces
+  # shellcheck disable=SC2086
+  $expoft bench $args "${tuning[@]}" --finetune-args="--checkpoint-every 1000" \
+    --out "runs/$name" --jobs 2 --single-thread || status=$?
+  $expoft bench export "runs/$name" "benchmarks/results/$name"
+  return "$status"
+}
+
+grids=("$@")
+[ ${#grids[@]} -gt 0 ] || grids=(p1-cube-single p1-cube-double p2-cube-double p2-scene p2-puzzle-3x3)
+for name in "${grids[@]}"; do
+  grid_args "$name" > /dev/null
+done
+failed=()
+for name in "${grids[@]}"; do
+  # a failed run is reported by its bench; the next grids still run
+  run_grid "$name" || failed+=("$name")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "grids with failed runs (see their logs, then rerun this script): ${failed[*]}" >&2
+  exit 1
+fi
