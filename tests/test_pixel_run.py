@@ -7,8 +7,10 @@ import json
 import shutil
 
 import numpy as np
+from PIL import Image
 
 from expoft.cli import main
+from expoft.envs.make import RENDER_SIZE
 from expoft.train.config import preset
 from expoft.train.finetune import finetune, resume
 
@@ -23,9 +25,12 @@ def metric_rows(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, rendering, monkeypatch):
+def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, rendering, monkeypatch, capsys):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
-    cfg = dataclasses.replace(preset("tiny-pixels"), env_steps=150, checkpoint_every=75, eval_every=150)
+    # videos of training episodes: from the scene camera, next to the observations' own cameras
+    cfg = dataclasses.replace(
+        preset("tiny-pixels"), env_steps=150, checkpoint_every=75, eval_every=150, video_every=1000
+    )  # fmt: skip
     full = tmp_path / "full"
     summary = finetune(cfg, full, progress=False)
     assert summary["env_steps"] >= 150 and summary["update_calls"] > 0
@@ -57,5 +62,14 @@ def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, renderin
 
     assert untimed(resumed) == untimed(summary)
 
-    # the CLI evaluates the pixel run's checkpoint
-    assert main(["eval", str(full), "--episodes", "2"]) == 0
+    with Image.open(full / "videos" / "episode_0.gif") as im:  # the first episode only (1 of 1000)
+        assert im.size == (RENDER_SIZE, RENDER_SIZE) and im.n_frames > 1
+    assert sorted(p.name for p in (full / "videos").iterdir()) == ["episode_0.gif"]
+
+    # the CLI evaluates the pixel run's checkpoint, with a video of its episode
+    video = tmp_path / "eval.gif"
+    capsys.readouterr()
+    assert main(["eval", str(full), "--episodes", "1", "--video", str(video)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with Image.open(video) as im:
+        assert im.size == (RENDER_SIZE, RENDER_SIZE) and im.n_frames == result["eval/episode_length"] + 1

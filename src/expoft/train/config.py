@@ -141,8 +141,8 @@ class RunConfig:
         if self.pixels is not None:
             if get_domain(self.env).family != "cube":
                 raise ValueError(f"pixel observations are available for the cube domains, not {self.env}")
-            if self.algorithm != "expo" or self.video_every:
-                raise ValueError("pixel observations work with algorithm 'expo', without --video-every for now")
+            if self.algorithm != "expo":
+                raise ValueError("pixel observations work with algorithm 'expo' for now")
         check_disturb("demo_disturb", self.demo_disturb, self.env)
         if self.demo_seed is not None and self.demo_seed < 0:
             raise ValueError(f"demo_seed must be >= 0 (or None: the run's seed), got {self.demo_seed}")

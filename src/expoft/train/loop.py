@@ -253,7 +253,7 @@ def make_run_env(cfg: RunConfig, render: bool = False):
         return make_env(cfg.env, cfg.task, render=render, episode_steps=cfg.episode_steps)
     from expoft.envs.pixels import make_pixel_env  # MuJoCo rendering: only pixel runs need it
 
-    return make_pixel_env(cfg.env, cfg.task, cfg.pixels, episode_steps=cfg.episode_steps)
+    return make_pixel_env(cfg.env, cfg.task, cfg.pixels, episode_steps=cfg.episode_steps, render=render)
 
 
 def offline_frames(cfg: RunConfig, ds: Dataset, progress: bool = True) -> np.ndarray | None:
@@ -411,8 +411,6 @@ def evaluate_run(
     video_episodes: int = 1,
 ) -> dict:
     cfg, agent, step = load_run_agent(run_dir, checkpoint)
-    if video is not None and cfg.pixels is not None:
-        raise ValueError("videos of pixel runs are not supported yet; evaluate without --video")
     env = make_run_env(cfg, render=video is not None)
     result = evaluate(agent, env, episodes, seed, video=video, video_episodes=video_episodes)
     if video is not None:
