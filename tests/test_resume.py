@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -264,6 +265,28 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
         np.testing.assert_array_equal(x, y)
 
 
+@contextlib.contextmanager
+def killed_after_chunks(monkeypatch, chunks: int):
+    """The pretraining in the block is killed after ``chunks`` compiled chunks of steps: the next
+    chunk raises KeyboardInterrupt, which stands in for a kill (nothing after it runs)."""
+    import expoft.train.loop as loop
+
+    real, calls = loop.pretrain, []
+
+    def killed(*args):
+        calls.append(1)
+        if len(calls) > chunks:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(loop, "pretrain", killed)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(loop, "pretrain", real)
+
+
 def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint(tmp_path, monkeypatch, caplog):
     """Interrupted after two of three compiled pretraining chunks, the run resumes its pretraining
     where it stopped and ends it exactly as an uninterrupted pretraining; the online checkpoint
@@ -274,19 +297,9 @@ def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint
     monkeypatch.setattr(loop, "PRETRAIN_CHUNK", 40)
     # No update call (env_steps < start_training): what is compared is the pretrained agent.
     cfg = preset("tiny", pretrain_steps=120, env_steps=20, eval_episodes=1)
-    real, calls = loop.pretrain, []
-
-    def killed_after_two_chunks(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # stands in for a kill: nothing after it runs
-        return real(*args)
-
-    monkeypatch.setattr(loop, "pretrain", killed_after_two_chunks)
     run = tmp_path / "killed"
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_chunks(monkeypatch, 2):
         finetune(cfg, run, progress=False, pretrain_save_seconds=0)
-    monkeypatch.setattr(loop, "pretrain", real)
     saved = json.loads((run / "checkpoints" / "pretrain_state.json").read_text())
     assert saved["done"] == 80 and sorted(p.name for p in (run / "checkpoints").glob("pretrain_agent_*")) == [
         "pretrain_agent_80.npz"]  # the one of step 40 was replaced  # fmt: skip
@@ -318,19 +331,9 @@ def test_a_killed_pretraining_of_its_own_resumes_and_ends_as_an_uninterrupted_on
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(loop, "PRETRAIN_CHUNK", 40)
     cfg = preset("tiny", pretrain_steps=120, eval_episodes=1)
-    real, calls = loop.pretrain, []
-
-    def killed_after_two_chunks(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # stands in for a kill: nothing after it runs
-        return real(*args)
-
-    monkeypatch.setattr(loop, "pretrain", killed_after_two_chunks)
     run = tmp_path / "killed"
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_chunks(monkeypatch, 2):
         pretrain_only(cfg, run, progress=False, save_seconds=0)
-    monkeypatch.setattr(loop, "pretrain", real)
     assert json.loads((run / "checkpoints" / "pretrain_state.json").read_text())["done"] == 80
     assert not (run / "summary.json").exists() and not (run / "checkpoints" / "agent_0.npz").exists()
 
@@ -352,11 +355,8 @@ def test_a_killed_pretraining_of_its_own_resumes_and_ends_as_an_uninterrupted_on
     # finished: nothing to resume; a fine-tuning run is refused by `expoft pretrain --resume`
     assert main(["pretrain", "--resume", str(run), "--no-progress"]) == 2
     assert "has finished" in capsys.readouterr().err
-    monkeypatch.setattr(loop, "pretrain", killed_after_two_chunks)
-    calls.clear()
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_chunks(monkeypatch, 2):
         finetune(cfg, tmp_path / "ft", progress=False, pretrain_save_seconds=0)
-    monkeypatch.setattr(loop, "pretrain", real)
     with pytest.raises(ValueError, match="fine-tuning run.*expoft finetune --resume"):
         resume_pretrain_only(tmp_path / "ft", progress=False)
 

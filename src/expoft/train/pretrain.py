@@ -227,7 +227,7 @@ def resume_pretrain_only(
         raise ValueError(f"the pretraining in {out} has finished (summary.json exists); nothing to resume")
     cfg = config_from_json(json.loads(config_path.read_text()))
     store = CheckpointStore(out / "checkpoints", keep=cfg.keep_checkpoints)
-    if store.latest_valid() is not None:
+    if store.steps():  # listed, not validated: only which kind of run this is matters here
         raise ValueError(f"{out} is a fine-tuning run (it has online checkpoints); continue it with "
                          f"`expoft finetune --resume {out}`")  # fmt: skip
     done = continue_pretraining(cfg, out, store, config_path, progress, save_seconds, only=True)
