@@ -16,7 +16,7 @@ from expoft.cli import main
 from expoft.data.replay import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT, preset
-from expoft.train.methods import METHODS, apply_method
+from expoft.train.methods import EXPO_FT_UPDATE_EVERY, METHODS, apply_method
 
 OBS, ACT = 6, 2
 CHUNK = 2
@@ -195,8 +195,16 @@ def test_methods_set_what_defines_them():
     assert not cfgs["expo-no-otf-backup"].agent.otf_in_backup
     assert cfgs["dsrl"].agent.base_training == cfgs["residual"].agent.base_training == "frozen"
     for name, cfg in cfgs.items():  # the budget is the preset's, whatever the method
-        assert (cfg.env_steps, cfg.eval_every, cfg.update_every, cfg.agent.utd) == (
-            base.env_steps, base.eval_every, base.update_every, base.agent.utd), name  # fmt: skip
+        assert (cfg.env_steps, cfg.eval_every, cfg.agent.utd) == (
+            base.env_steps, base.eval_every, base.agent.utd), name  # fmt: skip
+        # EXPO-FT's schedule is part of its definition; every other method keeps the preset's.
+        if not name.startswith("expo-ft"):
+            assert cfg.update_every == base.update_every, name
+    for p in ("tiny", "p1"):
+        ft = apply_method("expo-ft", preset(p))
+        assert ft.update_every == EXPO_FT_UPDATE_EVERY == 20 and ft.start_training == preset(p).start_training
+        # one actor step per env step, as EXPO's every-step schedule has it, within the UTD
+        assert ft.agent.actor_steps == min(20, ft.agent.utd) == {"tiny": 2, "p1": 20}[p]
     with pytest.raises(ValueError, match="unknown method 'sac'"):
         apply_method("sac", base)
 

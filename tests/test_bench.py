@@ -407,13 +407,14 @@ def test_protocol_plans(tmp_path):
 
     tuned = runner.Bench(
         methods="expo,expo-ft", seeds=1, out=tmp_path, finetune_args="--actor-steps 2",
-        method_args="expo-ft=--update-every 20 --actor-steps 20 ; ",
+        method_args="expo-ft=--update-every 25 --actor-steps 10 ; ",
     )  # fmt: skip
     methods, proto, arguments = runner.check_args(tuned)
-    assert arguments["method_args"] == {"expo-ft": ["--update-every", "20", "--actor-steps", "20"]}
+    assert arguments["method_args"] == {"expo-ft": ["--update-every", "25", "--actor-steps", "10"]}
     assert "method_args" not in runner.check_args(reduced)[2]  # unused: benches made before it continue
     expo, expo_ft = runner.plan(tuned, methods, proto, "cube-single", None, tmp_path)
-    assert expo_ft.config["update_every"] == 20 and expo_ft.config["agent"]["actor_steps"] == 20  # wins
+    # over --finetune-args and over the method's own schedule (20 and 20)
+    assert expo_ft.config["update_every"] == 25 and expo_ft.config["agent"]["actor_steps"] == 10
     assert expo.config["update_every"] == 5 and expo.config["agent"]["actor_steps"] == 2
 
     env, changes = runner.child_env(single_thread=True)

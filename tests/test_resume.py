@@ -226,9 +226,11 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
         proc = _finetune_process(args, env)
         store = CheckpointStore(run / "checkpoints")
         start = store.latest_step() if store.steps() else -1
-        deadline = time.time() + 120
+        # A guard against a hung child only: under CPU contention (a bench beside the tests) the
+        # first checkpoint, after start-up, pretraining and compilation, took over two minutes.
+        deadline = time.time() + 600
         while (store.latest_step() if store.steps() else -1) <= start and proc.poll() is None:
-            assert time.time() < deadline, "no new checkpoint within two minutes"
+            assert time.time() < deadline, "no new checkpoint within ten minutes: is the run hung?"
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 2.0))
         if proc.poll() is not None:
