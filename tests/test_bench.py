@@ -389,11 +389,23 @@ def test_protocol_plans(tmp_path):
     assert expo.config["dataset"] == str(dataset) and expo.config["pretrain_steps"] == 1_000_000
     assert expo.config["env_steps"] == 1_000_000 and expo.config["eval_every"] == 50_000
     assert "--pretrain-steps" not in rlpd.args and rlpd.config["pretrain_steps"] == 0  # the method's setting wins
+    # the offline phase: 1M critic steps at full size, and none for rlpd (online-only)
+    assert expo.config["offline_updates"] == 50_000 and arguments["offline_updates"] == 50_000
+    assert "--offline-updates" not in rlpd.args and rlpd.config["offline_updates"] == 0
 
-    default = runner.Bench(methods="expo", protocol="p2", seeds=1, out=tmp_path)
+    default = runner.Bench(methods="expo,qc-fql,rlpd", protocol="p2", seeds=1, out=tmp_path)
     methods, proto, arguments = runner.check_args(default)
-    (run,) = runner.plan(default, methods, proto, "cube-double", Path("play.npz"), tmp_path)
-    assert (run.config["env_steps"], run.config["pretrain_steps"], proto.play_transitions) == (5000, 20_000, 100_000)
+    expo, fql, rlpd = runner.plan(default, methods, proto, "cube-double", Path("play.npz"), tmp_path)
+    assert (expo.config["env_steps"], expo.config["pretrain_steps"], proto.play_transitions) == (5000, 20_000, 100_000)
+    offline = [r.config["offline_updates"] for r in (expo, fql, rlpd)]
+    assert offline == [runner.P2_OFFLINE_UPDATES, runner.P2_OFFLINE_UPDATES, 0] and runner.P2_OFFLINE_UPDATES > 0
+    assert "offline RL" in proto.describe()
+    changed = runner.Bench(methods="expo", protocol="p2", seeds=1, offline_updates=7, out=tmp_path)
+    methods, proto, arguments = runner.check_args(changed)
+    (run,) = runner.plan(changed, methods, proto, "cube-double", Path("play.npz"), tmp_path)
+    assert run.config["offline_updates"] == 7 == arguments["offline_updates"]
+    p1 = runner.check_args(runner.Bench(methods="expo", seeds=1, out=tmp_path))
+    assert p1[1].offline_updates == 0 and "offline_updates" not in p1[2]  # p1 benches made before it continue
 
     reduced = runner.Bench(methods="expo", protocol="p2", seeds=1, env_steps=3000, out=tmp_path)
     methods, proto, arguments = runner.check_args(reduced)
@@ -404,6 +416,7 @@ def test_protocol_plans(tmp_path):
     tiny = runner.Bench(methods="expo", protocol="p2", preset="tiny", seeds=1, out=tmp_path)
     _, proto, _ = runner.check_args(tiny)
     assert proto.play_transitions == runner.TINY_PLAY_TRANSITIONS and proto.overrides == {}
+    assert proto.offline_updates == runner.TINY_OFFLINE_UPDATES  # a smoke run takes the offline phase too
 
     tuned = runner.Bench(
         methods="expo,expo-ft", seeds=1, out=tmp_path, finetune_args="--actor-steps 2",
@@ -431,6 +444,8 @@ def test_protocol_plans(tmp_path):
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--protocol", "p3"], "--protocol must be p1 or p2"),
         (["--full"], "--full applies to protocol p2 only"),
+        (["--offline-updates", "5"], "--offline-updates applies to protocol p2 only"),
+        (["--protocol", "p2", "--offline-updates", "-1"], "--offline-updates must be >= 0"),
         (["--jobs", "0"], "--jobs must be >= 1"),
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--env", "kitchen"], "unknown environment 'kitchen'"),

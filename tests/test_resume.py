@@ -24,8 +24,8 @@ from expoft.data.dataset import load_dataset, make_dataset, save_dataset
 from expoft.data.replay import ReplayBuffer
 from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, preset
-from expoft.train.finetune import LoopState, _stop_if_diverged, check_dataset, finetune, resume
-from expoft.train.loop import RunDir, load_run_agent, make_agent
+from expoft.train.finetune import check_dataset, finetune, resume
+from expoft.train.loop import RunDir, load_run_agent, make_agent, stop_if_diverged
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 
 from .conftest import episode_arrays
@@ -151,12 +151,13 @@ def test_divergence_guard_names_what_diverged_and_saves_the_last_finite_agent(tm
     agent = EXPOAgent.create(TINY_AGENT, 3, 2, seed=0)
     metrics = {"critic/loss": float("nan"), "critic/q_mean": 0.5, "edit/loss": float("inf")}
     with pytest.raises(FloatingPointError, match=r"env step 7 .*non-finite critic/loss, edit/loss"):
-        _stop_if_diverged(metrics, agent, run, 7, LoopState())
+        stop_if_diverged(metrics, agent, run, "env step 7 (update call 3)", "last_finite_7", {"env_step": 7})
     restored, _ = load_pytree(agent, tmp_path / "run" / "checkpoints" / "last_finite_7.npz")
     for x, y in zip(jax.tree.leaves(agent), jax.tree.leaves(restored), strict=True):
         np.testing.assert_array_equal(x, y)
     assert "diverged" in (tmp_path / "run" / "metrics.jsonl").read_text()
-    _stop_if_diverged({"critic/loss": 1.0, "critic/nonfinite": 0.0}, agent, run, 8, LoopState())  # finite: no stop
+    finite = {"critic/loss": 1.0, "critic/nonfinite": 0.0}
+    stop_if_diverged(finite, agent, run, "env step 8", "last_finite_8", {"env_step": 8})  # no stop
 
 
 def test_overwrite_replaces_only_what_a_run_wrote(tmp_path, monkeypatch):

@@ -56,6 +56,10 @@ class Protocol:
     """RunConfig fields set on every run (as `expoft finetune` flags), unless a method sets them."""
     play_transitions: int | None = None
     """P2: play data of this size, labelled for the task, is the offline data."""
+    offline_updates: int = 0
+    """P2's offline phase: update calls on the offline data alone (offline RL) after the base's
+    pretraining and before going online, for every method but the online-only ones
+    (`expoft.train.methods.ONLINE_ONLY`: rlpd, bc)."""
 
     def describe(self) -> str:
         if self.play_transitions is None:
@@ -63,33 +67,45 @@ class Protocol:
         else:
             data = (
                 f"offline-to-online from play data ({self.play_transitions:,} task-agnostic transitions labelled "
-                "for the task, offline pretraining of the base)"
+                f"for the task, offline pretraining of the base, then {self.offline_updates:,} offline RL update "
+                "calls but for rlpd)"
             )
         budget = ", ".join(f"{k} {v:,}" for k, v in self.overrides.items())
         return f"{data}, then online; preset {self.preset}" + (f" with {budget}" if budget else "")
 
 
+P2_OFFLINE_UPDATES = 500
+"""Offline RL update calls of reduced P2 (each UTD 20 critic steps on offline batches)."""
+
 PROTOCOLS = {
     # P1: the `p1` preset: 30 noisy demos, 20k imitation steps, 5000 online env steps.
     "p1": Protocol("p1", "p1", "cube-single", {}),
     # P2, reduced so that a grid finishes on a 2-core CPU: 100k play transitions, the p1
-    # preset's 20k imitation steps, 5000 online env steps. The issue's grid (4 methods x 3 envs x
-    # 3 seeds) is then ~17 CPU hours (~8.5 wall hours at 2 jobs; P1 runs of these methods take
-    # 20-40 CPU minutes per 5000 env steps); at 10k it was twice that.
+    # preset's 20k imitation steps, P2_OFFLINE_UPDATES offline RL update calls, 5000 online env
+    # steps. P1 runs of these methods take 20-40 CPU minutes per 5000 env steps.
     "p2": Protocol(
-        "p2", "p1", "cube-double", {"env_steps": 5_000, "eval_every": 1_000, "checkpoint_every": 1_000}, 100_000
-    ),
-    # P2 at full size (--full): 1M play transitions, 1M offline steps, 1M online env steps.
+        "p2",
+        "p1",
+        "cube-double",
+        {"env_steps": 5_000, "eval_every": 1_000, "checkpoint_every": 1_000},
+        100_000,
+        P2_OFFLINE_UPDATES,
+    ),  # fmt: skip
+    # P2 at full size (--full): 1M play transitions, 1M imitation steps of the base, 1M offline
+    # critic steps (50k update calls of UTD 20), 1M online env steps.
     "p2-full": Protocol(
         "p2",
         "default",
         "cube-double",
         {"pretrain_steps": 1_000_000, "env_steps": 1_000_000, "eval_every": 50_000, "checkpoint_every": 50_000},
         1_000_000,
+        50_000,
     ),
 }
 TINY_PLAY_TRANSITIONS = 5_000
 """P2 play data with --preset tiny (unless --play-transitions)."""
+TINY_OFFLINE_UPDATES = 5
+"""P2 offline update calls with --preset tiny (unless --offline-updates)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +136,9 @@ class Bench:
     """p2 at full size: 1M play transitions, 1M offline pretraining steps, 1M online env steps."""
     play_transitions: int | None = None
     """p2: size of the play data; default 100k (--full 1M, --preset tiny 5000)."""
+    offline_updates: int | None = None
+    """p2: update calls of the offline phase (offline RL on the play data before going online; not
+    for rlpd); default 500 (--full 50k, --preset tiny 5)."""
     finetune_args: str = ""
     """More `expoft finetune` flags for every run, as one string (e.g. "--eval-episodes 20")."""
     method_args: str = ""
@@ -257,13 +276,19 @@ def resolve_protocol(args: Bench) -> Protocol:
         # Another preset brings its own budget; only the data part of the protocol stays.
         proto = dataclasses.replace(proto, preset=args.preset, overrides={})
         if proto.play_transitions is not None and args.preset == "tiny":
-            proto = dataclasses.replace(proto, play_transitions=TINY_PLAY_TRANSITIONS)
+            proto = dataclasses.replace(
+                proto, play_transitions=TINY_PLAY_TRANSITIONS, offline_updates=TINY_OFFLINE_UPDATES
+            )
     if args.env_steps is not None:
         proto = dataclasses.replace(proto, overrides={**proto.overrides, "env_steps": args.env_steps})
     if args.play_transitions is not None:
         if proto.play_transitions is None:
             raise ValueError("--play-transitions applies to protocol p2 only")
         proto = dataclasses.replace(proto, play_transitions=args.play_transitions)
+    if args.offline_updates is not None:
+        if proto.play_transitions is None:
+            raise ValueError("--offline-updates applies to protocol p2 only")
+        proto = dataclasses.replace(proto, offline_updates=args.offline_updates)
     return proto
 
 
@@ -281,6 +306,8 @@ def check_args(args: Bench) -> tuple[list[str], Protocol, dict]:
         raise ValueError(f"--env-steps must be >= 1, got {args.env_steps}")
     if args.play_transitions is not None and args.play_transitions < 1:
         raise ValueError(f"--play-transitions must be >= 1, got {args.play_transitions}")
+    if args.offline_updates is not None and args.offline_updates < 0:
+        raise ValueError(f"--offline-updates must be >= 0, got {args.offline_updates}")
     proto = resolve_protocol(args)
     preset(proto.preset)  # unknown preset: a clear error
     env = get_domain(args.env or proto.env).name
@@ -297,6 +324,8 @@ def check_args(args: Bench) -> tuple[list[str], Protocol, dict]:
         "play_transitions": proto.play_transitions,
         "finetune_args": args.finetune_args,
     }
+    if proto.play_transitions is not None:  # p2 only: the p1 benches made before it continue
+        arguments["offline_updates"] = proto.offline_updates
     tuning = method_flags(args.method_args, methods)
     if tuning:  # absent when unused, so that benches started before the option continue as they were
         arguments["method_args"] = tuning
@@ -323,7 +352,7 @@ def plan(args: Bench, methods: list[str], proto: Protocol, env: str, dataset: Pa
     """Every run (seed-major: all methods of seed 0 first, so that a partial bench compares them)."""
     from expoft.train.config import preset
     from expoft.train.loop import demos_config, to_jsonable
-    from expoft.train.methods import apply_method
+    from expoft.train.methods import ONLINE_ONLY, apply_method
 
     base = preset(proto.preset)
     extra = shlex.split(args.finetune_args)
@@ -339,6 +368,8 @@ def plan(args: Bench, methods: list[str], proto: Protocol, env: str, dataset: Pa
                 if getattr(changed, field) == getattr(base, field)
                 for x in (_flag(field), str(value))
             ]
+            if proto.offline_updates and method not in ONLINE_ONLY:
+                flags += ["--offline-updates", str(proto.offline_updates)]
             run_dir = out / "runs" / method / f"seed{seed}"
             cmd = ["finetune", "--preset", proto.preset, "--method", method, "--seed", str(seed)]
             cmd += ["--env", env, "--task", str(args.task)]
@@ -671,6 +702,7 @@ def run_bench(args: Bench) -> None:
                 "preset": proto.preset,
                 "overrides": proto.overrides,
                 "play_transitions": proto.play_transitions,
+                "offline_updates": proto.offline_updates,
             },
             "jobs": args.jobs,
             "executable": shlex.join(EXPOFT_ARGV),

@@ -70,6 +70,12 @@ class RunConfig:
     `agent`."""
     pretrain_steps: int = 20_000
     """Imitation steps of the base before RL (0: none; ignored with `base_from`)."""
+    offline_updates: int = 0
+    """Update calls on the offline data alone after pretraining the base and before going online:
+    offline RL, the offline phase of offline-to-online fine-tuning (protocol P2). Each is the
+    agent's usual update call (``utd`` critic steps, ``actor_steps`` actor steps) on batches drawn
+    from the offline data only. 0: none (the agent meets the offline data only in its online
+    batches)."""
     episode_steps: int | None = None
     """Time limit of training and evaluation episodes; None: the domain's (cube-single 200)."""
     env_steps: int = 20_000
@@ -135,9 +141,11 @@ class RunConfig:
         if not 0.0 < self.intervene_decay <= 1.0:
             raise ValueError(f"intervene_decay must lie in (0, 1], got {self.intervene_decay}")
         require_at_least(
-            self, 0, "pretrain_steps", "random_steps", "start_training", "start_episodes", "updates_per_episode",
-            "video_every", "external_retries", "demo_noise", "demo_gripper_noise",
+            self, 0, "pretrain_steps", "offline_updates", "random_steps", "start_training", "start_episodes",
+            "updates_per_episode", "video_every", "external_retries", "demo_noise", "demo_gripper_noise",
         )  # fmt: skip
+        if self.offline_updates and self.algorithm == "bc":
+            raise ValueError("offline_updates applies to learning agents; algorithm 'bc' does not learn (set it to 0)")
         if self.pixels is not None:
             if get_domain(self.env).family != "cube":
                 raise ValueError(f"pixel observations are available for the cube domains, not {self.env}")

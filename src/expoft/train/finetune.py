@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from expoft.obs import add_batch_axis
 from expoft.progress import Progress
 from expoft.report.plots import plot_learning_curves
 from expoft.report.video import render_frame, write_gif
-from expoft.train.checkpoint import CheckpointStore, save_pytree
+from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
 from expoft.train.external import external_candidates, step_seed
 from expoft.train.loop import (
@@ -44,9 +43,11 @@ from expoft.train.loop import (
     make_run_env,
     offline_data,
     offline_frames,
+    stop_if_diverged,
     to_jsonable,
     with_base_from,
 )
+from expoft.train.offline_rl import offline_phase
 from expoft.train.pretrain import (
     PRETRAIN_SAVE_SECONDS,
     Clock,
@@ -149,7 +150,10 @@ def finetune(
 
 
 def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock: Clock, external) -> dict:
-    """Evaluate the agent before RL, write the first checkpoint, then run online."""
+    """Take the offline phase (if any), evaluate the agent before RL, write the first checkpoint,
+    then run online."""
+    buffer = run_buffer(cfg, ds, frames)
+    agent = offline_phase(cfg, run, agent, buffer, progress, external)
     eval_env = make_run_env(cfg)
     before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), external=external)
     before_base = {}
@@ -166,7 +170,6 @@ def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clo
         dataset_sha256=sha,
         checkpoint_due=True,  # a first checkpoint before RL: a resume never repeats pretraining
     )
-    buffer = run_buffer(cfg, ds, frames)
     return _online(cfg, run, agent, buffer, store, state, eval_env, progress, clock, external)
 
 
@@ -313,7 +316,8 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
                     )
                 new_agent, metrics = update(agent, pool, base_batch, next_base)
                 metrics = {k: float(v) for k, v in metrics.items()}  # also waits for the work: honest timing
-                _stop_if_diverged(metrics, agent, run, step, state)
+                stop_if_diverged(metrics, agent, run, f"env step {step} (update call {state.update_calls + i + 1})",
+                                 f"last_finite_{step}", {"env_step": step})  # fmt: skip
                 agent = new_agent
                 state.pending.append(metrics)
             state.update_calls += calls
@@ -409,28 +413,6 @@ def _finish(
 
 def _round1(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
-
-
-NONFINITE_KEYS = ("critic/loss", "critic/q_mean", "critic/q_min", "critic/q_max", "edit/loss", "base/loss")
-
-
-def _stop_if_diverged(metrics: dict, last_finite, run: RunDir, step: int, state: LoopState) -> None:
-    """Divergence guard: stop at the first update call with a non-finite loss or Q-value, after
-    saving the agent as it was before that call."""
-    bad = [k for k in NONFINITE_KEYS if k in metrics and not math.isfinite(metrics[k])]
-    if metrics.get("critic/grad_nonfinite", 0) or metrics.get("critic/nonfinite", 0):
-        bad.append("critic gradients" if metrics.get("critic/grad_nonfinite", 0) else "critic values")
-    if not bad:
-        return
-    path = run.path / "checkpoints" / f"last_finite_{step}.npz"
-    save_pytree(last_finite, path, env_step=np.int64(step))
-    run.log({"env_step": step, "phase": "diverged", "diverged": bad, **metrics})
-    raise FloatingPointError(
-        f"training diverged at env step {step} (update call {state.update_calls + 1}): non-finite "
-        f"{', '.join(bad)}. The agent before that call is saved in {path} (`expoft eval {run.path} "
-        f"--checkpoint {path}`); lower the learning rates, check the rewards, or resume from an "
-        "earlier checkpoint with other settings"
-    )
 
 
 def _reset_seed(cfg: RunConfig, episodes: int) -> int:

@@ -39,7 +39,7 @@ from expoft.fileio import atomic_write
 from expoft.obs import PIXELS, PROPRIO, PixelSpec, add_batch_axis
 from expoft.progress import Progress
 from expoft.report.video import render_frame, write_gif
-from expoft.train.checkpoint import load_pytree
+from expoft.train.checkpoint import load_pytree, save_pytree
 from expoft.train.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,28 @@ class RunDir:
 
     def close(self) -> None:
         self._metrics.close()
+
+
+NONFINITE_KEYS = ("critic/loss", "critic/q_mean", "critic/q_min", "critic/q_max", "edit/loss", "base/loss")
+
+
+def stop_if_diverged(metrics: dict, last_finite, run: RunDir, where: str, name: str, row: dict) -> None:
+    """Divergence guard: stop at the first update call with a non-finite loss or Q-value, after
+    saving the agent as it was before that call to checkpoints/``name``.npz. ``where``: the call,
+    for the message; ``row``: what locates it in metrics.jsonl (e.g. its env step)."""
+    bad = [k for k in NONFINITE_KEYS if k in metrics and not math.isfinite(metrics[k])]
+    if metrics.get("critic/grad_nonfinite", 0) or metrics.get("critic/nonfinite", 0):
+        bad.append("critic gradients" if metrics.get("critic/grad_nonfinite", 0) else "critic values")
+    if not bad:
+        return
+    path = run.path / "checkpoints" / f"{name}.npz"
+    save_pytree(last_finite, path, env_step=np.int64(row.get("env_step", 0)))
+    run.log({**row, "phase": "diverged", "diverged": bad, **metrics})
+    raise FloatingPointError(
+        f"training diverged at {where}: non-finite {', '.join(bad)}. The agent before that call is "
+        f"saved in {path} (`expoft eval {run.path} --checkpoint {path}`); lower the learning rates, "
+        "check the rewards, or resume from an earlier checkpoint with other settings"
+    )
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -63,9 +63,10 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
     "expo-no-edit": lambda c: _agent(c, "expo", num_edit_samples=0),
     "expo-no-otf-backup": lambda c: _agent(c, "expo", otf_in_backup=False),
     # The pretrained base alone, no online learning.
-    "bc": lambda c: _agent(c, "bc"),
-    # RLPD: Gaussian SAC from scratch with the offline data in every batch (no pretraining).
-    "rlpd": lambda c: dataclasses.replace(_agent(c, "rlpd"), pretrain_steps=0, base_from=None),
+    "bc": lambda c: dataclasses.replace(_agent(c, "bc"), offline_updates=0),
+    # RLPD: Gaussian SAC from scratch with the offline data in every batch (no pretraining, no
+    # offline phase).
+    "rlpd": lambda c: dataclasses.replace(_agent(c, "rlpd"), pretrain_steps=0, offline_updates=0, base_from=None),
     # FQL: a one-step policy distilled from the flow base and maximizing Q; QC-FQL adds chunks.
     "fql": lambda c: _agent(c, "fql", chunk_len=1, exec_len=1),
     "qc-fql": lambda c: _agent(c, "fql", **_chunked(c, QC_CHUNK)),
@@ -74,6 +75,12 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
     # Residual RL: frozen base plus a small learned correction (TD3-style).
     "residual": lambda c: _agent(c, "residual", base_training="frozen"),
 }
+
+
+ONLINE_ONLY = frozenset({"rlpd", "bc"})
+"""Methods that a protocol's offline phase (``offline_updates``) leaves out: RLPD is online-only
+by definition (the offline data fills half of each online batch, nothing more), and BC does not
+learn."""
 
 
 def apply_method(name: str, cfg: RunConfig) -> RunConfig:

@@ -119,9 +119,14 @@ def checkpointed_pretraining(
     checkpoint's agent); ``only``: a pretraining of its own (``expoft pretrain``)."""
     last_save = time.perf_counter()
 
+    # When an offline phase follows, the end of pretraining is saved too: a run killed during that
+    # phase (which has no checkpoints of its own) then restarts it from there.
+    save_end = cfg.offline_updates > 0 and not only
+
     def save(agent, point: PretrainPoint) -> None:
         nonlocal last_save
-        if point.done < cfg.pretrain_steps and time.perf_counter() - last_save >= save_seconds:
+        due = point.done < cfg.pretrain_steps and time.perf_counter() - last_save >= save_seconds
+        if due or (save_end and point.done == cfg.pretrain_steps):
             record = {
                 "rng": point.rng,
                 "metrics_bytes": run.metrics_bytes(),

@@ -1,0 +1,72 @@
+"""The offline phase of offline-to-online fine-tuning (protocol P2, ``RunConfig.offline_updates``).
+
+After the base's imitation pretraining and before the first environment step, the agent takes
+``offline_updates`` of its usual update calls on batches drawn from the offline data alone: the
+critic learns the labelled rewards of the offline data, and whatever learns from the critic
+(EXPO's edit policy, FQL's one-step policy, DSRL's noise policy, the residual) learns from it,
+so that the online phase starts from offline RL rather than from imitation alone, as in the
+published offline-to-online protocols.
+
+The phase draws from an RNG of its own (a function of the seed), so the online phase samples
+what it would without it. It has no checkpoints of its own: a run killed during it restarts it
+from the end of pretraining, and, being deterministic, reaches the same agent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from expoft.agents.common import update
+from expoft.data.replay import ReplayBuffer
+from expoft.progress import Progress
+from expoft.train.config import RunConfig
+from expoft.train.external import step_seed
+from expoft.train.loop import RunDir, stop_if_diverged
+
+OFFLINE_RNG_SALT = 0x0FF11E
+"""Mixed into the seed of the offline phase's sampling RNG (apart from the online phase's)."""
+LOG_ROWS = 20
+"""Metrics rows written over the phase (each the mean of the calls since the last)."""
+
+
+def offline_phase(cfg: RunConfig, run: RunDir, agent, buffer: ReplayBuffer, progress: bool, external=None):
+    """Take ``cfg.offline_updates`` update calls on offline batches; returns the agent."""
+    if not cfg.offline_updates:
+        return agent
+    if not agent.learns_online:
+        raise ValueError(f"offline_updates={cfg.offline_updates}, but algorithm {cfg.algorithm!r} does not learn")
+    if buffer.offline_size == 0:
+        raise ValueError("offline_updates needs offline data: the run's dataset is empty")
+    a = cfg.agent
+    rng = np.random.default_rng([cfg.seed, OFFLINE_RNG_SALT])
+    calls = cfg.offline_updates
+    log_every = max(1, calls // LOG_ROWS)
+    pending: list[dict[str, float]] = []
+    bar = Progress(calls, "offline RL", unit="call", enabled=progress)
+    for call in range(1, calls + 1):
+        pool = buffer.sample(rng, a.pool_size, discount=a.discount, chunk_len=a.exec_len, num_offline=a.pool_size)
+        base_batch = None
+        if a.base_needs_own_batch:
+            base_batch = buffer.sample(
+                rng, a.base_batch_size, discount=a.discount, chunk_len=a.chunk_len, offline_fraction=1.0,
+                successful_only=a.base_training == "successes",
+            )  # fmt: skip
+        next_base = None
+        if external is not None:
+            # negative steps: never a step of the online phase, whose draws stay its own
+            next_base = external(pool.next_observations, step_seed(cfg, -call), "update")
+        new_agent, metrics = update(agent, pool, base_batch, next_base)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        stop_if_diverged(
+            metrics, agent, run, f"offline update call {call}", f"last_finite_offline_{call}",
+            {"env_step": 0, "offline/update_calls": call},
+        )  # fmt: skip
+        agent = new_agent
+        pending.append(metrics)
+        if call % log_every == 0 or call == calls:
+            means = {f"offline/{k}": float(np.mean([m[k] for m in pending])) for k in pending[0]}
+            run.log({"phase": "offline", "env_step": 0, "offline/update_calls": call, **means})
+            pending = []
+        bar.update()
+    bar.close()
+    return agent
