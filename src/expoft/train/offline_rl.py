@@ -29,8 +29,16 @@ LOG_ROWS = 20
 """Metrics rows written over the phase (each the mean of the calls since the last)."""
 
 
-def offline_phase(cfg: RunConfig, run: RunDir, agent, buffer: ReplayBuffer, progress: bool, external=None):
-    """Take ``cfg.offline_updates`` update calls on offline batches; returns the agent."""
+def offline_rng(cfg: RunConfig) -> np.random.Generator:
+    return np.random.default_rng([cfg.seed, OFFLINE_RNG_SALT])
+
+
+def offline_phase(
+    cfg: RunConfig, run: RunDir, agent, buffer: ReplayBuffer, progress: bool, external=None, rng=None, first: int = 1
+):
+    """Take ``cfg.offline_updates`` update calls on offline batches; returns the agent. ``rng``
+    and ``first`` continue a phase taken in parts (calls numbered from ``first``; by default
+    the whole phase from its own RNG)."""
     if not cfg.offline_updates:
         return agent
     if not agent.learns_online:
@@ -38,12 +46,12 @@ def offline_phase(cfg: RunConfig, run: RunDir, agent, buffer: ReplayBuffer, prog
     if buffer.offline_size == 0:
         raise ValueError("offline_updates needs offline data: the run's dataset is empty")
     a = cfg.agent
-    rng = np.random.default_rng([cfg.seed, OFFLINE_RNG_SALT])
+    rng = offline_rng(cfg) if rng is None else rng
     calls = cfg.offline_updates
     log_every = max(1, calls // LOG_ROWS)
     pending: list[dict[str, float]] = []
     bar = Progress(calls, "offline RL", unit="call", enabled=progress)
-    for call in range(1, calls + 1):
+    for call in range(first, first + calls):
         pool = buffer.sample(rng, a.pool_size, discount=a.discount, chunk_len=a.exec_len, num_offline=a.pool_size)
         base_batch = None
         if a.base_needs_own_batch:
@@ -63,7 +71,7 @@ def offline_phase(cfg: RunConfig, run: RunDir, agent, buffer: ReplayBuffer, prog
         )  # fmt: skip
         agent = new_agent
         pending.append(metrics)
-        if call % log_every == 0 or call == calls:
+        if call % log_every == 0 or call == first + calls - 1:
             means = {f"offline/{k}": float(np.mean([m[k] for m in pending])) for k in pending[0]}
             run.log({"phase": "offline", "env_step": 0, "offline/update_calls": call, **means})
             pending = []
