@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+import expoft.train.loop as loop
 import expoft.train.offline_rl as offline_rl
 from expoft.agents.common import update
 from expoft.train.checkpoint import load_pytree
@@ -33,7 +34,7 @@ def test_the_offline_phase_takes_its_calls_on_offline_batches_only_and_lowers_th
         seen.append((pool.offline.all(), len(pool.rewards), base_batch))
         return update(agent, pool, base_batch, next_base)
 
-    monkeypatch.setattr(offline_rl, "update", spy)
+    monkeypatch.setattr(loop, "update", spy)
     agent = make_agent(cfg)
     trained = offline_rl.offline_phase(cfg, run, agent, buffer, progress=False)
     run.close()
@@ -75,13 +76,13 @@ def test_a_run_killed_in_its_offline_phase_resumes_to_the_agent_of_an_uninterrup
             raise KeyboardInterrupt  # stands in for a kill: nothing after it runs
         return update(*args)
 
-    monkeypatch.setattr(offline_rl, "update", killed)
+    monkeypatch.setattr(loop, "update", killed)
     run = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, run, progress=False)
     state = json.loads((run / "checkpoints" / "pretrain_state.json").read_text())
     assert state["done"] == cfg.pretrain_steps  # the end of pretraining, saved for the phase
-    monkeypatch.setattr(offline_rl, "update", update)
+    monkeypatch.setattr(loop, "update", update)
 
     resumed = resume(run, progress=False)
     assert resumed["success_before_rl"] == straight["success_before_rl"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from expoft.agents.common import act, update
+from expoft.agents.common import act
 from expoft.data.dataset import Dataset
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.chunks import ActionChunks
@@ -45,6 +45,7 @@ from expoft.train.loop import (
     offline_frames,
     stop_if_diverged,
     to_jsonable,
+    update_call,
     with_base_from,
 )
 from expoft.train.offline_rl import offline_phase
@@ -300,24 +301,11 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         if calls:
             t0 = time.perf_counter()
             for i in range(calls):
-                pool = buffer.sample(rng, agent_cfg.pool_size, discount=agent_cfg.discount, chunk_len=h,
-                                     num_offline=agent_cfg.pool_offline_count)  # fmt: skip
-                base_batch = None
-                if agent_cfg.base_needs_own_batch:
-                    base_batch = buffer.sample(
-                        rng, agent_cfg.base_batch_size, discount=agent_cfg.discount, chunk_len=agent_cfg.chunk_len,
-                        offline_fraction=agent_cfg.offline_fraction,
-                        successful_only=agent_cfg.base_training == "successes",
-                    )  # fmt: skip
-                next_base = None
-                if external is not None:
-                    next_base = external(
-                        pool.next_observations, step_seed(cfg, step, salt=state.update_calls + i + 1), "update"
-                    )
-                new_agent, metrics = update(agent, pool, base_batch, next_base)
-                metrics = {k: float(v) for k, v in metrics.items()}  # also waits for the work: honest timing
-                stop_if_diverged(metrics, agent, run, f"env step {step} (update call {state.update_calls + i + 1})",
-                                 f"last_finite_{step}", {"env_step": step})  # fmt: skip
+                n = state.update_calls + i + 1
+                seed = step_seed(cfg, step, salt=n) if external is not None else None
+                new_agent, metrics = update_call(cfg, agent, buffer, rng, external=external, external_seed=seed)
+                stop_if_diverged(metrics, agent, run, f"env step {step} (update call {n})", f"last_finite_{step}",
+                                 {"env_step": step})  # fmt: skip
                 agent = new_agent
                 state.pending.append(metrics)
             state.update_calls += calls

@@ -26,7 +26,7 @@ import numpy as np
 
 from expoft.agents import create_agent
 from expoft.agents.baselines_config import BaselineConfig
-from expoft.agents.common import act_base, act_eval, pretrain
+from expoft.agents.common import act_base, act_eval, pretrain, update
 from expoft.agents.expo import EXPOConfig
 from expoft.data.dataset import Dataset, label_for_task, load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
@@ -148,6 +148,36 @@ def stop_if_diverged(metrics: dict, last_finite, run: RunDir, where: str, name: 
         f"saved in {path} (`expoft eval {run.path} --checkpoint {path}`); lower the learning rates, "
         "check the rewards, or resume from an earlier checkpoint with other settings"
     )
+
+
+def update_call(
+    cfg: RunConfig,
+    agent,
+    buffer: ReplayBuffer,
+    rng: np.random.Generator,
+    *,
+    offline_only: bool = False,
+    external=None,
+    external_seed: int | None = None,
+):
+    """One update call of the agent on batches drawn from ``buffer``: the pool of executed
+    chunks (offline and online rows as the agent's config mixes them) and, when the base learns
+    from its own data, the base's batch. ``offline_only``: every row from the offline data (the
+    offline phase). ``external``: the external base, asked for its samples at the pool's next
+    observations with ``external_seed``. Returns ``(agent, metrics as floats)``."""
+    a = cfg.agent
+    num_offline = a.pool_size if offline_only else a.pool_offline_count
+    pool = buffer.sample(rng, a.pool_size, discount=a.discount, chunk_len=a.exec_len, num_offline=num_offline)
+    base_batch = None
+    if a.base_needs_own_batch:
+        base_batch = buffer.sample(
+            rng, a.base_batch_size, discount=a.discount, chunk_len=a.chunk_len,
+            offline_fraction=1.0 if offline_only else a.offline_fraction,
+            successful_only=a.base_training == "successes",
+        )  # fmt: skip
+    next_base = None if external is None else external(pool.next_observations, external_seed, "update")
+    new_agent, metrics = update(agent, pool, base_batch, next_base)
+    return new_agent, {k: float(v) for k, v in metrics.items()}  # float() waits for the work: honest timing
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from expoft.agents.common import update
 from expoft.data.replay import ReplayBuffer
 from expoft.progress import Progress
 from expoft.train.config import RunConfig
 from expoft.train.external import step_seed
-from expoft.train.loop import RunDir, stop_if_diverged
+from expoft.train.loop import RunDir, stop_if_diverged, update_call
 
 OFFLINE_RNG_SALT = 0x0FF11E
 """Mixed into the seed of the offline phase's sampling RNG (apart from the online phase's)."""
@@ -45,26 +44,17 @@ def offline_phase(
         raise ValueError(f"offline_updates={cfg.offline_updates}, but algorithm {cfg.algorithm!r} does not learn")
     if buffer.offline_size == 0:
         raise ValueError("offline_updates needs offline data: the run's dataset is empty")
-    a = cfg.agent
     rng = offline_rng(cfg) if rng is None else rng
     calls = cfg.offline_updates
     log_every = max(1, calls // LOG_ROWS)
     pending: list[dict[str, float]] = []
     bar = Progress(calls, "offline RL", unit="call", enabled=progress)
     for call in range(first, first + calls):
-        pool = buffer.sample(rng, a.pool_size, discount=a.discount, chunk_len=a.exec_len, num_offline=a.pool_size)
-        base_batch = None
-        if a.base_needs_own_batch:
-            base_batch = buffer.sample(
-                rng, a.base_batch_size, discount=a.discount, chunk_len=a.chunk_len, offline_fraction=1.0,
-                successful_only=a.base_training == "successes",
-            )  # fmt: skip
-        next_base = None
-        if external is not None:
-            # negative steps: never a step of the online phase, whose draws stay its own
-            next_base = external(pool.next_observations, step_seed(cfg, -call), "update")
-        new_agent, metrics = update(agent, pool, base_batch, next_base)
-        metrics = {k: float(v) for k, v in metrics.items()}
+        # negative steps for the external base: never a step of the online phase, whose draws stay its own
+        seed = step_seed(cfg, -call) if external is not None else None
+        new_agent, metrics = update_call(
+            cfg, agent, buffer, rng, offline_only=True, external=external, external_seed=seed
+        )
         stop_if_diverged(
             metrics, agent, run, f"offline update call {call}", f"last_finite_offline_{call}",
             {"env_step": 0, "offline/update_calls": call},
