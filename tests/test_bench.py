@@ -548,3 +548,14 @@ def test_mean_curve_of_chunked_seeds_meets_on_the_grid(tmp_path):
     assert curve["low"] == pytest.approx([0.4, 0.8, 0.7, 0.9])
     assert curve["high"] == pytest.approx([0.6, 0.9, 0.8, 1.0])
     assert plot_mean_curves({"expo": runs}, tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_run_config_written_before_a_field_existed_is_the_same_config():
+    from expoft.train.config import preset
+    from expoft.train.loop import to_jsonable
+
+    planned = to_jsonable(preset("p1"))
+    older = {k: v for k, v in planned.items() if k != "offline_updates"}  # written before the field
+    assert runner.same_config(older, planned)
+    assert not runner.same_config({**planned, "env_steps": 7}, planned)
+    assert not runner.same_config({"not": "a config"}, planned)

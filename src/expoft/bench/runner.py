@@ -744,6 +744,17 @@ def run_bench(args: Bench) -> None:
         )
 
 
+def same_config(written: dict, planned: dict) -> bool:
+    """Compared as configs, not as JSON: a field added to RunConfig after a run started is missing
+    from its config.json and takes its default."""
+    from expoft.train.loop import config_from_json, to_jsonable
+
+    try:
+        return to_jsonable(config_from_json(written)) == planned
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def execute(runs: list[PlannedRun], steps: list[DataStep], env: dict, out: Path, jobs: int, lock_fd: int):
     """Make the data, then run every unfinished run; return the failures (run, attempt)."""
     todo = collections.deque()
@@ -753,7 +764,7 @@ def execute(runs: list[PlannedRun], steps: list[DataStep], env: dict, out: Path,
             print(f"skip {run.label}: finished ({run.run_dir})", flush=True)
             continue
         existing = run.run_dir / "config.json"
-        if state in ("resume", "restart") and json.loads(existing.read_text()) != run.config:
+        if state in ("resume", "restart") and not same_config(json.loads(existing.read_text()), run.config):
             print(f"warning: {existing} differs from the config this bench plans for {run.label} (changed code or "
                   "defaults?); resuming with the run's own config", flush=True)  # fmt: skip
         todo.append((run, state))
