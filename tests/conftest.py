@@ -11,6 +11,20 @@ import numpy as np
 import pytest
 
 from expoft.data.dataset import make_dataset
+from expoft.train.checkpoint import load_pytree
+
+
+def assert_same_leaves(a, b) -> None:
+    """Two pytrees (agents) equal array for array."""
+    import jax
+
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def assert_same_checkpoints(template, first, second) -> None:
+    """Two agent checkpoint files (read into ``template``'s structure) equal array for array."""
+    assert_same_leaves(load_pytree(template, first)[0], load_pytree(template, second)[0])
 
 
 def episode_arrays(lengths, obs_dim=3, action_dim=2, terminal_last=None, seed=0):

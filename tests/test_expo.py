@@ -16,6 +16,8 @@ from expoft.data.replay import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT
 
+from .conftest import assert_same_leaves
+
 TINY = dataclasses.replace(TINY_AGENT, num_base_samples=3, num_edit_samples=2, utd=4, batch_size=16)
 OBS, ACT = 6, 2
 
@@ -132,8 +134,7 @@ def test_base_gets_no_q_gradient():
     data = pool(TINY)
     new_a, _ = update(a, data)
     new_b, _ = update(b, data)
-    for x, y in zip(jax.tree.leaves(new_a.base.params), jax.tree.leaves(new_b.base.params), strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_leaves(new_a.base.params, new_b.base.params)
     # ... while the edit policy, trained on Q, does depend on it.
     assert any(
         not np.array_equal(x, y)
@@ -274,8 +275,7 @@ def test_chunk_len_one_is_plain_expo():
     explicit = EXPOAgent.create(dataclasses.replace(TINY, chunk_len=1, exec_len=1), OBS, ACT)
     a, ma = update(plain, pool(TINY))
     b, mb = update(explicit, pool(TINY))
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_leaves(a, b)
     assert float(ma["critic/loss"]) == float(mb["critic/loss"])
 
 

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
@@ -28,7 +27,7 @@ from expoft.train.finetune import check_dataset, finetune, resume
 from expoft.train.loop import RunDir, load_run_agent, make_agent, stop_if_diverged
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 
-from .conftest import episode_arrays
+from .conftest import assert_same_checkpoints, assert_same_leaves, episode_arrays
 
 TIMING = ("time", "sec", "per_s")
 
@@ -90,8 +89,7 @@ def test_checkpoints_keep_the_newest_and_restore_agent_and_buffer(tmp_path):
     assert record["env_step"] == 40 and record["state"] == {"step": 40}
     copy = ReplayBuffer(3, 2, capacity=100)
     restored = store.restore(record, EXPOAgent.create(TINY_AGENT, 3, 2, seed=5), copy)
-    for x, y in zip(jax.tree.leaves(agent), jax.tree.leaves(restored), strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_leaves(agent, restored)
     np.testing.assert_array_equal(copy._online.a["observations"][:40], buffer._online.a["observations"][:40])
 
 
@@ -152,9 +150,7 @@ def test_divergence_guard_names_what_diverged_and_saves_the_last_finite_agent(tm
     metrics = {"critic/loss": float("nan"), "critic/q_mean": 0.5, "edit/loss": float("inf")}
     with pytest.raises(FloatingPointError, match=r"env step 7 .*non-finite critic/loss, edit/loss"):
         stop_if_diverged(metrics, agent, run, "env step 7 (update call 3)", "last_finite_7", {"env_step": 7})
-    restored, _ = load_pytree(agent, tmp_path / "run" / "checkpoints" / "last_finite_7.npz")
-    for x, y in zip(jax.tree.leaves(agent), jax.tree.leaves(restored), strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_leaves(agent, load_pytree(agent, tmp_path / "run" / "checkpoints" / "last_finite_7.npz")[0])
     assert "diverged" in (tmp_path / "run" / "metrics.jsonl").read_text()
     finite = {"critic/loss": 1.0, "critic/nonfinite": 0.0}
     stop_if_diverged(finite, agent, run, "env step 8", "last_finite_8", {"env_step": 8})  # no stop
@@ -262,10 +258,9 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
     cpu = [e["cpu_seconds"] for e in resumed["evaluations"]]
     assert all(c > 0 for c in cpu) and cpu == sorted(cpu) and resumed["cpu_seconds"] >= cpu[-1]
     template = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
-    a, _ = load_pytree(template, tmp_path / "straight" / "checkpoints" / "agent_600.npz")
-    b, _ = load_pytree(template, run / "checkpoints" / "agent_600.npz")
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_checkpoints(
+        template, tmp_path / "straight" / "checkpoints" / "agent_600.npz", run / "checkpoints" / "agent_600.npz"
+    )
 
 
 @contextlib.contextmanager
@@ -317,9 +312,7 @@ def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint
     resumed = resume(run, progress=False, pretrain_save_seconds=0)
     straight, losses = loop.pretrain_base(make_agent(cfg), loop.offline_data(cfg, False), 120, cfg.seed, False)
     assert resumed["pretrain_final_loss"] == float(losses[-100:].mean())
-    after, _ = load_pytree(straight, run / "checkpoints" / "agent_0.npz")
-    for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(after), strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_leaves(straight, load_pytree(straight, run / "checkpoints" / "agent_0.npz")[0])
     phases = [json.loads(line).get("phase") for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert phases.count("pretrain") == 1 and phases.count("resume") == 1
     assert not list((run / "checkpoints").glob("pretrain*"))
@@ -347,11 +340,8 @@ def test_a_killed_pretraining_of_its_own_resumes_and_ends_as_an_uninterrupted_on
     straight = pretrain_only(cfg, tmp_path / "straight", progress=False, save_seconds=0)
     assert resumed["final_loss"] == straight["final_loss"]
     assert resumed["eval_base/success"] == straight["eval_base/success"]
-    template = make_agent(cfg)
-    a, _ = load_pytree(template, tmp_path / "straight" / "checkpoints" / "agent_0.npz")
-    b, _ = load_pytree(template, run / "checkpoints" / "agent_0.npz")
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)
+    straight_agent = tmp_path / "straight" / "checkpoints" / "agent_0.npz"
+    assert_same_checkpoints(make_agent(cfg), straight_agent, run / "checkpoints" / "agent_0.npz")
     assert not list((run / "checkpoints").glob("pretrain*"))  # agent_0.npz supersedes them
     assert resumed["cpu_seconds"] > 0
 

@@ -15,6 +15,8 @@ from expoft.train.config import TINY_AGENT, preset
 from expoft.train.finetune import _update_calls_due
 from expoft.train.loop import RunDir, load_run_agent, wilson_interval
 
+from .conftest import assert_same_leaves
+
 
 def test_wilson_interval_known_values():
     low, high = wilson_interval(50, 50)
@@ -30,8 +32,7 @@ def test_checkpoint_round_trip_restores_every_array(tmp_path):
     other = EXPOAgent.create(TINY_AGENT, 6, 2, seed=1)
     restored, extra = load_pytree(other, path)
     assert int(extra["env_step"]) == 7
-    for x, y in zip(jax.tree.leaves(agent), jax.tree.leaves(restored), strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_leaves(agent, restored)
     obs = np.ones((1, 6), np.float32)
     key = jax.random.PRNGKey(3)
     np.testing.assert_array_equal(act(agent, obs, key)[0], act(restored, obs, key)[0])
@@ -163,13 +164,11 @@ def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):
 
     fresh = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
     started = with_base_from(fresh, pre)
-    for x, y in zip(jax.tree.leaves(pretrained.base_ema), jax.tree.leaves(started.base_ema), strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_leaves(pretrained.base_ema, started.base_ema)
     # A checkpoint file names the base of that moment: agent_0 is the pretrained one; the run
     # folder means its newest checkpoint, whose base went on imitating during RL.
     at_start = with_base_from(fresh, out / "checkpoints" / "agent_0.npz")
-    for x, y in zip(jax.tree.leaves(pretrained.base_ema), jax.tree.leaves(at_start.base_ema), strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_leaves(pretrained.base_ema, at_start.base_ema)
     at_end = with_base_from(fresh, out)
     assert any(
         not np.array_equal(x, y)
