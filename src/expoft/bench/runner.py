@@ -744,19 +744,10 @@ def run_bench(args: Bench) -> None:
         )
 
 
-def same_config(written: dict, planned: dict) -> bool:
-    """Compared as configs, not as JSON: a field added to RunConfig after a run started is missing
-    from its config.json and takes its default."""
-    from expoft.train.loop import config_from_json, to_jsonable
-
-    try:
-        return to_jsonable(config_from_json(written)) == planned
-    except (KeyError, TypeError, ValueError):
-        return False
-
-
 def execute(runs: list[PlannedRun], steps: list[DataStep], env: dict, out: Path, jobs: int, lock_fd: int):
     """Make the data, then run every unfinished run; return the failures (run, attempt)."""
+    from expoft.train.loop import same_config
+
     todo = collections.deque()
     for run in runs:
         state = run_state(run.run_dir)

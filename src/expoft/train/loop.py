@@ -401,6 +401,17 @@ def config_from_json(data: dict) -> RunConfig:
     return RunConfig(**fields)
 
 
+def same_config(written, planned: dict) -> bool:
+    """Whether ``written`` (a config as stored in config.json or a checkpoint record) is the
+    config ``planned`` (``to_jsonable`` of a RunConfig). Compared as configs, not as JSON: a field
+    added to RunConfig after the file was written is missing from it and takes its default, which
+    is no difference. An unreadable one differs."""
+    try:
+        return to_jsonable(config_from_json(written)) == planned
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
     found = sorted((run_dir / "checkpoints").glob("agent_*.npz"), key=lambda p: int(p.stem.split("_")[1]))
     if not found:

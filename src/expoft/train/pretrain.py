@@ -35,6 +35,7 @@ from expoft.train.loop import (
     offline_data,
     offline_frames,
     pretrain_base,
+    same_config,
     to_jsonable,
 )
 
@@ -90,13 +91,7 @@ def check_dataset(cfg: RunConfig, ds: Dataset) -> None:
 
 
 def check_resumable(record: dict, cfg: RunConfig, config_path: Path, where: str) -> None:
-    # Compared as configs, not as JSON: a field added to RunConfig after the run started is
-    # missing from both files and takes its default, which must not block the resume.
-    try:
-        recorded = to_jsonable(config_from_json(record["config"]))
-    except (KeyError, TypeError, ValueError):
-        recorded = None  # unreadable: reported as a difference below
-    if recorded != to_jsonable(cfg):
+    if not same_config(record.get("config"), to_jsonable(cfg)):
         raise ValueError(
             f"{config_path} differs from the config the checkpoint of {where} was written with; a run "
             "continues with the settings it started with (restore config.json, or start a new run with --base-from)"
