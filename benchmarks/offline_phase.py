@@ -25,7 +25,7 @@ from expoft.train.config import preset
 from expoft.train.finetune import run_buffer
 from expoft.train.loop import RunDir, evaluate, evaluation_seed, make_agent, make_run_env, offline_data, pretrain_base
 from expoft.train.methods import apply_method
-from expoft.train.offline_rl import offline_phase, offline_rng
+from expoft.train.offline_rl import OfflinePoint, offline_phase
 
 
 def main() -> None:
@@ -56,6 +56,7 @@ def main() -> None:
     cfg = dataclasses.replace(cfg, eval_episodes=args.eval_episodes)
     if args.pretrain_steps is not None:
         cfg = dataclasses.replace(cfg, pretrain_steps=args.pretrain_steps)
+    cfg = dataclasses.replace(cfg, offline_updates=max(args.calls[-1], 1))  # the whole phase, taken in parts
 
     out = args.out / f"{args.method}-{args.env}-task{args.task}-seed{args.seed}"
     run = RunDir(out, cfg, overwrite=True)
@@ -65,18 +66,21 @@ def main() -> None:
     agent, _ = pretrain_base(agent, ds, cfg.pretrain_steps, cfg.seed, progress=False)
     buffer = run_buffer(cfg, ds, None)
     env = make_run_env(cfg)
-    rng, done = offline_rng(cfg), 0
+    point = OfflinePoint.start(cfg)
+
+    def reached(_agent, at: OfflinePoint) -> None:
+        nonlocal point
+        point = at
+
     base = evaluate(agent, env, cfg.eval_episodes, evaluation_seed(cfg), policy="base")["eval_base/success"]
     for target in args.calls:
-        if target > done:
-            part = dataclasses.replace(cfg, offline_updates=target - done)
-            agent = offline_phase(part, run, agent, buffer, progress=False, rng=rng, first=done + 1)
-            done = target
+        if target > point.done:
+            agent = offline_phase(cfg, run, agent, buffer, progress=False, start=point, stop=target, on_row=reached)
         success = evaluate(agent, env, cfg.eval_episodes, evaluation_seed(cfg))["eval/success"]
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         last = ([r for r in rows if r.get("phase") == "offline"] or [{}])[-1]
         row = {"benchmark": "offline-phase", "method": args.method, "env": args.env, "task": args.task,
-               "seed": args.seed, "offline_calls": done, "success": success, "base_success": base,
+               "seed": args.seed, "offline_calls": point.done, "success": success, "base_success": base,
                "critic_loss": last.get("offline/critic/loss"), "q_mean": last.get("offline/critic/q_mean"),
                "cpu_s": round(time.process_time() - t0, 1)}  # fmt: skip
         print(json.dumps(row), flush=True)

@@ -560,3 +560,22 @@ def test_a_run_config_written_before_a_field_existed_is_the_same_config():
     assert not same_config({**planned, "env_steps": 7}, planned)
     assert not same_config({"not": "a config"}, planned)
     assert not same_config(None, planned)  # a checkpoint record without its config
+
+
+def test_a_run_is_resumed_from_any_checkpoint_it_has(tmp_path):
+    """run_state: an online checkpoint or one of a stage before RL (pretraining, the offline
+    phase) is resumed; a run that wrote only its config is restarted."""
+    run_state = runner.run_state
+    run = tmp_path / "run"
+    assert run_state(run) == "start"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert run_state(run) == "restart"
+    (run / "checkpoints").mkdir()
+    for name in ("pretrain_state.json", "offline_state.json", "state_1000.json"):
+        (run / "checkpoints" / name).write_text("{}")
+        assert run_state(run) == "resume", name
+        (run / "checkpoints" / name).unlink()
+    assert run_state(run) == "restart"
+    (run / "summary.json").write_text("{}")
+    assert run_state(run) == "finished"

@@ -297,7 +297,7 @@ def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint
     cfg = preset("tiny", pretrain_steps=120, env_steps=20, eval_episodes=1)
     run = tmp_path / "killed"
     with killed_after_chunks(monkeypatch, 2):
-        finetune(cfg, run, progress=False, pretrain_save_seconds=0)
+        finetune(cfg, run, progress=False, stage_save_seconds=0)
     saved = json.loads((run / "checkpoints" / "pretrain_state.json").read_text())
     assert saved["done"] == 80 and sorted(p.name for p in (run / "checkpoints").glob("pretrain_agent_*")) == [
         "pretrain_agent_80.npz"]  # the one of step 40 was replaced  # fmt: skip
@@ -309,7 +309,7 @@ def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint
         resume(damaged, progress=False)
     assert "pretraining checkpoint" in caplog.text and "does not match its sha256" in caplog.text
 
-    resumed = resume(run, progress=False, pretrain_save_seconds=0)
+    resumed = resume(run, progress=False, stage_save_seconds=0)
     straight, losses = loop.pretrain_base(make_agent(cfg), loop.offline_data(cfg, False), 120, cfg.seed, False)
     assert resumed["pretrain_final_loss"] == float(losses[-100:].mean())
     assert_same_leaves(straight, load_pytree(straight, run / "checkpoints" / "agent_0.npz")[0])
@@ -349,7 +349,7 @@ def test_a_killed_pretraining_of_its_own_resumes_and_ends_as_an_uninterrupted_on
     assert main(["pretrain", "--resume", str(run), "--no-progress"]) == 2
     assert "has finished" in capsys.readouterr().err
     with killed_after_chunks(monkeypatch, 2):
-        finetune(cfg, tmp_path / "ft", progress=False, pretrain_save_seconds=0)
+        finetune(cfg, tmp_path / "ft", progress=False, stage_save_seconds=0)
     with pytest.raises(ValueError, match="fine-tuning run.*expoft finetune --resume"):
         resume_pretrain_only(tmp_path / "ft", progress=False)
 

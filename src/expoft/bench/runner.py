@@ -527,14 +527,16 @@ def prepare_folder(out: Path, arguments: dict, overwrite: bool, act: bool = True
 
 
 def run_state(run_dir: Path) -> str:
-    """finished, resume (a checkpoint, or a pretraining checkpoint, to continue from), restart
+    """finished, resume (a checkpoint, or one of a stage before RL, to continue from), restart
     (killed before its first checkpoint) or start."""
     if (run_dir / "summary.json").exists():
         return "finished"
     if not (run_dir / "config.json").exists():
         return "start"
     checkpoints = run_dir / "checkpoints"
-    if any(checkpoints.glob("state_*.json")) or (checkpoints / "pretrain_state.json").exists():
+    # state_<step>.json: online; <stage>_state.json: pretraining or the offline phase (read by path:
+    # this process does not import JAX)
+    if any(checkpoints.glob("state_*.json")) or any(checkpoints.glob("*_state.json")):
         return "resume"
     return "restart"
 

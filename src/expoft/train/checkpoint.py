@@ -71,6 +71,9 @@ def load_pytree(template: Any, path: str | os.PathLike) -> tuple[Any, dict[str, 
 
 FORMAT_VERSION = 1
 """Bumped whenever the checkpoint layout changes; older or newer checkpoints are refused."""
+STAGES = {"pretrain": "pretraining", "offline": "offline phase"}
+"""The stages before RL that have checkpoints of their own (file prefix: name), in the order a
+run takes them."""
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -147,7 +150,8 @@ class CheckpointStore:
         }
         path = atomic_write(self.dir / f"state_{step}.json", lambda f: f.write(json.dumps(record).encode()))
         self._prune()
-        self.drop_pretrain()
+        for stage in STAGES:
+            self.drop_stage(stage)
         return path
 
     def _prune(self) -> None:
@@ -165,17 +169,21 @@ class CheckpointStore:
             if f"buffer/{path.name}" not in needed:
                 path.unlink()
 
-    # ---- pretraining ---------------------------------------------------------
-    # Before RL there is no env step and no replay data: a pretraining checkpoint is the agent
-    # (``pretrain_agent_<steps>.npz``, with the loss of every step) and ``pretrain_state.json``
-    # (steps done, the minibatch RNG, the run's config and dataset checksum). The state file is
-    # written last and names its agent file, so a kill at any moment leaves a usable pair.
+    # ---- before RL: pretraining and the offline phase --------------------------
+    # Before RL there is no env step and no replay data. A checkpoint of a stage (``pretrain``:
+    # imitation steps done; ``offline``: offline update calls done) is the agent
+    # (``<stage>_agent_<done>.npz``, with the pretraining's loss of every step) and
+    # ``<stage>_state.json`` (what the run needs to continue: steps done, the RNG, the run's
+    # config and dataset checksum). The state file is written last and names its agent file, so a
+    # kill at any moment leaves a usable pair. A stage's checkpoint supersedes the earlier
+    # stage's, and the first online checkpoint supersedes both.
 
-    def save_pretrain(self, agent: Any, done: int, record: dict, losses: np.ndarray) -> Path:
-        """Write the pretraining checkpoint after ``done`` imitation steps; ``record``: what the
-        run needs to continue (kept in the state file)."""
+    def save_stage(self, stage: str, agent: Any, done: int, record: dict, losses: np.ndarray) -> Path:
+        """Write the checkpoint of ``stage`` after ``done`` of its steps; ``record``: what the
+        run needs to continue (kept in the state file); ``losses``: the pretraining's per step."""
+        self._check_stage(stage)
         agent_path = save_pytree(
-            agent, self.dir / f"pretrain_agent_{done}.npz", losses=np.asarray(losses, np.float32),
+            agent, self.dir / f"{stage}_agent_{done}.npz", losses=np.asarray(losses, np.float32),
             format_version=np.int64(FORMAT_VERSION),
         )  # fmt: skip
         state = {
@@ -184,34 +192,43 @@ class CheckpointStore:
             "done": done,
             "agent": {"file": agent_path.name, "sha256": file_sha256(agent_path)},
         }
-        path = atomic_write(self.dir / "pretrain_state.json", lambda f: f.write(json.dumps(state).encode()))
-        for old in self.dir.glob("pretrain_agent_*.npz"):
+        path = atomic_write(self.dir / f"{stage}_state.json", lambda f: f.write(json.dumps(state).encode()))
+        for old in self.dir.glob(f"{stage}_agent_*.npz"):
             if old.name != agent_path.name:
                 old.unlink()
+        for earlier in list(STAGES)[: list(STAGES).index(stage)]:
+            self.drop_stage(earlier)
         return path
 
-    def pretrain_record(self) -> dict | None:
-        """The pretraining checkpoint's state (see :meth:`save_pretrain`), or None (with a warning
+    def stage_record(self, stage: str) -> dict | None:
+        """The state of ``stage``'s checkpoint (see :meth:`save_stage`), or None (with a warning
         when there is one that cannot be used)."""
-        if not (self.dir / "pretrain_state.json").exists():
+        self._check_stage(stage)
+        if not (self.dir / f"{stage}_state.json").exists():
             return None
-        record = self._read_json("pretrain_state.json")
+        record = self._read_json(f"{stage}_state.json")
         problem = self._problem(record, has_buffer=False)
         if problem is not None:
-            log.warning("the pretraining checkpoint in %s is unusable: %s", self.dir, problem)
+            log.warning("the %s checkpoint in %s is unusable: %s", STAGES[stage], self.dir, problem)
             return None
         return record
 
-    def restore_pretrain(self, record: dict, template: Any) -> tuple[Any, np.ndarray]:
-        """The agent and per-step losses of a pretraining checkpoint."""
+    def restore_stage(self, record: dict, template: Any) -> tuple[Any, np.ndarray]:
+        """The agent and the pretraining's per-step losses of a stage checkpoint."""
         agent, extra = load_pytree(template, self.dir / record["agent"]["file"])
         return agent, extra["losses"]
 
-    def drop_pretrain(self) -> None:
-        """Remove the pretraining checkpoint (an online checkpoint supersedes it)."""
-        (self.dir / "pretrain_state.json").unlink(missing_ok=True)
-        for path in self.dir.glob("pretrain_agent_*.npz"):
+    def drop_stage(self, stage: str) -> None:
+        """Remove the checkpoint of ``stage``."""
+        self._check_stage(stage)
+        (self.dir / f"{stage}_state.json").unlink(missing_ok=True)
+        for path in self.dir.glob(f"{stage}_agent_*.npz"):
             path.unlink()
+
+    @staticmethod
+    def _check_stage(stage: str) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; one of {list(STAGES)}")
 
     # ---- reading -----------------------------------------------------------
     def steps(self) -> list[int]:

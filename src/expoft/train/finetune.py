@@ -48,9 +48,9 @@ from expoft.train.loop import (
     update_call,
     with_base_from,
 )
-from expoft.train.offline_rl import offline_phase
+from expoft.train.offline_rl import OfflinePoint, checkpointed_offline_phase, reopen_offline_phase
 from expoft.train.pretrain import (
-    PRETRAIN_SAVE_SECONDS,
+    STAGE_SAVE_SECONDS,
     Clock,
     check_dataset,
     check_resumable,
@@ -120,9 +120,10 @@ def finetune(
     overwrite: bool = False,
     progress: bool = True,
     base=None,
-    pretrain_save_seconds: float = PRETRAIN_SAVE_SECONDS,
+    stage_save_seconds: float = STAGE_SAVE_SECONDS,
 ) -> dict:
-    """Pretrain the base on the offline data, then run online EXPO; returns the summary.
+    """Pretrain the base on the offline data, take the offline phase (if any), then run online;
+    returns the summary.
 
     ``base``: an external base policy (``expoft.bases.ExternalBase``, e.g. a ``CallableBase``) to
     use instead of the agent's own; ``cfg.external_base`` names a server instead."""
@@ -145,16 +146,21 @@ def finetune(
         run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
     elif cfg.pretrain_steps:
         agent, losses = checkpointed_pretraining(
-            cfg, run, store, agent, ds, sha, frames, progress, pretrain_save_seconds, clock
+            cfg, run, store, agent, ds, sha, frames, progress, stage_save_seconds, clock
         )
-    return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock, external)
+    return _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock, external, stage_save_seconds)
 
 
-def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clock: Clock, external) -> dict:
-    """Take the offline phase (if any), evaluate the agent before RL, write the first checkpoint,
-    then run online."""
+def _start_online(
+    cfg, run, store, agent, losses, ds, sha, frames, progress, clock: Clock, external, save_seconds: float,
+    offline_start: OfflinePoint | None = None,
+) -> dict:  # fmt: skip
+    """Take the offline phase (if any; continued from ``offline_start``), evaluate the agent
+    before RL, write the first checkpoint, then run online."""
     buffer = run_buffer(cfg, ds, frames)
-    agent = offline_phase(cfg, run, agent, buffer, progress, external)
+    agent = checkpointed_offline_phase(
+        cfg, run, store, agent, buffer, losses, sha, clock, progress, save_seconds, external, offline_start
+    )  # fmt: skip
     eval_env = make_run_env(cfg)
     before = evaluate(agent, eval_env, cfg.eval_episodes, evaluation_seed(cfg), external=external)
     before_base = {}
@@ -175,11 +181,11 @@ def _start_online(cfg, run, store, agent, losses, ds, sha, frames, progress, clo
 
 
 def resume(
-    out: str | Path, *, progress: bool = True, base=None, pretrain_save_seconds: float = PRETRAIN_SAVE_SECONDS
+    out: str | Path, *, progress: bool = True, base=None, stage_save_seconds: float = STAGE_SAVE_SECONDS
 ) -> dict:
-    """Continue the run in ``out`` from its newest usable checkpoint (its own config.json), or its
-    pretraining from the pretraining checkpoint; ``base``: the external base object the run
-    started with, if it was given from Python."""
+    """Continue the run in ``out`` from its newest usable checkpoint (its own config.json), or,
+    killed before RL, from the checkpoint of its offline phase or of its pretraining; ``base``:
+    the external base object the run started with, if it was given from Python."""
     clock = Clock.start()
     out = Path(out)
     config_path = out / "config.json"
@@ -191,9 +197,14 @@ def resume(
     store = CheckpointStore(out / "checkpoints", keep=cfg.keep_checkpoints)
     record = store.latest_valid()
     if record is None:
-        done = continue_pretraining(cfg, out, store, config_path, progress, pretrain_save_seconds, only=False)
+        offline_start = None
+        reopened = reopen_offline_phase(cfg, out, store, config_path, progress)
+        if reopened is not None:
+            done, offline_start = reopened
+        else:
+            done = continue_pretraining(cfg, out, store, config_path, progress, stage_save_seconds, only=False)
         return _start_online(cfg, done.run, store, done.agent, done.losses, done.ds, done.sha, done.frames, progress,
-                             done.clock, external_candidates(cfg, base))  # fmt: skip
+                             done.clock, external_candidates(cfg, base), stage_save_seconds, offline_start)  # fmt: skip
     check_resumable(record, cfg, config_path, f"env step {record['env_step']}")
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)

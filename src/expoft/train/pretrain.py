@@ -1,7 +1,7 @@
 """Imitation pretraining of the base, checkpointed so that a killed pretraining continues.
 
 Used inside every fine-tuning run (``finetune``) and on its own (``expoft pretrain``). Either
-way a pretraining checkpoint is written every ``PRETRAIN_SAVE_SECONDS`` of wall time, and a
+way a pretraining checkpoint is written every ``STAGE_SAVE_SECONDS`` of wall time, and a
 continued pretraining ends exactly where the uninterrupted one would have (same agent, same
 per-step losses). A pretraining of its own is marked as such in its checkpoint, so that
 ``expoft finetune --resume`` does not carry it on into RL and ``expoft pretrain --resume`` does
@@ -41,9 +41,9 @@ from expoft.train.loop import (
 
 log = logging.getLogger(__name__)
 
-PRETRAIN_SAVE_SECONDS = 300.0
-"""Pretraining writes a checkpoint this often (wall time): a kill loses at most this much of it
-(P2 at full size pretrains for hours)."""
+STAGE_SAVE_SECONDS = 300.0
+"""The stages before RL (pretraining, the offline phase) write a checkpoint this often (wall
+time): a kill loses at most this much of them (P2 at full size takes hours in each)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,24 +114,11 @@ def checkpointed_pretraining(
     checkpoint's agent); ``only``: a pretraining of its own (``expoft pretrain``)."""
     last_save = time.perf_counter()
 
-    # When an offline phase follows, the end of pretraining is saved too: a run killed during that
-    # phase (which has no checkpoints of its own) then restarts it from there.
-    save_end = cfg.offline_updates > 0 and not only
-
     def save(agent, point: PretrainPoint) -> None:
         nonlocal last_save
-        due = point.done < cfg.pretrain_steps and time.perf_counter() - last_save >= save_seconds
-        if due or (save_end and point.done == cfg.pretrain_steps):
-            record = {
-                "rng": point.rng,
-                "metrics_bytes": run.metrics_bytes(),
-                "dataset_sha256": sha,
-                "elapsed_seconds": clock.wall(),
-                "cpu_seconds": clock.cpu(),
-                "config": to_jsonable(cfg),
-                "pretrain_only": only,
-            }
-            store.save_pretrain(agent, point.done, record, point.losses)
+        if point.done < cfg.pretrain_steps and time.perf_counter() - last_save >= save_seconds:
+            record = {"rng": point.rng, **stage_record(cfg, run, sha, clock), "pretrain_only": only}
+            store.save_stage("pretrain", agent, point.done, record, point.losses)
             last_save = time.perf_counter()
 
     agent, losses = pretrain_base(
@@ -144,7 +131,8 @@ def checkpointed_pretraining(
 
 @dataclasses.dataclass
 class Continued:
-    """A pretraining continued from its checkpoint and run to its end."""
+    """A run reopened from a checkpoint before RL (its pretraining continued to the end, or its
+    offline phase to be continued)."""
 
     run: RunDir
     agent: Any
@@ -155,10 +143,38 @@ class Continued:
     clock: Clock
 
 
+def stage_record(cfg: RunConfig, run: RunDir, sha: str, clock: Clock) -> dict:
+    """What every checkpoint before RL records besides its stage's own progress."""
+    return {
+        "metrics_bytes": run.metrics_bytes(),
+        "dataset_sha256": sha,
+        "elapsed_seconds": clock.wall(),
+        "cpu_seconds": clock.cpu(),
+        "config": to_jsonable(cfg),
+    }
+
+
+def reopen_stage(
+    cfg: RunConfig, out: Path, store: CheckpointStore, record: dict, config_path: Path, where: str, progress: bool
+) -> Continued:
+    """The run of a checkpoint before RL (``record``, of ``where``), checked against its config
+    and data and reopened at the checkpoint's metrics; ``agent`` and ``losses`` are the checkpoint's."""
+    check_resumable(record, cfg, config_path, where)
+    ds = offline_data(cfg, progress)
+    check_dataset(cfg, ds)
+    check_same_data(ds, record["dataset_sha256"], out)
+    frames = offline_frames(cfg, ds, progress)
+    agent, losses = store.restore_stage(record, make_agent(cfg))
+    run = RunDir.reopen(out, record["metrics_bytes"])
+    # cpu_seconds is absent from checkpoints written before CPU time was counted
+    clock = Clock.start(record["elapsed_seconds"], record.get("cpu_seconds", 0.0))
+    return Continued(run, agent, losses, ds, record["dataset_sha256"], frames, clock)
+
+
 def continue_pretraining(cfg, out, store, config_path, progress, save_seconds, only: bool) -> Continued:
     """Load the pretraining checkpoint in ``store`` (a run of its own when ``only``), check that
     it belongs to this config and data, and pretrain to the end from there."""
-    record = store.pretrain_record()
+    record = store.stage_record("pretrain")
     if record is None:
         command = "pretrain" if only else "finetune"
         raise FileNotFoundError(
@@ -171,23 +187,15 @@ def continue_pretraining(cfg, out, store, config_path, progress, save_seconds, o
             f"{out} is {'a fine-tuning run' if only else 'a pretraining of its own (expoft pretrain)'}; "
             f"continue it with `expoft {'finetune' if only else 'pretrain'} --resume {out}`"
         )
-    check_resumable(record, cfg, config_path, f"pretraining step {record['done']}")
-    ds = offline_data(cfg, progress)
-    check_dataset(cfg, ds)
-    check_same_data(ds, record["dataset_sha256"], out)
-    frames = offline_frames(cfg, ds, progress)
-    agent, losses = store.restore_pretrain(record, make_agent(cfg))
-    run = RunDir.reopen(out, record["metrics_bytes"])
-    run.log({"phase": "resume", "pretrain_step": record["done"]})
+    done = reopen_stage(cfg, out, store, record, config_path, f"pretraining step {record['done']}", progress)
+    done.run.log({"phase": "resume", "pretrain_step": record["done"]})
     log.info("resuming %s at pretraining step %d of %d", out, record["done"], cfg.pretrain_steps)
-    # cpu_seconds is absent from checkpoints written before CPU time was counted
-    clock = Clock.start(record["elapsed_seconds"], record.get("cpu_seconds", 0.0))
-    sha = record["dataset_sha256"]  # checked above
-    start = PretrainPoint(record["done"], record["rng"], (losses,))
+    start = PretrainPoint(record["done"], record["rng"], (done.losses,))
     agent, losses = checkpointed_pretraining(
-        cfg, run, store, agent, ds, sha, frames, progress, save_seconds, clock, start, only=only
+        cfg, done.run, store, done.agent, done.ds, done.sha, done.frames, progress, save_seconds, done.clock, start,
+        only=only,
     )  # fmt: skip
-    return Continued(run, agent, losses, ds, sha, frames, clock)
+    return dataclasses.replace(done, agent=agent, losses=losses)
 
 
 def pretrain_only(
@@ -196,7 +204,7 @@ def pretrain_only(
     *,
     overwrite: bool = False,
     progress: bool = True,
-    save_seconds: float = PRETRAIN_SAVE_SECONDS,
+    save_seconds: float = STAGE_SAVE_SECONDS,
 ) -> dict:
     """Imitation pretraining of the base (``expoft pretrain``); saves ``checkpoints/agent_0.npz``,
     evaluates the base and writes a summary. ``resume_pretrain_only`` continues it if killed."""
@@ -215,9 +223,7 @@ def pretrain_only(
     return _finish_pretrain_only(cfg, run, store, agent, losses, clock)
 
 
-def resume_pretrain_only(
-    out: str | Path, *, progress: bool = True, save_seconds: float = PRETRAIN_SAVE_SECONDS
-) -> dict:
+def resume_pretrain_only(out: str | Path, *, progress: bool = True, save_seconds: float = STAGE_SAVE_SECONDS) -> dict:
     """Continue a killed ``expoft pretrain`` in ``out`` from its pretraining checkpoint."""
     out = Path(out)
     config_path = out / "config.json"
@@ -227,8 +233,9 @@ def resume_pretrain_only(
         raise ValueError(f"the pretraining in {out} has finished (summary.json exists); nothing to resume")
     cfg = config_from_json(json.loads(config_path.read_text()))
     store = CheckpointStore(out / "checkpoints", keep=cfg.keep_checkpoints)
-    if store.steps():  # listed, not validated: only which kind of run this is matters here
-        raise ValueError(f"{out} is a fine-tuning run (it has online checkpoints); continue it with "
+    # listed, not validated: only which kind of run this is matters here
+    if store.steps() or (store.dir / "offline_state.json").exists():
+        raise ValueError(f"{out} is a fine-tuning run (it has checkpoints of RL); continue it with "
                          f"`expoft finetune --resume {out}`")  # fmt: skip
     done = continue_pretraining(cfg, out, store, config_path, progress, save_seconds, only=True)
     return _finish_pretrain_only(cfg, done.run, store, done.agent, done.losses, done.clock)
@@ -236,7 +243,7 @@ def resume_pretrain_only(
 
 def _finish_pretrain_only(cfg: RunConfig, run: RunDir, store: CheckpointStore, agent, losses, clock: Clock) -> dict:
     save_pytree(agent, run.path / "checkpoints" / "agent_0.npz", env_step=np.int64(0))
-    store.drop_pretrain()  # agent_0.npz supersedes it
+    store.drop_stage("pretrain")  # agent_0.npz supersedes it
     result = evaluate(agent, make_run_env(cfg), cfg.eval_episodes, evaluation_seed(cfg), policy="base")
     summary = {
         "pretrain_steps": cfg.pretrain_steps,
