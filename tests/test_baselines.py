@@ -16,7 +16,7 @@ from expoft.cli import main
 from expoft.data.replay import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT, preset
-from expoft.train.methods import EXPO_FT_UPDATE_EVERY, METHODS, apply_method
+from expoft.train.methods import EXPO_FT_UPDATE_EVERY, FIXED, METHODS, apply_method, fixes
 
 OBS, ACT = 6, 2
 CHUNK = 2
@@ -207,6 +207,19 @@ def test_methods_set_what_defines_them():
         assert ft.agent.actor_steps == min(20, ft.agent.utd) == {"tiny": 2, "p1": 20}[p]
     with pytest.raises(ValueError, match="unknown method 'sac'"):
         apply_method("sac", base)
+
+
+def test_the_settings_a_method_fixes_hold_whatever_the_preset_says():
+    """FIXED is what `expoft bench` leaves a protocol's settings off for: each method must indeed
+    set those fields, also against a config that sets them otherwise."""
+    other = dataclasses.replace(preset("tiny"), pretrain_steps=123, offline_updates=7, base_from="runs/x")
+    assert fixes("rlpd") == {"pretrain_steps", "offline_updates", "base_from"} and fixes("expo") == frozenset()
+    for name, fixed in FIXED.items():
+        cfg = apply_method(name, other)
+        assert {field: getattr(cfg, field) for field in fixed} == fixed, name
+    for name in set(METHODS) - set(FIXED):  # the rest leave those fields to the preset and protocol
+        cfg = apply_method(name, other)
+        assert (cfg.pretrain_steps, cfg.offline_updates, cfg.base_from) == (123, 7, "runs/x"), name
 
 
 @pytest.mark.parametrize("method", ["rlpd", "bc"])

@@ -53,13 +53,14 @@ class Protocol:
     preset: str
     env: str
     overrides: dict
-    """RunConfig fields set on every run (as `expoft finetune` flags), unless a method sets them."""
+    """RunConfig fields set on every run (as `expoft finetune` flags), but on a method that fixes
+    them (`expoft.train.methods.FIXED`)."""
     play_transitions: int | None = None
     """P2: play data of this size, labelled for the task, is the offline data."""
     offline_updates: int = 0
     """P2's offline phase: update calls on the offline data alone (offline RL) after the base's
-    pretraining and before going online, for every method but the online-only ones
-    (`expoft.train.methods.ONLINE_ONLY`: rlpd, bc)."""
+    pretraining and before going online, for every method but those that fix it
+    (`expoft.train.methods.FIXED`: rlpd, online-only by definition, and bc, which does not learn)."""
 
     def describe(self) -> str:
         if self.play_transitions is None:
@@ -350,26 +351,19 @@ def _resolve_config(args: list[str]):
 
 def plan(args: Bench, methods: list[str], proto: Protocol, env: str, dataset: Path | None, out: Path):
     """Every run (seed-major: all methods of seed 0 first, so that a partial bench compares them)."""
-    from expoft.train.config import preset
     from expoft.train.loop import demos_config, to_jsonable
-    from expoft.train.methods import ONLINE_ONLY, apply_method
+    from expoft.train.methods import fixes
 
-    base = preset(proto.preset)
     extra = shlex.split(args.finetune_args)
     tuning = method_flags(args.method_args, methods)
+    settings = {**proto.overrides, **({"offline_updates": proto.offline_updates} if proto.offline_updates else {})}
     runs = []
     for seed in range(args.seeds):
         for method in methods:
-            changed = apply_method(method, base)
             # A setting that defines the method (rlpd: no pretraining) wins over the protocol's.
             flags = [
-                x
-                for field, value in proto.overrides.items()
-                if getattr(changed, field) == getattr(base, field)
-                for x in (_flag(field), str(value))
+                x for field, value in settings.items() if field not in fixes(method) for x in (_flag(field), str(value))
             ]
-            if proto.offline_updates and method not in ONLINE_ONLY:
-                flags += ["--offline-updates", str(proto.offline_updates)]
             run_dir = out / "runs" / method / f"seed{seed}"
             cmd = ["finetune", "--preset", proto.preset, "--method", method, "--seed", str(seed)]
             cmd += ["--env", env, "--task", str(args.task)]

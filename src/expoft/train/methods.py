@@ -22,6 +22,22 @@ EXPO_FT_UPDATE_EVERY = 20
 """EXPO-FT's update schedule in simulation: one update call every 20 env steps (ALGORITHMS.md: 20-30)."""
 
 
+FIXED: dict[str, dict] = {
+    # RLPD is online-only by definition: Gaussian SAC from scratch, the offline data filling half
+    # of each online batch and nothing more (no pretraining, no offline phase, no base to take).
+    "rlpd": {"pretrain_steps": 0, "offline_updates": 0, "base_from": None},
+    # BC does not learn after its pretraining.
+    "bc": {"offline_updates": 0},
+}
+"""Run settings that define a method, whatever a preset or a protocol sets (`expoft bench` sets
+a protocol's fields only on methods that leave them free)."""
+
+
+def fixes(name: str) -> frozenset[str]:
+    """The RunConfig fields that method ``name`` fixes (see :data:`FIXED`)."""
+    return frozenset(FIXED.get(name, {}))
+
+
 def _agent(cfg: RunConfig, algorithm: str | None = None, **agent_changes) -> RunConfig:
     agent = dataclasses.replace(cfg.agent, **agent_changes)
     return dataclasses.replace(cfg, agent=agent, algorithm=algorithm or cfg.algorithm)
@@ -63,10 +79,9 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
     "expo-no-edit": lambda c: _agent(c, "expo", num_edit_samples=0),
     "expo-no-otf-backup": lambda c: _agent(c, "expo", otf_in_backup=False),
     # The pretrained base alone, no online learning.
-    "bc": lambda c: dataclasses.replace(_agent(c, "bc"), offline_updates=0),
-    # RLPD: Gaussian SAC from scratch with the offline data in every batch (no pretraining, no
-    # offline phase).
-    "rlpd": lambda c: dataclasses.replace(_agent(c, "rlpd"), pretrain_steps=0, offline_updates=0, base_from=None),
+    "bc": lambda c: _agent(dataclasses.replace(c, **FIXED["bc"]), "bc"),
+    # RLPD: Gaussian SAC from scratch with the offline data in every batch.
+    "rlpd": lambda c: _agent(dataclasses.replace(c, **FIXED["rlpd"]), "rlpd"),
     # FQL: a one-step policy distilled from the flow base and maximizing Q; QC-FQL adds chunks.
     "fql": lambda c: _agent(c, "fql", chunk_len=1, exec_len=1),
     "qc-fql": lambda c: _agent(c, "fql", **_chunked(c, QC_CHUNK)),
@@ -75,12 +90,6 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
     # Residual RL: frozen base plus a small learned correction (TD3-style).
     "residual": lambda c: _agent(c, "residual", base_training="frozen"),
 }
-
-
-ONLINE_ONLY = frozenset({"rlpd", "bc"})
-"""Methods that a protocol's offline phase (``offline_updates``) leaves out: RLPD is online-only
-by definition (the offline data fills half of each online batch, nothing more), and BC does not
-learn."""
 
 
 def apply_method(name: str, cfg: RunConfig) -> RunConfig:
