@@ -38,7 +38,11 @@ if TYPE_CHECKING:  # the data package imports MuJoCo/OGBench: only where demos a
 
 DEFAULT_METHODS = ("expo", "expo-ft", "rlpd", "qc", "qc-fql", "fql", "dsrl", "residual", "bc")
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-"""XLA CPU in one thread per process (jax-ml/jax#743): parallel runs do not oversubscribe the cores."""
+"""Eigen's own multi-threading off (jax-ml/jax#743). This does not make XLA:CPU single-threaded
+(jax-ml/jax#1539): with jax 0.10 a run still computes on a pool of one thread per core (measured
+on 2 cores: 2 pool threads at ~50% each, the main thread ~2%), so --jobs 2 puts 4 busy threads
+on 2 cores. Pinning each run to its own core (``taskset``) was measured ~10% faster per critic
+step; the grids are run without it so that their CPU minutes stay comparable."""
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 LOG_TAIL = 15
 """Lines of a failed run's log shown in the failure report."""
@@ -151,8 +155,8 @@ class Bench:
     jobs: int = 2
     """Runs at a time (one process each)."""
     single_thread: bool = True
-    """Limit every run to one XLA/BLAS thread (XLA_FLAGS, OMP_NUM_THREADS, ...), so that --jobs
-    processes share the cores without oversubscribing them."""
+    """Limit every run's BLAS/OpenMP to one thread and turn off Eigen's multi-threading (XLA_FLAGS,
+    OMP_NUM_THREADS, ...); XLA:CPU still uses a pool of one thread per core (see SINGLE_THREAD_XLA)."""
     overwrite: bool = False
     """If --out holds a bench with other arguments: start again, after moving the old bench
     (bench.json, runs/, logs/, report/) to --out/replaced-<time>/. Nothing is deleted."""
