@@ -41,8 +41,9 @@ SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thr
 """Eigen's own multi-threading off (jax-ml/jax#743). This does not make XLA:CPU single-threaded
 (jax-ml/jax#1539): with jax 0.10 a run still computes on a pool of one thread per core (measured
 on 2 cores: 2 pool threads at ~50% each, the main thread ~2%), so --jobs 2 puts 4 busy threads
-on 2 cores. Pinning each run to its own core (``taskset``) was measured ~10% faster per critic
-step; the grids are run without it so that their CPU minutes stay comparable."""
+on 2 cores. Pinning each run to its own core (``taskset``) was measured: critic steps ~10%
+faster, whole-loop env steps/s the same (2 rounds of 2 concurrent runs of
+benchmarks/throughput.py), so runs are not pinned."""
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 LOG_TAIL = 15
 """Lines of a failed run's log shown in the failure report."""
