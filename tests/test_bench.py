@@ -66,9 +66,11 @@ def test_select_checkpoints():
 
 
 def write_run(
-    run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0, run_cpu=None
-):
-    """``run_cpu``: the run's own CPU seconds at each evaluation step (absent: an older run)."""
+    run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0, run_cpu=None,
+    edited=None,
+):  # fmt: skip
+    """``run_cpu``: the run's own CPU seconds at each evaluation step (absent: an older run);
+    ``edited``: the ``otf/edited_frac`` of its training log rows."""
     run_dir.mkdir(parents=True)
     evals = [{"env_step": step, "success": s} for step, s in sorted(successes.items())]
     if run_cpu is not None:
@@ -85,6 +87,7 @@ def write_run(
     (run_dir / "summary.json").write_text(json.dumps(summary))
     (run_dir / "config.json").write_text(json.dumps({"seed": seed, "env": "cube-single"}))
     rows = [{"env_step": e["env_step"], "eval/success": e["success"]} for e in evals]
+    rows += [{"env_step": 500 * (i + 1), "otf/edited_frac": x} for i, x in enumerate(edited or [])]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if cpu is not None:
         attempt = {
@@ -100,7 +103,7 @@ def write_run(
 @pytest.fixture
 def synthetic_bench(tmp_path):
     d = tmp_path / "bench"
-    write_run(d / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6, 2000: 0.9}, cpu=60, grad=10)
+    write_run(d / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6, 2000: 0.9}, cpu=60, grad=10, edited=[None, 0.5, 0.7])
     write_run(
         d / "runs/expo/seed1",
         1,
@@ -108,10 +111,11 @@ def synthetic_bench(tmp_path):
         cpu=120,
         grad=20,
         run_cpu={0: 100.0, 1000: 400.0, 2000: 600.0},
+        edited=[0.8, 0.8],
     )
     write_run(d / "runs/expo/seed2", 2, {0: 0.6, 1000: 0.9, 2000: 1.0}, cpu=180, grad=30,
               run_cpu={0: 100.0, 1000: 500.0, 2000: 900.0})  # fmt: skip
-    write_run(d / "runs/qc/seed0", 0, {0: 0.3, 1000: 0.5, 2000: 0.7}, cpu=30)
+    write_run(d / "runs/qc/seed0", 0, {0: 0.3, 1000: 0.5, 2000: 0.7}, cpu=30, edited=[0.0, 0.0])
     write_run(d / "runs/qc/seed1", 1, {0: 0.3, 1000: 0.4, 1500: 0.45, 2000: 0.5})  # no runner record
     failed = d / "runs/qc/seed2"
     failed.mkdir(parents=True)
@@ -151,6 +155,8 @@ def test_report_figures(synthetic_bench, capsys):
     assert rep.cpu_to_threshold([{"env_step": 0, "success": 1.0}], 0.95) is None  # an older run: no CPU record
     assert expo["cpu_minutes"] == pytest.approx(2.0) and expo["wall_minutes"] == pytest.approx(2.0)
     assert expo["grad_steps_per_s"] == pytest.approx(20.0)
+    # edited acts: per run the mean of its rows (None rows skipped), 0.6 and 0.8; seed 2 logged none
+    assert expo["edited_frac"] == pytest.approx(0.7) and qc["edited_frac"] == 0.0 and bc["edited_frac"] is None
     # qc: two finished seeds, one failed; 1500 is not common to both finished runs
     assert (qc["runs"], qc["finished"], qc["failed"]) == (3, 2, 1)
     assert sorted(qc["success"]) == [0, 1000, 2000]
@@ -166,9 +172,11 @@ def test_report_figures(synthetic_bench, capsys):
     cells = [c.strip() for c in expo_row.strip("|").split("|")]
     assert cells[:5] == ["expo", "3/3", "0.50 [0.25, 0.75]", "0.77 [0.39, 1.00]", "0.95 [0.83, 1.00]"]
     assert cells[5:10] == ["333 (3/3)", "1,333 (3/3)", "2,000 (2/3)", "12.5 (2/3)", "0.40"]
-    assert cells[10:] == ["2.0", "2.0", "20.0"]
+    assert cells[10:] == ["2.0", "2.0", "20.0", "0.70"]
     assert "| qc | 2/3 (1 failed) |" in table and "– (0/2)" in table
     assert "| bc | 1/1 | 0.40 (n=1) | – | 0.42 (n=1) |" in table
+    bc_row = next(line for line in table.splitlines() if line.startswith("| bc |"))
+    assert bc_row.endswith("| – |")  # no OTF: no edited acts
     with open(out / "table.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert float(rows["expo"]["success_0_low"]) == pytest.approx(0.5 - half, abs=1e-4)
@@ -178,6 +186,7 @@ def test_report_figures(synthetic_bench, capsys):
     assert [h["method"] for h in lines] == ["expo", "qc", "bc"]
     assert lines[0]["final_success"] == pytest.approx(2.86 / 3) and lines[0]["final_success_ci95"][1] == 1.0
     assert lines[0]["cpu_minutes_to_95"] == pytest.approx(12.5) and lines[1]["cpu_minutes_to_95"] is None
+    assert lines[0]["edited_frac"] == pytest.approx(0.7) and float(rows["expo"]["edited_frac"]) == pytest.approx(0.7)
     assert (out / "learning_curves.png").stat().st_size > 10_000
     assert sorted(p.name for p in (out / "configs").iterdir()) == [
         "bc_seed0.json", "expo_seed0.json", "expo_seed1.json", "expo_seed2.json",

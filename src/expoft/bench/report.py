@@ -1,6 +1,6 @@
 """The comparison report of a bench folder: table (Markdown and CSV), learning curves, configs.
 
-Reads only what the runs wrote (``summary.json``, ``config.json``) and what the runner recorded
+Reads only what the runs wrote (``summary.json``, ``config.json``, ``metrics.jsonl``) and what the runner recorded
 (``bench.json``, each run's ``bench_run.json``), so ``expoft bench report DIR`` can re-render it
 at any time, also while runs are still going (unfinished runs are counted, not used)::
 
@@ -114,6 +114,25 @@ class RunRecord:
         every, total, chunk = run_grid(self.run_dir)
         return [{**e, "env_step": nominal_step(int(e["env_step"]), every, total, chunk)} for e in evals]
 
+    @functools.cached_property
+    def edited_frac(self) -> float | None:
+        """How often the run executed an edited candidate (EXPO's OTF): the mean of the
+        ``otf/edited_frac`` of its metrics rows, each over the same number of env steps; None
+        for agents that do not edit (rows without it) and for runs without metrics.jsonl."""
+        try:
+            lines = (self.run_dir / "metrics.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        values = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill; the resumed run wrote its row again
+            if row.get("otf/edited_frac") is not None:
+                values.append(float(row["otf/edited_frac"]))
+        return _mean(values)
+
     @property
     def cpu_seconds(self) -> float | None:
         return self.bench.get("cpu_seconds") if self.bench else None
@@ -216,6 +235,7 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
     stats["wall_minutes"] = None if _mean(wall) is None else _mean(wall) / 60
     stats["grad_steps_per_s"] = _mean([r.summary.get("critic_steps_per_s") for r in done])
     stats["bc_success"] = _mean([r.summary.get("bc_success") for r in done])
+    stats["edited_frac"] = _mean([r.edited_frac for r in done])
     env_steps = [r.summary.get("env_steps") for r in done]
     stats["env_steps"] = env_steps[0] if len(set(env_steps)) == 1 else _mean(env_steps)
     return stats
@@ -255,7 +275,7 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
     head = ["method", "runs"]
     head += [f"success @{_step_label(s)}" for s in checkpoints]
     head += [f"steps to {round(t * 100)}%" for t in THRESHOLDS]
-    head += ["CPU min to 95%", "base alone", "CPU min/run", "wall min/run", "grad steps/s"]
+    head += ["CPU min to 95%", "base alone", "CPU min/run", "wall min/run", "grad steps/s", "edited acts"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in stats:
         runs = f"{s['finished']}/{s['runs']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
@@ -268,9 +288,14 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
             _num(s.get("cpu_minutes"), ".1f"),
             _num(s.get("wall_minutes"), ".1f"),
             _num(s.get("grad_steps_per_s"), ".1f"),
+            _num(s.get("edited_frac"), ".2f"),
         ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+HEADLINE_FIGURES = ("bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s", "edited_frac")
+"""Per-method figures that are one number each (table.csv columns and summary.jsonl keys)."""
 
 
 def _csv_rows(stats: Sequence[dict], checkpoints: Sequence[int]) -> tuple[list[str], list[dict]]:
@@ -280,7 +305,7 @@ def _csv_rows(stats: Sequence[dict], checkpoints: Sequence[int]) -> tuple[list[s
     for t in THRESHOLDS:
         fields += [f"steps_to_{round(t * 100)}_mean", f"steps_to_{round(t * 100)}_reached"]
     fields += ["cpu_minutes_to_95_mean", "cpu_minutes_to_95_reached"]
-    fields += ["bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s"]
+    fields += [*HEADLINE_FIGURES]
     rows = []
     for s in stats:
         row = {k: s[k] for k in ("method", "runs", "finished", "failed")}
@@ -294,7 +319,7 @@ def _csv_rows(stats: Sequence[dict], checkpoints: Sequence[int]) -> tuple[list[s
             row[f"steps_to_{round(t * 100)}_reached"] = cell.get("reached")
         cell = s.get("cpu_minutes_to_95") or {}
         row["cpu_minutes_to_95_mean"], row["cpu_minutes_to_95_reached"] = cell.get("mean"), cell.get("reached")
-        for key in ("bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s"):
+        for key in HEADLINE_FIGURES:
             row[key] = s.get(key)
         rows.append({k: "" if v is None else round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     return fields, rows
@@ -317,7 +342,7 @@ def headline(s: dict) -> dict:
         out[f"steps_to_{round(t * 100)}"] = cell.get("mean")
         out[f"seeds_reaching_{round(t * 100)}"] = cell.get("reached")
     out["cpu_minutes_to_95"] = (s.get("cpu_minutes_to_95") or {}).get("mean")
-    for key in ("bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s"):
+    for key in HEADLINE_FIGURES:
         out[key] = None if s.get(key) is None else round(s[key], 4)
     return out
 
@@ -406,7 +431,10 @@ def render_report(
         "included) at its first evaluation at >= 95%, mean over the seeds that reached it and recorded "
         "CPU time. base alone: the pretrained base's success before RL. "
         "CPU min/run: user + system CPU time of the run's processes as measured by the runner (all "
-        "attempts). grad steps/s: critic gradient steps per second of update time (critic_steps_per_s).",
+        "attempts). grad steps/s: critic gradient steps per second of update time (critic_steps_per_s). "
+        "edited acts: the fraction of training actions that were an edited candidate (OTF picked an "
+        "edit; otf/edited_frac of metrics.jsonl over the run), mean over seeds; 0 for best-of-N, – for "
+        "agents without OTF.",
     ]
     tuning = args.get("method_args") or {}
     notes += [
