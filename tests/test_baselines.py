@@ -238,3 +238,36 @@ def test_finetune_runs_a_baseline_end_to_end(tmp_path, method, capsys):
         assert summary["bc_success"] is not None and summary["update_calls"] == 0
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/success" in row for row in evals)
+
+
+# With test_baseline_acts_in_range_and_its_critic_learns (chunks of 2, flow base) and
+# test_expo.py, every agent is run with chunk length 1 and with chunks, on both base types.
+@pytest.mark.parametrize(
+    ("algorithm", "chunk", "base"),
+    [("expo", 1, "ddpm"), ("bc", 1, "ddpm"), ("bc", 3, "flow"), ("fql", 1, "ddpm"),
+     ("dsrl", 1, "ddpm"), ("residual", 1, "ddpm"), ("rlpd", 1, "flow")],
+)  # fmt: skip
+def test_every_agent_acts_and_learns_with_either_base_and_any_chunk_length(algorithm, chunk, base):
+    """Issue 5: each method with chunk length 1 and with chunks, on both base policy types (RLPD
+    has no base): acting gives [B, chunk * A] in [-1, 1], base actions too where there is a base;
+    two update calls (the frozen-base methods keep their base) give finite metrics."""
+    cfg = dataclasses.replace(config_for(algorithm), base=base, chunk_len=chunk, exec_len=chunk)
+    agent = create_agent(algorithm, cfg, OBS, ACT, seed=0)
+    obs = np.random.default_rng(1).normal(size=(3, OBS)).astype(np.float32)
+    key = jax.random.PRNGKey(0)
+    for fn in (act, act_eval):
+        actions, _ = fn(agent, obs, key)
+        assert actions.shape == (3, chunk * ACT) and actions.dtype == np.float32, fn
+        assert np.all(np.isfinite(actions)) and float(np.abs(actions).max()) <= 1.0
+    if agent.has_base:
+        base_actions = np.asarray(act_base(agent, obs, key))
+        assert base_actions.shape == (3, chunk * ACT) and float(np.abs(base_actions).max()) <= 1.0
+    if not agent.learns_online:
+        return
+    frozen = jax.tree.leaves(agent.base_ema) if cfg.base_training == "frozen" else None
+    for seed in range(2):
+        agent, metrics = update(agent, pool(cfg, seed=seed))
+        assert all(np.isfinite(v) for v in metrics.values()), metrics
+    if frozen is not None:
+        for a, b in zip(frozen, jax.tree.leaves(agent.base_ema), strict=True):
+            np.testing.assert_array_equal(a, b)
