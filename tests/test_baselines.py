@@ -234,6 +234,8 @@ def test_finetune_runs_a_baseline_end_to_end(tmp_path, method, capsys):
     assert config["algorithm"] == method and summary["env_steps"] >= 150
     if method == "rlpd":
         assert summary["bc_success"] is None and summary["update_calls"] > 0
+        assert main(["eval", str(out), "--episodes", "1", "--policy", "base"]) == 2
+        assert "(rlpd) has no base policy" in capsys.readouterr().err
     else:
         assert summary["bc_success"] is not None and summary["update_calls"] == 0
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -80,6 +80,15 @@ def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, 
     assert main(["eval", str(out), "--episodes", "2"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["eval/episodes"] == 2 and result["env_step"] == 300
+    # by default the run's own evaluation seed: the final checkpoint's logged evaluation, reproduced
+    logged = [r for r in rows if r.get("env_step") == 300 and "eval/success" in r][-1]
+    assert main(["eval", str(out), "--episodes", str(cfg.eval_episodes), "--policy", "base"]) == 0
+    base = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert base["seed"] == 11_000 and set(base) >= {"eval_base/success", "eval_base/episode_length"}
+    assert main(["eval", str(out), "--episodes", str(cfg.eval_episodes)]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    figures = {k: v for k, v in logged.items() if k != "env_step"}
+    assert figures and {k: again[k] for k in figures} == figures
 
     # A second run into the same folder is refused, not merged.
     assert main(["finetune", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 2

@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -201,9 +201,14 @@ class Eval:
     run_dir: tyro.conf.Positional[Path]
     """Run folder (its config.json and latest checkpoint are used)."""
     episodes: int = 50
-    seed: int = 10_000
+    seed: int | None = None
+    """First reset seed; default: the run's own evaluation seed (10000 + 1000 * its seed), so
+    that the run's logged evaluations are reproduced."""
     checkpoint: Path | None = None
     """A specific checkpoint file instead of the latest one."""
+    policy: Literal["otf", "base"] = "otf"
+    """otf: the agent's evaluation policy (EXPO's OTF rule, a baseline's own); base: its base
+    policy alone (e.g. how far the base moved during fine-tuning)."""
     video: Path | None = None
     """Also write the first --video-episodes episodes to this animated GIF (needs EGL rendering)."""
     video_episodes: int = 1
@@ -211,7 +216,9 @@ class Eval:
     def run(self) -> None:
         if self.episodes < 1 or self.video_episodes < 1:
             raise ValueError("--episodes and --video-episodes must be >= 1")
-        result = evaluate_run(self.run_dir, self.episodes, self.seed, self.checkpoint, self.video, self.video_episodes)
+        result = evaluate_run(
+            self.run_dir, self.episodes, self.seed, self.checkpoint, self.video, self.video_episodes, self.policy
+        )
         print(json.dumps(result))
 
 

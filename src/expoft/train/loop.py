@@ -468,14 +468,21 @@ def with_base_from(agent, source_path: str | Path):
 def evaluate_run(
     run_dir: str | Path,
     episodes: int,
-    seed: int,
+    seed: int | None = None,
     checkpoint: str | Path | None = None,
     video: str | Path | None = None,
     video_episodes: int = 1,
+    policy: str = "otf",
 ) -> dict:
+    """Evaluate a run's checkpoint; ``seed``: the first reset seed (default: the run's own
+    evaluation seed, so that the run's logged evaluations are reproduced); ``policy``: ``otf``
+    (the agent's evaluation policy) or ``base`` (its base policy alone)."""
     cfg, agent, step = load_run_agent(run_dir, checkpoint)
+    if policy == "base" and not agent.has_base:
+        raise ValueError(f"the agent of {run_dir} ({cfg.algorithm}) has no base policy; evaluate it with policy 'otf'")
     env = make_run_env(cfg, render=video is not None)
-    result = evaluate(agent, env, episodes, seed, video=video, video_episodes=video_episodes)
+    seed = evaluation_seed(cfg) if seed is None else seed
+    result = evaluate(agent, env, episodes, seed, policy=policy, video=video, video_episodes=video_episodes)
     if video is not None:
         result["video"] = str(video)
-    return {"run": str(run_dir), "env_step": step, **result}
+    return {"run": str(run_dir), "env_step": step, "seed": seed, **result}
