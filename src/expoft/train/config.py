@@ -102,6 +102,11 @@ class RunConfig:
     eval_every: int = 5_000
     """Evaluate every this many environment steps (and before RL, and at the end)."""
     eval_episodes: int = 50
+    eval_base: bool = False
+    """Also evaluate the base policy alone at every evaluation during RL (``eval_base/*`` in the
+    evaluation rows, ``base_success`` in the summary's evaluations; before RL it always is): whether
+    a gain comes from the base or from the acting rule. Doubles the evaluation time; agents
+    without a base (RLPD) have nothing to evaluate there."""
     log_every: int = 500
     """Write a metrics row every this many environment steps."""
     video_every: int = 0

@@ -171,7 +171,7 @@ def _start_online(
     run.log({"env_step": 0, **before, **before_base})
     log.info("before RL: success %.2f, base alone %s", before["eval/success"], before_base.get("eval_base/success"))
     state = LoopState(
-        evals=[{**before, "time/cpu_s": clock.cpu()}],
+        evals=[{**before, **(before_base if cfg.eval_base else {}), "time/cpu_s": clock.cpu()}],
         sampling_rng=np.random.default_rng(cfg.seed).bit_generator.state,
         before={**before, **before_base, "pretrain_final_loss": float(losses[-100:].mean()) if len(losses) else None},
         dataset_sha256=sha,
@@ -334,6 +334,8 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
                     grad_per_s=f"{grad_per_s:.0f}")  # fmt: skip
         if _crossed(prev, step, cfg.eval_every) or last:
             result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed, external=external)
+            if cfg.eval_base and agent.has_base:
+                result |= evaluate(agent, eval_env, cfg.eval_episodes, eval_seed, policy="base", external=external)
             run.log({"env_step": step, **result})
             state.evals.append({"env_step": step, **result, "time/cpu_s": cpu()})
             if state.first_95 is None and result["eval/success"] >= 0.95:
@@ -392,6 +394,7 @@ def _finish(
             {
                 "env_step": e.get("env_step", 0),
                 "success": e["eval/success"],
+                **({"base_success": e["eval_base/success"]} if "eval_base/success" in e else {}),
                 "cpu_seconds": _round1(e.get("time/cpu_s")),
             }
             for e in state.evals
