@@ -224,10 +224,11 @@ def test_the_settings_a_method_fixes_hold_whatever_the_preset_says():
 
 @pytest.mark.parametrize("method", ["rlpd", "bc"])
 def test_finetune_runs_a_baseline_end_to_end(tmp_path, method, capsys):
-    """Through the CLI, with the method's agent: no base (RLPD), no online learning (BC)."""
+    """Through the CLI, with the method's agent: no base (RLPD), no online learning (BC). With
+    --eval-base, RLPD (no base) evaluates only its policy."""
     out = tmp_path / method
     rc = main(["finetune", "--preset", "tiny", "--method", method, "--env-steps", "150", "--out", str(out),
-               "--no-progress"])  # fmt: skip
+               "--no-progress", *(["--eval-base"] if method == "rlpd" else [])])  # fmt: skip
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     config = json.loads((out / "config.json").read_text())
@@ -240,6 +241,7 @@ def test_finetune_runs_a_baseline_end_to_end(tmp_path, method, capsys):
         assert summary["bc_success"] is not None and summary["update_calls"] == 0
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/success" in row for row in evals)
+    assert any("eval_base/success" in row for row in evals) == (method == "bc")  # bc: before RL only
 
 
 # With test_baseline_acts_in_range_and_its_critic_learns (chunks of 2, flow base) and

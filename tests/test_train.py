@@ -281,7 +281,7 @@ def test_demo_seed_fixes_the_dataset_across_run_seeds(monkeypatch):
 def test_eval_base_evaluates_the_base_alone_at_every_evaluation(tmp_path, monkeypatch, capsys):
     """--eval-base: every evaluation row also has the base alone (eval_base/*), the summary's
     evaluations carry base_success, and the last one is what `expoft eval --policy base` gives on
-    the final checkpoint. RLPD, with no base, evaluates only its policy."""
+    the final checkpoint. (RLPD, with no base, evaluates only its policy with it: test_baselines.)"""
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "expo"
     assert main(["finetune", "--preset", "tiny", "--eval-base", "--out", str(out), "--no-progress"]) == 0
@@ -296,9 +296,3 @@ def test_eval_base_evaluates_the_base_alone_at_every_evaluation(tmp_path, monkey
     assert main(["eval", str(out), "--policy", "base", "--episodes", str(cfg.eval_episodes)]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["eval_base/success"] == evals[-1]["eval_base/success"]
-
-    rlpd = tmp_path / "rlpd"
-    argv = ["finetune", "--preset", "tiny", "--method", "rlpd", "--eval-base", "--env-steps", "150"]
-    assert main([*argv, "--out", str(rlpd), "--no-progress"]) == 0
-    rows = [json.loads(line) for line in (rlpd / "metrics.jsonl").read_text().splitlines()]
-    assert any("eval/success" in r for r in rows) and not any("eval_base/success" in r for r in rows)
