@@ -52,6 +52,13 @@ class OfflinePoint:
         return cls(0, np.random.default_rng([cfg.seed, OFFLINE_RNG_SALT]).bit_generator.state)
 
 
+def _check_phase(cfg: RunConfig, agent, buffer: ReplayBuffer) -> None:
+    if not agent.learns_online:
+        raise ValueError(f"offline_updates={cfg.offline_updates}, but algorithm {cfg.algorithm!r} does not learn")
+    if buffer.offline_size == 0:
+        raise ValueError("offline_updates needs offline data: the run's dataset is empty")
+
+
 def offline_phase(
     cfg: RunConfig,
     run: RunDir,
@@ -69,10 +76,7 @@ def offline_phase(
     ``on_row(agent, point)`` is called after every metrics row, e.g. to write a checkpoint."""
     if not cfg.offline_updates:
         return agent
-    if not agent.learns_online:
-        raise ValueError(f"offline_updates={cfg.offline_updates}, but algorithm {cfg.algorithm!r} does not learn")
-    if buffer.offline_size == 0:
-        raise ValueError("offline_updates needs offline data: the run's dataset is empty")
+    _check_phase(cfg, agent, buffer)
     start = OfflinePoint.start(cfg) if start is None else start
     stop = cfg.offline_updates if stop is None else stop
     if not 0 <= start.done <= stop <= cfg.offline_updates:
@@ -125,6 +129,7 @@ def checkpointed_offline_phase(
     checkpoints for the run's summary."""
     if not cfg.offline_updates:
         return agent
+    _check_phase(cfg, agent, buffer)  # before a checkpoint is written
     last_save = time.perf_counter()
 
     def save(agent, point: OfflinePoint) -> None:
