@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class OfflinePoint:
     """Where the offline phase stands: update calls taken and its sampling RNG's state after them."""
 
     done: int
-    rng: dict
+    rng: Mapping[str, Any]
 
     @classmethod
     def start(cls, cfg: RunConfig) -> OfflinePoint:
