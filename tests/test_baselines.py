@@ -12,7 +12,7 @@ import pytest
 from expoft.agents import create_agent
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import act, act_base, act_eval, pretrain, subset_min, tanh_actor, update
-from expoft.cli import main
+from expoft.cli import Finetune, _with_preset, main
 from expoft.data.replay import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT, preset
@@ -213,13 +213,17 @@ def test_the_settings_a_method_fixes_hold_whatever_the_preset_says():
     """FIXED is what `expoft bench` leaves a protocol's settings off for: each method must indeed
     set those fields, also against a config that sets them otherwise."""
     other = dataclasses.replace(preset("tiny"), pretrain_steps=123, offline_updates=7, base_from="runs/x")
-    assert fixes("rlpd") == {"pretrain_steps", "offline_updates", "base_from"} and fixes("expo") == frozenset()
+    assert fixes("rlpd") == {"pretrain_steps", "offline_updates", "base_from"} and fixes("qc") == frozenset()
+    assert all(fixes(name) == {"offline_updates"} for name in METHODS if name.startswith("expo"))
     for name, fixed in FIXED.items():
         cfg = apply_method(name, other)
         assert {field: getattr(cfg, field) for field in fixed} == fixed, name
     for name in set(METHODS) - set(FIXED):  # the rest leave those fields to the preset and protocol
         cfg = apply_method(name, other)
         assert (cfg.pretrain_steps, cfg.offline_updates, cfg.base_from) == (123, 7, "runs/x"), name
+    # a flag after --method still changes a fixed setting (a recorded change of the method)
+    argv = ["--preset", "tiny", "--method", "expo", "--offline-updates", "3", "--out", "x"]
+    assert _with_preset(Finetune, argv).config.offline_updates == 3
 
 
 @pytest.mark.parametrize("method", ["rlpd", "bc"])

@@ -388,28 +388,30 @@ def test_export_leaves_checkpoints_and_unfinished_runs_out_and_the_bench_continu
 
 
 def test_protocol_plans(tmp_path):
-    args = runner.Bench(methods="expo,rlpd", protocol="p2", full=True, seeds=1, out=tmp_path)
+    args = runner.Bench(methods="expo,qc,rlpd", protocol="p2", full=True, seeds=1, out=tmp_path)
     methods, proto, arguments = runner.check_args(args)
     assert arguments["env"] == "cube-double" and arguments["play_transitions"] == 1_000_000
     steps, dataset = runner.play_steps(proto, arguments["env"], args.task, args.jobs)
     assert steps[0].command.startswith("expoft data play --env cube-double --transitions 1000000 --seed 0")
     assert dataset.name.endswith("-task1-sparse.npz") and steps[1].path == dataset
-    expo, rlpd = runner.plan(args, methods, proto, arguments["env"], dataset, tmp_path)
+    expo, qc, rlpd = runner.plan(args, methods, proto, arguments["env"], dataset, tmp_path)
     assert expo.config["dataset"] == str(dataset) and expo.config["pretrain_steps"] == 1_000_000
     assert expo.config["env_steps"] == 1_000_000 and expo.config["eval_every"] == 50_000
     assert "--pretrain-steps" not in rlpd.args and rlpd.config["pretrain_steps"] == 0  # the method's setting wins
-    # the offline phase: 1M critic steps at full size, and none for rlpd (online-only)
-    assert expo.config["offline_updates"] == 50_000 and arguments["offline_updates"] == 50_000
-    assert "--offline-updates" not in rlpd.args and rlpd.config["offline_updates"] == 0
+    # the offline phase: 1M critic steps at full size for qc; none for rlpd (online-only) and
+    # expo (offline-to-online EXPO pretrains only its base, ALGORITHMS.md)
+    assert qc.config["offline_updates"] == 50_000 and arguments["offline_updates"] == 50_000
+    for run in (expo, rlpd):
+        assert "--offline-updates" not in run.args and run.config["offline_updates"] == 0
 
     default = runner.Bench(methods="expo,qc-fql,rlpd", protocol="p2", seeds=1, out=tmp_path)
     methods, proto, arguments = runner.check_args(default)
     expo, fql, rlpd = runner.plan(default, methods, proto, "cube-double", Path("play.npz"), tmp_path)
     assert (expo.config["env_steps"], expo.config["pretrain_steps"], proto.play_transitions) == (5000, 20_000, 100_000)
     offline = [r.config["offline_updates"] for r in (expo, fql, rlpd)]
-    assert offline == [runner.P2_OFFLINE_UPDATES, runner.P2_OFFLINE_UPDATES, 0] and runner.P2_OFFLINE_UPDATES > 0
+    assert offline == [0, runner.P2_OFFLINE_UPDATES, 0] and runner.P2_OFFLINE_UPDATES > 0
     assert "offline RL" in proto.describe()
-    changed = runner.Bench(methods="expo", protocol="p2", seeds=1, offline_updates=7, out=tmp_path)
+    changed = runner.Bench(methods="qc", protocol="p2", seeds=1, offline_updates=7, out=tmp_path)
     methods, proto, arguments = runner.check_args(changed)
     (run,) = runner.plan(changed, methods, proto, "cube-double", Path("play.npz"), tmp_path)
     assert run.config["offline_updates"] == 7 == arguments["offline_updates"]

@@ -65,7 +65,8 @@ class Protocol:
     offline_updates: int = 0
     """P2's offline phase: update calls on the offline data alone (offline RL) after the base's
     pretraining and before going online, for every method but those that fix it
-    (`expoft.train.methods.FIXED`: rlpd, online-only by definition, and bc, which does not learn)."""
+    (`expoft.train.methods.FIXED`: rlpd, online-only by definition; bc, which does not learn; EXPO
+    and its variants, which pretrain only the base offline)."""
 
     def describe(self) -> str:
         if self.play_transitions is None:
@@ -74,7 +75,7 @@ class Protocol:
             data = (
                 f"offline-to-online from play data ({self.play_transitions:,} task-agnostic transitions labelled "
                 f"for the task, offline pretraining of the base, then {self.offline_updates:,} offline RL update "
-                "calls but for rlpd)"
+                "calls for the methods that have an offline RL phase: not rlpd, bc, or EXPO)"
             )
         budget = ", ".join(f"{k} {v:,}" for k, v in self.overrides.items())
         return f"{data}, then online; preset {self.preset}" + (f" with {budget}" if budget else "")

@@ -22,15 +22,24 @@ EXPO_FT_UPDATE_EVERY = 20
 """EXPO-FT's update schedule in simulation: one update call every 20 env steps (ALGORITHMS.md: 20-30)."""
 
 
+_EXPO_OFFLINE = {"offline_updates": 0}
+"""EXPO offline-to-online (ALGORITHMS.md): pretrain only the base by imitation, no critic
+pretraining; the offline data stays in the online mix. So no offline RL phase for EXPO, its
+variants and its ablations, whatever a protocol gives the methods whose definitions have one
+(QC, best-of-N, FQL, DSRL, residual). `--offline-updates N` after `--method` still sets one,
+as a recorded change of the method."""
+
 FIXED: dict[str, dict] = {
+    **dict.fromkeys(("expo", "expo-ft", "expo-ft-intervene", "expo-no-edit", "expo-no-otf-backup"), _EXPO_OFFLINE),
     # RLPD is online-only by definition: Gaussian SAC from scratch, the offline data filling half
     # of each online batch and nothing more (no pretraining, no offline phase, no base to take).
     "rlpd": {"pretrain_steps": 0, "offline_updates": 0, "base_from": None},
     # BC does not learn after its pretraining.
     "bc": {"offline_updates": 0},
 }
-"""Run settings that define a method, whatever a preset or a protocol sets (`expoft bench` sets
-a protocol's fields only on methods that leave them free)."""
+"""Run settings that define a method, whatever a preset or a protocol sets: `apply_method` sets
+them before the method's other changes, and `expoft bench` sets a protocol's fields only on
+methods that leave them free. Flags given after `--method` still override them."""
 
 
 def fixes(name: str) -> frozenset[str]:
@@ -79,9 +88,9 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
     "expo-no-edit": lambda c: _agent(c, "expo", num_edit_samples=0),
     "expo-no-otf-backup": lambda c: _agent(c, "expo", otf_in_backup=False),
     # The pretrained base alone, no online learning.
-    "bc": lambda c: _agent(dataclasses.replace(c, **FIXED["bc"]), "bc"),
+    "bc": lambda c: _agent(c, "bc"),
     # RLPD: Gaussian SAC from scratch with the offline data in every batch.
-    "rlpd": lambda c: _agent(dataclasses.replace(c, **FIXED["rlpd"]), "rlpd"),
+    "rlpd": lambda c: _agent(c, "rlpd"),
     # FQL: a one-step policy distilled from the flow base and maximizing Q; QC-FQL adds chunks.
     "fql": lambda c: _agent(c, "fql", chunk_len=1, exec_len=1),
     "qc-fql": lambda c: _agent(c, "fql", **_chunked(c, QC_CHUNK)),
@@ -95,4 +104,5 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
 def apply_method(name: str, cfg: RunConfig) -> RunConfig:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-    return METHODS[name](cfg)
+    # the fixed settings first: a method's config may only be valid with them (bc: no offline phase)
+    return METHODS[name](dataclasses.replace(cfg, **FIXED.get(name, {})))
