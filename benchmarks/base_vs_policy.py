@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from expoft.bench.report import load_bench
-from expoft.train.loop import evaluate_run, load_run_agent
+from expoft.train.loop import evaluate, evaluation_seed, load_run_agent, make_run_env
 
 
 def main() -> None:
@@ -43,17 +43,17 @@ def main() -> None:
             if not list((run.run_dir / "checkpoints").glob("agent_*.npz")):
                 print(f"skip {run.run_dir}: no checkpoints (an exported copy?)", file=sys.stderr)
                 continue
-            cfg, agent, _ = load_run_agent(run.run_dir)
+            cfg, agent, env_step = load_run_agent(run.run_dir)  # loaded once: evaluate_run would load it again
             if not agent.has_base:
                 continue
             episodes = args.episodes or cfg.eval_episodes
-            result = evaluate_run(run.run_dir, episodes, policy="base")
+            result = evaluate(agent, make_run_env(cfg), episodes, evaluation_seed(cfg), policy="base")
             line = {
                 "benchmark": "base-vs-policy",
                 "bench": str(bench_dir),
                 "method": run.method,
                 "seed": run.seed,
-                "env_step": result["env_step"],
+                "env_step": env_step,
                 "episodes": episodes,
                 "base_before": run.summary.get("bc_success"),
                 "policy_before": run.summary.get("success_before_rl"),
