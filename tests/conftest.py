@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -25,6 +26,11 @@ def assert_same_leaves(a, b) -> None:
 def assert_same_checkpoints(template, first, second) -> None:
     """Two agent checkpoint files (read into ``template``'s structure) equal array for array."""
     assert_same_leaves(load_pytree(template, first)[0], load_pytree(template, second)[0])
+
+
+def metrics_rows(run_dir) -> list[dict]:
+    """A run folder's metrics.jsonl, one dict per row (strict: a broken line fails the test)."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def episode_arrays(lengths, obs_dim=3, action_dim=2, terminal_last=None, seed=0):

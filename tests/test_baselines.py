@@ -18,6 +18,8 @@ from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT, preset
 from expoft.train.methods import EXPO_FT_UPDATE_EVERY, FIXED, METHODS, apply_method, fixes
 
+from .conftest import metrics_rows
+
 OBS, ACT = 6, 2
 CHUNK = 2
 TINY = dataclasses.replace(TINY_AGENT, chunk_len=CHUNK, exec_len=CHUNK, utd=4, batch_size=16, actor_steps=2)
@@ -243,7 +245,7 @@ def test_finetune_runs_a_baseline_end_to_end(tmp_path, method, capsys):
         assert "(rlpd) has no base policy" in capsys.readouterr().err
     else:
         assert summary["bc_success"] is not None and summary["update_calls"] == 0
-    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = metrics_rows(out)
     assert any("eval/success" in row for row in evals)
     assert any("eval_base/success" in row for row in evals) == (method == "bc")  # bc: before RL only
 

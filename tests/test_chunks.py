@@ -12,7 +12,7 @@ from expoft.cli import main
 from expoft.data.dataset import make_dataset
 from expoft.envs.chunks import ActionChunks
 from expoft.train.loop import dataset_chunks
-from tests.conftest import episode_arrays
+from tests.conftest import episode_arrays, metrics_rows
 
 
 class Counter(gymnasium.Env):
@@ -73,7 +73,7 @@ def test_chunked_finetune_runs_end_to_end(tmp_path, monkeypatch, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["env_steps"] >= 300 and summary["update_calls"] > 0
     assert summary["intervened_steps"] > 0 and summary["episodes_with_intervention"] > 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(out)
     assert all(np.isfinite(r["critic/loss"]) for r in rows if "critic/loss" in r)
     assert any(r.get("train/intervention_rate", 0) > 0 for r in rows)
     config = json.loads((out / "config.json").read_text())

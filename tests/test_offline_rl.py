@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+import expoft.train.checkpoint as checkpoint
 import expoft.train.loop as loop
 import expoft.train.offline_rl as offline_rl
 from expoft.agents.common import update
@@ -20,11 +21,7 @@ from expoft.train.config import preset
 from expoft.train.finetune import finetune, resume, run_buffer
 from expoft.train.loop import RunDir, make_agent, offline_data
 
-from .conftest import assert_same_checkpoints, assert_same_leaves
-
-
-def rows(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+from .conftest import assert_same_checkpoints, assert_same_leaves, metrics_rows
 
 
 def test_the_offline_phase_takes_its_calls_on_offline_batches_only_and_lowers_the_critic_loss(tmp_path, monkeypatch):
@@ -46,7 +43,7 @@ def test_the_offline_phase_takes_its_calls_on_offline_batches_only_and_lowers_th
     run.close()
     assert len(seen) == calls and all(off and n == cfg.agent.pool_size for off, n, _ in seen)
     assert buffer.online_size == 0  # nothing was added to the online part
-    logged = [r for r in rows(run.path) if r.get("phase") == "offline"]
+    logged = [r for r in metrics_rows(run.path) if r.get("phase") == "offline"]
     assert [r["offline/update_calls"] for r in logged] == list(range(2, calls + 1, 2))  # 20 rows
     assert all(r["env_step"] == 0 for r in logged)
     first, last = logged[0]["offline/critic/loss"], np.mean([r["offline/critic/loss"] for r in logged[-3:]])
@@ -80,7 +77,7 @@ def killed_after_updates(monkeypatch, n: int):
 
 
 def offline_rows(path):
-    return [{k: v for k, v in r.items() if "time" not in k} for r in rows(path) if r.get("phase") == "offline"]
+    return [{k: v for k, v in r.items() if "time" not in k} for r in metrics_rows(path) if r.get("phase") == "offline"]
 
 
 @pytest.mark.parametrize("base", ["pretrained", "base_from"])
@@ -98,8 +95,8 @@ def test_a_run_killed_in_its_offline_phase_resumes_to_the_agent_of_an_uninterrup
         finetune(dataclasses.replace(cfg, offline_updates=0), tmp_path / "source", progress=False)
         cfg = dataclasses.replace(cfg, base_from=str(tmp_path / "source"))
     straight = finetune(cfg, tmp_path / "straight", progress=False)
-    assert [r["offline/update_calls"] for r in rows(tmp_path / "straight") if r.get("phase") == "offline"] == list(
-        range(1, 11))  # fmt: skip
+    offline = [r for r in metrics_rows(tmp_path / "straight") if r.get("phase") == "offline"]
+    assert [r["offline/update_calls"] for r in offline] == list(range(1, 11))
 
     run = tmp_path / "killed"
     calls_done = []
@@ -112,7 +109,7 @@ def test_a_run_killed_in_its_offline_phase_resumes_to_the_agent_of_an_uninterrup
         return save(self, stage, agent, done, *rest)
 
     monkeypatch.setattr(CheckpointStore, "save_stage", spy)
-    monkeypatch.setattr(offline_rl, "time", types.SimpleNamespace(perf_counter=itertools.count().__next__))
+    monkeypatch.setattr(checkpoint, "time", types.SimpleNamespace(perf_counter=itertools.count().__next__))
     killed_after_updates(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, run, progress=False, stage_save_seconds=2.5)
@@ -132,7 +129,7 @@ def test_a_run_killed_in_its_offline_phase_resumes_to_the_agent_of_an_uninterrup
     straight_agent = tmp_path / "straight" / "checkpoints" / "agent_0.npz"
     assert_same_checkpoints(make_agent(cfg), straight_agent, run / "checkpoints" / "agent_0.npz")
     assert offline_rows(run) == offline_rows(tmp_path / "straight")  # the killed attempt's row 7 is gone
-    assert [r for r in rows(run) if r.get("phase") == "resume"][0]["offline/update_calls"] == 6
+    assert [r for r in metrics_rows(run) if r.get("phase") == "resume"][0]["offline/update_calls"] == 6
     assert not list((run / "checkpoints").glob("offline*"))  # superseded by the online checkpoint
 
 

@@ -14,15 +14,13 @@ from expoft.envs.make import RENDER_SIZE
 from expoft.train.config import preset
 from expoft.train.finetune import finetune, resume
 
+from .conftest import metrics_rows
+
 IGNORED = ("time/", "wall_seconds", "update_seconds", "critic_steps_per_s", "phase")
 
 
 def comparable(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith(IGNORED)} for r in rows if r.get("phase") != "resume"]
-
-
-def metric_rows(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, rendering, monkeypatch, capsys):
@@ -53,7 +51,7 @@ def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, renderin
             (cut / "checkpoints" / f"agent_{p.stem.split('_')[1]}.npz").unlink()
     (cut / "summary.json").unlink()
     resumed = resume(cut, progress=False)
-    assert comparable(metric_rows(cut)) == comparable(metric_rows(full))
+    assert comparable(metrics_rows(cut)) == comparable(metrics_rows(full))
 
     def untimed(summary: dict) -> dict:
         out = {k: v for k, v in summary.items() if k not in IGNORED and not k.startswith("cpu_seconds")}

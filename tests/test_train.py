@@ -15,7 +15,7 @@ from expoft.train.config import TINY_AGENT, preset
 from expoft.train.finetune import _update_calls_due
 from expoft.train.loop import RunDir, load_run_agent, wilson_interval
 
-from .conftest import assert_same_leaves
+from .conftest import assert_same_leaves, metrics_rows
 
 
 def test_wilson_interval_known_values():
@@ -67,7 +67,7 @@ def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, 
     assert final["buffer"]["total_added"] == 300  # every online step is in the saved segments
     assert summary["env_steps"] == 300 and summary["update_calls"] > 0
     assert 0.0 <= summary["final_success"] <= 1.0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(out)
     train_rows = [r for r in rows if "critic/loss" in r]
     assert train_rows and all(np.isfinite(r["critic/loss"]) for r in train_rows)
     assert {"train/rolling_success", "edit/alpha", "otf/edited_frac", "base/loss"} <= set(train_rows[-1])
@@ -166,7 +166,7 @@ def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):
     args = ["finetune", "--preset", "tiny", "--out", str(out), "--no-progress", "--base-from", str(pre)]
     assert main([*args, "--checkpoint-every", "1000"]) == 0  # checkpoints: before RL (0) and the end
     _, pretrained, _ = load_run_agent(pre)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(out)
     assert rows[0]["pretrain/base_from"] == str(pre)
     # Before RL the fine-tuning run acts with exactly the pretrained base.
     from expoft.train.loop import with_base_from
@@ -287,7 +287,7 @@ def test_eval_base_evaluates_the_base_alone_at_every_evaluation(tmp_path, monkey
     assert main(["finetune", "--preset", "tiny", "--eval-base", "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
     summary = json.loads((out / "summary.json").read_text())
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(out)
     evals = [r for r in rows if "eval/success" in r]
     assert [r["env_step"] for r in evals] == [0, 200, 300]
     assert all("eval_base/success" in r and r["eval_base/episodes"] == r["eval/episodes"] for r in evals)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,21 @@ FORMAT_VERSION = 1
 STAGES = {"pretrain": "pretraining", "offline": "offline phase"}
 """The stages before RL that have checkpoints of their own (file prefix: name), in the order a
 run takes them."""
+
+
+class SaveTimer:
+    """When a stage before RL is due its next checkpoint: once ``seconds`` of wall time have
+    passed since the last save (or since the timer started)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.last = time.perf_counter()
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.last >= self.seconds
+
+    def saved(self) -> None:
+        self.last = time.perf_counter()
 
 
 def file_sha256(path: str | os.PathLike) -> str:

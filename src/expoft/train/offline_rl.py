@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 
 from expoft.data.replay import ReplayBuffer
 from expoft.progress import Progress
-from expoft.train.checkpoint import CheckpointStore
+from expoft.train.checkpoint import CheckpointStore, SaveTimer
 from expoft.train.config import RunConfig
 from expoft.train.external import step_seed
 from expoft.train.loop import RunDir, stop_if_diverged, update_call
@@ -131,16 +130,15 @@ def checkpointed_offline_phase(
     if not cfg.offline_updates:
         return agent
     _check_phase(cfg, agent, buffer)  # before a checkpoint is written
-    last_save = time.perf_counter()
+    timer = SaveTimer(save_seconds)
 
     def save(agent, point: OfflinePoint) -> None:
-        nonlocal last_save
         record = {"rng": point.rng, **stage_record(cfg, run, sha, clock)}
         store.save_stage("offline", agent, point.done, record, losses)
-        last_save = time.perf_counter()
+        timer.saved()
 
     def on_row(agent, point: OfflinePoint) -> None:
-        if point.done < cfg.offline_updates and time.perf_counter() - last_save >= save_seconds:
+        if point.done < cfg.offline_updates and timer.due():
             save(agent, point)
 
     if start is None:

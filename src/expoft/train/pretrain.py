@@ -22,7 +22,7 @@ import numpy as np
 
 from expoft.data.dataset import Dataset, array_sha256
 from expoft.envs.ogbench_domains import get_domain
-from expoft.train.checkpoint import CheckpointStore, save_pytree
+from expoft.train.checkpoint import CheckpointStore, SaveTimer, save_pytree
 from expoft.train.config import RunConfig
 from expoft.train.loop import (
     PretrainPoint,
@@ -112,14 +112,13 @@ def checkpointed_pretraining(
     """The run's pretraining (``sha``: its dataset's digest), checkpointed every ``save_seconds``;
     ``start``: where the pretraining checkpoint it continues from stopped (``agent`` is then that
     checkpoint's agent); ``only``: a pretraining of its own (``expoft pretrain``)."""
-    last_save = time.perf_counter()
+    timer = SaveTimer(save_seconds)
 
     def save(agent, point: PretrainPoint) -> None:
-        nonlocal last_save
-        if point.done < cfg.pretrain_steps and time.perf_counter() - last_save >= save_seconds:
+        if point.done < cfg.pretrain_steps and timer.due():
             record = {"rng": point.rng, **stage_record(cfg, run, sha, clock), "pretrain_only": only}
             store.save_stage("pretrain", agent, point.done, record, point.losses)
-            last_save = time.perf_counter()
+            timer.saved()
 
     agent, losses = pretrain_base(
         agent, ds, cfg.pretrain_steps, cfg.seed, progress, frames, start=start, on_chunk=save
