@@ -12,8 +12,9 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -269,7 +270,7 @@ def _with_preset(target, argv: list[str], name: str = "default"):
 
 
 # Top-level commands: name -> (parser, one-line help). New commands (demo, bench) go here.
-COMMANDS: dict[str, tuple[object, str]] = {
+COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
     "data": (
         lambda argv: tyro.cli(DataCommand, args=argv, prog="expoft data"),
         "generate, inspect and validate datasets",

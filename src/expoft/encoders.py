@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -161,7 +161,7 @@ def encode(config: EncoderConfig, params, obs: dict, rng: jax.Array | None = Non
     """Features of pixel observations with :class:`PixelEncoder` parameters ``params``; ``rng``:
     augment the images first (training). The critic and the base both encode this way."""
     pixels = obs[PIXELS] if rng is None else augment(rng, obs[PIXELS], config)
-    return PixelEncoder(config).apply(params, {PIXELS: pixels, PROPRIO: obs[PROPRIO]})
+    return cast(jax.Array, PixelEncoder(config).apply(params, {PIXELS: pixels, PROPRIO: obs[PROPRIO]}))
 
 
 # --------------------------------------------------------------------------------------------

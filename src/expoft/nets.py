@@ -8,10 +8,12 @@ immutable and updates pure.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.typing import VariableDict
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -108,13 +110,13 @@ class Ensemble:
         self.module = module
         self.size = size
 
-    def init(self, rng: jax.Array, *example) -> dict:
+    def init(self, rng: jax.Array, *example) -> VariableDict:
         keys = jax.random.split(rng, self.size)
         return jax.vmap(lambda k: self.module.init(k, *example))(keys)
 
     def apply(self, params: dict, *args) -> jax.Array:
         """All members: ``[E, ...]``."""
-        return jax.vmap(lambda p: self.module.apply(p, *args))(params)
+        return cast(jax.Array, jax.vmap(lambda p: self.module.apply(p, *args))(params))
 
     def apply_subset(self, params: dict, members: jax.Array, *args) -> jax.Array:
         """Only ``members`` (int array [m]): ``[m, ...]``."""

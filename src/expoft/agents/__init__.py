@@ -12,6 +12,8 @@ The jitted entry points are in ``expoft.agents.common`` (``act``, ``update``...)
 
 from __future__ import annotations
 
+from typing import cast
+
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.bc import BCAgent
 from expoft.agents.dsrl import DSRLAgent
@@ -19,14 +21,21 @@ from expoft.agents.expo import EXPOAgent, EXPOConfig
 from expoft.agents.fql import FQLAgent
 from expoft.agents.residual import ResidualAgent
 from expoft.agents.rlpd import RLPDAgent
+from expoft.obs import ObsSpec
 
-BASELINES = {"bc": BCAgent, "rlpd": RLPDAgent, "fql": FQLAgent, "dsrl": DSRLAgent, "residual": ResidualAgent}
+BASELINES: dict[str, type[BCAgent | RLPDAgent | FQLAgent | DSRLAgent | ResidualAgent]] = {
+    "bc": BCAgent,
+    "rlpd": RLPDAgent,
+    "fql": FQLAgent,
+    "dsrl": DSRLAgent,
+    "residual": ResidualAgent,
+}
 
 
 def create_agent(
     algorithm: str,
     config: EXPOConfig,
-    obs_dim: int,
+    obs_dim: ObsSpec,
     action_dim: int,
     seed: int = 0,
     baseline: BaselineConfig | None = None,
@@ -36,7 +45,8 @@ def create_agent(
         return EXPOAgent.create(config, obs_dim, action_dim, seed=seed)
     if algorithm not in BASELINES:
         raise ValueError(f"algorithm must be 'expo' or one of {sorted(BASELINES)}, got {algorithm!r}")
-    return BASELINES[algorithm].create(config, baseline or BaselineConfig(), obs_dim, action_dim, seed=seed)
+    # The baselines take state observations only (RunConfig allows pixels with algorithm 'expo' alone).
+    return BASELINES[algorithm].create(config, baseline or BaselineConfig(), cast(int, obs_dim), action_dim, seed=seed)
 
 
 __all__ = ["BASELINES", "BaselineConfig", "EXPOAgent", "EXPOConfig", "create_agent"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import flax.struct
 import jax
@@ -14,6 +14,9 @@ from expoft.nets import TanhGaussian, tanh_gaussian_sample
 from expoft.obs import ObsSpec, PixelSpec
 from expoft.policies import BASE_POLICIES
 
+if TYPE_CHECKING:
+    from expoft.agents.expo import EXPOConfig
+
 
 @flax.struct.dataclass
 class Trainable:
@@ -22,6 +25,10 @@ class Trainable:
     params: Any
     opt_state: Any
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    if TYPE_CHECKING:  # added by flax.struct.dataclass, which type checkers do not see
+
+        def replace(self, **updates: Any) -> Self: ...
 
     @classmethod
     def create(cls, params: Any, tx: optax.GradientTransformation) -> Trainable:
@@ -51,6 +58,16 @@ class WithBase:
     acting with the base alone."""
 
     has_base = True
+
+    if TYPE_CHECKING:  # the fields every agent with a base declares, and flax.struct.dataclass's replace
+        base: Trainable
+        base_ema: Any
+        rng: jax.Array
+        config: EXPOConfig
+        obs_dim: ObsSpec
+        action_dim: int
+
+        def replace(self, **updates: Any) -> Self: ...
 
     @property
     def exec_dim(self) -> int:
@@ -197,7 +214,7 @@ def sac_actor_step(
     alpha = jnp.exp(log_alpha.params)
 
     def loss_fn(params):
-        u, log_prob = tanh_gaussian_sample(rng, *head.apply(params, obs))
+        u, log_prob = tanh_gaussian_sample(rng, *cast(tuple[jax.Array, jax.Array], head.apply(params, obs)))
         return jnp.mean(alpha * log_prob - value(scale * u)), log_prob
 
     (loss, log_prob), grads = jax.value_and_grad(loss_fn, has_aux=True)(actor.params)
@@ -208,7 +225,7 @@ def sac_actor_step(
 
 def tanh_actor(head: TanhGaussian, params: Any, rng: jax.Array, obs: jax.Array, scale: float, explore: bool):
     """``scale * tanh(z)``: sampled (``explore``, with its log-density) or the mode ``tanh(mean)``."""
-    mean, log_std = head.apply(params, obs)
+    mean, log_std = cast(tuple[jax.Array, jax.Array], head.apply(params, obs))
     if explore:
         u, log_prob = tanh_gaussian_sample(rng, mean, log_std)
         return scale * u, log_prob
@@ -308,8 +325,9 @@ def base_batch_arrays(cfg, action_dim: int, pool, index: jax.Array, base_batch=N
     )
 
 
-def count_nonfinite(tree: Any) -> jax.Array:
-    """Number of NaN/inf entries in a pytree (reported as a metric, never replaced)."""
+def count_nonfinite(tree: Any) -> jax.Array | int:
+    """Number of NaN/inf entries in a pytree (reported as a metric, never replaced); 0 for a tree
+    without leaves."""
     leaves = jax.tree.leaves(tree)
     return sum(jnp.sum(~jnp.isfinite(x)) for x in leaves)
 

@@ -10,7 +10,7 @@ reads.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +61,12 @@ class EncodedEnsemble:
         return self.heads.random_members(rng, m)
 
 
+@overload
+def critic_ensemble(cfg, pixels: Literal[False] = False) -> Ensemble: ...
+@overload
+def critic_ensemble(cfg, pixels: Literal[True]) -> EncodedEnsemble: ...
+@overload
+def critic_ensemble(cfg, pixels: bool) -> Ensemble | EncodedEnsemble: ...
 def critic_ensemble(cfg, pixels: bool = False) -> Ensemble | EncodedEnsemble:
     """The critic ensemble of a config: ``num_critics`` LayerNorm MLPs, behind a shared image
     encoder (``cfg.encoder``) for pixel observations."""

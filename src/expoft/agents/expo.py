@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, cast
 
 import flax.struct
 import jax
@@ -224,9 +224,10 @@ class EXPOAgent(WithBase):
         base, base_ema = new_base(config, k_base, obs_dim, action_dim)
         ensemble = critic_ensemble(config, is_pixels(obs_dim))
         critic_params = ensemble.init(k_critic, blank_obs(obs_dim), jnp.zeros((1, exec_dim)))
-        edit_in = obs_dim
         if isinstance(ensemble, EncodedEnsemble):  # the edit policy reads the critic's features
             edit_in = ensemble.features(critic_params, blank_obs(obs_dim)).shape[-1]
+        else:  # state observations: obs_dim is their size
+            edit_in = cast(int, obs_dim)
         edit_net = TanhGaussian(exec_dim, config.edit_hidden)
         edit_params = edit_net.init(k_edit, jnp.zeros((1, edit_in + exec_dim)))
         return cls(
@@ -278,8 +279,11 @@ class EXPOAgent(WithBase):
         """Edited actions and ``log pi_edit(u | s, a)`` for actions ``[B, ..., d]``; ``cond [B, F]``
         from :meth:`_edit_condition`."""
         cond = broadcast_rows(cond, actions)
-        mean, log_std = TanhGaussian(self.exec_dim, self.config.edit_hidden).apply(
-            params, jnp.concatenate([cond, actions], axis=-1)
+        mean, log_std = cast(
+            tuple[jax.Array, jax.Array],
+            TanhGaussian(self.exec_dim, self.config.edit_hidden).apply(
+                params, jnp.concatenate([cond, actions], axis=-1)
+            ),
         )
         u, log_prob = tanh_gaussian_sample(rng, mean, log_std)
         return jnp.clip(actions + self.config.edit_scale * u, -1.0, 1.0), log_prob

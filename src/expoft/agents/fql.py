@@ -17,7 +17,7 @@ random subset of target critics (FQL's own code uses the mean or min of two, per
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import flax.struct
 import jax
@@ -79,7 +79,9 @@ class FQLAgent(WithBase):
     # ---- acting ----------------------------------------------------------
     def _mu(self, params: Any, obs: jax.Array, z: jax.Array) -> jax.Array:
         """The one-step policy: a whole chunk ``[B, base_dim]`` in [-1, 1]."""
-        out = MLP(self.baseline.actor_hidden, self.base_dim).apply(params, jnp.concatenate([obs, z], axis=-1))
+        out = cast(
+            jax.Array, MLP(self.baseline.actor_hidden, self.base_dim).apply(params, jnp.concatenate([obs, z], axis=-1))
+        )
         return jnp.clip(out, -1.0, 1.0)
 
     def act(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:

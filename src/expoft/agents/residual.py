@@ -14,7 +14,7 @@ Speed: the base samples of a call's pool are drawn once per call (the base is fr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import flax.struct
@@ -94,7 +94,8 @@ class ResidualAgent(WithBase):
 
     def correction(self, params: Any, obs: jax.Array, base_action: jax.Array) -> jax.Array:
         head = ResidualHead(self.exec_dim, self.baseline.actor_hidden)
-        return self.baseline.residual_scale * jnp.tanh(head.apply(params, jnp.concatenate([obs, base_action], -1)))
+        out = cast(jax.Array, head.apply(params, jnp.concatenate([obs, base_action], -1)))
+        return self.baseline.residual_scale * jnp.tanh(out)
 
     def _noisy(self, rng: jax.Array, delta: jax.Array, fraction: float, clip: float | None) -> jax.Array:
         scale = self.baseline.residual_scale

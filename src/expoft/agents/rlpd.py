@@ -11,7 +11,7 @@ With chunks, the policy emits the executed chunk (``exec_len`` actions) at once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import flax.struct
 import jax
@@ -46,6 +46,10 @@ class RLPDAgent:
     baseline: BaselineConfig = flax.struct.field(pytree_node=False)
     obs_dim: int = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
+
+    if TYPE_CHECKING:  # added by flax.struct.dataclass, which type checkers do not see
+
+        def replace(self, **updates: Any) -> Self: ...
 
     has_base = False
     learns_online = True

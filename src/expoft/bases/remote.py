@@ -339,6 +339,7 @@ class RemoteBase:
                 f"malformed reply from {self.url}: expected a dict with 'actions' a float array {want}, got "
                 f"'actions' = {_describe(actions) if 'actions' in reply else 'missing'} (reply: {_describe(reply)})"
             )
+        assert isinstance(actions, np.ndarray), "ok holds only for an array"
         timing = reply.get("server_timing")
         if isinstance(timing, dict) and isinstance(timing.get("infer_ms"), int | float):
             self._server_ms.add(float(timing["infer_ms"]) / 1e3)

@@ -224,7 +224,7 @@ class PolicyServer:
             chunks = check_chunks(
                 chunks, batch_size(obs), num_samples, base.chunk_len, base.action_dim, source="the base"
             )
-            reply: dict = {"actions": chunks}
+            reply = {"actions": chunks}
             if "request_id" in request:
                 reply["request_id"] = request["request_id"]
             return reply

@@ -72,7 +72,7 @@ def export_bench(src: Path, dest: Path, echo: bool = True) -> dict[str, list[str
     dest.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock(dest)  # a bench continuing in DEST must not run while its folder is written
     try:
-        result = {"copied": [], "kept": [], "unfinished": [], "conflicts": []}
+        result: dict[str, list[str]] = {"copied": [], "kept": [], "unfinished": [], "conflicts": []}
         for run in bench["runs"]:
             label = f"{run['method']} seed {run['seed']}"
             source, target = src / run["run_dir"], dest / run["run_dir"]

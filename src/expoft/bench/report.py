@@ -105,7 +105,13 @@ class RunRecord:
 
     @property
     def failed(self) -> bool:
-        return not self.finished and bool(self.bench) and self.bench.get("status") == "failed"
+        return not self.finished and bool(self.bench and self.bench.get("status") == "failed")
+
+    @property
+    def finished_summary(self) -> dict:
+        """``summary`` of a finished run."""
+        assert self.summary is not None, f"{self.run_dir}: the run has not finished (no summary.json)"
+        return self.summary
 
     @functools.cached_property
     def evaluations(self) -> list[dict]:
@@ -182,8 +188,12 @@ def load_bench(bench_dir: str | Path) -> tuple[dict, list[RunRecord]]:
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return math.fsum(values) / len(values) if values else None
+    present = [v for v in values if v is not None]
+    return math.fsum(present) / len(present) if present else None
+
+
+def _minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds / 60
 
 
 def _clip01(x: float | None) -> float | None:
@@ -216,7 +226,9 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
             "max": max(p[step] for p in per_run),
             "n": len(per_run),
         }
-    finals = [float(r.summary["final_success"]) for r in done if r.summary.get("final_success") is not None]
+    finals = [
+        float(r.finished_summary["final_success"]) for r in done if r.finished_summary.get("final_success") is not None
+    ]
     if finals:
         mean, low, high = t_interval(finals)
         stats["final_success"] = {"mean": mean, "low": _clip01(low), "high": _clip01(high), "n": len(finals)}
@@ -225,18 +237,18 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
         stats[f"steps_to_{round(threshold * 100)}"] = {"mean": _mean(reached), "reached": len(reached), "n": len(done)}
     cpu_95 = [c for c in (cpu_to_threshold(r.evaluations, 0.95) for r in done) if c is not None]
     stats["cpu_minutes_to_95"] = {
-        "mean": None if not cpu_95 else _mean(cpu_95) / 60,
+        "mean": _minutes(_mean(cpu_95)),  # None when no run reached 95%
         "reached": len(cpu_95),
         "n": len(done),
     }
     cpu = [r.cpu_seconds for r in done]
     wall = [r.wall_seconds for r in done]
-    stats["cpu_minutes"] = None if _mean(cpu) is None else _mean(cpu) / 60
-    stats["wall_minutes"] = None if _mean(wall) is None else _mean(wall) / 60
-    stats["grad_steps_per_s"] = _mean([r.summary.get("critic_steps_per_s") for r in done])
-    stats["bc_success"] = _mean([r.summary.get("bc_success") for r in done])
+    stats["cpu_minutes"] = _minutes(_mean(cpu))
+    stats["wall_minutes"] = _minutes(_mean(wall))
+    stats["grad_steps_per_s"] = _mean([r.finished_summary.get("critic_steps_per_s") for r in done])
+    stats["bc_success"] = _mean([r.finished_summary.get("bc_success") for r in done])
     stats["edited_frac"] = _mean([r.edited_frac for r in done])
-    env_steps = [r.summary.get("env_steps") for r in done]
+    env_steps = [r.finished_summary.get("env_steps") for r in done]
     stats["env_steps"] = env_steps[0] if len(set(env_steps)) == 1 else _mean(env_steps)
     return stats
 

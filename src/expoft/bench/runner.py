@@ -26,7 +26,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import tyro
 
@@ -565,7 +565,7 @@ class Started:
     command: str
     started: str
     t0: float
-    log: object
+    log: BinaryIO
 
 
 class Scheduler:
@@ -750,7 +750,7 @@ def execute(runs: list[PlannedRun], steps: list[DataStep], env: dict, out: Path,
     """Make the data, then run every unfinished run; return the failures (run, attempt)."""
     from expoft.train.loop import same_config
 
-    todo = collections.deque()
+    todo: collections.deque[tuple[PlannedRun, str]] = collections.deque()
     for run in runs:
         state = run_state(run.run_dir)
         if state == "finished":

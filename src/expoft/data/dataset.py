@@ -334,7 +334,8 @@ def save_dataset(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = Fals
     if ds.episode_success is not None:
         meta["success_rate"] = float(ds.episode_success.mean()) if len(ds.episode_success) else 0.0
     # The npz goes first: a metadata file only ever describes a complete array file.
-    atomic_write(npz, lambda f: np.savez(f, **arrays))
+    # (ignore: numpy's stub types savez's **kwargs as if they could fill its allow_pickle: bool)
+    atomic_write(npz, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
     return npz
 
@@ -497,5 +498,6 @@ def describe(ds: Dataset) -> dict[str, Any]:
     if ds.episode_success is not None:
         out["success_rate"] = float(ds.episode_success.mean())
         out["successful_episodes"] = int(ds.episode_success.sum())
-        out["return_mean"] = round(float(np.add.reduceat(ds.rewards, starts).mean()), 4)
+        # (ignore: rewards is None for a file with 'episode_success' but no 'rewards'; this then fails)
+        out["return_mean"] = round(float(np.add.reduceat(ds.rewards, starts).mean()), 4)  # type: ignore[arg-type]
     return out

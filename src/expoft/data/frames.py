@@ -158,7 +158,7 @@ def render_frames(ds: Dataset, spec: PixelSpec, *, progress: bool = True) -> np.
     reset_env = _reset_env(cfg)
     pixel_env = make_pixel_env(domain.name, getattr(cfg, "task", 1), spec)
     try:
-        nq = pixel_env.unwrapped.model.nq
+        nq = pixel_env.unwrapped.model.nq  # type: ignore[attr-defined]  # OGBench's MuJoCo env (untyped)
         if ds.next_qpos.shape[1] != nq:
             raise FramesError(f"'next_qpos' has {ds.next_qpos.shape[1]} columns; {domain.name} has nq={nq}")
         frames = np.empty((num_frames(ds), *spec.image_shape), np.uint8)

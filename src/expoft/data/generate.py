@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -104,7 +105,7 @@ class DemosConfig:
             _check_positive("max_episode_steps", self.max_episode_steps)
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Literal["demos"]:
         return "demos"
 
     @property
@@ -138,7 +139,7 @@ class PlayConfig:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Literal["play"]:
         return "play"
 
     @property
@@ -385,8 +386,9 @@ def run_episodes(cfg: GenConfig, episodes: range) -> list[dict[str, np.ndarray]]
     """Generate the given episode indices (a job; runs in a worker process)."""
     domain = get_domain(cfg.env)
     env = _env_for(cfg)
-    make = demo_episode if cfg.kind == "demos" else play_episode
-    return [make(env, domain, cfg, e) for e in episodes]
+    if cfg.kind == "demos":
+        return [demo_episode(env, domain, cfg, e) for e in episodes]
+    return [play_episode(env, domain, cfg, e) for e in episodes]
 
 
 def _concat(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -441,6 +443,7 @@ def generate(cfg: GenConfig, workers: int | None = None, progress: bool = True) 
     ds = make_dataset(arrays, meta, source=f"generated {cfg.kind}")
     if cfg.kind == "demos":
         ds = label_for_task(ds, ds.meta["env"], cfg.task, "sparse")
+        assert ds.episode_success is not None and env_success is not None, "demo episodes record their success"
         if not np.array_equal(ds.episode_success, env_success):
             raise RuntimeError("success recomputed from next_qpos disagrees with the environment's success flag")
     return ds

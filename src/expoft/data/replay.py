@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -43,12 +43,14 @@ log = logging.getLogger(__name__)
 class ChunkBatch(NamedTuple):
     """A batch of (possibly length-1) chunks; see the module docstring for shapes."""
 
-    observations: np.ndarray  # [B, D] float32 (pixels: a dict, see the module docstring)
+    # Any: a [B, D] float32 array, or a dict of them for pixels (see the module docstring); numpy
+    # arrays as the buffer returns them, jax arrays inside the jitted agent code.
+    observations: Any
     actions: np.ndarray  # [B, h, A] float32 in [-1, 1]
     rewards: np.ndarray  # [B] float32, discounted sum over the valid steps
     discounts: np.ndarray  # [B] float32, gamma ** (number of valid steps)
     masks: np.ndarray  # [B] float32, 0 where the chunk ends in a terminal state
-    next_observations: np.ndarray  # [B, D] float32 (or a dict)
+    next_observations: Any  # [B, D] float32 (or a dict), as observations
     valid: np.ndarray  # [B, h] float32
     offline: np.ndarray  # [B] bool
     intervened: np.ndarray | None = None  # [B] bool: an intervener chose some step of the chunk
@@ -298,6 +300,7 @@ class ReplayBuffer:
     def _write_frames(self, frame: np.ndarray, next_frame: np.ndarray) -> int:
         """Store an online step's frames; returns the id of its observation frame."""
         part = self._online
+        assert part.frames is not None, "only a pixel buffer stores frames"
         fc = len(part.frames)
         if self._episode_len == 0:  # an episode's first observation
             part.frames[part.frames_written % fc] = frame
@@ -428,7 +431,7 @@ class ReplayBuffer:
     def _segment_fields(self) -> tuple[str, ...]:
         return self.SEGMENT_FIELDS + (("frame_ids",) if self.pixels is not None else ())
 
-    def segment(self, start: int) -> dict[str, np.ndarray]:
+    def segment(self, start: int) -> dict[str, np.ndarray | np.int64]:
         """The transitions with global indices ``[start, total_added)`` still held (at most
         ``capacity`` of them), as arrays in the order they were added, plus ``start``/``end``;
         pixel buffers add the frames those transitions use (``frames``, from id ``frame_start``).
@@ -438,12 +441,13 @@ class ReplayBuffer:
         part = self._online
         first = max(start, self.total_added - part.capacity)
         slots = np.arange(first, self.total_added) % part.capacity
-        arrays = {k: part.a[k][slots] for k in self._segment_fields()}
+        arrays: dict[str, np.ndarray | np.int64] = {k: part.a[k][slots] for k in self._segment_fields()}
         arrays["start"] = np.int64(first)
         arrays["end"] = np.int64(self.total_added)
         if self.pixels is not None:
+            assert part.frames is not None, "a pixel buffer stores frames"
             fc = len(part.frames)
-            lo = int(arrays["frame_ids"][0]) if len(slots) else part.frames_written
+            lo = int(cast(np.ndarray, arrays["frame_ids"])[0]) if len(slots) else part.frames_written
             lo = max(lo, part.frames_written - fc)
             arrays["frames"] = part.frames[np.arange(lo, part.frames_written) % fc]
             arrays["frame_start"] = np.int64(lo)
@@ -478,6 +482,7 @@ class ReplayBuffer:
 
     def _restore_frames(self, arrays: dict[str, np.ndarray]) -> None:
         part = self._online
+        assert part.frames is not None, "only a pixel buffer stores frames"
         frames = arrays.get("frames")
         if frames is None or "frame_start" not in arrays:
             raise ValueError("segment of a pixel buffer without 'frames'/'frame_start'; was it written by a state run?")
@@ -501,7 +506,8 @@ class ReplayBuffer:
             "total_added": np.int64(self.total_added),
         }
         extra = {} if part.frames is None else {"frames": part.frames, "frames_written": np.int64(part.frames_written)}
-        atomic_write(path, lambda f: np.savez(f, **counters, **part.a, **extra))
+        # (ignore: numpy's stub types savez's **kwargs as if they could fill its allow_pickle: bool)
+        atomic_write(path, lambda f: np.savez(f, **counters, **part.a, **extra))  # type: ignore[arg-type]
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore the online part written by :meth:`save` (same dims and capacity)."""

@@ -68,7 +68,7 @@ class TaskDirector:
         self._rng = rng
         self._oracles = make_markov_oracles(env, domain.family, min_norm)
         self._subgoal: Subgoal | None = None
-        self._oracle = None
+        self._oracle: Any = None  # the oracle of the current subgoal (untyped OGBench classes), or None
 
     # ---- state queries -------------------------------------------------
     def _cube_pos(self, i: int) -> np.ndarray:
@@ -154,6 +154,7 @@ class TaskDirector:
             return Subgoal("cube", 0, target)
         if not cube_done and not goal_in_drawer:
             return Subgoal("cube", 0, goal.cube_xyzs[0].copy())
+        assert goal.drawer_pos is not None and goal.window_pos is not None, "scene goals set the drawer and window"
         if abs(drawer - goal.drawer_pos) > SLIDE_TOLERANCE:
             return self._unlock_then(0, Subgoal("drawer", target=goal.drawer_pos))
         if abs(window - goal.window_pos) > SLIDE_TOLERANCE:
@@ -194,6 +195,7 @@ class TaskDirector:
 
     def _with_subgoal(self, info: dict) -> dict:
         sub, sim = self._subgoal, self._sim
+        assert sub is not None, "an oracle runs only while there is a subgoal"
         out = dict(info)
         if sub.kind == "cube":
             out["privileged/target_block"] = sub.index

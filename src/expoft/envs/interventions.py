@@ -77,8 +77,10 @@ class ScriptedIntervener:
                 np.linalg.norm(cube_positions(self._domain, qpos)[0] - self._goal.cube_xyzs, axis=-1).sum()
             )
         if self._domain.family == "scene":
-            distance += abs(float(qpos[0, self._domain.qpos_drawer]) - float(self._goal.drawer_pos))
-            distance += abs(float(qpos[0, self._domain.qpos_window]) - float(self._goal.window_pos))
+            drawer_goal, window_goal = self._goal.drawer_pos, self._goal.window_pos
+            assert drawer_goal is not None and window_goal is not None, "scene goals set the drawer and window"
+            distance += abs(float(qpos[0, self._domain.qpos_drawer]) - float(drawer_goal))
+            distance += abs(float(qpos[0, self._domain.qpos_window]) - float(window_goal))
         return solved, distance
 
     def reset(self, obs: np.ndarray, info: dict) -> None:

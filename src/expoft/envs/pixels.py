@@ -25,6 +25,8 @@ supported (the scene's buttons show their state by colour, which needs the visua
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium
 import numpy as np
 
@@ -59,6 +61,7 @@ class PixelObservations(gymnasium.Wrapper):
         if sim.model is None:  # OGBench compiles its model at the first reset
             env.reset()
         self._setup(sim.model)
+        assert env.observation_space.shape is not None, "a state env's observations are vectors (a Box space)"
         state_dim = int(np.prod(env.observation_space.shape))
         if not 0 <= spec.proprio_dim <= state_dim:
             raise ValueError(f"proprio_dim {spec.proprio_dim} exceeds the state size {state_dim} of this env")
@@ -80,7 +83,7 @@ class PixelObservations(gymnasium.Wrapper):
                 f"unknown camera(s) {unknown}; this environment has the cameras {available} "
                 "(set PixelSpec(cameras=...) to some of them)"
             )
-        sim = self.env.unwrapped
+        sim: Any = self.env.unwrapped  # OGBench's CubeEnv (checked in __init__; ogbench is untyped)
         # OGBench's visual envs turn the task visualisation off the same way; post_step() then
         # re-colours the scene without it (for a cube env it only recomputes success and colours).
         sim._visualize_info = False
@@ -102,6 +105,7 @@ class PixelObservations(gymnasium.Wrapper):
     # ---- rendering -------------------------------------------------------
     def _frame_of(self, qpos: np.ndarray) -> np.ndarray:
         """Frames of all cameras for positions ``qpos``; the live simulator is not touched."""
+        sim: Any  # OGBench's CubeEnv (checked in __init__; ogbench is untyped)
         mujoco, sim, scratch = self._mujoco, self.env.unwrapped, self._scratch
         scratch.qpos[:] = qpos
         scratch.mocap_pos[:] = sim.data.mocap_pos  # invisible with the visualisation off; kept for consistency
@@ -132,10 +136,11 @@ class PixelObservations(gymnasium.Wrapper):
         return self._frame_of(qpos)
 
     def _observation(self, state: np.ndarray) -> dict[str, np.ndarray]:
-        if self.env.unwrapped.model is not self._model:  # OGBench recompiled its model
-            self._setup(self.env.unwrapped.model)
+        sim: Any = self.env.unwrapped  # OGBench's CubeEnv (checked in __init__; ogbench is untyped)
+        if sim.model is not self._model:  # OGBench recompiled its model
+            self._setup(sim.model)
         return {
-            PIXELS: self._frame_of(self.env.unwrapped.data.qpos),
+            PIXELS: self._frame_of(sim.data.qpos),
             PROPRIO: np.asarray(state[: self.pixel_spec.proprio_dim], np.float32),
         }
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax.typing import VariableDict
 
 from expoft.encoders import EncoderConfig, PixelEncoder, encode
 from expoft.nets import DenoisingNet
@@ -37,7 +38,7 @@ class DenoisingPolicy:
     encoder: EncoderConfig = EncoderConfig()
     """Image encoder (and augmentation during imitation) for pixel observations; unused for states."""
 
-    def init(self, rng: jax.Array, obs_dim: ObsSpec) -> dict:
+    def init(self, rng: jax.Array, obs_dim: ObsSpec) -> VariableDict:
         """Parameters for state observations of size ``obs_dim``, or for pixel observations
         (``obs_dim`` a ``PixelSpec``: then ``{"encoder": ..., "net": ...}``)."""
         x, t = jnp.zeros((1, self.action_dim)), jnp.zeros((1,))

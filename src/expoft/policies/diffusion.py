@@ -9,6 +9,7 @@ result clipped to [-1, 1].
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,7 @@ class DiffusionPolicy(DenoisingPolicy):
         t = jax.random.randint(time_key, actions.shape[:-1], 0, self.steps)
         ab = alpha_bar[t][..., None]
         xt = jnp.sqrt(ab) * actions + jnp.sqrt(1.0 - ab) * eps
-        pred = self.net.apply(params, obs, xt, t.astype(jnp.float32) / self.steps)
+        pred = cast(jax.Array, self.net.apply(params, obs, xt, t.astype(jnp.float32) / self.steps))
         return jnp.mean((pred - eps) ** 2)
 
     def sample(

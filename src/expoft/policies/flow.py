@@ -8,6 +8,7 @@ Sampling: ``steps`` Euler steps from t = 0 to 1, clipped to [-1, 1].
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ class FlowPolicy(DenoisingPolicy):
         x0 = jax.random.normal(noise_key, actions.shape)
         t = jax.random.uniform(time_key, actions.shape[:-1])
         xt = (1.0 - t[..., None]) * x0 + t[..., None] * actions
-        v = self.net.apply(net_params, cond, xt, t)
+        v = cast(jax.Array, self.net.apply(net_params, cond, xt, t))
         return jnp.mean((v - (actions - x0)) ** 2)
 
     def sample(

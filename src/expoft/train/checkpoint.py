@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from numpy.typing import ArrayLike
 
 from expoft.fileio import atomic_write
 
@@ -32,14 +33,15 @@ def _flatten(tree: Any) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
-def save_pytree(tree: Any, path: str | os.PathLike, **extra: np.ndarray) -> Path:
+def save_pytree(tree: Any, path: str | os.PathLike, **extra: ArrayLike) -> Path:
     """Write ``tree`` (plus ``extra`` arrays, e.g. the step) atomically to ``path``."""
     arrays = _flatten(tree)
     clash = set(arrays) & set(extra)
     if clash:
         raise ValueError(f"extra arrays clash with the tree: {sorted(clash)}")
     extra_arrays = {f"extra/{k}": np.asarray(v) for k, v in extra.items()}
-    return atomic_write(path, lambda f: np.savez(f, **arrays, **extra_arrays))
+    # (ignore: numpy's stub types savez's **kwargs as if they could fill its allow_pickle: bool)
+    return atomic_write(path, lambda f: np.savez(f, **arrays, **extra_arrays))  # type: ignore[arg-type]
 
 
 def load_pytree(template: Any, path: str | os.PathLike) -> tuple[Any, dict[str, np.ndarray]]:
@@ -175,7 +177,7 @@ class CheckpointStore:
         for step in steps[: -self.keep]:
             (self.dir / f"state_{step}.json").unlink(missing_ok=True)
             (self.dir / f"agent_{step}.npz").unlink(missing_ok=True)
-        needed = set()
+        needed: set[str] = set()
         for step in steps[-self.keep :]:
             record = self._read_record(step)
             if record is not None:

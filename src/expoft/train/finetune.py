@@ -16,7 +16,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -85,7 +87,7 @@ class LoopState:
     cpu_to_95: float | None = None
     """CPU seconds (:class:`Clock`) at the evaluation ``first_95``."""
     checkpoint_due: bool = False
-    sampling_rng: dict = dataclasses.field(default_factory=dict)
+    sampling_rng: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """``numpy.random.Generator.bit_generator.state`` of the replay sampling."""
     before: dict = dataclasses.field(default_factory=dict)
     """Evaluations before RL (OTF and base alone) and the pretraining loss."""

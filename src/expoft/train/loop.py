@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +321,7 @@ def dataset_observations(ds: Dataset, frames: np.ndarray | None, spec: PixelSpec
     """Every transition's observation: ``[N, D]`` states, or pixel observations from ``frames``."""
     if spec is None:
         return ds.observations
+    assert frames is not None, "pixel observations are made from the dataset's frames"
     return {PIXELS: frames[ds.frame_rows()], PROPRIO: ds.observations[:, : spec.proprio_dim]}
 
 
@@ -330,7 +331,7 @@ class PretrainPoint:
 
     done: int
     """Imitation steps taken."""
-    rng: dict
+    rng: Mapping[str, Any]
     """``numpy.random.Generator.bit_generator.state`` of the minibatch sampling."""
     loss_chunks: tuple[np.ndarray, ...]
     """The loss of every step so far, in pieces (joined only when asked for: a long pretraining
