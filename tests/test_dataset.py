@@ -11,6 +11,7 @@ import pytest
 from expoft.data.dataset import (
     DatasetError,
     dataset_paths,
+    describe,
     from_ogbench_arrays,
     label_for_task,
     load_dataset,
@@ -100,6 +101,15 @@ def test_episode_success_count(small_arrays):
     small_arrays["episode_success"] = np.array([True])
     with pytest.raises(DatasetError, match="'episode_success' has 1 entries but 'episode_ends' marks 2"):
         make_dataset(small_arrays)
+
+
+def test_describe_returns_and_success_without_rewards(small_arrays):
+    info = describe(make_dataset(small_arrays))
+    assert info["success_rate"] == 0.5 and info["successful_episodes"] == 1
+    assert info["return_mean"] == 10.5  # episodes of rewards 0..3 and 4..6: (6 + 15) / 2
+    del small_arrays["rewards"], small_arrays["terminals"]  # success labels alone (no per-step task signal)
+    info = describe(make_dataset(small_arrays))
+    assert info["success_rate"] == 0.5 and "return_mean" not in info
 
 
 def test_non_binary_flags(small_arrays):

@@ -498,6 +498,6 @@ def describe(ds: Dataset) -> dict[str, Any]:
     if ds.episode_success is not None:
         out["success_rate"] = float(ds.episode_success.mean())
         out["successful_episodes"] = int(ds.episode_success.sum())
-        # (ignore: rewards is None for a file with 'episode_success' but no 'rewards'; this then fails)
-        out["return_mean"] = round(float(np.add.reduceat(ds.rewards, starts).mean()), 4)  # type: ignore[arg-type]
+    if ds.rewards is not None:  # a file may carry episode_success without per-step rewards
+        out["return_mean"] = round(float(np.add.reduceat(ds.rewards, starts).mean()), 4)
     return out
