@@ -177,6 +177,13 @@ def test_report_figures(synthetic_bench, capsys):
     assert "| bc | 1/1 | 0.40 (n=1) | – | 0.42 (n=1) |" in table
     bc_row = next(line for line in table.splitlines() if line.startswith("| bc |"))
     assert bc_row.endswith("| – |")  # no OTF: no edited acts
+    seeds = (out / "seeds.md").read_text()
+    assert "Success before RL -> at 1k / 2k env steps" in seeds
+    expo_seeds = "| expo | 0.40 -> 0.60 / 0.90 | 0.50 -> 0.80 / 0.96 | 0.60 -> 0.90 / 1.00 | +0.45 (3 seeds) | 1 / 2 / 3 |"  # noqa: E501
+    assert expo_seeds in seeds
+    # qc seed 1's evaluation at 1500 is not a common step; seed 2 failed (its runner still counted CPU)
+    assert "| qc | 0.30 -> 0.50 / 0.70 | 0.30 -> 0.40 / 0.50 | failed | +0.30 (2 seeds) | 0 / – / 0 |" in seeds
+    assert "| bc | 0.40 -> – / 0.42 | – | – | +0.02 (1 seed) | – / – / – |" in seeds
     with open(out / "table.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert float(rows["expo"]["success_0_low"]) == pytest.approx(0.5 - half, abs=1e-4)
@@ -205,6 +212,9 @@ def test_report_figures(synthetic_bench, capsys):
     table = (out / "table.md").read_text()
     assert "success @0 | success @2k |" in table and "@1k" not in table
     assert "| expo | 3/3 | 0.50 [0.25, 0.75] | 0.95 [0.83, 1.00] |" in table
+    seeds = (out / "seeds.md").read_text()  # the same steps, seed by seed
+    assert "Success before RL -> at 2k env steps" in seeds and "| expo | 0.40 -> 0.90 | 0.50 -> 0.96 |" in seeds
+    assert "| bc | 0.40 -> 0.42 |" in seeds
 
 
 def test_report_errors(tmp_path, capsys):

@@ -5,6 +5,7 @@ Reads only what the runs wrote (``summary.json``, ``config.json``, ``metrics.jso
 at any time, also while runs are still going (unfinished runs are counted, not used)::
 
     DIR/report/table.md            one row per method (the method's name labels it)
+    DIR/report/seeds.md            every seed's curve at the same steps, one row per method
     DIR/report/table.csv           the same figures, every common checkpoint, machine-readable
     DIR/report/summary.jsonl       one JSON line per method with the headline figures
     DIR/report/learning_curves.png success vs environment steps, one line per method
@@ -306,6 +307,41 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def _curve_cell(run: RunRecord, checkpoints: Sequence[int]) -> str:
+    """One seed's success before RL -> at each later checkpoint; '0.60 throughout' when flat."""
+    if not run.finished:
+        return "failed" if run.failed else "not finished"
+    at = {int(e["env_step"]): float(e["success"]) for e in run.evaluations}
+    values = [at.get(step) for step in checkpoints]
+    known = [v for v in values if v is not None]
+    if known and len(set(known)) == 1 and len(known) == len(values):
+        return f"{known[0]:.2f} throughout"
+    text = [_num(v, ".2f") for v in values]
+    return f"{text[0]} -> {' / '.join(text[1:])}" if len(text) > 1 else text[0]
+
+
+def seeds_table(runs: Sequence[RunRecord], checkpoints: Sequence[int]) -> str:
+    """Every seed's learning curve at ``checkpoints`` (the first: before RL), one row per method,
+    with the mean change over the finished seeds and each seed's CPU minutes: what the intervals
+    of the main table summarise, for readers who want to see the seeds."""
+    seeds = sorted({r.seed for r in runs})
+    head = ["method", *(f"seed {s}" for s in seeds), "last minus first, mean", "CPU min per seed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in dict.fromkeys(r.method for r in runs):
+        mine = {r.seed: r for r in runs if r.method == method}
+        changes = []
+        for r in mine.values():
+            at = {int(e["env_step"]): float(e["success"]) for e in r.evaluations}
+            if r.finished and checkpoints[0] in at and checkpoints[-1] in at:
+                changes.append(at[checkpoints[-1]] - at[checkpoints[0]])
+        change = _mean(changes)
+        row = [method, *(_curve_cell(mine[s], checkpoints) if s in mine else "–" for s in seeds)]
+        row.append("–" if change is None else f"{change:+.2f} ({len(changes)} seed{'s' * (len(changes) != 1)})")
+        row.append(" / ".join(_num(_minutes(mine[s].cpu_seconds), ".0f") if s in mine else "–" for s in seeds))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 HEADLINE_FIGURES = ("bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s", "edited_frac")
 """Per-method figures that are one number each (table.csv columns and summary.jsonl keys)."""
 
@@ -457,6 +493,19 @@ def render_report(
     if bench.get("command"):
         notes += ["", f"Command: `{bench['command']}`"]
     (out / "table.md").write_text("\n".join(notes) + "\n")
+    first = "before RL" if shown[0] == 0 else f"at {_step_label(shown[0])}"
+    labels = " / ".join(_step_label(step) for step in shown[1:])
+    per_seed = [
+        f"# expoft bench, per seed: {title}" if title else "# expoft bench, per seed",
+        "",
+        f"Success {first} -> at {labels} env steps (the evaluations of table.md), for every seed.",
+        "",
+        seeds_table(runs, shown),
+        "",
+        "last minus first: each finished seed's success at the last of these steps minus its success at the "
+        "first, mean over those seeds. CPU min per seed: as in table.md's CPU min/run, seed by seed.",
+    ]
+    (out / "seeds.md").write_text("\n".join(per_seed) + "\n")
     fields, rows = _csv_rows(stats, all_steps)
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -482,5 +531,5 @@ def render_report(
         print(table)
         for h in lines:
             print(json.dumps(h))
-        print(f"report: {out}/ (table.md, table.csv, learning_curves.png, configs/, commands.txt)")
+        print(f"report: {out}/ (table.md, seeds.md, table.csv, learning_curves.png, configs/, commands.txt)")
     return {s["method"]: s for s in stats}

@@ -118,7 +118,7 @@ TINY_OFFLINE_UPDATES = 5
 @dataclasses.dataclass(frozen=True)
 class Bench:
     """Compare methods side by side: every method x seed as its own `expoft finetune` process (up
-    to --jobs at a time), then a report in --out/report/ (table.md, table.csv, learning_curves.png,
+    to --jobs at a time), then a report in --out/report/ (table.md, seeds.md, table.csv, learning_curves.png,
     configs/, commands.txt). Rerun the same command to continue: finished runs are skipped, killed
     ones resumed. `expoft bench report DIR` re-renders the report from the finished runs."""
 
