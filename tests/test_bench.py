@@ -67,10 +67,11 @@ def test_select_checkpoints():
 
 def write_run(
     run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0, run_cpu=None,
-    edited=None,
+    edited=None, own_cpu=None,
 ):  # fmt: skip
     """``run_cpu``: the run's own CPU seconds at each evaluation step (absent: an older run);
-    ``edited``: the ``otf/edited_frac`` of its training log rows."""
+    ``edited``: the ``otf/edited_frac`` of its training log rows; ``own_cpu``: summary.json's
+    ``cpu_seconds`` (absent: an older run)."""
     run_dir.mkdir(parents=True)
     evals = [{"env_step": step, "success": s} for step, s in sorted(successes.items())]
     if run_cpu is not None:
@@ -84,6 +85,8 @@ def write_run(
         "wall_seconds": 100.0,
         "critic_steps_per_s": grad,
     }
+    if own_cpu is not None:
+        summary["cpu_seconds"] = own_cpu
     (run_dir / "summary.json").write_text(json.dumps(summary))
     (run_dir / "config.json").write_text(json.dumps({"seed": seed, "env": "cube-single"}))
     rows = [{"env_step": e["env_step"], "eval/success": e["success"]} for e in evals]
@@ -215,6 +218,20 @@ def test_report_figures(synthetic_bench, capsys):
     seeds = (out / "seeds.md").read_text()  # the same steps, seed by seed
     assert "Success before RL -> at 2k env steps" in seeds and "| expo | 0.40 -> 0.90 | 0.50 -> 0.96 |" in seeds
     assert "| bc | 0.40 -> 0.42 |" in seeds
+
+
+def test_cpu_per_run_is_the_runs_own_count_when_it_has_one(tmp_path):
+    """A run resumed after its runner was killed (a session that ended): the runner saw only the
+    last attempt (120 s), the run's own count carried the whole (600 s); a run without its own
+    count (older) falls back to the runner's."""
+    write_run(tmp_path / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6}, cpu=120, own_cpu=600)
+    write_run(tmp_path / "runs/expo/seed1", 1, {0: 0.4, 1000: 0.6}, cpu=240)
+    _, runs = rep.load_bench(tmp_path)
+    assert [r.cpu_seconds for r in runs] == [600, 240] and [r.runner_cpu_seconds for r in runs] == [120, 240]
+    stats = rep.method_stats(runs)
+    assert stats["cpu_minutes"] == pytest.approx(7.0) and stats["runner_cpu_minutes"] == pytest.approx(3.0)
+    rep.render_report(tmp_path, echo=False)
+    assert "| 10 / 4 |" in (tmp_path / "report" / "seeds.md").read_text()
 
 
 def test_report_errors(tmp_path, capsys):

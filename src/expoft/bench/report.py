@@ -142,6 +142,18 @@ class RunRecord:
 
     @property
     def cpu_seconds(self) -> float | None:
+        """CPU seconds of the work behind the run's result: its own count (summary.json's
+        ``cpu_seconds``: pretraining included, carried across resumes, so work redone after a kill
+        counts once); for a run without one (older, or unfinished), what the runner measured."""
+        if self.summary and self.summary.get("cpu_seconds") is not None:
+            return float(self.summary["cpu_seconds"])
+        return self.runner_cpu_seconds
+
+    @property
+    def runner_cpu_seconds(self) -> float | None:
+        """CPU seconds the runner measured (``wait4``) over the attempts it saw end: work redone
+        after a kill counts twice, and an attempt that outlived its runner (a killed session) not
+        at all."""
         return self.bench.get("cpu_seconds") if self.bench else None
 
     @property
@@ -245,6 +257,7 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
     cpu = [r.cpu_seconds for r in done]
     wall = [r.wall_seconds for r in done]
     stats["cpu_minutes"] = _minutes(_mean(cpu))
+    stats["runner_cpu_minutes"] = _minutes(_mean([r.runner_cpu_seconds for r in done]))
     stats["wall_minutes"] = _minutes(_mean(wall))
     stats["grad_steps_per_s"] = _mean([r.finished_summary.get("critic_steps_per_s") for r in done])
     stats["bc_success"] = _mean([r.finished_summary.get("bc_success") for r in done])
@@ -342,7 +355,9 @@ def seeds_table(runs: Sequence[RunRecord], checkpoints: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-HEADLINE_FIGURES = ("bc_success", "cpu_minutes", "wall_minutes", "grad_steps_per_s", "edited_frac")
+HEADLINE_FIGURES = (
+    "bc_success", "cpu_minutes", "runner_cpu_minutes", "wall_minutes", "grad_steps_per_s", "edited_frac"
+)  # fmt: skip
 """Per-method figures that are one number each (table.csv columns and summary.jsonl keys)."""
 
 
@@ -478,8 +493,9 @@ def render_report(
         "the resolution is the evaluation interval. CPU min to 95%: the run's own CPU time (pretraining "
         "included) at its first evaluation at >= 95%, mean over the seeds that reached it and recorded "
         "CPU time. base alone: the pretrained base's success before RL. "
-        "CPU min/run: user + system CPU time of the run's processes as measured by the runner (all "
-        "attempts). grad steps/s: critic gradient steps per second of update time (critic_steps_per_s). "
+        "CPU min/run: user + system CPU time of the work behind the run's result, by the run's own count "
+        "(pretraining included, carried across resumes; runs without one: as measured by the runner, table.csv's "
+        "runner_cpu_minutes). grad steps/s: critic gradient steps per second of update time (critic_steps_per_s). "
         "edited acts: the fraction of training actions that were an edited candidate (OTF picked an "
         "edit; otf/edited_frac of metrics.jsonl over the run), mean over seeds; 0 for best-of-N, – for "
         "agents without OTF.",
