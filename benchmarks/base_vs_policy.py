@@ -55,11 +55,11 @@ def main() -> None:
                 "seed": run.seed,
                 "env_step": env_step,
                 "episodes": episodes,
-                "base_before": run.summary.get("bc_success"),
-                "policy_before": run.summary.get("success_before_rl"),
+                "base_before": run.finished_summary.get("bc_success"),
+                "policy_before": run.finished_summary.get("success_before_rl"),
                 "base_final": result["eval_base/success"],
                 # the logged final evaluation is of this checkpoint only with the run's episode count
-                "policy_final": run.summary.get("final_success") if episodes == cfg.eval_episodes else None,
+                "policy_final": run.finished_summary.get("final_success") if episodes == cfg.eval_episodes else None,
             }
             print(json.dumps(line), flush=True)
             lines.append(line)

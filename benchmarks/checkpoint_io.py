@@ -73,6 +73,7 @@ def measure(n: int, obs_dim: int, action_dim: int, repeats: int, root: Path) -> 
         figures.setdefault("next_save_mb", []).append(folder_mb(directory) - before)
         t0 = time.perf_counter()
         record = store.latest_valid()
+        assert record is not None, "the checkpoint just saved is valid"
         store.restore(record, agent, ReplayBuffer(obs_dim, action_dim, capacity=max(n, 1_000_000)))
         figures.setdefault("restore_s", []).append(time.perf_counter() - t0)
         shutil.rmtree(directory)

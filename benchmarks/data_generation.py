@@ -56,8 +56,8 @@ def main() -> None:
         )
 
     if args.play_transitions:
-        cfg = PlayConfig(env="cube-double", transitions=args.play_transitions, seed=args.seed)
-        ds, secs = timed(cfg, workers=2)
+        play = PlayConfig(env="cube-double", transitions=args.play_transitions, seed=args.seed)
+        ds, secs = timed(play, workers=2)
         emit(
             rows,
             figure="play_wall_s",

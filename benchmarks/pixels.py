@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--render-steps", type=int, default=200)
     args = parser.parse_args()
     cfg = preset(args.preset)
+    if cfg.pixels is None:
+        parser.error(f"preset {args.preset!r} has state observations; give a pixel preset (e.g. pixels)")
     spec = cfg.pixels if args.image_size is None else dataclasses.replace(cfg.pixels, image_size=args.image_size)
     args.image_size = spec.image_size
     agent_cfg = cfg.agent

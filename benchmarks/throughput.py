@@ -76,14 +76,14 @@ def whole_loop(agent: EXPOAgent, cfg: EXPOConfig, steps: int, rng: np.random.Gen
     while buffer.online_size < cfg.pool_size:
         action = rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated, terminated or truncated)
+        buffer.add(obs, action, float(reward), next_obs, terminated, terminated or truncated)
         obs = env.reset()[0] if terminated or truncated else next_obs
     start = time.perf_counter()
     for step in range(steps):
         a, _ = act(agent, obs[None], jax.random.PRNGKey(step))
         action = np.asarray(a[0])
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated, terminated or truncated)
+        buffer.add(obs, action, float(reward), next_obs, terminated, terminated or truncated)
         obs = env.reset()[0] if terminated or truncated else next_obs
         pool = buffer.sample(rng, cfg.pool_size, discount=cfg.discount, num_offline=0)
         agent, metrics = update(agent, pool)

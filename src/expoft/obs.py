@@ -63,6 +63,9 @@ class PixelSpec:
 ObsSpec = int | PixelSpec
 """What an agent needs to know of its observations: the state size, or a :class:`PixelSpec`."""
 
+Observation = np.ndarray | dict[str, np.ndarray]
+"""One observation (or a batch): a state vector, or a pixel dict (``PIXELS``, ``PROPRIO``)."""
+
 
 def is_pixels(spec: ObsSpec) -> bool:
     return isinstance(spec, PixelSpec)

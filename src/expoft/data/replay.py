@@ -35,7 +35,7 @@ import numpy as np
 
 from expoft.data.dataset import Dataset
 from expoft.fileio import atomic_write
-from expoft.obs import PIXELS, PROPRIO, ObsSpec, PixelSpec, vector_dim
+from expoft.obs import PIXELS, PROPRIO, Observation, ObsSpec, PixelSpec, vector_dim
 
 log = logging.getLogger(__name__)
 
@@ -232,10 +232,10 @@ class ReplayBuffer:
     # ---- writing ---------------------------------------------------------
     def add(
         self,
-        observation: np.ndarray,
+        observation: Observation,
         action: np.ndarray,
         reward: float,
-        next_observation: np.ndarray,
+        next_observation: Observation,
         terminal: bool,
         episode_end: bool,
         success: bool = False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -40,7 +41,7 @@ def plot_learning_curves(
     return _save_success_axes(fig, ax, title, out)
 
 
-def mean_curve(run_dirs: list[str | Path]) -> dict[str, list[float]]:
+def mean_curve(run_dirs: Sequence[str | Path]) -> dict[str, list[float]]:
     """The seeds of one method: ``env_step`` (the grid points every run evaluated at), the mean
     ``success`` there and its ``low``/``high`` over seeds. Evaluations are placed on their run's
     grid (:func:`nominal_step`): chunked runs evaluate a few steps past a multiple of
@@ -57,7 +58,7 @@ def mean_curve(run_dirs: list[str | Path]) -> dict[str, list[float]]:
     }
 
 
-def plot_mean_curves(groups: dict[str, list[str | Path]], out: str | Path, title: str = "") -> Path:
+def plot_mean_curves(groups: Mapping[str, Sequence[str | Path]], out: str | Path, title: str = "") -> Path:
     """One line per group of run folders (e.g. the seeds of a method): the mean success at each
     evaluation step (:func:`mean_curve`), shaded between the lowest and highest seed; saved as PNG."""
     fig, ax = plt.subplots(figsize=(6, 4))
