@@ -14,6 +14,7 @@ from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import act, act_base, act_eval, pretrain, subset_min, tanh_actor, update
 from expoft.cli import Finetune, _with_preset, main
 from expoft.data.replay import ChunkBatch
+from expoft.obs import PixelSpec
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT, preset
 from expoft.train.methods import EXPO_FT_UPDATE_EVERY, FIXED, METHODS, apply_method, fixes
@@ -91,6 +92,11 @@ def test_rlpd_soft_target_subtracts_the_entropy_term():
     q = subset_min(cfg, soft.target_critic, k_members, mb.next_observations, a_next)
     np.testing.assert_allclose(soft.next_value(key, mb, soft.target_critic), q - 0.3 * log_prob, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(hard.next_value(key, mb, hard.target_critic), q, rtol=1e-5, atol=1e-5)
+
+
+def test_a_baseline_refuses_pixel_observations():
+    with pytest.raises(ValueError, match="'rlpd' takes state observations only"):
+        create_agent("rlpd", config_for("rlpd"), PixelSpec(), ACT, seed=0)
 
 
 def test_fql_distillation_is_a_mean_over_every_element():

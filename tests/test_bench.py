@@ -156,7 +156,8 @@ def test_report_figures(synthetic_bench, capsys):
     # the runs' own CPU time at their first evaluation >= 95%: 600 s and 900 s -> 12.5 minutes
     assert expo["cpu_minutes_to_95"] == {"mean": pytest.approx(12.5), "reached": 2, "n": 3}
     assert rep.cpu_to_threshold([{"env_step": 0, "success": 1.0}], 0.95) is None  # an older run: no CPU record
-    assert expo["cpu_minutes"] == pytest.approx(2.0) and expo["wall_minutes"] == pytest.approx(2.0)
+    # without their own CPU count (older runs): the runner's; wall: the runs' own (100 s), not the runner's 120
+    assert expo["cpu_minutes"] == pytest.approx(2.0) and expo["wall_minutes"] == pytest.approx(100 / 60)
     assert expo["grad_steps_per_s"] == pytest.approx(20.0)
     # edited acts: per run the mean of its rows (None rows skipped), 0.6 and 0.8; seed 2 logged none
     assert expo["edited_frac"] == pytest.approx(0.7) and qc["edited_frac"] == 0.0 and bc["edited_frac"] is None
@@ -165,7 +166,7 @@ def test_report_figures(synthetic_bench, capsys):
     assert sorted(qc["success"]) == [0, 1000, 2000]
     assert qc["success"][2000]["mean"] == pytest.approx(0.6)
     assert qc["cpu_minutes"] == pytest.approx(0.5)  # only the run the runner measured
-    assert qc["wall_minutes"] == pytest.approx((120 + 100) / 2 / 60)  # runner's, else summary's wall time
+    assert qc["wall_minutes"] == pytest.approx(100 / 60)
     assert qc["steps_to_95"] == {"mean": None, "reached": 0, "n": 2}
     assert bc["success"][2000]["n"] == 1 and bc["success"][2000]["low"] is None
 
@@ -175,18 +176,18 @@ def test_report_figures(synthetic_bench, capsys):
     cells = [c.strip() for c in expo_row.strip("|").split("|")]
     assert cells[:5] == ["expo", "3/3", "0.50 [0.25, 0.75]", "0.77 [0.39, 1.00]", "0.95 [0.83, 1.00]"]
     assert cells[5:10] == ["333 (3/3)", "1,333 (3/3)", "2,000 (2/3)", "12.5 (2/3)", "0.40"]
-    assert cells[10:] == ["2.0", "2.0", "20.0", "0.70"]
+    assert cells[10:] == ["2.0", "1.7", "20.0", "0.70"]
     assert "| qc | 2/3 (1 failed) |" in table and "– (0/2)" in table
     assert "| bc | 1/1 | 0.40 (n=1) | – | 0.42 (n=1) |" in table
     bc_row = next(line for line in table.splitlines() if line.startswith("| bc |"))
     assert bc_row.endswith("| – |")  # no OTF: no edited acts
     seeds = (out / "seeds.md").read_text()
     assert "Success before RL -> at 1k / 2k env steps" in seeds
-    expo_seeds = "| expo | 0.40 -> 0.60 / 0.90 | 0.50 -> 0.80 / 0.96 | 0.60 -> 0.90 / 1.00 | +0.45 (3 seeds) | 1 / 2 / 3 |"  # noqa: E501
+    expo_seeds = "| expo | 0.40 -> 0.60 / 0.90 | 0.50 -> 0.80 / 0.96 | 0.60 -> 0.90 / 1.00 | +0.45 (3 seeds) | 1.0 / 2.0 / 3.0 |"  # noqa: E501
     assert expo_seeds in seeds
-    # qc seed 1's evaluation at 1500 is not a common step; seed 2 failed (its runner still counted CPU)
-    assert "| qc | 0.30 -> 0.50 / 0.70 | 0.30 -> 0.40 / 0.50 | failed | +0.30 (2 seeds) | 0 / – / 0 |" in seeds
-    assert "| bc | 0.40 -> – / 0.42 | – | – | +0.02 (1 seed) | – / – / – |" in seeds
+    # qc seed 1's evaluation at 1500 is not a common step, and it has no CPU count; seed 2 failed
+    assert "| qc | 0.30 -> 0.50 / 0.70 | 0.30 -> 0.40 / 0.50 | failed | +0.30 (2 seeds) | 0.5 / – / – |" in seeds
+    assert "| bc | 0.40 -> n.a. / 0.42 | – | – | +0.02 (1 seed) | – / – / – |" in seeds
     with open(out / "table.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert float(rows["expo"]["success_0_low"]) == pytest.approx(0.5 - half, abs=1e-4)
@@ -211,13 +212,17 @@ def test_report_figures(synthetic_bench, capsys):
     # `expoft bench report DIR` renders the same; without bench.json the run folders are found
     (synthetic_bench / "bench.json").unlink()
     (out / "table.md").unlink()
-    assert main(["bench", "report", str(synthetic_bench), "--checkpoints", "0", "2000"]) == 0
+    assert main(["bench", "report", str(synthetic_bench), "--checkpoints", "2000", "0"]) == 0  # put in order
     table = (out / "table.md").read_text()
     assert "success @0 | success @2k |" in table and "@1k" not in table
     assert "| expo | 3/3 | 0.50 [0.25, 0.75] | 0.95 [0.83, 1.00] |" in table
     seeds = (out / "seeds.md").read_text()  # the same steps, seed by seed
     assert "Success before RL -> at 2k env steps" in seeds and "| expo | 0.40 -> 0.90 | 0.50 -> 0.96 |" in seeds
     assert "| bc | 0.40 -> 0.42 |" in seeds
+    assert main(["bench", "report", str(synthetic_bench), "--checkpoints", "1000"]) == 0  # one step: no change
+    seeds = (out / "seeds.md").read_text()
+    assert "Success at 1k env steps" in seeds and "| expo | 0.60 | 0.80 | 0.90 | 1.0 / 2.0 / 3.0 |" in seeds
+    assert "| bc | n.a. | – | – | – / – / – |" in seeds and "last minus first, mean |" not in seeds
 
 
 def test_cpu_per_run_is_the_runs_own_count_when_it_has_one(tmp_path):
@@ -231,7 +236,18 @@ def test_cpu_per_run_is_the_runs_own_count_when_it_has_one(tmp_path):
     stats = rep.method_stats(runs)
     assert stats["cpu_minutes"] == pytest.approx(7.0) and stats["runner_cpu_minutes"] == pytest.approx(3.0)
     rep.render_report(tmp_path, echo=False)
-    assert "| 10 / 4 |" in (tmp_path / "report" / "seeds.md").read_text()
+    assert "| 10.0 / 4.0 |" in (tmp_path / "report" / "seeds.md").read_text()
+
+
+def test_report_of_a_bench_without_a_finished_run(tmp_path):
+    """Renderable at any time: a bench whose only run failed gets a table and a seeds.md that say so."""
+    failed = tmp_path / "runs/expo/seed0"
+    failed.mkdir(parents=True)
+    (failed / "bench_run.json").write_text(json.dumps({"attempts": [], "status": "failed", "cpu_seconds": 5}))
+    stats = rep.render_report(tmp_path, echo=False)
+    assert (stats["expo"]["runs"], stats["expo"]["finished"], stats["expo"]["failed"]) == (1, 0, 1)
+    assert "| expo | 0/1 (1 failed) |" in (tmp_path / "report" / "table.md").read_text()
+    assert "No finished run has an evaluation yet." in (tmp_path / "report" / "seeds.md").read_text()
 
 
 def test_report_errors(tmp_path, capsys):

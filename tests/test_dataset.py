@@ -107,6 +107,9 @@ def test_describe_returns_and_success_without_rewards(small_arrays):
     info = describe(make_dataset(small_arrays))
     assert info["success_rate"] == 0.5 and info["successful_episodes"] == 1
     assert info["return_mean"] == 10.5  # episodes of rewards 0..3 and 4..6: (6 + 15) / 2
+    without_labels = {k: v for k, v in small_arrays.items() if k != "episode_success"}
+    assert describe(make_dataset(without_labels))["return_mean"] == 10.5 and "success_rate" not in describe(
+        make_dataset(without_labels))  # fmt: skip
     del small_arrays["rewards"], small_arrays["terminals"]  # success labels alone (no per-step task signal)
     info = describe(make_dataset(small_arrays))
     assert info["success_rate"] == 0.5 and "return_mean" not in info

@@ -83,7 +83,8 @@ def offline_rows(path):
 @pytest.mark.parametrize("base", ["pretrained", "base_from"])
 def test_a_run_killed_in_its_offline_phase_resumes_to_the_agent_of_an_uninterrupted_run(tmp_path, monkeypatch, base):
     """The phase is checkpointed at its start and then at a metrics row once ``save_seconds``
-    have passed (here every third row, on a clock that ticks once a reading): killed in call 8
+    have passed (here every third row, on a clock that ticks once a reading; the pretraining's
+    save timer reads it too): killed in call 8
     of 10, the run continues from the checkpoint of call 6 (not from the end of pretraining),
     drops the row of call 7 that the killed attempt logged, and reaches the agent before RL and
     the offline metrics of the uninterrupted run. A run whose base comes from another run (no

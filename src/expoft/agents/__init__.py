@@ -12,8 +12,6 @@ The jitted entry points are in ``expoft.agents.common`` (``act``, ``update``...)
 
 from __future__ import annotations
 
-from typing import cast
-
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.bc import BCAgent
 from expoft.agents.dsrl import DSRLAgent
@@ -21,7 +19,7 @@ from expoft.agents.expo import EXPOAgent, EXPOConfig
 from expoft.agents.fql import FQLAgent
 from expoft.agents.residual import ResidualAgent
 from expoft.agents.rlpd import RLPDAgent
-from expoft.obs import ObsSpec
+from expoft.obs import ObsSpec, PixelSpec
 
 BASELINES: dict[str, type[BCAgent | RLPDAgent | FQLAgent | DSRLAgent | ResidualAgent]] = {
     "bc": BCAgent,
@@ -45,8 +43,12 @@ def create_agent(
         return EXPOAgent.create(config, obs_dim, action_dim, seed=seed)
     if algorithm not in BASELINES:
         raise ValueError(f"algorithm must be 'expo' or one of {sorted(BASELINES)}, got {algorithm!r}")
-    # The baselines take state observations only (RunConfig allows pixels with algorithm 'expo' alone).
-    return BASELINES[algorithm].create(config, baseline or BaselineConfig(), cast(int, obs_dim), action_dim, seed=seed)
+    if isinstance(obs_dim, PixelSpec):
+        raise ValueError(
+            f"algorithm {algorithm!r} takes state observations only (an int obs_dim, got {obs_dim!r}); "
+            "pixel observations work with 'expo' alone"
+        )
+    return BASELINES[algorithm].create(config, baseline or BaselineConfig(), obs_dim, action_dim, seed=seed)
 
 
 __all__ = ["BASELINES", "BaselineConfig", "EXPOAgent", "EXPOConfig", "create_agent"]

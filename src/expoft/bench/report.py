@@ -143,8 +143,10 @@ class RunRecord:
     @property
     def cpu_seconds(self) -> float | None:
         """CPU seconds of the work behind the run's result: its own count (summary.json's
-        ``cpu_seconds``: pretraining included, carried across resumes, so work redone after a kill
-        counts once); for a run without one (older, or unfinished), what the runner measured."""
+        ``cpu_seconds``: the finetune process's user + system time, pretraining included, carried
+        across resumes, so work redone after a kill counts once; child processes, such as the
+        workers of data the run generates itself, are not in it: the bench generates the data
+        before its runs); for a run without one (older, or unfinished), what the runner measured."""
         if self.summary and self.summary.get("cpu_seconds") is not None:
             return float(self.summary["cpu_seconds"])
         return self.runner_cpu_seconds
@@ -158,9 +160,10 @@ class RunRecord:
 
     @property
     def wall_seconds(self) -> float | None:
-        if self.bench and self.bench.get("wall_seconds") is not None:
-            return self.bench["wall_seconds"]
-        return self.summary.get("wall_seconds") if self.summary else None
+        """Wall seconds, counted like :attr:`cpu_seconds`: the run's own count when it has one."""
+        if self.summary and self.summary.get("wall_seconds") is not None:
+            return float(self.summary["wall_seconds"])
+        return self.bench.get("wall_seconds") if self.bench else None
 
 
 def _read_json(path: Path) -> dict | None:
@@ -321,16 +324,16 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
 
 
 def _curve_cell(run: RunRecord, checkpoints: Sequence[int]) -> str:
-    """One seed's success before RL -> at each later checkpoint; '0.60 throughout' when flat."""
+    """One seed's success at the first checkpoint -> at each later one ('n.a.': a finished run
+    not evaluated there); '0.60 throughout' when flat."""
     if not run.finished:
         return "failed" if run.failed else "not finished"
     at = {int(e["env_step"]): float(e["success"]) for e in run.evaluations}
     values = [at.get(step) for step in checkpoints]
-    known = [v for v in values if v is not None]
-    if known and len(set(known)) == 1 and len(known) == len(values):
-        return f"{known[0]:.2f} throughout"
-    text = [_num(v, ".2f") for v in values]
-    return f"{text[0]} -> {' / '.join(text[1:])}" if len(text) > 1 else text[0]
+    if len(values) > 1 and None not in values and len(set(values)) == 1:
+        return f"{values[0]:.2f} throughout"
+    text = ["n.a." if v is None else f"{v:.2f}" for v in values]
+    return f"{text[0]} -> {' / '.join(text[1:])}" if len(text) > 1 else "".join(text)
 
 
 def seeds_table(runs: Sequence[RunRecord], checkpoints: Sequence[int]) -> str:
@@ -338,19 +341,23 @@ def seeds_table(runs: Sequence[RunRecord], checkpoints: Sequence[int]) -> str:
     with the mean change over the finished seeds and each seed's CPU minutes: what the intervals
     of the main table summarise, for readers who want to see the seeds."""
     seeds = sorted({r.seed for r in runs})
-    head = ["method", *(f"seed {s}" for s in seeds), "last minus first, mean", "CPU min per seed"]
+    several = len(checkpoints) > 1  # a change needs two steps
+    head = ["method", *(f"seed {s}" for s in seeds), *(["last minus first, mean"] if several else [])]
+    head.append("CPU min per seed")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in dict.fromkeys(r.method for r in runs):
         mine = {r.seed: r for r in runs if r.method == method}
-        changes = []
-        for r in mine.values():
-            at = {int(e["env_step"]): float(e["success"]) for e in r.evaluations}
-            if r.finished and checkpoints[0] in at and checkpoints[-1] in at:
-                changes.append(at[checkpoints[-1]] - at[checkpoints[0]])
-        change = _mean(changes)
         row = [method, *(_curve_cell(mine[s], checkpoints) if s in mine else "–" for s in seeds)]
-        row.append("–" if change is None else f"{change:+.2f} ({len(changes)} seed{'s' * (len(changes) != 1)})")
-        row.append(" / ".join(_num(_minutes(mine[s].cpu_seconds), ".0f") if s in mine else "–" for s in seeds))
+        if several:
+            changes = []
+            for r in mine.values():
+                at = {int(e["env_step"]): float(e["success"]) for e in r.evaluations}
+                if r.finished and checkpoints[0] in at and checkpoints[-1] in at:
+                    changes.append(at[checkpoints[-1]] - at[checkpoints[0]])
+            change = _mean(changes)
+            row.append("–" if change is None else f"{change:+.2f} ({len(changes)} seed{'s' * (len(changes) != 1)})")
+        finished_cpu = [_minutes(mine[s].cpu_seconds) if s in mine and mine[s].finished else None for s in seeds]
+        row.append(" / ".join(_num(c, ".1f") for c in finished_cpu))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -470,7 +477,7 @@ def render_report(
     order = list(dict.fromkeys(r.method for r in runs))
     stats = [method_stats([r for r in runs if r.method == m]) for m in order]
     all_steps = sorted({step for s in stats for step in s["success"]})
-    shown = list(checkpoints) if checkpoints else select_checkpoints(all_steps)
+    shown = sorted(set(checkpoints)) if checkpoints else select_checkpoints(all_steps)
 
     out = bench_dir / "report"
     (out / "configs").mkdir(parents=True, exist_ok=True)
@@ -494,8 +501,9 @@ def render_report(
         "included) at its first evaluation at >= 95%, mean over the seeds that reached it and recorded "
         "CPU time. base alone: the pretrained base's success before RL. "
         "CPU min/run: user + system CPU time of the work behind the run's result, by the run's own count "
-        "(pretraining included, carried across resumes; runs without one: as measured by the runner, table.csv's "
-        "runner_cpu_minutes). grad steps/s: critic gradient steps per second of update time (critic_steps_per_s). "
+        "(pretraining included, carried across resumes; runs without one: as measured by the runner, "
+        "table.csv's runner_cpu_minutes); wall min/run likewise. grad steps/s: critic gradient steps per "
+        "second of update time (critic_steps_per_s). "
         "edited acts: the fraction of training actions that were an edited candidate (OTF picked an "
         "edit; otf/edited_frac of metrics.jsonl over the run), mean over seeds; 0 for best-of-N, – for "
         "agents without OTF.",
@@ -509,18 +517,21 @@ def render_report(
     if bench.get("command"):
         notes += ["", f"Command: `{bench['command']}`"]
     (out / "table.md").write_text("\n".join(notes) + "\n")
-    first = "before RL" if shown[0] == 0 else f"at {_step_label(shown[0])}"
-    labels = " / ".join(_step_label(step) for step in shown[1:])
-    per_seed = [
-        f"# expoft bench, per seed: {title}" if title else "# expoft bench, per seed",
-        "",
-        f"Success {first} -> at {labels} env steps (the evaluations of table.md), for every seed.",
-        "",
-        seeds_table(runs, shown),
-        "",
-        "last minus first: each finished seed's success at the last of these steps minus its success at the "
-        "first, mean over those seeds. CPU min per seed: as in table.md's CPU min/run, seed by seed.",
-    ]
+    per_seed = [f"# expoft bench, per seed: {title}" if title else "# expoft bench, per seed", ""]
+    if shown:
+        first = "before RL" if shown[0] == 0 else f"at {_step_label(shown[0])}"
+        later = f" -> at {' / '.join(_step_label(step) for step in shown[1:])}" if len(shown) > 1 else ""
+        per_seed += [
+            f"Success {first}{later} env steps (the evaluations of table.md), for every seed.",
+            "",
+            seeds_table(runs, shown),
+            "",
+            "n.a.: a finished run without an evaluation at that step. last minus first: each finished seed's "
+            "success at the last of these steps minus its success at the first, mean over those seeds. CPU min "
+            "per seed: as in table.md's CPU min/run, for the finished seeds.",
+        ]
+    else:
+        per_seed.append("No finished run has an evaluation yet.")
     (out / "seeds.md").write_text("\n".join(per_seed) + "\n")
     fields, rows = _csv_rows(stats, all_steps)
     with open(out / "table.csv", "w", newline="") as f:

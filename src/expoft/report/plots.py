@@ -83,7 +83,8 @@ def _save_success_axes(fig, ax, title: str, out: str | Path) -> Path:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # a bench without finished runs has no lines yet
+        ax.legend(loc="lower right")
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=120)
