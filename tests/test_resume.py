@@ -27,20 +27,18 @@ from expoft.train.finetune import check_dataset, finetune, resume
 from expoft.train.loop import RunDir, load_run_agent, make_agent, stop_if_diverged
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 
-from .conftest import assert_same_checkpoints, assert_same_leaves, episode_arrays
+from .conftest import assert_same_checkpoints, assert_same_leaves, episode_arrays, metrics_rows
 
 TIMING = ("time", "sec", "per_s")
 
 
 def comparable_rows(run: Path) -> list[dict]:
     """Metrics rows without wall-clock columns and without the resume markers."""
-    rows = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row.get("phase") == "resume":
-            continue
-        rows.append({k: v for k, v in row.items() if not any(t in k for t in TIMING)})
-    return rows
+    return [
+        {k: v for k, v in row.items() if not any(t in k for t in TIMING)}
+        for row in metrics_rows(run)
+        if row.get("phase") != "resume"
+    ]
 
 
 def fill(buffer: ReplayBuffer, start: int, n: int, episode_len: int = 5) -> None:
@@ -313,7 +311,7 @@ def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint
     straight, losses = loop.pretrain_base(make_agent(cfg), loop.offline_data(cfg, False), 120, cfg.seed, False)
     assert resumed["pretrain_final_loss"] == float(losses[-100:].mean())
     assert_same_leaves(straight, load_pytree(straight, run / "checkpoints" / "agent_0.npz")[0])
-    phases = [json.loads(line).get("phase") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    phases = [row.get("phase") for row in metrics_rows(run)]
     assert phases.count("pretrain") == 1 and phases.count("resume") == 1
     assert not list((run / "checkpoints").glob("pretrain*"))
 

@@ -122,6 +122,11 @@ class RunRecord:
         return [{**e, "env_step": nominal_step(int(e["env_step"]), every, total, chunk)} for e in evals]
 
     @functools.cached_property
+    def success_at(self) -> dict[int, float]:
+        """Success by (nominal) evaluation step."""
+        return {int(e["env_step"]): float(e["success"]) for e in self.evaluations}
+
+    @functools.cached_property
     def edited_frac(self) -> float | None:
         """How often the run executed an edited candidate (EXPO's OTF): the mean of the
         ``otf/edited_frac`` of its metrics rows, each over the same number of env steps; None
@@ -230,7 +235,7 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
     if not done:
         return stats
     # Checkpoints: the evaluation steps every finished run of the method has.
-    per_run = [{int(e["env_step"]): float(e["success"]) for e in r.evaluations} for r in done]
+    per_run = [r.success_at for r in done]
     common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
     for step in common:
         mean, low, high = t_interval([p[step] for p in per_run])
@@ -328,8 +333,7 @@ def _curve_cell(run: RunRecord, checkpoints: Sequence[int]) -> str:
     not evaluated there); '0.60 throughout' when flat."""
     if not run.finished:
         return "failed" if run.failed else "not finished"
-    at = {int(e["env_step"]): float(e["success"]) for e in run.evaluations}
-    values = [at.get(step) for step in checkpoints]
+    values = [run.success_at.get(step) for step in checkpoints]
     if len(values) > 1 and None not in values and len(set(values)) == 1:
         return f"{values[0]:.2f} throughout"
     text = ["n.a." if v is None else f"{v:.2f}" for v in values]
@@ -351,7 +355,7 @@ def seeds_table(runs: Sequence[RunRecord], checkpoints: Sequence[int]) -> str:
         if several:
             changes = []
             for r in mine.values():
-                at = {int(e["env_step"]): float(e["success"]) for e in r.evaluations}
+                at = r.success_at
                 if r.finished and checkpoints[0] in at and checkpoints[-1] in at:
                     changes.append(at[checkpoints[-1]] - at[checkpoints[0]])
             change = _mean(changes)
