@@ -183,7 +183,9 @@ def test_report_figures(synthetic_bench, capsys):
     assert bc_row.endswith("| – |")  # no OTF: no edited acts
     seeds = (out / "seeds.md").read_text()
     assert "Success before RL -> at 1k / 2k env steps" in seeds
-    expo_seeds = "| expo | 0.40 -> 0.60 / 0.90 | 0.50 -> 0.80 / 0.96 | 0.60 -> 0.90 / 1.00 | +0.45 (3 seeds) | 1.0 / 2.0 / 3.0 |"  # noqa: E501
+    expo_seeds = (
+        "| expo | 0.40 -> 0.60 / 0.90 | 0.50 -> 0.80 / 0.96 | 0.60 -> 0.90 / 1.00 | +0.45 (3 seeds) | 1.0 / 2.0 / 3.0 |"  # noqa: E501
+    )
     assert expo_seeds in seeds
     # qc seed 1's evaluation at 1500 is not a common step, and it has no CPU count; seed 2 failed
     assert "| qc | 0.30 -> 0.50 / 0.70 | 0.30 -> 0.40 / 0.50 | failed | +0.30 (2 seeds) | 0.5 / – / – |" in seeds
@@ -436,9 +438,17 @@ def test_protocol_plans(tmp_path):
     assert arguments["env"] == "cube-double" and arguments["play_transitions"] == 1_000_000
     steps, dataset = runner.play_steps(proto, arguments["env"], args.task, args.jobs)
     assert steps[0].command.startswith("expoft data play --env cube-double --transitions 1000000 --seed 0")
-    assert dataset.name.endswith("-task1-sparse.npz") and steps[1].path == dataset
+    # cube-double: OGBench's partial-credit reward, offline and online, as in the published tables
+    assert dataset.name.endswith("-task1-ogbench.npz") and steps[1].path == dataset
+    assert "reward='ogbench'" in steps[1].argv[-1] and arguments["reward"] == "ogbench"
     expo, qc, rlpd = runner.plan(args, methods, proto, arguments["env"], dataset, tmp_path)
     assert expo.config["dataset"] == str(dataset) and expo.config["pretrain_steps"] == 1_000_000
+    assert {r.config["reward"] for r in (expo, qc, rlpd)} == {"ogbench"}
+    scene = runner.Bench(methods="qc", protocol="p2", env="scene", seeds=1, out=tmp_path)
+    _, scene_proto, scene_args = runner.check_args(scene)
+    (scene_run,) = runner.plan(scene, ["qc"], scene_proto, "scene", Path("play.npz"), tmp_path)
+    assert scene_run.config["reward"] == "sparse" == scene_args["reward"]  # BENCHMARKS.md: scene (sparse)
+    assert runner.play_steps(scene_proto, "scene", 1, 1)[1].name.endswith("-task1-sparse.npz")
     assert expo.config["env_steps"] == 1_000_000 and expo.config["eval_every"] == 50_000
     assert "--pretrain-steps" not in rlpd.args and rlpd.config["pretrain_steps"] == 0  # the method's setting wins
     # the offline phase: 1M critic steps at full size for qc; none for rlpd (online-only) and
@@ -460,6 +470,7 @@ def test_protocol_plans(tmp_path):
     assert run.config["offline_updates"] == 7 == arguments["offline_updates"]
     p1 = runner.check_args(runner.Bench(methods="expo", seeds=1, out=tmp_path))
     assert p1[1].offline_updates == 0 and "offline_updates" not in p1[2]  # p1 benches made before it continue
+    assert "reward" not in p1[2] and "reward" not in p1[1].overrides  # p1: the success reward
 
     reduced = runner.Bench(methods="expo", protocol="p2", seeds=1, env_steps=3000, out=tmp_path)
     methods, proto, arguments = runner.check_args(reduced)
@@ -469,7 +480,7 @@ def test_protocol_plans(tmp_path):
 
     tiny = runner.Bench(methods="expo", protocol="p2", preset="tiny", seeds=1, out=tmp_path)
     _, proto, _ = runner.check_args(tiny)
-    assert proto.play_transitions == runner.TINY_PLAY_TRANSITIONS and proto.overrides == {}
+    assert proto.play_transitions == runner.TINY_PLAY_TRANSITIONS and proto.overrides == {"reward": "ogbench"}
     assert proto.offline_updates == runner.TINY_OFFLINE_UPDATES  # a smoke run takes the offline phase too
 
     tuned = runner.Bench(

@@ -261,6 +261,7 @@ def test_demo_seed_fixes_the_dataset_across_run_seeds(monkeypatch):
 
     asked = []
     monkeypatch.setattr(loop, "get_or_generate", lambda demos, progress: asked.append(demos) or (None, None, None))
+    monkeypatch.setattr(loop, "task_labels", lambda ds, cfg, source: ds)
     for name, seed in (("demo", 2), ("p1", 2), ("tiny", 3)):
         loop.offline_data(preset(name, seed=seed), progress=False)
     assert [d.seed for d in asked] == [0, 2, 3]

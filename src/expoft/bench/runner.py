@@ -77,9 +77,16 @@ class Protocol:
                 f"for the task, offline pretraining of the base, then {self.offline_updates:,} offline RL update "
                 "calls for the methods that have an offline RL phase: not rlpd, bc, or EXPO)"
             )
-        budget = ", ".join(f"{k} {v:,}" for k, v in self.overrides.items())
+        budget = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in self.overrides.items())
         return f"{data}, then online; preset {self.preset}" + (f" with {budget}" if budget else "")
 
+
+P2_REWARD = {"cube": "ogbench", "scene": "sparse", "puzzle": "sparse"}
+"""P2's reward by domain family (BENCHMARKS.md: "cube-double, scene (sparse), puzzle-3x3
+(sparse)", the published tables' settings): OGBench's partial-credit singletask reward on the cube
+domains, the success reward on scene and puzzle (OGBench's sparse variants give -1 per step and 0
+at success; expoft's gives 0 and 1: the same ordering of policies, with the episode ending at
+success in both)."""
 
 P2_OFFLINE_UPDATES = 500
 """Offline RL update calls of reduced P2 (each UTD 20 critic steps on offline batches)."""
@@ -317,8 +324,11 @@ def check_args(args: Bench) -> tuple[list[str], Protocol, dict]:
         raise ValueError(f"--offline-updates must be >= 0, got {args.offline_updates}")
     proto = resolve_protocol(args)
     preset(proto.preset)  # unknown preset: a clear error
-    env = get_domain(args.env or proto.env).name
-    check_task(get_domain(env), args.task)
+    domain = get_domain(args.env or proto.env)
+    env = domain.name
+    check_task(domain, args.task)
+    if proto.play_transitions is not None:
+        proto = dataclasses.replace(proto, overrides={**proto.overrides, "reward": P2_REWARD[domain.family]})
     arguments = {
         "methods": methods,
         "protocol": args.protocol,
@@ -333,6 +343,7 @@ def check_args(args: Bench) -> tuple[list[str], Protocol, dict]:
     }
     if proto.play_transitions is not None:  # p2 only: the p1 benches made before it continue
         arguments["offline_updates"] = proto.offline_updates
+        arguments["reward"] = proto.overrides["reward"]
     tuning = method_flags(args.method_args, methods)
     if tuning:  # absent when unused, so that benches started before the option continue as they were
         arguments["method_args"] = tuning
@@ -417,13 +428,15 @@ def play_steps(proto: Protocol, env: str, task: int, jobs: int) -> tuple[list[Da
          "--workers", str(jobs)]
     )  # fmt: skip
     steps = [DataStep("play data", play_path, argv, cmd)]
-    # The run loop loads a `dataset` file as it is (expoft.train.loop.offline_data), and play data
-    # has no rewards until it is labelled for a task: the runs get a labelled copy (rewards,
-    # terminals, episode success for the task; sparse reward).
-    labelled = folder / f"{play.cache_name()}-task{task}-sparse.npz"
+    # Play data has no rewards until it is labelled for a task; the runs get a copy labelled once
+    # (rewards, terminals, episode success for the task, with the protocol's reward) rather than
+    # each labelling 100k+ transitions itself.
+    reward = proto.overrides.get("reward", "sparse")
+    labelled = folder / f"{play.cache_name()}-task{task}-{reward}.npz"
     code = (
         "from expoft.data.dataset import load_dataset, save_dataset; "
-        f"save_dataset(load_dataset({str(play_path)!r}, env={env!r}, task={task}), {str(labelled)!r})"
+        f"save_dataset(load_dataset({str(play_path)!r}, env={env!r}, task={task}, reward={reward!r}), "
+        f"{str(labelled)!r})"
     )
     steps.append(
         DataStep(f"play data labelled for task {task}", labelled, [sys.executable, "-c", code],

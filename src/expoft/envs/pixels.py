@@ -193,6 +193,7 @@ def make_pixel_env(
     episode_steps: int | None = None,
     detector: SuccessDetector = env_success,
     render: bool = False,
+    reward: str = "sparse",
 ) -> PixelObservations:
     """The singletask env of :func:`~expoft.envs.make.make_env` (same reward, success and time
     limit) with pixel observations of ``spec`` (default ``PixelSpec()``: one 64x64 front camera);
@@ -203,7 +204,9 @@ def make_pixel_env(
             f"pixel observations are implemented for the cube domains (cube-single, cube-double), not {domain.name}"
         )
     try:
-        state_env = make_env(domain.name, task, detector=detector, render=render, episode_steps=episode_steps)
+        state_env = make_env(
+            domain.name, task, detector=detector, render=render, episode_steps=episode_steps, reward=reward
+        )
     except ImportError as error:
         # dm_control (OGBench's model builder) opens an EGL display when imported with MUJOCO_GL=egl.
         if "EGL" in str(error) or "OpenGL" in str(error):

@@ -10,6 +10,7 @@ import tyro
 
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.expo import EXPOConfig
+from expoft.data.dataset import REWARD_MODES
 from expoft.data.generate import OGBENCH_GRIPPER_NOISE, check_disturb
 from expoft.encoders import EncoderConfig
 from expoft.envs.ogbench_domains import check_task, get_domain
@@ -78,6 +79,11 @@ class RunConfig:
     batches)."""
     episode_steps: int | None = None
     """Time limit of training and evaluation episodes; None: the domain's (cube-single 200)."""
+    reward: str = "sparse"
+    """sparse: 1 at success, else 0 (ALGORITHMS.md EXPO-FT 6). ogbench: OGBench's singletask
+    reward, (#parts of the goal in place) - (#parts), 0 at success: partial credit per cube,
+    button, drawer or window (P2 on cube-double, as the published tables). Both end the episode
+    at success; the offline data is labelled the same way (`expoft.data.dataset.label_for_task`)."""
     env_steps: int = 20_000
     """Online environment steps."""
     random_steps: int = 0
@@ -141,6 +147,8 @@ class RunConfig:
             raise ValueError("--external-base needs algorithm 'expo' and --base-training frozen")
         if self.external_base is not None and self.base_from is not None:
             raise ValueError("--external-base and --base-from both name the base; pass one")
+        if self.reward not in REWARD_MODES:
+            raise ValueError(f"reward must be one of {REWARD_MODES}, got {self.reward!r}")
         if self.intervene not in ("none", "scripted"):
             raise ValueError(f"intervene must be 'none' or 'scripted', got {self.intervene!r}")
         if not 0.0 < self.intervene_decay <= 1.0:

@@ -28,7 +28,7 @@ from expoft.agents import create_agent
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import act_base, act_eval, pretrain, update
 from expoft.agents.expo import EXPOConfig
-from expoft.data.dataset import Dataset, label_for_task, load_dataset
+from expoft.data.dataset import Dataset, DatasetError, label_for_task, load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.replay import ReplayBuffer
 from expoft.encoders import EncoderConfig
@@ -265,12 +265,30 @@ def evaluate(
 
 
 def offline_data(cfg: RunConfig, progress: bool) -> Dataset:
+    """The run's offline data (``cfg.dataset``, or generated demos) with rewards, terminals and
+    episode success for the run's task and reward (:func:`task_labels`)."""
     if cfg.dataset is not None:
         ds = load_dataset(cfg.dataset, env=cfg.env, task=None)
-        if not ds.has_task:  # task-agnostic play data: label it for the run's task
-            ds = label_for_task(ds, cfg.env, cfg.task, "sparse")
-        return ds
+        return task_labels(ds, cfg, str(cfg.dataset))
     _, ds, _ = get_or_generate(demos_config(cfg), progress=progress)
+    return task_labels(ds, cfg, "the generated demos")
+
+
+def task_labels(ds: Dataset, cfg: RunConfig, source: str) -> Dataset:
+    """``ds`` labelled for ``cfg.task`` with ``cfg.reward``. Task-agnostic (play) data is labelled
+    here; data expoft labelled with the other reward is relabelled (the labels follow from its
+    recorded states; the file is not touched); data labelled for another task is refused. Rewards
+    that did not come from expoft (no ``task``/``reward`` in its meta) are used as they are."""
+    if not ds.has_task:
+        return label_for_task(ds, cfg.env, cfg.task, cfg.reward)
+    task, reward = ds.meta.get("task"), ds.meta.get("reward")
+    if task is not None and task != cfg.task:
+        raise DatasetError(
+            f"{source} is labelled for task {task}, but the run is for task {cfg.task}: pass --task {task}, "
+            f"or data labelled for task {cfg.task} (task-agnostic play data is labelled for the run's task)"
+        )
+    if reward is not None and reward != cfg.reward:
+        return label_for_task(ds, cfg.env, cfg.task, cfg.reward)
     return ds
 
 
@@ -302,10 +320,12 @@ def make_agent(cfg: RunConfig):
 def make_run_env(cfg: RunConfig, render: bool = False):
     """The run's environment: state observations, or pixel ones with ``cfg.pixels``."""
     if cfg.pixels is None:
-        return make_env(cfg.env, cfg.task, render=render, episode_steps=cfg.episode_steps)
+        return make_env(cfg.env, cfg.task, render=render, episode_steps=cfg.episode_steps, reward=cfg.reward)
     from expoft.envs.pixels import make_pixel_env  # MuJoCo rendering: only pixel runs need it
 
-    return make_pixel_env(cfg.env, cfg.task, cfg.pixels, episode_steps=cfg.episode_steps, render=render)
+    return make_pixel_env(
+        cfg.env, cfg.task, cfg.pixels, episode_steps=cfg.episode_steps, render=render, reward=cfg.reward
+    )
 
 
 def offline_frames(cfg: RunConfig, ds: Dataset, progress: bool = True) -> np.ndarray | None:
