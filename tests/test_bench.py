@@ -440,7 +440,8 @@ def test_protocol_plans(tmp_path):
     assert steps[0].command.startswith("expoft data play --env cube-double --transitions 1000000 --seed 0")
     # cube-double: OGBench's partial-credit reward, offline and online, as in the published tables
     assert dataset.name.endswith("-task1-ogbench.npz") and steps[1].path == dataset
-    assert "reward='ogbench'" in steps[1].argv[-1] and arguments["reward"] == "ogbench"
+    assert steps[1].command.startswith("expoft data label ") and "--reward ogbench" in steps[1].command
+    assert arguments["reward"] == "ogbench"
     expo, qc, rlpd = runner.plan(args, methods, proto, arguments["env"], dataset, tmp_path)
     assert expo.config["dataset"] == str(dataset) and expo.config["pretrain_steps"] == 1_000_000
     assert {r.config["reward"] for r in (expo, qc, rlpd)} == {"ogbench"}

@@ -7,7 +7,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from expoft.data.dataset import DatasetError, label_for_task, make_dataset
+from expoft.cli import main
+from expoft.data.dataset import DatasetError, label_for_task, load_dataset, make_dataset, save_dataset
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import QPOS_OBJECTS_START, task_goal
 from expoft.train import loop
@@ -55,17 +56,22 @@ def test_online_reward_is_the_offline_label_of_the_same_states(reward):
         make_env("cube-double", 2, reward="dense")
 
 
-def test_the_runs_data_is_labelled_for_its_task_and_reward(monkeypatch):
-    """Data expoft labelled with the other reward is relabelled from its states; data labelled for
-    another task is refused; a bad reward name fails in the config."""
+def _play_data():
+    """Two cube-double states, task 1: one cube at its goal, then both (unlabelled)."""
     goal = task_goal("cube-double", 1).cube_xyzs
     qpos = np.zeros((2, 28))
-    qpos[:, QPOS_OBJECTS_START : QPOS_OBJECTS_START + 3] = goal[0]  # one cube in place
-    qpos[1, QPOS_OBJECTS_START + 7 : QPOS_OBJECTS_START + 10] = goal[1]  # then both
+    qpos[:, QPOS_OBJECTS_START : QPOS_OBJECTS_START + 3] = goal[0]
+    qpos[1, QPOS_OBJECTS_START + 7 : QPOS_OBJECTS_START + 10] = goal[1]
     arrays = episode_arrays([2], obs_dim=37, action_dim=5)
     for key in ("rewards", "terminals", "episode_success"):
         del arrays[key]
-    sparse = label_for_task(make_dataset({**arrays, "next_qpos": qpos}), "cube-double", 1, "sparse")
+    return make_dataset({**arrays, "next_qpos": qpos}, {"kind": "play", "env": "cube-double"})
+
+
+def test_the_runs_data_is_labelled_for_its_task_and_reward(monkeypatch):
+    """Data expoft labelled with the other reward is relabelled from its states; data labelled for
+    another task is refused; a bad reward name fails in the config."""
+    sparse = label_for_task(_play_data(), "cube-double", 1, "sparse")
     monkeypatch.setattr(loop, "get_or_generate", lambda demos, progress: (None, sparse, None))
 
     dense = loop.offline_data(preset("tiny", env="cube-double", reward="ogbench"), progress=False)
@@ -77,3 +83,19 @@ def test_the_runs_data_is_labelled_for_its_task_and_reward(monkeypatch):
         loop.offline_data(preset("tiny", env="cube-double", task=3), progress=False)
     with pytest.raises(ValueError, match="reward must be one of"):
         preset("tiny", reward="dense")
+
+
+def test_data_label_writes_a_labelled_copy_and_keeps_the_input(tmp_path, capsys):
+    play = save_dataset(_play_data(), tmp_path / "play")
+    before = play.read_bytes()
+    assert main(["data", "label", str(play), "--task", "1", "--reward", "ogbench"]) == 0
+    out = tmp_path / "play-task1-ogbench.npz"
+    assert f"wrote {out}" in capsys.readouterr().out
+    labelled = load_dataset(out)
+    np.testing.assert_array_equal(labelled.rewards, [-1, 0])
+    assert labelled.meta["task"] == 1 and labelled.meta["reward"] == "ogbench" and labelled.episode_success.all()
+    assert main(["data", "label", str(play), "--task", "1", "--reward", "ogbench"]) == 2  # never overwrites
+    assert "already exists" in capsys.readouterr().err
+    assert main(["data", "label", str(play), "--reward", "dense"]) == 2
+    assert "--reward must be one of" in capsys.readouterr().err
+    assert play.read_bytes() == before and not load_dataset(play).has_task

@@ -2,6 +2,7 @@
 
 expoft data demos --env cube-single --task 1 --episodes 30 --seed 0
 expoft data play --env cube-double --transitions 1000000 --seed 0
+expoft data label PATH --env cube-double --task 1 --reward ogbench
 expoft data info PATH
 expoft data render PATH --image-size 64 --cameras front_pixels
 """
@@ -19,7 +20,15 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from expoft.bench import parse_bench
-from expoft.data.dataset import REWARD_MODES, DatasetError, describe, load_dataset
+from expoft.data.dataset import (
+    REWARD_MODES,
+    DatasetError,
+    dataset_paths,
+    describe,
+    labelled_path,
+    load_dataset,
+    save_dataset,
+)
 from expoft.data.frames import get_or_render
 from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_generate
 from expoft.obs import PixelSpec
@@ -121,6 +130,38 @@ class Info:
 
 
 @dataclasses.dataclass(frozen=True)
+class Label:
+    """Label task-agnostic play data for one singletask (rewards, terminals, episode success) and
+    save the copy, a `--dataset` for `expoft finetune`. The input file is left as it is; an
+    existing output is refused."""
+
+    path: tyro.conf.Positional[Path]
+    """Dataset file (NAME.npz, NAME.json or NAME) with the simulator states (`expoft data play`)."""
+    task: int = 1
+    """Singletask to label for, 1..5."""
+    reward: str = "sparse"
+    """sparse (1 at success) or ogbench (OGBench's partial-credit singletask reward)."""
+    env: str | None = None
+    """Domain (default: from the file's metadata)."""
+    out: Path | None = None
+    """Output file; default NAME-task<K>-<reward>.npz beside the input."""
+
+    def run(self) -> None:
+        if self.reward not in REWARD_MODES:
+            raise ValueError(f"--reward must be one of {REWARD_MODES}, got {self.reward!r}")
+        out = self.out or labelled_path(self.path, self.task, self.reward)
+        for existing in dataset_paths(out):  # before the work, not after it
+            if existing.exists():
+                raise FileExistsError(f"{existing} already exists; choose another --out or remove it")
+        ds = load_dataset(self.path, env=self.env, task=self.task, reward=self.reward)
+        written = save_dataset(ds, out)
+        print(
+            f"wrote {written} (task {self.task}, {self.reward} reward: {int(ds.terminals.sum())} transitions "
+            f"reach the goal, {int(ds.episode_success.sum())} of {ds.num_episodes} episodes succeed)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Render:
     """Render camera frames of every state of a generated dataset (for pixel observations) and
     cache them beside it as NAME.frames-<S>px-<cameras>.npz; an existing file is validated."""
@@ -147,6 +188,7 @@ class Render:
 DataCommand = (
     Annotated[Demos, tyro.conf.subcommand("demos")]
     | Annotated[Play, tyro.conf.subcommand("play")]
+    | Annotated[Label, tyro.conf.subcommand("label")]
     | Annotated[Info, tyro.conf.subcommand("info")]
     | Annotated[Render, tyro.conf.subcommand("render")]
 )

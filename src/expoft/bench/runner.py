@@ -416,6 +416,7 @@ def demo_steps(demo_configs, jobs: int) -> list[DataStep]:
 
 def play_steps(proto: Protocol, env: str, task: int, jobs: int) -> tuple[list[DataStep], Path | None]:
     """p2: the play data and its copy labelled for the task, the runs' `dataset`."""
+    from expoft.data.dataset import labelled_path
     from expoft.data.generate import PlayConfig, default_data_dir
 
     if proto.play_transitions is None:
@@ -432,16 +433,11 @@ def play_steps(proto: Protocol, env: str, task: int, jobs: int) -> tuple[list[Da
     # (rewards, terminals, episode success for the task, with the protocol's reward) rather than
     # each labelling 100k+ transitions itself.
     reward = proto.overrides.get("reward", "sparse")
-    labelled = folder / f"{play.cache_name()}-task{task}-{reward}.npz"
-    code = (
-        "from expoft.data.dataset import load_dataset, save_dataset; "
-        f"save_dataset(load_dataset({str(play_path)!r}, env={env!r}, task={task}, reward={reward!r}), "
-        f"{str(labelled)!r})"
+    labelled = labelled_path(play_path, task, reward)
+    argv, cmd = _expoft(
+        ["data", "label", str(play_path), "--env", env, "--task", str(task), "--reward", reward, "--out", str(labelled)]
     )
-    steps.append(
-        DataStep(f"play data labelled for task {task}", labelled, [sys.executable, "-c", code],
-                 shlex.join(["python", "-c", code]))
-    )  # fmt: skip
+    steps.append(DataStep(f"play data labelled for task {task}", labelled, argv, cmd))
     return steps, labelled
 
 

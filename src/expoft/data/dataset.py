@@ -313,6 +313,12 @@ def dataset_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
 
 
+def labelled_path(path: str | os.PathLike, task: int, reward: str) -> Path:
+    """The usual name of a copy of ``path`` labelled for ``task``: NAME-task<K>-<reward>.npz beside it."""
+    npz, _ = dataset_paths(path)
+    return npz.with_name(f"{npz.stem}-task{task}-{reward}.npz")
+
+
 def save_dataset(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``NAME.npz`` and ``NAME.json``; refuse to replace existing files unless asked."""
     npz, meta_path = dataset_paths(path)
