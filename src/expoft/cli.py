@@ -155,6 +155,7 @@ class Label:
                 raise FileExistsError(f"{existing} already exists; choose another --out or remove it")
         ds = load_dataset(self.path, env=self.env, task=self.task, reward=self.reward)
         written = save_dataset(ds, out)
+        assert ds.terminals is not None and ds.episode_success is not None  # labelled just now
         print(
             f"wrote {written} (task {self.task}, {self.reward} reward: {int(ds.terminals.sum())} transitions "
             f"reach the goal, {int(ds.episode_success.sum())} of {ds.num_episodes} episodes succeed)"
