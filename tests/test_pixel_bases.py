@@ -72,6 +72,9 @@ def test_remote_base_carries_images_and_checks_the_spec():
         server.close()
 
 
+# slow: ~40 CPU s; its parts stay in the default suite (a pixel run end to end in test_pixel_run,
+# external bases in test_external_base, pixel observations through both kinds of base above).
+@pytest.mark.slow
 def test_pixel_run_around_an_external_base(tmp_path, rendering, monkeypatch):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     cfg = preset("tiny-pixels", env_steps=120, eval_episodes=1)
