@@ -11,7 +11,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from expoft.data.dataset import make_dataset
+from expoft.data.dataset import TASK_FIELDS, make_dataset
 from expoft.train.checkpoint import load_pytree
 
 
@@ -33,12 +33,13 @@ def metrics_rows(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def episode_arrays(lengths, obs_dim=3, action_dim=2, terminal_last=None, seed=0):
+def episode_arrays(lengths, obs_dim=3, action_dim=2, terminal_last=None, seed=0, labelled=True):
     """Arrays of consecutive episodes with consistent next_observations.
 
     Observation rows are distinct random vectors; rewards are 0..N-1 so that
     sums are easy to compute by hand; ``terminal_last[e]`` makes episode e end
-    in a terminal state (else it is a time-limit truncation).
+    in a terminal state (else it is a time-limit truncation). ``labelled=False``:
+    without the task fields (rewards, terminals, episode_success), as play data.
     """
     rng = np.random.default_rng(seed)
     terminal_last = terminal_last or [False] * len(lengths)
@@ -54,7 +55,7 @@ def episode_arrays(lengths, obs_dim=3, action_dim=2, terminal_last=None, seed=0)
         t[-1] = term
         terms.append(t)
     n = sum(lengths)
-    return {
+    arrays = {
         "observations": np.concatenate(obs),
         "next_observations": np.concatenate(nxt),
         "actions": rng.uniform(-1, 1, size=(n, action_dim)).astype(np.float32),
@@ -63,6 +64,7 @@ def episode_arrays(lengths, obs_dim=3, action_dim=2, terminal_last=None, seed=0)
         "episode_ends": np.concatenate(ends),
         "episode_success": np.array(terminal_last, bool),
     }
+    return arrays if labelled else {k: v for k, v in arrays.items() if k not in TASK_FIELDS}
 
 
 @pytest.fixture

@@ -46,9 +46,7 @@ def test_online_reward_is_the_offline_label_of_the_same_states(reward):
     expected = [-2.0, -1.0, 0.0] if reward == "ogbench" else [0.0, 0.0, 1.0]
     assert rewards == expected
 
-    arrays = episode_arrays([3], obs_dim=37, action_dim=5)
-    for key in ("rewards", "terminals", "episode_success"):
-        del arrays[key]
+    arrays = episode_arrays([3], obs_dim=37, action_dim=5, labelled=False)
     offline = label_for_task(make_dataset({**arrays, "next_qpos": np.array(next_qpos)}), "cube-double", 2, reward)
     np.testing.assert_array_equal(offline.rewards, rewards)
     np.testing.assert_array_equal(offline.terminals, terminated)
@@ -62,9 +60,7 @@ def _play_data():
     qpos = np.zeros((2, 28))
     qpos[:, QPOS_OBJECTS_START : QPOS_OBJECTS_START + 3] = goal[0]
     qpos[1, QPOS_OBJECTS_START + 7 : QPOS_OBJECTS_START + 10] = goal[1]
-    arrays = episode_arrays([2], obs_dim=37, action_dim=5)
-    for key in ("rewards", "terminals", "episode_success"):
-        del arrays[key]
+    arrays = episode_arrays([2], obs_dim=37, action_dim=5, labelled=False)
     return make_dataset({**arrays, "next_qpos": qpos}, {"kind": "play", "env": "cube-double"})
 
 

@@ -146,9 +146,7 @@ def test_offline_data_is_read_only_and_needs_rewards(buffer, small_dataset):
     np.testing.assert_array_equal(small_dataset.observations, before)
     with pytest.raises(ValueError, match="read-only"):
         buffer._offline.a["observations"][0] = 1.0
-    arrays = episode_arrays([3])
-    for key in ("rewards", "terminals", "episode_success"):
-        del arrays[key]
+    arrays = episode_arrays([3], labelled=False)
     with pytest.raises(ValueError, match="must be labelled for a task"):
         ReplayBuffer(3, 2, 10, offline=make_dataset(arrays))
     with pytest.raises(ValueError, match="obs/action dims"):

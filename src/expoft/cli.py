@@ -21,8 +21,8 @@ import tyro
 
 from expoft.bench import parse_bench
 from expoft.data.dataset import (
-    REWARD_MODES,
     DatasetError,
+    check_reward,
     dataset_paths,
     describe,
     labelled_path,
@@ -119,8 +119,7 @@ class Info:
     """Print one JSON object instead of a table."""
 
     def run(self) -> None:
-        if self.reward not in REWARD_MODES:
-            raise ValueError(f"--reward must be one of {REWARD_MODES}, got {self.reward!r}")
+        check_reward(self.reward, "--reward")
         ds = load_dataset(self.path, env=self.env, task=self.task, reward=self.reward)
         info = describe(ds)
         if self.json:
@@ -147,8 +146,7 @@ class Label:
     """Output file; default NAME-task<K>-<reward>.npz beside the input."""
 
     def run(self) -> None:
-        if self.reward not in REWARD_MODES:
-            raise ValueError(f"--reward must be one of {REWARD_MODES}, got {self.reward!r}")
+        check_reward(self.reward, "--reward")
         out = self.out or labelled_path(self.path, self.task, self.reward)
         for existing in dataset_paths(out):  # before the work, not after it
             if existing.exists():

@@ -262,6 +262,13 @@ def make_dataset(arrays: dict[str, np.ndarray], meta: dict | None = None, source
 # task relabelling
 
 
+def check_reward(reward: str, name: str = "reward") -> None:
+    """A clear error for a reward mode that is not one of :data:`REWARD_MODES` (``name``: how the
+    caller's user spells the setting, e.g. ``--reward``)."""
+    if reward not in REWARD_MODES:
+        raise ValueError(f"{name} must be one of {REWARD_MODES}, got {reward!r}")
+
+
 def label_for_task(ds: Dataset, env: str, task: int, reward: str = "sparse") -> Dataset:
     """Rewards, terminals and per-episode success of ``ds`` for one singletask.
 
@@ -269,8 +276,7 @@ def label_for_task(ds: Dataset, env: str, task: int, reward: str = "sparse") -> 
     ``ogbench``: r = (#subgoals satisfied) - (#subgoals), as OGBench's singletask envs.
     In both, s_{t+1} is terminal when the task is solved.
     """
-    if reward not in REWARD_MODES:
-        raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
+    check_reward(reward)
     if ds.next_qpos is None:
         raise DatasetError(
             "cannot compute task rewards: the dataset has no 'next_qpos'. Either load it without a task "

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import gymnasium
 import numpy as np
 
-from expoft.data.dataset import REWARD_MODES
+from expoft.data.dataset import check_reward
 from expoft.envs.ogbench_domains import get_domain, make_singletask_env
 
 SuccessDetector = Callable[[dict], bool]
@@ -35,8 +35,7 @@ class SuccessReward(gymnasium.Wrapper):
 
     def __init__(self, env: gymnasium.Env, detector: SuccessDetector = env_success, reward: str = "sparse"):
         super().__init__(env)
-        if reward not in REWARD_MODES:
-            raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
+        check_reward(reward)
         self._detector = detector
         self._reward = reward
 

@@ -10,7 +10,7 @@ import tyro
 
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.expo import EXPOConfig
-from expoft.data.dataset import REWARD_MODES
+from expoft.data.dataset import check_reward
 from expoft.data.generate import OGBENCH_GRIPPER_NOISE, check_disturb
 from expoft.encoders import EncoderConfig
 from expoft.envs.ogbench_domains import check_task, get_domain
@@ -147,8 +147,7 @@ class RunConfig:
             raise ValueError("--external-base needs algorithm 'expo' and --base-training frozen")
         if self.external_base is not None and self.base_from is not None:
             raise ValueError("--external-base and --base-from both name the base; pass one")
-        if self.reward not in REWARD_MODES:
-            raise ValueError(f"reward must be one of {REWARD_MODES}, got {self.reward!r}")
+        check_reward(self.reward)
         if self.intervene not in ("none", "scripted"):
             raise ValueError(f"intervene must be 'none' or 'scripted', got {self.intervene!r}")
         if not 0.0 < self.intervene_decay <= 1.0:
