@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from expoft.bench.runner import PROTOCOLS, play_steps
+from expoft.fileio import read_metrics
 from expoft.train.config import preset
 from expoft.train.finetune import run_buffer
 from expoft.train.loop import RunDir, evaluate, evaluation_seed, make_agent, make_run_env, offline_data, pretrain_base
@@ -77,7 +78,7 @@ def main() -> None:
         if target > point.done:
             agent = offline_phase(cfg, run, agent, buffer, progress=False, start=point, stop=target, on_row=reached)
         success = evaluate(agent, env, cfg.eval_episodes, evaluation_seed(cfg))["eval/success"]
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(out)
         last = ([r for r in rows if r.get("phase") == "offline"] or [{}])[-1]
         row = {"benchmark": "offline-phase", "method": args.method, "env": args.env, "task": args.task,
                "seed": args.seed, "offline_calls": point.done, "success": success, "base_success": base,

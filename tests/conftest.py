@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import tempfile
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from expoft.data.dataset import TASK_FIELDS, make_dataset
+from expoft.fileio import read_metrics
 from expoft.train.checkpoint import load_pytree
 
 
@@ -29,8 +29,8 @@ def assert_same_checkpoints(template, first, second) -> None:
 
 
 def metrics_rows(run_dir) -> list[dict]:
-    """A run folder's metrics.jsonl, one dict per row (strict: a broken line fails the test)."""
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    """A run folder's metrics.jsonl, one dict per row, read as every reader in expoft reads it."""
+    return read_metrics(run_dir)
 
 
 def episode_arrays(lengths, obs_dim=3, action_dim=2, terminal_last=None, seed=0, labelled=True):

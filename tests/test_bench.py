@@ -65,6 +65,20 @@ def test_select_checkpoints():
 # the report from hand-made run folders
 
 
+def test_metrics_reader_skips_a_cut_last_row_and_refuses_a_damaged_one(tmp_path):
+    from expoft.fileio import read_metrics
+
+    rows = [{"env_step": 0, "eval/success": 0.5}, {"env_step": 500, "otf/edited_frac": 0.7}]
+    whole = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "metrics.jsonl").write_text(whole + '{"env_step": 1000, "otf/ed')  # a row cut by a kill
+    assert read_metrics(tmp_path) == rows
+    (tmp_path / "metrics.jsonl").write_text(whole + json.dumps(rows[0]))  # whole, its newline not yet written
+    assert read_metrics(tmp_path) == rows + rows[:1]
+    (tmp_path / "metrics.jsonl").write_text('{"env_step": 0, "eval/succ\n' + whole)
+    with pytest.raises(ValueError, match="line 1: not a JSON row"):
+        read_metrics(tmp_path)
+
+
 def write_run(
     run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0, run_cpu=None,
     edited=None, own_cpu=None,

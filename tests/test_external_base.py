@@ -17,6 +17,7 @@ from expoft.agents.common import act
 from expoft.agents.expo import EXPOAgent
 from expoft.bases import CallableBase
 from expoft.bases.server import ToyBase, demo_command, free_port
+from expoft.fileio import read_metrics
 from expoft.train.config import TINY_AGENT, preset
 from expoft.train.external import ExternalCandidates
 from expoft.train.finetune import finetune
@@ -81,7 +82,7 @@ def test_remote_base_survives_a_server_restart_mid_run(tmp_path):
         deadline = time.time() + 240
         metrics = out / "metrics.jsonl"
         while time.time() < deadline and run.poll() is None:
-            rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
+            rows = read_metrics(out) if metrics.exists() else []  # skips a row the run is writing
             if any(r.get("env_step", 0) > 0 for r in rows):  # online, past the first evaluation
                 break
             time.sleep(0.2)

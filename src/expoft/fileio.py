@@ -1,7 +1,8 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""Atomic file writes (a reader never sees a half-written file), and the reader of a run's metrics."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -41,3 +42,25 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows of a run folder's ``metrics.jsonl``, one dict each.
+
+    A run appends a row at a time, so the file can end in a row cut short: by a kill, or because
+    the run is still writing it. A last line without its newline that is not whole JSON is left
+    out. Any other line that is not JSON raises: the file was edited or damaged, and a reader that
+    skipped it would report figures from a part of the run."""
+    path = Path(run_dir) / "metrics.jsonl"
+    lines = path.read_text().split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines):  # no newline after it: a row being written or cut by a kill
+                break
+            raise ValueError(f"{path}, line {number}: not a JSON row ({e}); the file was edited or damaged") from None
+    return rows

@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from expoft.fileio import read_metrics
 from expoft.report.steps import nominal_step, run_grid
 
 THRESHOLDS = (0.5, 0.8, 0.95)
@@ -132,18 +133,16 @@ class RunRecord:
         ``otf/edited_frac`` of its metrics rows, each over the same number of env steps; None
         for agents that do not edit (rows without it) and for runs without metrics.jsonl."""
         try:
-            lines = (self.run_dir / "metrics.jsonl").read_text().splitlines()
+            rows = read_metrics(self.run_dir)
         except FileNotFoundError:
             return None
-        values = []
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill; the resumed run wrote its row again
-            if row.get("otf/edited_frac") is not None:
-                values.append(float(row["otf/edited_frac"]))
-        return _mean(values)
+        return _mean([float(r["otf/edited_frac"]) for r in rows if r.get("otf/edited_frac") is not None])
+
+    def _own_count(self, key: str) -> float | None:
+        """summary.json's ``key`` when the run has one, else what the runner measured."""
+        if self.summary and self.summary.get(key) is not None:
+            return float(self.summary[key])
+        return self.bench.get(key) if self.bench else None
 
     @property
     def cpu_seconds(self) -> float | None:
@@ -152,9 +151,7 @@ class RunRecord:
         across resumes, so work redone after a kill counts once; child processes, such as the
         workers of data the run generates itself, are not in it: the bench generates the data
         before its runs); for a run without one (older, or unfinished), what the runner measured."""
-        if self.summary and self.summary.get("cpu_seconds") is not None:
-            return float(self.summary["cpu_seconds"])
-        return self.runner_cpu_seconds
+        return self._own_count("cpu_seconds")
 
     @property
     def runner_cpu_seconds(self) -> float | None:
@@ -166,9 +163,7 @@ class RunRecord:
     @property
     def wall_seconds(self) -> float | None:
         """Wall seconds, counted like :attr:`cpu_seconds`: the run's own count when it has one."""
-        if self.summary and self.summary.get("wall_seconds") is not None:
-            return float(self.summary["wall_seconds"])
-        return self.bench.get("wall_seconds") if self.bench else None
+        return self._own_count("wall_seconds")
 
 
 def _read_json(path: Path) -> dict | None:

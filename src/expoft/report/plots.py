@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,13 +10,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from expoft.fileio import read_metrics  # noqa: E402
 from expoft.report.steps import nominal_step, run_grid  # noqa: E402
 
 
 def eval_curve(run_dir: str | Path) -> dict[str, list[float]]:
     """``env_step``, ``success``, ``low``, ``high`` of every OTF evaluation row of a run."""
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
-    rows = [r for r in rows if "eval/success" in r]
+    rows = [r for r in read_metrics(run_dir) if "eval/success" in r]
     return {
         "env_step": [r["env_step"] for r in rows],
         "success": [r["eval/success"] for r in rows],
