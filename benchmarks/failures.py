@@ -16,6 +16,7 @@ line per figure ``{"metric", "value", "unit"}``:
 - ``fail_cube_displaced``: failed episodes whose cube ends on the table more than 3 cm from where
   it started (knocked away or dropped, and never picked up again), and
   ``fail_cube_displacement_cm``: the median of that distance over failed episodes.
+A figure with nothing to measure (no failed episode, no lift) is null.
 With ``--detail`` every failed episode is also described on stderr (lift height and time, start,
 end and goal of the cube, gripper command over the last 20 steps).
 """
@@ -63,8 +64,8 @@ def main() -> None:
     for e in range(args.episodes):
         obs, info = env.reset(seed=args.seed + e)
         sim = env.unwrapped
-        start = np.array(sim._data.joint("object_joint_0").qpos[:3])
-        goal = np.array(sim._data.mocap_pos[sim._cube_target_mocap_ids[0]])
+        start = np.array(sim.data.joint("object_joint_0").qpos[:3])
+        goal = np.array(sim.data.mocap_pos[sim.model.body("object_target_0").mocapid[0]])
         done, max_z, first_lift, t, grips = False, 0.0, None, 0, []
         while not done:
             key, k = jax.random.split(key)
@@ -72,7 +73,7 @@ def main() -> None:
             cands = np.asarray(cands[0]).reshape(-1, h, a_dim)
             scores = np.asarray(scores[0])
             best = int(scores.argmax())
-            z = float(env.unwrapped._data.joint("object_joint_0").qpos[2])
+            z = float(env.unwrapped.data.joint("object_joint_0").qpos[2])
             max_z = max(max_z, z)
             if z > args.lift:
                 grip = cands[:, :, -1].min(axis=1)
@@ -85,12 +86,12 @@ def main() -> None:
                 obs, _, terminated, truncated, info = env.step(action)
                 t += 1
                 grips.append(float(action[-1]))
-                if first_lift is None and sim._data.joint("object_joint_0").qpos[2] > args.lift:
+                if first_lift is None and sim.data.joint("object_joint_0").qpos[2] > args.lift:
                     first_lift = t
                 done = terminated or truncated
                 if done:
                     break
-        final = np.array(sim._data.joint("object_joint_0").qpos[:3])
+        final = np.array(sim.data.joint("object_joint_0").qpos[:3])
         on_table = final[2] < TABLE_Z + 0.01
         success = bool(info.get("success", False))
         outcomes.append((success, max_z > args.lift and on_table))
@@ -122,7 +123,9 @@ def main() -> None:
         ),
     ]
     for name, value, unit in figures:
-        row = {"metric": name, "value": round(value, 4), "unit": unit, "run": args.run_dir, "env_step": step}
+        # null, not NaN, where there was nothing to measure (no lifts, no failures): strict JSON
+        shown = round(value, 4) if np.isfinite(value) else None
+        row = {"metric": name, "value": shown, "unit": unit, "run": args.run_dir, "env_step": step}
         print(json.dumps(row))
 
 

@@ -20,9 +20,9 @@ from .conftest import episode_arrays
 def _place_cube(env, cube: int, xyz) -> None:
     sim = env.unwrapped
     start = QPOS_OBJECTS_START + 7 * cube
-    sim._data.qpos[start : start + 3] = xyz
-    sim._data.qvel[:] = 0.0
-    mujoco.mj_forward(sim._model, sim._data)
+    sim.data.qpos[start : start + 3] = xyz
+    sim.data.qvel[:] = 0.0
+    mujoco.mj_forward(sim.model, sim.data)
 
 
 @pytest.mark.parametrize("reward", ["ogbench", "sparse"])
@@ -42,7 +42,7 @@ def test_online_reward_is_the_offline_label_of_the_same_states(reward):
         assert term == info["success"] == (placed == 2)
         rewards.append(r)
         terminated.append(term)
-        next_qpos.append(env.unwrapped._data.qpos.copy())
+        next_qpos.append(env.unwrapped.data.qpos.copy())
     expected = [-2.0, -1.0, 0.0] if reward == "ogbench" else [0.0, 0.0, 1.0]
     assert rewards == expected
 
