@@ -81,13 +81,16 @@ def test_metrics_reader_skips_a_cut_last_row_and_refuses_a_damaged_one(tmp_path)
 
 def write_run(
     run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0, run_cpu=None,
-    edited=None, own_cpu=None,
+    edited=None, own_cpu=None, returns=None,
 ):  # fmt: skip
     """``run_cpu``: the run's own CPU seconds at each evaluation step (absent: an older run);
     ``edited``: the ``otf/edited_frac`` of its training log rows; ``own_cpu``: summary.json's
-    ``cpu_seconds`` (absent: an older run)."""
+    ``cpu_seconds`` (absent: an older run); ``returns``: the mean evaluation return at each step
+    (absent: a run from before expoft logged it)."""
     run_dir.mkdir(parents=True)
     evals = [{"env_step": step, "success": s} for step, s in sorted(successes.items())]
+    if returns is not None:
+        evals = [{**e, "return": returns[e["env_step"]]} for e in evals]
     if run_cpu is not None:
         evals = [{**e, "cpu_seconds": run_cpu[e["env_step"]]} for e in evals]
     summary = {
@@ -253,6 +256,20 @@ def test_cpu_per_run_is_the_runs_own_count_when_it_has_one(tmp_path):
     assert stats["cpu_minutes"] == pytest.approx(7.0) and stats["runner_cpu_minutes"] == pytest.approx(3.0)
     rep.render_report(tmp_path, echo=False)
     assert "| 10.0 / 4.0 |" in (tmp_path / "report" / "seeds.md").read_text()
+
+
+def test_seeds_md_shows_returns_where_runs_logged_them(tmp_path):
+    """Success at 0 throughout, the partial-credit return moving: seeds.md shows both; a run from
+    before returns were logged reads n.a."""
+    write_run(tmp_path / "runs/expo/seed0", 0, {0: 0.0, 1000: 0.0}, returns={0: -900.0, 1000: -850.5})
+    write_run(tmp_path / "runs/expo/seed1", 1, {0: 0.0, 1000: 0.0})
+    rep.render_report(tmp_path, echo=False)
+    seeds = (tmp_path / "report" / "seeds.md").read_text()
+    assert "| expo | 0.00 throughout | 0.00 throughout | +0.00 (2 seeds) |" in seeds
+    assert "Mean evaluation return" in seeds and "| expo | -900.0 -> -850.5 | n.a. -> n.a. | +49.5 (1 seed) |" in seeds
+    write_run(tmp_path / "old/runs/expo/seed0", 0, {0: 0.0, 1000: 0.0})
+    rep.render_report(tmp_path / "old", echo=False)
+    assert "return" not in (tmp_path / "old/report/seeds.md").read_text()
 
 
 def test_report_of_a_bench_without_a_finished_run(tmp_path):

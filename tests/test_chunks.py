@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import gymnasium
 import numpy as np
 import pytest
 
+from expoft.agents import create_agent
 from expoft.cli import main
 from expoft.data.dataset import make_dataset
 from expoft.envs.chunks import ActionChunks
-from expoft.train.loop import dataset_chunks
+from expoft.train.config import TINY_AGENT
+from expoft.train.loop import dataset_chunks, evaluate
 from tests.conftest import episode_arrays, metrics_rows
 
 
@@ -32,6 +35,26 @@ class Counter(gymnasium.Env):
         self.t += 1
         done = self.t == self.goal
         return np.array([self.t], np.float32), float(done), done, self.t >= self.limit, {"success": done}
+
+
+class Costly(Counter):
+    """Counter with a partial-credit reward: -1 at every step until the goal, 0 there."""
+
+    def step(self, action):
+        obs, success, done, truncated, info = super().step(action)
+        return obs, success - 1.0, done, truncated, info
+
+
+def test_evaluation_reports_the_mean_undiscounted_return():
+    """Known answer: every episode reaches the goal at step 7 (-1 x 6, then 0), or is cut at
+    step 4 (-1 x 4), whatever the agent does; chunks of 3 cut short by the episode's end."""
+    agent = create_agent("expo", dataclasses.replace(TINY_AGENT, chunk_len=3, exec_len=3), 1, 2, seed=0)
+    result = evaluate(agent, Costly(goal=7), episodes=2, seed=0)
+    assert (result["eval/return"], result["eval/success"], result["eval/episode_length"]) == (-6.0, 1.0, 7.0)
+    result = evaluate(agent, Costly(goal=7, limit=4), episodes=2, seed=0, policy="base")
+    assert (result["eval_base/return"], result["eval_base/success"], result["eval_base/episode_length"]) == (
+        -4.0, 0.0, 4.0,
+    )  # fmt: skip
 
 
 def test_chunks_execute_in_order_and_stop_at_episode_end():

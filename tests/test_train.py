@@ -87,6 +87,9 @@ def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, 
     assert base["seed"] == 11_000 and set(base) >= {"eval_base/success", "eval_base/episode_length"}
     assert main(["eval", str(out), "--episodes", str(cfg.eval_episodes)]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # the sparse reward is 1 at the success step, where the episode ends: the return is the success
+    assert again["eval/return"] == again["eval/success"] and base["eval_base/return"] == base["eval_base/success"]
+    assert all("return" in e for e in json.loads((out / "summary.json").read_text())["evaluations"])
     figures = {k: v for k, v in logged.items() if k != "env_step"}
     assert figures and {k: again[k] for k in figures} == figures
 

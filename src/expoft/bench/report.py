@@ -125,7 +125,12 @@ class RunRecord:
     @functools.cached_property
     def success_at(self) -> dict[int, float]:
         """Success by (nominal) evaluation step."""
-        return {int(e["env_step"]): float(e["success"]) for e in self.evaluations}
+        return self.figure_at("success")
+
+    def figure_at(self, figure: str) -> dict[int, float]:
+        """An evaluation figure (``success``; ``return``, the mean episode return, in runs that
+        logged it) by (nominal) evaluation step."""
+        return {int(e["env_step"]): float(e[figure]) for e in self.evaluations if e.get(figure) is not None}
 
     @functools.cached_property
     def edited_frac(self) -> float | None:
@@ -323,22 +328,28 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-def _curve_cell(run: RunRecord, checkpoints: Sequence[int]) -> str:
-    """One seed's success at the first checkpoint -> at each later one ('n.a.': a finished run
-    not evaluated there); '0.60 throughout' when flat."""
+FIGURE_FORMATS = {"success": ".2f", "return": ".1f"}
+
+
+def _curve_cell(run: RunRecord, checkpoints: Sequence[int], figure: str = "success") -> str:
+    """One seed's ``figure`` at the first checkpoint -> at each later one ('n.a.': a finished run
+    not evaluated there, or one that did not log the figure); '0.60 throughout' when flat."""
     if not run.finished:
         return "failed" if run.failed else "not finished"
-    values = [run.success_at.get(step) for step in checkpoints]
+    fmt = FIGURE_FORMATS[figure]
+    at = run.figure_at(figure)
+    values = [at.get(step) for step in checkpoints]
     if len(values) > 1 and None not in values and len(set(values)) == 1:
-        return f"{values[0]:.2f} throughout"
-    text = ["n.a." if v is None else f"{v:.2f}" for v in values]
+        return f"{values[0]:{fmt}} throughout"
+    text = ["n.a." if v is None else f"{v:{fmt}}" for v in values]
     return f"{text[0]} -> {' / '.join(text[1:])}" if len(text) > 1 else "".join(text)
 
 
-def seeds_table(runs: Sequence[RunRecord], checkpoints: Sequence[int]) -> str:
-    """Every seed's learning curve at ``checkpoints`` (the first: before RL), one row per method,
-    with the mean change over the finished seeds and each seed's CPU minutes: what the intervals
-    of the main table summarise, for readers who want to see the seeds."""
+def seeds_table(runs: Sequence[RunRecord], checkpoints: Sequence[int], figure: str = "success") -> str:
+    """Every seed's learning curve (``figure``: success, or the evaluation return) at
+    ``checkpoints`` (the first: before RL), one row per method, with the mean change over the
+    finished seeds and each seed's CPU minutes: what the intervals of the main table summarise,
+    for readers who want to see the seeds."""
     seeds = sorted({r.seed for r in runs})
     several = len(checkpoints) > 1  # a change needs two steps
     head = ["method", *(f"seed {s}" for s in seeds), *(["last minus first, mean"] if several else [])]
@@ -346,15 +357,16 @@ def seeds_table(runs: Sequence[RunRecord], checkpoints: Sequence[int]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in dict.fromkeys(r.method for r in runs):
         mine = {r.seed: r for r in runs if r.method == method}
-        row = [method, *(_curve_cell(mine[s], checkpoints) if s in mine else "–" for s in seeds)]
+        row = [method, *(_curve_cell(mine[s], checkpoints, figure) if s in mine else "–" for s in seeds)]
         if several:
             changes = []
             for r in mine.values():
-                at = r.success_at
+                at = r.figure_at(figure)
                 if r.finished and checkpoints[0] in at and checkpoints[-1] in at:
                     changes.append(at[checkpoints[-1]] - at[checkpoints[0]])
             change = _mean(changes)
-            row.append("–" if change is None else f"{change:+.2f} ({len(changes)} seed{'s' * (len(changes) != 1)})")
+            fmt = "+" + FIGURE_FORMATS[figure]
+            row.append("–" if change is None else f"{change:{fmt}} ({len(changes)} seed{'s' * (len(changes) != 1)})")
         finished_cpu = [_minutes(mine[s].cpu_seconds) if s in mine and mine[s].finished else None for s in seeds]
         row.append(" / ".join(_num(c, ".1f") for c in finished_cpu))
         lines.append("| " + " | ".join(row) + " |")
@@ -529,6 +541,16 @@ def render_report(
             "success at the last of these steps minus its success at the first, mean over those seeds. CPU min "
             "per seed: as in table.md's CPU min/run, for the finished seeds.",
         ]
+        if any(r.figure_at("return") for r in runs):
+            per_seed += [
+                "",
+                f"Mean evaluation return (undiscounted, under the runs' reward) {first}{later} env steps: with a "
+                "partial-credit reward (OGBench's, on cube tasks) it shows progress that success at 0 hides.",
+                "",
+                seeds_table(runs, shown, "return"),
+                "",
+                "n.a.: the run did not log returns there (runs started before expoft logged eval/return).",
+            ]
     else:
         per_seed.append("No finished run has an evaluation yet.")
     (out / "seeds.md").write_text("\n".join(per_seed) + "\n")

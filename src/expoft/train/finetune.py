@@ -397,6 +397,7 @@ def _finish(
                 "env_step": e.get("env_step", 0),
                 "success": e["eval/success"],
                 **({"base_success": e["eval_base/success"]} if "eval_base/success" in e else {}),
+                **({"return": e["eval/return"]} if "eval/return" in e else {}),
                 "cpu_seconds": _round1(e.get("time/cpu_s")),
             }
             for e in state.evals
