@@ -8,7 +8,8 @@ as the run would, then takes the offline phase in parts, evaluating after each. 
 one phase (one sampling RNG, calls numbered on), so the figure at N calls is what a run with
 `--offline-updates N` starts its online phase from. One JSON line per evaluation:
 {"benchmark": "offline-phase", "method", "env", "task", "seed", "offline_calls", "success",
-"base_success", "critic_loss", "q_mean", "cpu_s"}. Run by hand, not by CI.
+"return", "base_success", "base_return", "critic_loss", "q_mean", "cpu_s"} (returns: mean
+undiscounted, under the run's reward). Run by hand, not by CI.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from expoft.bench.runner import PROTOCOLS, play_steps
+from expoft.bench.runner import PROTOCOLS, play_steps, with_domain_reward
+from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import read_metrics
 from expoft.train.config import preset
 from expoft.train.finetune import run_buffer
@@ -44,7 +46,7 @@ def main() -> None:
     if sorted(set(args.calls)) != args.calls or args.calls[0] < 0:
         p.error("--calls must be increasing and >= 0")
 
-    proto = PROTOCOLS["p2"]
+    proto = with_domain_reward(PROTOCOLS["p2"], get_domain(args.env))  # the reward P2's runs get
     if args.play_transitions is not None:
         proto = dataclasses.replace(proto, play_transitions=args.play_transitions)
     steps, dataset = play_steps(proto, args.env, args.task, jobs=1)
@@ -73,15 +75,17 @@ def main() -> None:
         nonlocal point
         point = at
 
-    base = evaluate(agent, env, cfg.eval_episodes, evaluation_seed(cfg), policy="base")["eval_base/success"]
+    base = evaluate(agent, env, cfg.eval_episodes, evaluation_seed(cfg), policy="base")
     for target in args.calls:
         if target > point.done:
             agent = offline_phase(cfg, run, agent, buffer, progress=False, start=point, stop=target, on_row=reached)
-        success = evaluate(agent, env, cfg.eval_episodes, evaluation_seed(cfg))["eval/success"]
+        result = evaluate(agent, env, cfg.eval_episodes, evaluation_seed(cfg))
         rows = read_metrics(out)
         last = ([r for r in rows if r.get("phase") == "offline"] or [{}])[-1]
         row = {"benchmark": "offline-phase", "method": args.method, "env": args.env, "task": args.task,
-               "seed": args.seed, "offline_calls": point.done, "success": success, "base_success": base,
+               "seed": args.seed, "offline_calls": point.done, "success": result["eval/success"],
+               "return": result["eval/return"], "base_success": base["eval_base/success"],
+               "base_return": base["eval_base/return"],
                "critic_loss": last.get("offline/critic/loss"), "q_mean": last.get("offline/critic/q_mean"),
                "cpu_s": round(time.process_time() - t0, 1)}  # fmt: skip
         print(json.dumps(row), flush=True)

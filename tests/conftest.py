@@ -29,7 +29,10 @@ def assert_same_checkpoints(template, first, second) -> None:
 
 
 def metrics_rows(run_dir) -> list[dict]:
-    """A run folder's metrics.jsonl, one dict per row, read as every reader in expoft reads it."""
+    """A run folder's metrics.jsonl, one dict per row, read as every reader in expoft reads it;
+    strict about its end too: a run that stopped leaves no row half-written."""
+    text = (run_dir / "metrics.jsonl").read_text()
+    assert not text or text.endswith("\n"), f"{run_dir}/metrics.jsonl ends in a cut row: {text[-80:]!r}"
     return read_metrics(run_dir)
 
 

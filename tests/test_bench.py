@@ -77,16 +77,27 @@ def test_metrics_reader_skips_a_cut_last_row_and_refuses_a_damaged_one(tmp_path)
     (tmp_path / "metrics.jsonl").write_text('{"env_step": 0, "eval/succ\n' + whole)
     with pytest.raises(ValueError, match="line 1: not a JSON row"):
         read_metrics(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text(whole + '{"env_step": 1000, "otf/ed\n')  # cut, then written on
+    with pytest.raises(ValueError, match="line 3: not a JSON row"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text(whole + "[1]\n")
+    with pytest.raises(ValueError, match="line 3: a row is a JSON object"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.jsonl").write_bytes(whole.replace("\n", "\r\n").encode())  # written on Windows
+    assert read_metrics(tmp_path) == rows
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert read_metrics(tmp_path) == []
 
 
 def write_run(
     run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0, run_cpu=None,
-    edited=None, own_cpu=None, returns=None,
+    edited=None, own_cpu=None, returns=None, reward=None,
 ):  # fmt: skip
     """``run_cpu``: the run's own CPU seconds at each evaluation step (absent: an older run);
     ``edited``: the ``otf/edited_frac`` of its training log rows; ``own_cpu``: summary.json's
     ``cpu_seconds`` (absent: an older run); ``returns``: the mean evaluation return at each step
-    (absent: a run from before expoft logged it)."""
+    (absent: a run from before expoft logged it); ``reward``: config.json's (absent: sparse, as in
+    older runs)."""
     run_dir.mkdir(parents=True)
     evals = [{"env_step": step, "success": s} for step, s in sorted(successes.items())]
     if returns is not None:
@@ -105,7 +116,8 @@ def write_run(
     if own_cpu is not None:
         summary["cpu_seconds"] = own_cpu
     (run_dir / "summary.json").write_text(json.dumps(summary))
-    (run_dir / "config.json").write_text(json.dumps({"seed": seed, "env": "cube-single"}))
+    config = {"seed": seed, "env": "cube-single", **({"reward": reward} if reward else {})}
+    (run_dir / "config.json").write_text(json.dumps(config))
     rows = [{"env_step": e["env_step"], "eval/success": e["success"]} for e in evals]
     rows += [{"env_step": 500 * (i + 1), "otf/edited_frac": x} for i, x in enumerate(edited or [])]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -261,15 +273,17 @@ def test_cpu_per_run_is_the_runs_own_count_when_it_has_one(tmp_path):
 def test_seeds_md_shows_returns_where_runs_logged_them(tmp_path):
     """Success at 0 throughout, the partial-credit return moving: seeds.md shows both; a run from
     before returns were logged reads n.a."""
-    write_run(tmp_path / "runs/expo/seed0", 0, {0: 0.0, 1000: 0.0}, returns={0: -900.0, 1000: -850.5})
-    write_run(tmp_path / "runs/expo/seed1", 1, {0: 0.0, 1000: 0.0})
+    write_run(tmp_path / "runs/expo/seed0", 0, {0: 0.0, 1000: 0.0}, returns={0: -900.0, 1000: -850.5}, reward="ogbench")
+    write_run(tmp_path / "runs/expo/seed1", 1, {0: 0.0, 1000: 0.0}, reward="ogbench")
     rep.render_report(tmp_path, echo=False)
     seeds = (tmp_path / "report" / "seeds.md").read_text()
     assert "| expo | 0.00 throughout | 0.00 throughout | +0.00 (2 seeds) |" in seeds
-    assert "Mean evaluation return" in seeds and "| expo | -900.0 -> -850.5 | n.a. -> n.a. | +49.5 (1 seed) |" in seeds
-    write_run(tmp_path / "old/runs/expo/seed0", 0, {0: 0.0, 1000: 0.0})
-    rep.render_report(tmp_path / "old", echo=False)
-    assert "return" not in (tmp_path / "old/report/seeds.md").read_text()
+    assert "Mean evaluation return (undiscounted, reward ogbench)" in seeds
+    assert "| expo | -900.0 -> -850.5 | n.a. -> n.a. | +49.5 (1 seed) |" in seeds
+    # under the sparse reward the return is the success again: no second table
+    write_run(tmp_path / "sparse/runs/expo/seed0", 0, {0: 0.5, 1000: 0.6}, returns={0: 0.5, 1000: 0.6})
+    rep.render_report(tmp_path / "sparse", echo=False)
+    assert "return" not in (tmp_path / "sparse/report/seeds.md").read_text()
 
 
 def test_report_of_a_bench_without_a_finished_run(tmp_path):

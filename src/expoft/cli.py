@@ -238,7 +238,8 @@ class Pretrain:
 
 @dataclasses.dataclass(frozen=True)
 class Eval:
-    """Success rate (95% interval) of a checkpoint over N episodes with fixed seeds."""
+    """Success rate (95% interval), mean return and episode length of a checkpoint over N episodes
+    with fixed seeds."""
 
     run_dir: tyro.conf.Positional[Path]
     """Run folder (its config.json and latest checkpoint are used)."""

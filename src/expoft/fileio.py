@@ -52,15 +52,21 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     out. Any other line that is not JSON raises: the file was edited or damaged, and a reader that
     skipped it would report figures from a part of the run."""
     path = Path(run_dir) / "metrics.jsonl"
-    lines = path.read_text().split("\n")
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e}); the file was damaged") from None
     rows = []
     for number, line in enumerate(lines, 1):
-        if not line:
+        if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as e:
             if number == len(lines):  # no newline after it: a row being written or cut by a kill
                 break
             raise ValueError(f"{path}, line {number}: not a JSON row ({e}); the file was edited or damaged") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {number}: a row is a JSON object, not {line.strip()[:40]!r}")
+        rows.append(row)
     return rows

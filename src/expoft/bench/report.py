@@ -133,6 +133,12 @@ class RunRecord:
         return {int(e["env_step"]): float(e[figure]) for e in self.evaluations if e.get(figure) is not None}
 
     @functools.cached_property
+    def reward(self) -> str:
+        """The run's reward (config.json; ``sparse`` for runs from before there was a choice)."""
+        config = _read_json(self.run_dir / "config.json") or {}
+        return str(config.get("reward") or "sparse")
+
+    @functools.cached_property
     def edited_frac(self) -> float | None:
         """How often the run executed an edited candidate (EXPO's OTF): the mean of the
         ``otf/edited_frac`` of its metrics rows, each over the same number of env steps; None
@@ -541,15 +547,18 @@ def render_report(
             "success at the last of these steps minus its success at the first, mean over those seeds. CPU min "
             "per seed: as in table.md's CPU min/run, for the finished seeds.",
         ]
-        if any(r.figure_at("return") for r in runs):
+        # under the sparse reward the return is the success: a table only for a partial-credit reward
+        rewards = sorted({r.reward for r in runs if r.figure_at("return")} - {"sparse"})
+        if rewards:
             per_seed += [
                 "",
-                f"Mean evaluation return (undiscounted, under the runs' reward) {first}{later} env steps: with a "
-                "partial-credit reward (OGBench's, on cube tasks) it shows progress that success at 0 hides.",
+                f"Mean evaluation return (undiscounted, reward {' / '.join(rewards)}) {first}{later} env steps: "
+                "OGBench's partial credit shows progress (cubes placed) that success at 0 hides.",
                 "",
-                seeds_table(runs, shown, "return"),
+                seeds_table([r for r in runs if r.reward in rewards], shown, "return"),
                 "",
-                "n.a.: the run did not log returns there (runs started before expoft logged eval/return).",
+                "n.a.: a finished run without an evaluation at that step, or one that did not log its return "
+                "there (runs started before expoft logged eval/return).",
             ]
     else:
         per_seed.append("No finished run has an evaluation yet.")

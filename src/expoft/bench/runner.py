@@ -35,6 +35,7 @@ from expoft.fileio import atomic_write
 if TYPE_CHECKING:  # the data package imports MuJoCo/OGBench: only where demos are made
     from expoft.bench.export import BenchExport
     from expoft.data.generate import DemosConfig
+    from expoft.envs.ogbench_domains import Domain
 
 DEFAULT_METHODS = ("expo", "expo-ft", "rlpd", "qc", "qc-fql", "fql", "dsrl", "residual", "bc")
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -327,8 +328,7 @@ def check_args(args: Bench) -> tuple[list[str], Protocol, dict]:
     domain = get_domain(args.env or proto.env)
     env = domain.name
     check_task(domain, args.task)
-    if proto.play_transitions is not None:
-        proto = dataclasses.replace(proto, overrides={**proto.overrides, "reward": P2_REWARD[domain.family]})
+    proto = with_domain_reward(proto, domain)
     arguments = {
         "methods": methods,
         "protocol": args.protocol,
@@ -412,6 +412,14 @@ def demo_steps(demo_configs, jobs: int) -> list[DataStep]:
         )  # fmt: skip
         steps.append(DataStep(f"demos seed {demos.seed}", default_data_dir() / f"{demos.cache_name()}.npz", argv, cmd))
     return steps
+
+
+def with_domain_reward(proto: Protocol, domain: Domain) -> Protocol:
+    """A play-data protocol (P2) with the reward of ``domain``'s family (:data:`P2_REWARD`);
+    other protocols as they are (the success reward)."""
+    if proto.play_transitions is None:
+        return proto
+    return dataclasses.replace(proto, overrides={**proto.overrides, "reward": P2_REWARD[domain.family]})
 
 
 def play_steps(proto: Protocol, env: str, task: int, jobs: int) -> tuple[list[DataStep], Path | None]:

@@ -251,7 +251,7 @@ class _Disturbance:
         if self.done:
             return
         effector = np.asarray(info["proprio/effector_pos"])
-        cubes = [sim._data.joint(f"object_joint_{i}") for i in range(domain.num_cubes)]
+        cubes = [sim.data.joint(f"object_joint_{i}") for i in range(domain.num_cubes)]
         gaps = [np.linalg.norm(c.qpos[:3] - effector) for c in cubes]
         if self._countdown is None:
             if min(gaps) <= self.REACH:
@@ -280,7 +280,7 @@ class _Disturbance:
         cube.qpos[:3] = (xy[0], xy[1], 0.02)  # resting on the table, as the env places cubes
         cube.qpos[3:] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))  # wxyz: a turn about z
         cube.qvel[:] = 0.0
-        mujoco.mj_forward(sim._model, sim._data)
+        mujoco.mj_forward(sim.model, sim.data)
 
 
 def _plan_oracles(env, family: str, noise: float) -> dict:

@@ -8,6 +8,10 @@ the success flag are exactly the evaluation ones) and a :class:`TaskDirector`
 decides the next subgoal from the current state and writes the keys the oracle
 expects. Re-planning from the state after every subgoal makes the director
 robust to the noisy oracle missing a grasp or pressing a button twice.
+
+The simulation is read through OGBench's public ``data``/``model`` and by site and joint name;
+button states, sampling bounds, the puzzle's size and the drawer test have no public accessor
+and are read from the env's private attributes, which is why ``ogbench`` is pinned.
 """
 
 from __future__ import annotations
@@ -72,13 +76,13 @@ class TaskDirector:
 
     # ---- state queries -------------------------------------------------
     def _cube_pos(self, i: int) -> np.ndarray:
-        return self._sim._data.joint(f"object_joint_{i}").qpos[:3].copy()
+        return self._sim.data.joint(f"object_joint_{i}").qpos[:3].copy()
 
     def _button_state(self, i: int) -> int:
         return int(self._sim._cur_button_states[i])
 
     def _slide(self, joint: str) -> float:
-        return float(self._sim._data.joint(joint).qpos[0])
+        return float(self._sim.data.joint(joint).qpos[0])
 
     # ---- planning ------------------------------------------------------
     def plan(self) -> Subgoal | None:
@@ -204,15 +208,13 @@ class TaskDirector:
         elif sub.kind == "button":
             out["privileged/target_button"] = sub.index
             out["privileged/target_button_state"] = sub.target
-            out["privileged/target_button_top_pos"] = sim._data.site_xpos[sim._button_site_ids[sub.index]].copy()
+            out["privileged/target_button_top_pos"] = sim.data.site(f"btntop_{sub.index}").xpos.copy()
         else:
-            joint, site = (
-                ("drawer_slide", sim._drawer_site_id) if sub.kind == "drawer" else ("window_slide", sim._window_site_id)
-            )
+            joint, site = f"{sub.kind}_slide", f"{sub.kind}_handle_center"  # drawer or window
             # Where the handle will be once the slide joint reaches its target.
-            jid = sim._model.joint(joint).id
-            shift = (sub.target - self._slide(joint)) * sim._data.xaxis[jid]
-            out[f"privileged/target_{sub.kind}_handle_pos"] = sim._data.site_xpos[site].copy() + shift
+            jid = sim.model.joint(joint).id
+            shift = (sub.target - self._slide(joint)) * sim.data.xaxis[jid]
+            out[f"privileged/target_{sub.kind}_handle_pos"] = sim.data.site(site).xpos.copy() + shift
         return out
 
 

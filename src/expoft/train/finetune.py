@@ -398,6 +398,7 @@ def _finish(
                 "success": e["eval/success"],
                 **({"base_success": e["eval_base/success"]} if "eval_base/success" in e else {}),
                 **({"return": e["eval/return"]} if "eval/return" in e else {}),
+                **({"base_return": e["eval_base/return"]} if "eval_base/return" in e else {}),
                 "cpu_seconds": _round1(e.get("time/cpu_s")),
             }
             for e in state.evals
