@@ -690,3 +690,18 @@ def test_a_run_is_resumed_from_any_checkpoint_it_has(tmp_path):
     assert run_state(run) == "restart"
     (run / "summary.json").write_text("{}")
     assert run_state(run) == "finished"
+
+
+def test_an_existing_data_file_is_checked_before_it_is_reused(tmp_path, capsys):
+    made = tmp_path / "made.npz"
+    made.write_bytes(b"x")
+
+    def refuse():
+        raise ValueError("not what the step writes")
+
+    never = [sys.executable, "-c", "raise SystemExit(3)"]  # would fail the bench if it ran
+    runner.run_data_steps([runner.DataStep("kept", made, never, "x")], {}, tmp_path)
+    assert "reusing" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not what the step writes"):
+        runner.run_data_steps([runner.DataStep("checked", made, never, "x", refuse)], {}, tmp_path)
+    assert made.read_bytes() == b"x"

@@ -10,6 +10,7 @@ import pytest
 
 from expoft.data.dataset import (
     DatasetError,
+    check_labelled_copy,
     dataset_paths,
     describe,
     from_ogbench_arrays,
@@ -222,6 +223,25 @@ def test_label_for_task_ogbench_reward_counts_subgoals():
     np.testing.assert_array_equal(sparse.rewards, [0, 0, 1])
     with pytest.raises(ValueError, match="reward must be one of"):
         label_for_task(ds, "cube-double", 2, reward="dense")
+
+
+def test_a_labelled_copy_is_checked_against_its_play_data(tmp_path):
+    arrays = episode_arrays([3], obs_dim=37, action_dim=5, labelled=False)
+    arrays.update(next_qpos=np.zeros((3, 28), np.float32))
+    play = make_dataset(arrays, {"kind": "play"})
+    play_path = save_dataset(play, tmp_path / "play")
+    copy = save_dataset(label_for_task(play, "cube-double", 2, reward="ogbench"), tmp_path / "play-task2-ogbench")
+    check_labelled_copy(copy, play_path, 2, "ogbench")
+    with pytest.raises(DatasetError, match="labelled for task 2 with reward 'ogbench', not task 1"):
+        check_labelled_copy(copy, play_path, 1, "ogbench")
+    # the play data regenerated under the same name: the copy is refused, and left as it was
+    before = _digest(copy)
+    for p in dataset_paths(play_path):
+        p.unlink()
+    save_dataset(play.replace(actions=play.actions + 0.5), play_path)
+    with pytest.raises(DatasetError, match=r"was not labelled from play.npz \(its \['actions'\] differ\); move"):
+        check_labelled_copy(copy, play_path, 2, "ogbench")
+    assert _digest(copy) == before
 
 
 def test_label_without_state_is_an_error(small_dataset):

@@ -20,11 +20,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -241,6 +243,8 @@ class DataStep:
     """Full command (executable first)."""
     command: str
     """The same, as a shell line for people."""
+    check: Callable[[], None] | None = None
+    """For a file that exists: raises if it is not what the step would write (it is then left as it is)."""
 
 
 def _methods(spec: str) -> list[str]:
@@ -424,7 +428,7 @@ def with_domain_reward(proto: Protocol, domain: Domain) -> Protocol:
 
 def play_steps(proto: Protocol, env: str, task: int, jobs: int) -> tuple[list[DataStep], Path | None]:
     """p2: the play data and its copy labelled for the task, the runs' `dataset`."""
-    from expoft.data.dataset import labelled_path
+    from expoft.data.dataset import check_labelled_copy, labelled_path
     from expoft.data.generate import PlayConfig, default_data_dir
 
     if proto.play_transitions is None:
@@ -445,7 +449,9 @@ def play_steps(proto: Protocol, env: str, task: int, jobs: int) -> tuple[list[Da
     argv, cmd = _expoft(
         ["data", "label", str(play_path), "--env", env, "--task", str(task), "--reward", reward, "--out", str(labelled)]
     )
-    steps.append(DataStep(f"play data labelled for task {task}", labelled, argv, cmd))
+    # a copy labelled from other play data (regenerated since) is refused, never reused or replaced
+    check = functools.partial(check_labelled_copy, labelled, play_path, task, reward)
+    steps.append(DataStep(f"play data labelled for task {task}", labelled, argv, cmd, check))
     return steps, labelled
 
 
@@ -676,6 +682,8 @@ def run_data_steps(steps: list[DataStep], env: dict, out: Path) -> None:
 
     for i, step in enumerate(steps):
         if step.path.exists():
+            if step.check is not None:
+                step.check()
             print(f"data: {step.what}: reusing {step.path}", flush=True)
             continue
         log = out / "logs" / f"data-{i}.log"

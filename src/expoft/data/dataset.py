@@ -325,6 +325,30 @@ def labelled_path(path: str | os.PathLike, task: int, reward: str) -> Path:
     return npz.with_name(f"{npz.stem}-task{task}-{reward}.npz")
 
 
+def check_labelled_copy(labelled: str | os.PathLike, source: str | os.PathLike, task: int, reward: str) -> None:
+    """Raise :class:`DatasetError` unless ``labelled`` (an existing file made by ``expoft data
+    label``) is ``source`` labelled for ``task`` with ``reward``. Compares the recorded checksums of
+    the arrays both files hold, so a copy left over from other (e.g. regenerated) data is caught
+    without reading the arrays."""
+    (_, labelled_meta), (_, source_meta) = dataset_paths(labelled), dataset_paths(source)
+    try:
+        got, want = (json.loads(p.read_text()) for p in (labelled_meta, source_meta))
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot compare {labelled_meta} with {source_meta}: {e}") from e
+    fix = f"move {labelled_meta.with_suffix('')}.npz/.json aside and run again to label {source_meta.stem} anew"
+    if (got.get("task"), got.get("reward")) != (task, reward):
+        raise DatasetError(
+            f"{labelled_meta} is labelled for task {got.get('task')} with reward {got.get('reward')!r}, "
+            f"not task {task} with {reward!r}; {fix}"
+        )
+    got_sha, want_sha = got.get("sha256", {}), want.get("sha256", {})
+    shared = sorted(set(got_sha) & set(want_sha))
+    differ = [k for k in shared if got_sha[k] != want_sha[k]]
+    if not shared or differ:
+        what = f"its {differ} differ" if differ else "they record no common array checksums"
+        raise DatasetError(f"{labelled_meta} was not labelled from {source_meta.stem}.npz ({what}); {fix}")
+
+
 def save_dataset(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``NAME.npz`` and ``NAME.json``; refuse to replace existing files unless asked."""
     npz, meta_path = dataset_paths(path)
