@@ -49,6 +49,25 @@ def test_run_dir_refuses_to_clobber(tmp_path):
         RunDir(tmp_path / "r", preset("tiny"))
 
 
+def test_reopen_cuts_the_metrics_back_and_keeps_the_cut_rows(tmp_path):
+    run = RunDir(tmp_path / "r", preset("tiny"))
+    run.log({"env_step": 1})
+    kept = run.metrics_bytes()
+    run.close()
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    for cut in ('{"env_step": 3, "cut', '{"env_step": 3'):  # killed twice after the same checkpoint
+        again = RunDir.reopen(tmp_path / "r", kept)
+        again.log({"env_step": 2})
+        again.close()
+        with open(metrics, "a") as f:
+            f.write(cut)  # a row cut short by the kill
+    RunDir.reopen(tmp_path / "r", kept).close()
+    assert metrics.read_text() == '{"env_step": 1}\n'
+    replayed = (tmp_path / "r" / "metrics.replayed.jsonl").read_text().splitlines()
+    # each resume's cut rows on lines of their own, the first resume's before the second's
+    assert replayed == ['{"env_step": 2}', '{"env_step": 3, "cut', '{"env_step": 2}', '{"env_step": 3']
+
+
 def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "run"

@@ -106,8 +106,10 @@ class RunDir:
                 "recorded; it was truncated or replaced since"
             )
         if len(data) > metrics_bytes:
+            cut = data[metrics_bytes:]
             with open(run.path / "metrics.replayed.jsonl", "ab") as f:
-                f.write(data[metrics_bytes:])
+                # a row cut short by a kill ends its fragment, so the next one starts on a line of its own
+                f.write(cut if cut.endswith(b"\n") else cut + b"\n")
         run._metrics = open(metrics, "r+")
         run._metrics.truncate(metrics_bytes)
         run._metrics.seek(metrics_bytes)
