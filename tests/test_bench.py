@@ -546,6 +546,18 @@ def test_protocol_plans(tmp_path):
     assert "XLA_FLAGS" not in runner.child_env(single_thread=False)[1]
 
 
+def test_single_thread_xla_flags_are_xla_flags():
+    """XLA aborts on an unknown ``--flag`` but silently ignores a token without dashes, so a
+    misspelt or foreign option (a TensorFlow session option once stood here) would do nothing."""
+    import subprocess
+
+    assert all(token.startswith("--") for token in runner.SINGLE_THREAD_XLA.split())
+    code = "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"
+    env, _ = runner.child_env(single_thread=True)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "3.0", done.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

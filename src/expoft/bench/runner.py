@@ -40,8 +40,10 @@ if TYPE_CHECKING:  # the data package imports MuJoCo/OGBench: only where demos a
     from expoft.envs.ogbench_domains import Domain
 
 DEFAULT_METHODS = ("expo", "expo-ft", "rlpd", "qc", "qc-fql", "fql", "dsrl", "residual", "bc")
-SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-"""Eigen's own multi-threading off (jax-ml/jax#743). This does not make XLA:CPU single-threaded
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"
+"""Eigen's own multi-threading off (jax-ml/jax#743). (Benches before 2026-12 also passed
+``intra_op_parallelism_threads=1``, which is a TensorFlow session option, not an XLA flag: XLA
+ignored it, so their runs computed exactly as these do.) This does not make XLA:CPU single-threaded
 (jax-ml/jax#1539): with jax 0.10 a run still computes on a pool of one thread per core (measured
 on 2 cores: 2 pool threads at ~50% each, the main thread ~2%), so --jobs 2 puts 4 busy threads
 on 2 cores. Pinning each run to its own core (``taskset``) was measured: critic steps ~10%
