@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -329,6 +330,7 @@ if config["method"] in os.environ.get("FAKE_FAIL", "").split(","):
     sys.exit(3)
 out.mkdir(parents=True, exist_ok=True)
 (out / "config.json").write_text(json.dumps(config))
+(out / "affinity.json").write_text(json.dumps(sorted(os.sched_getaffinity(0))))
 evals = [{"env_step": 0, "success": 0.5}, {"env_step": 200, "success": 0.6 + 0.1 * config["seed"]}]
 summary = {"evaluations": evals, "final_success": evals[-1]["success"], "bc_success": 0.5, "env_steps": 200,
            "critic_steps_per_s": 10.0, "wall_seconds": 0.3, "seed": config["seed"]}
@@ -420,6 +422,38 @@ def test_runner_skips_resumes_restarts_and_reports_failures(tmp_path, fake_expof
     replaced = list(out.glob("replaced-*"))
     assert len(replaced) == 1 and (replaced[0] / "runs/expo/seed1/summary.json").exists()
     assert json.loads((out / "bench.json").read_text())["arguments"]["seeds"] == 1
+
+
+def test_pin_cores_splits_the_cpus_into_disjoint_slots(monkeypatch):
+    monkeypatch.setattr(runner, "TASKSET", "/usr/bin/taskset")
+    for cpus, jobs, slots in [
+        ({0, 1}, 2, [(0,), (1,)]),
+        ({0, 1}, 1, [(0, 1)]),
+        ({4, 5, 6, 7, 9}, 2, [(4, 5), (6, 7)]),  # a left-over CPU stays unused
+        ({0, 1}, 3, None),  # more jobs than cores: not pinned
+    ]:
+        monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid, cpus=cpus: cpus)
+        assert runner.pin_cores(jobs) == slots
+    monkeypatch.setattr(runner, "TASKSET", None)
+    assert runner.pin_cores(1) is None
+
+
+@pytest.mark.skipif(runner.TASKSET is None or len(os.sched_getaffinity(0)) < 2, reason="needs taskset and 2 CPUs")
+def test_bench_pins_each_run_to_its_own_cores(tmp_path, fake_expoft):
+    out = tmp_path / "b"
+    args = ["bench", "--methods", "expo,qc", "--preset", "tiny", "--seeds", "2", "--out", str(out)]
+    assert main(args) == 0
+    slots = [list(c) for c in runner.pin_cores(2)]
+    assert json.loads((out / "bench.json").read_text())["pinned_cores"] == slots
+    for run in ("expo/seed0", "expo/seed1", "qc/seed0", "qc/seed1"):
+        cores = json.loads((out / f"runs/{run}/affinity.json").read_text())  # what the run itself saw
+        assert cores in slots
+        assert json.loads((out / f"runs/{run}/bench_run.json").read_text())["attempts"][-1]["cores"] == cores
+    assert len(fake_expoft()) == 4
+    unpinned = tmp_path / "u"
+    assert main([*args[:-1], str(unpinned), "--no-pin"]) == 0
+    assert json.loads((unpinned / "runs/expo/seed0/affinity.json").read_text()) == sorted(os.sched_getaffinity(0))
+    assert "cores" not in json.loads((unpinned / "runs/expo/seed0/bench_run.json").read_text())["attempts"][-1]
 
 
 def test_export_leaves_checkpoints_and_unfinished_runs_out_and_the_bench_continues(tmp_path, fake_expoft, capsys):

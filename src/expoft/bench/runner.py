@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -46,10 +47,30 @@ SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"
 ignored it, so their runs computed exactly as these do.) This does not make XLA:CPU single-threaded
 (jax-ml/jax#1539): with jax 0.10 a run still computes on a pool of one thread per core (measured
 on 2 cores: 2 pool threads at ~50% each, the main thread ~2%), so --jobs 2 puts 4 busy threads
-on 2 cores. Pinning each run to its own core (``taskset``) was measured: critic steps ~10%
-faster, whole-loop env steps/s the same (2 rounds of 2 concurrent runs of
-benchmarks/throughput.py), so runs are not pinned."""
+on 2 cores. The bench therefore pins each of its --jobs runs to cores of its own (``pin_cores``,
+``Bench.pin``)."""
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+TASKSET = shutil.which("taskset")
+
+
+def pin_cores(jobs: int) -> list[tuple[int, ...]] | None:
+    """The cores of each of ``jobs`` run slots: the CPUs this process may use, split into equal
+    disjoint sets (a left-over CPU stays unused). None where there are fewer CPUs than jobs or
+    the platform cannot pin (no ``taskset``, util-linux's, or no ``os.sched_getaffinity``).
+
+    Why: unpinned, two runs on 2 cores are two XLA thread pools of 2 threads each on the same 2
+    cores. Measured on this 2-core machine (2026-12-02, benchmarks/throughput.py --variant fast,
+    two copies at once, two rounds): a critic step took 108-121 ms unpinned and 85-100 ms pinned
+    (one copy alone, pinned to one core: 89 ms), the whole loop 0.125 against 0.160-0.166 env
+    steps/s. A pinned run computes the same numbers: the tiny preset's metrics, pinned and not,
+    were identical."""
+    if TASKSET is None or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if jobs > len(cpus):
+        return None
+    per = len(cpus) // jobs
+    return [tuple(cpus[i * per : (i + 1) * per]) for i in range(jobs)]
 LOG_TAIL = 15
 """Lines of a failed run's log shown in the failure report."""
 POLL_SECONDS = 0.2
@@ -168,6 +189,10 @@ class Bench:
     """Bench folder."""
     jobs: int = 2
     """Runs at a time (one process each)."""
+    pin: bool = True
+    """Give each of the --jobs runs cores of its own (CPU affinity; see ``pin_cores``): on 2 cores
+    this made critic steps ~15-25% faster. Recorded per attempt in bench_run.json (``cores``); it
+    does not change what a run computes. Off, or with more jobs than cores, runs are not pinned."""
     single_thread: bool = True
     """Limit every run's BLAS/OpenMP to one thread and turn off Eigen's multi-threading (XLA_FLAGS,
     OMP_NUM_THREADS, ...); XLA:CPU still uses a pool of one thread per core (see SINGLE_THREAD_XLA)."""
@@ -591,14 +616,16 @@ class Started:
     started: str
     t0: float
     log: BinaryIO
+    cores: tuple[int, ...] | None = None
 
 
 class Scheduler:
     """Up to ``jobs`` processes at a time; each one's exact CPU time from ``os.wait4``."""
 
-    def __init__(self, jobs: int, env: dict, lock_fd: int):
+    def __init__(self, jobs: int, env: dict, lock_fd: int, slots: list[tuple[int, ...]] | None = None):
         self.jobs, self.env, self.lock_fd = jobs, env, lock_fd
         self.running: dict[int, Started] = {}
+        self.free_slots = list(slots or [])
 
     def start(self, run: PlannedRun, mode: str) -> None:
         import subprocess
@@ -614,12 +641,18 @@ class Scheduler:
         log = open(run.log, "ab")
         log.write(f"\n===== {_stamp()} {mode}: {command}\n".encode())
         log.flush()
+        cores = self.free_slots.pop(0) if self.free_slots and TASKSET is not None else None
+        if cores is not None and TASKSET is not None:
+            # taskset sets the affinity and execs the run (same pid, so wait4 still measures the run);
+            # set before the run starts, every thread it starts inherits it. (No preexec_fn: Python
+            # code between fork and exec can deadlock in a process with threads, as this one has.)
+            argv = [TASKSET, "-c", ",".join(map(str, cores)), *argv]
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
             pass_fds=(self.lock_fd,),  # the run holds the bench lock until it ends, even if the bench dies
         )  # fmt: skip
         proc.returncode = 0  # reaped by os.wait4 below, never by Popen
-        self.running[proc.pid] = Started(run, proc.pid, mode, command, _stamp(), time.perf_counter(), log)
+        self.running[proc.pid] = Started(run, proc.pid, mode, command, _stamp(), time.perf_counter(), log, cores)
 
     def reap(self, block: bool = False) -> list[tuple[Started, dict]]:
         """Finished processes: (what was started, the attempt record)."""
@@ -630,6 +663,8 @@ class Scheduler:
                 continue
             del self.running[pid]
             item.log.close()
+            if item.cores is not None:
+                self.free_slots.append(item.cores)
             attempt = {
                 "mode": item.mode,
                 "command": item.command,
@@ -642,6 +677,8 @@ class Scheduler:
                 "wall_seconds": round(time.perf_counter() - item.t0, 2),
                 "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
             }
+            if item.cores is not None:
+                attempt["cores"] = list(item.cores)
             done.append((item, attempt))
         return done
 
@@ -713,6 +750,7 @@ def run_bench(args: Bench) -> None:
     demos = {r.demos for r in runs if r.demos is not None}
     steps = demo_steps(demos, args.jobs) + steps
     env, changes = child_env(args.single_thread)
+    slots = pin_cores(args.jobs) if args.pin else None
     command = shlex.join(["expoft", "bench", *args.argv])
 
     prepare_folder(out, arguments, args.overwrite, act=False)
@@ -734,6 +772,7 @@ def run_bench(args: Bench) -> None:
                 "offline_updates": proto.offline_updates,
             },
             "jobs": args.jobs,
+            "pinned_cores": None if slots is None else [list(c) for c in slots],
             "executable": shlex.join(EXPOFT_ARGV),
             "environment": changes,
             "created": (previous or {}).get("created", _stamp()),
@@ -754,7 +793,7 @@ def run_bench(args: Bench) -> None:
         _write_json(out / "bench.json", bench)
         print(f"bench: {len(methods)} methods x {args.seeds} seeds = {len(runs)} runs, {args.jobs} at a time; "
               f"protocol {proto.name}: {proto.describe()}; {out}/bench.json", flush=True)  # fmt: skip
-        failures = execute(runs, steps, env, out, args.jobs, lock_fd)
+        failures = execute(runs, steps, env, out, args.jobs, lock_fd, slots)
     finally:
         os.close(lock_fd)
     if args.report:
@@ -773,7 +812,10 @@ def run_bench(args: Bench) -> None:
         )
 
 
-def execute(runs: list[PlannedRun], steps: list[DataStep], env: dict, out: Path, jobs: int, lock_fd: int):
+def execute(
+    runs: list[PlannedRun], steps: list[DataStep], env: dict, out: Path, jobs: int, lock_fd: int,
+    slots: list[tuple[int, ...]] | None = None,
+):
     """Make the data, then run every unfinished run; return the failures (run, attempt)."""
     from expoft.train.loop import same_config
 
@@ -792,7 +834,7 @@ def execute(runs: list[PlannedRun], steps: list[DataStep], env: dict, out: Path,
         print("all runs have finished", flush=True)
         return []
     run_data_steps(steps, env, out)
-    scheduler = Scheduler(jobs, env, lock_fd)
+    scheduler = Scheduler(jobs, env, lock_fd, slots)
     failures, total, done_count = [], len(todo), 0
     restore = _stop_on_signals()
     try:
