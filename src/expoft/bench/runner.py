@@ -191,8 +191,9 @@ class Bench:
     """Runs at a time (one process each)."""
     pin: bool = True
     """Give each of the --jobs runs cores of its own (CPU affinity; see ``pin_cores``): on 2 cores
-    this made critic steps ~15-25% faster. Recorded per attempt in bench_run.json (``cores``); it
-    does not change what a run computes. Off, or with more jobs than cores, runs are not pinned."""
+    this made critic steps 12-30% faster (two rounds of two runs at once). Recorded per attempt in
+    bench_run.json (``cores``); it does not change what a run computes. Off, or with more jobs than
+    cores, runs are not pinned."""
     single_thread: bool = True
     """Limit every run's BLAS/OpenMP to one thread and turn off Eigen's multi-threading (XLA_FLAGS,
     OMP_NUM_THREADS, ...); XLA:CPU still uses a pool of one thread per core (see SINGLE_THREAD_XLA)."""
@@ -641,8 +642,9 @@ class Scheduler:
         log = open(run.log, "ab")
         log.write(f"\n===== {_stamp()} {mode}: {command}\n".encode())
         log.flush()
-        cores = self.free_slots.pop(0) if self.free_slots and TASKSET is not None else None
-        if cores is not None and TASKSET is not None:
+        cores = self.free_slots.pop(0) if self.free_slots else None
+        if cores is not None:
+            assert TASKSET is not None  # pin_cores gives no slots without it
             # taskset sets the affinity and execs the run (same pid, so wait4 still measures the run);
             # set before the run starts, every thread it starts inherits it. (No preexec_fn: Python
             # code between fork and exec can deadlock in a process with threads, as this one has.)
