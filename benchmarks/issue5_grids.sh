@@ -4,7 +4,8 @@
 #
 #   bash benchmarks/issue5_grids.sh            # all grids, in order (~20 wall hours on 2 cores)
 #   bash benchmarks/issue5_grids.sh p2-scene   # one grid
-#   bash benchmarks/issue5_grids.sh x-cube-single-qc-vs-expo   # the extra, labelled ablation
+#   bash benchmarks/issue5_grids.sh x-cube-single-qc-vs-expo   # the extra, labelled ablations
+#   bash benchmarks/issue5_grids.sh x-scene-offline-phase
 #
 # Runs live in runs/<grid>/ (git-ignored, checkpoints included). Whenever a grid's bench returns,
 # its finished runs are exported, without checkpoints, to benchmarks/results/<grid>/, which is
@@ -25,6 +26,10 @@ P2_METHODS=expo,qc,qc-fql,rlpd
 # expo (8 base samples + 8 edited, chunk 1) and qc (32 base samples, no edits, chunks of 5):
 # expo-no-edit (8 base samples, no edits) and best-of-n (32, no edits, chunk 1).
 X_METHODS=expo-no-edit,best-of-n
+# Outside the equal-budget grids: is the offline RL phase what separates QC from EXPO on P2 scene?
+# EXPO per its definition has none (the base alone is pretrained) and QC has 500 update calls;
+# here each gets the other's: expo with 500 offline update calls, qc with none.
+X_OFFLINE_ARGS="expo=--offline-updates 500;qc=--offline-updates 0"
 
 grid_args() {
   case "$1" in
@@ -34,9 +39,11 @@ grid_args() {
       echo "--methods $P2_METHODS --protocol p2 --env ${1#p2-} --task 1 --seeds 3" ;;
     x-cube-single-qc-vs-expo)
       echo "--methods $X_METHODS --protocol p1 --env cube-single --seeds 3" ;;
+    x-scene-offline-phase)
+      echo "--methods expo,qc --protocol p2 --env scene --task 1 --seeds 3" ;;
     *)
       echo "unknown grid '$1'; one of: p1-cube-single p1-cube-double p2-cube-double p2-scene p2-puzzle-3x3" \
-        "x-cube-single-qc-vs-expo" >&2
+        "x-cube-single-qc-vs-expo x-scene-offline-phase" >&2
       return 2 ;;
   esac
 }
@@ -46,6 +53,7 @@ run_grid() {
   local tuning=()
   args=$(grid_args "$name")
   [[ $name != p1-* ]] || tuning=(--method-args "expo-ft=--update-every 20 --actor-steps 20")
+  [[ $name != x-scene-offline-phase ]] || tuning=(--method-args "$X_OFFLINE_ARGS")
   # word splitting of $args is wanted: it holds plain flags without spaces
   # shellcheck disable=SC2086
   $expoft bench $args "${tuning[@]}" --finetune-args="--checkpoint-every 1000" \
@@ -55,7 +63,7 @@ run_grid() {
 }
 
 grids=("$@")
-[ ${#grids[@]} -gt 0 ] || grids=(p1-cube-single p1-cube-double p2-cube-double p2-scene p2-puzzle-3x3 x-cube-single-qc-vs-expo)
+[ ${#grids[@]} -gt 0 ] || grids=(p1-cube-single p1-cube-double p2-cube-double p2-scene p2-puzzle-3x3 x-cube-single-qc-vs-expo x-scene-offline-phase)
 for name in "${grids[@]}"; do
   grid_args "$name" > /dev/null
 done
