@@ -29,6 +29,7 @@ X_METHODS=expo-no-edit,best-of-n
 # Outside the equal-budget grids: is the offline RL phase what separates QC from EXPO on P2 scene?
 # EXPO per its definition has none (the base alone is pretrained) and QC has 500 update calls;
 # here each gets the other's: expo with 500 offline update calls, qc with none.
+X_OFFLINE_METHODS=expo,qc
 X_OFFLINE_ARGS="expo=--offline-updates 500;qc=--offline-updates 0"
 
 grid_args() {
@@ -40,7 +41,7 @@ grid_args() {
     x-cube-single-qc-vs-expo)
       echo "--methods $X_METHODS --protocol p1 --env cube-single --seeds 3" ;;
     x-scene-offline-phase)
-      echo "--methods expo,qc --protocol p2 --env scene --task 1 --seeds 3" ;;
+      echo "--methods $X_OFFLINE_METHODS --protocol p2 --env scene --task 1 --seeds 3" ;;
     *)
       echo "unknown grid '$1'; one of: p1-cube-single p1-cube-double p2-cube-double p2-scene p2-puzzle-3x3" \
         "x-cube-single-qc-vs-expo x-scene-offline-phase" >&2
