@@ -6,6 +6,7 @@
 #   bash benchmarks/issue5_grids.sh p2-scene   # one grid
 #   bash benchmarks/issue5_grids.sh x-cube-single-qc-vs-expo   # the extra, labelled ablations
 #   bash benchmarks/issue5_grids.sh x-scene-offline-phase
+#   bash benchmarks/issue5_grids.sh x-scene-expo-chunked
 #
 # Runs live in runs/<grid>/ (git-ignored, checkpoints included). Whenever a grid's bench returns,
 # its finished runs are exported, without checkpoints, to benchmarks/results/<grid>/, which is
@@ -31,6 +32,11 @@ X_METHODS=expo-no-edit,best-of-n
 # here each gets the other's: expo with 500 offline update calls, qc with none.
 X_OFFLINE_METHODS=expo,qc
 X_OFFLINE_ARGS="expo=--offline-updates 500;qc=--offline-updates 0"
+# Outside the equal-budget grids: after x-scene-offline-phase, is it QC's chunked backups or its
+# 32 unedited samples that EXPO lacks on P2 scene? Here EXPO (8 base + 8 edited candidates) gets
+# QC's chunks of 5 (executed whole, 5-step backups) and nothing else.
+X_CHUNK_METHODS=expo
+X_CHUNK_ARGS="expo=--chunk-len 5 --exec-len 5"
 
 grid_args() {
   case "$1" in
@@ -42,9 +48,11 @@ grid_args() {
       echo "--methods $X_METHODS --protocol p1 --env cube-single --seeds 3" ;;
     x-scene-offline-phase)
       echo "--methods $X_OFFLINE_METHODS --protocol p2 --env scene --task 1 --seeds 3" ;;
+    x-scene-expo-chunked)
+      echo "--methods $X_CHUNK_METHODS --protocol p2 --env scene --task 1 --seeds 3" ;;
     *)
       echo "unknown grid '$1'; one of: p1-cube-single p1-cube-double p2-cube-double p2-scene p2-puzzle-3x3" \
-        "x-cube-single-qc-vs-expo x-scene-offline-phase" >&2
+        "x-cube-single-qc-vs-expo x-scene-offline-phase x-scene-expo-chunked" >&2
       return 2 ;;
   esac
 }
@@ -55,6 +63,7 @@ run_grid() {
   args=$(grid_args "$name")
   [[ $name != p1-* ]] || tuning=(--method-args "expo-ft=--update-every 20 --actor-steps 20")
   [[ $name != x-scene-offline-phase ]] || tuning=(--method-args "$X_OFFLINE_ARGS")
+  [[ $name != x-scene-expo-chunked ]] || tuning=(--method-args "$X_CHUNK_ARGS")
   # word splitting of $args is wanted: it holds plain flags without spaces
   # shellcheck disable=SC2086
   $expoft bench $args "${tuning[@]}" --finetune-args="--checkpoint-every 1000" \
@@ -64,7 +73,7 @@ run_grid() {
 }
 
 grids=("$@")
-[ ${#grids[@]} -gt 0 ] || grids=(p1-cube-single p1-cube-double p2-cube-double p2-scene p2-puzzle-3x3 x-cube-single-qc-vs-expo x-scene-offline-phase)
+[ ${#grids[@]} -gt 0 ] || grids=(p1-cube-single p1-cube-double p2-cube-double p2-scene p2-puzzle-3x3 x-cube-single-qc-vs-expo x-scene-offline-phase x-scene-expo-chunked)
 for name in "${grids[@]}"; do
   grid_args "$name" > /dev/null
 done
