@@ -19,7 +19,8 @@ Each figure is one JSON line on stdout with exactly the keys ``metric``, ``value
 update calls (after a warm-up call) divided by UTD; action latency percentiles come from
 ``--act-calls`` single-observation selections; ``env_steps_per_s`` runs the whole loop (env
 step, OTF action, buffer insert, pool sampling, one update call per env step as in EXPO) on
-cube-double task 1 for ``--loop-steps`` steps; ``peak_rss_mb`` is the process peak so far.
+cube-double task 1 for ``--loop-steps`` steps; ``eval_env_steps_per_s`` times ``evaluate`` (the
+run's evaluation loop) for ``--eval-episodes`` full-length episodes there; ``peak_rss_mb`` is the process peak so far.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 from expoft.agents.expo import EXPOAgent, EXPOConfig, act, update
 from expoft.data.replay import ChunkBatch, ReplayBuffer
 from expoft.envs.make import make_env
+from expoft.train.loop import evaluate
 
 OBS_DIM, ACTION_DIM = 37, 5
 VARIANTS = {
@@ -91,7 +93,19 @@ def whole_loop(agent: EXPOAgent, cfg: EXPOConfig, steps: int, rng: np.random.Gen
     return steps / (time.perf_counter() - start)
 
 
-def measure(variant: str, calls: int, act_calls: int, loop_steps: int) -> list[tuple[str, float, str]]:
+def evaluation_loop(agent: EXPOAgent, episodes: int) -> float:
+    """Environment steps per second of ``evaluate`` (OTF decisions every step, no learning) on
+    cube-double task 1: what the 50-episode evaluations of a run cost per step."""
+    env = make_env("cube-double", 1)
+    evaluate(agent, env, 1, seed=99)  # compile outside the timing
+    start = time.perf_counter()
+    result = evaluate(agent, env, episodes, seed=0)
+    return episodes * result["eval/episode_length"] / (time.perf_counter() - start)
+
+
+def measure(
+    variant: str, calls: int, act_calls: int, loop_steps: int, eval_episodes: int
+) -> list[tuple[str, float, str]]:
     cfg = VARIANTS[variant]
     # The whole loop samples online-only pools: same shapes, no offline part needed.
     loop_cfg = dataclasses.replace(cfg, offline_fraction=0.0)
@@ -115,6 +129,7 @@ def measure(variant: str, calls: int, act_calls: int, loop_steps: int) -> list[t
     loop_agent = EXPOAgent.create(loop_cfg, OBS_DIM, ACTION_DIM)
     loop_agent, _ = timed_update(loop_agent, random_pool(loop_cfg, rng))  # compile outside the timing
     env_steps_per_s = whole_loop(loop_agent, loop_cfg, loop_steps, rng)
+    eval_steps_per_s = evaluation_loop(agent, eval_episodes)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return [
         ("critic_step_ms", round(1000 * call_s / cfg.utd, 2), "ms"),
@@ -122,6 +137,7 @@ def measure(variant: str, calls: int, act_calls: int, loop_steps: int) -> list[t
         ("act_latency_p50_ms", round(1000 * float(np.percentile(latencies, 50)), 3), "ms"),
         ("act_latency_p99_ms", round(1000 * float(np.percentile(latencies, 99)), 3), "ms"),
         ("env_steps_per_s", round(env_steps_per_s, 3), "steps/s"),
+        ("eval_env_steps_per_s", round(eval_steps_per_s, 1), "steps/s"),
         ("peak_rss_mb", round(peak_mb), "MB"),
     ]
 
@@ -132,11 +148,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5, help="timed update calls (median)")
     parser.add_argument("--act-calls", type=int, default=300)
     parser.add_argument("--loop-steps", type=int, default=20, help="whole-loop env steps timed")
+    parser.add_argument("--eval-episodes", type=int, default=2, help="evaluation episodes timed (500 steps each)")
     args = parser.parse_args()
     variants = ["published", "fast"] if args.variant == "both" else [args.variant]
     rows = []
     for variant in variants:
-        for metric, value, unit in measure(variant, args.calls, args.act_calls, args.loop_steps):
+        for metric, value, unit in measure(variant, args.calls, args.act_calls, args.loop_steps, args.eval_episodes):
             row = {"metric": metric, "value": value, "unit": unit, "variant": variant}
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -6,10 +6,12 @@ import dataclasses
 import json
 
 import gymnasium
+import jax
 import numpy as np
 import pytest
 
 from expoft.agents import create_agent
+from expoft.agents.common import act_base, act_eval
 from expoft.cli import main
 from expoft.data.dataset import make_dataset
 from expoft.envs.chunks import ActionChunks
@@ -55,6 +57,46 @@ def test_evaluation_reports_the_mean_undiscounted_return():
     assert (result["eval_base/return"], result["eval_base/success"], result["eval_base/episode_length"]) == (
         -4.0, 0.0, 4.0,
     )  # fmt: skip
+
+
+class Recording(Counter):
+    """Counter that keeps every action it is given."""
+
+    def __init__(self, goal=7, limit=100):
+        super().__init__(goal, limit)
+        self.actions = []
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        return super().step(action)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "exec_len", "policy"),
+    [("expo", 1, "otf"), ("expo", 3, "otf"), ("expo", 3, "base"), ("rlpd", 1, "otf")],
+)
+def test_evaluation_acts_as_an_eager_split_then_act_loop(algorithm, exec_len, policy):
+    """Known answer: the one-dispatch evaluation step draws its keys as ``key, k = split(key)``
+    then ``act_eval`` / ``act_base`` would, so the executed actions are those, bit for bit
+    (a run evaluated before and after the change scores the same)."""
+    cfg = dataclasses.replace(TINY_AGENT, chunk_len=exec_len, exec_len=exec_len)
+    agent = create_agent(algorithm, cfg, 1, 2, seed=0)
+    env = Recording(goal=100, limit=5)
+    result = evaluate(agent, env, episodes=2, seed=3, policy=policy)
+    key, expected = jax.random.PRNGKey(3), []
+    for _ in range(2):
+        t = 0
+        while t < 5:
+            key, k = jax.random.split(key)
+            obs = np.array([[t]], np.float32)
+            chunk = act_eval(agent, obs, k)[0] if policy == "otf" else act_base(agent, obs, k)
+            steps = min(exec_len, 5 - t)
+            expected += list(np.asarray(chunk[0]).reshape(exec_len, 2)[:steps])
+            t += steps
+    np.testing.assert_array_equal(np.stack(env.actions), np.stack(expected))
+    prefix = "eval" if policy == "otf" else "eval_base"
+    assert result[f"{prefix}/episode_length"] == 5.0 and result[f"{prefix}/success"] == 0.0
+    assert (f"{prefix}/edited_frac" in result) == (algorithm == "expo" and policy == "otf")
 
 
 def test_chunks_execute_in_order_and_stop_at_episode_end():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Self, cast
 
 import flax.struct
@@ -360,6 +361,21 @@ def act_eval(agent, obs: jax.Array, rng: jax.Array, base=None):
 def act_base(agent, obs: jax.Array, rng: jax.Array) -> jax.Array:
     """The base policy alone (agents with ``has_base``)."""
     return agent.act_base(obs, rng)
+
+
+@functools.partial(jax.jit, static_argnames="policy")
+def evaluation_step(agent, obs: jax.Array, key: jax.Array, base=None, policy: str = "otf"):
+    """One evaluation decision in a single dispatch: ``(next key, actions [B, exec_dim], info)``.
+
+    The key is split exactly as a loop of ``key, k = split(key)`` followed by :func:`act_eval`
+    (``policy="otf"``) or :func:`act_base` (``"base"``) splits it, so the actions are the same;
+    done eagerly, the split and the indexing of the results cost as much as the policy itself
+    on one CPU core (about 3 of 6.5 ms per decision on cube-double)."""
+    key, k = jax.random.split(key)
+    if policy == "base":
+        return key, agent.act_base(obs, k), {}
+    actions, info = agent.act_eval(obs, k) if base is None else agent.act_eval(obs, k, base)
+    return key, actions, info
 
 
 @jax.jit

@@ -285,9 +285,11 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
             batch = add_batch_axis(obs)
             base = None if external is None else external(batch, step_seed(cfg, prev))
             a, info = act(agent, batch, jax.random.fold_in(act_key, prev + 1), base)
+            # one transfer: indexing device arrays would dispatch an op each
+            a, edited = jax.device_get((a, info.get("edited")))
             chunk = np.asarray(a[0])
-            if "edited" in info:
-                state.acted_edited.append(bool(info["edited"][0]))
+            if edited is not None:
+                state.acted_edited.append(bool(edited[0]))
         state.act_time += time.perf_counter() - t0
         obs, _, terminated, truncated, info = env.step(chunk)
         episode_ended = terminated or truncated

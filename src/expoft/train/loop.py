@@ -26,7 +26,7 @@ import numpy as np
 
 from expoft.agents import create_agent
 from expoft.agents.baselines_config import BaselineConfig
-from expoft.agents.common import act_base, act_eval, pretrain, update
+from expoft.agents.common import evaluation_step, pretrain, update
 from expoft.agents.expo import EXPOConfig
 from expoft.data.dataset import Dataset, DatasetError, label_for_task, load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
@@ -233,18 +233,17 @@ def evaluate(
         film()
         done, steps, episode_return = False, 0, 0.0
         while not done:
-            key, k = jax.random.split(key)
             draw = (seed + e) * 1009 + steps  # the external base's seed: fixed per episode and step
-            if policy == "otf":
-                batch = add_batch_axis(obs)
-                base = None if external is None else external(batch, draw)
-                action, info = act_eval(agent, batch, k, base)
-                if "edited" in info:
-                    edited.append(bool(info["edited"][0]))
-            elif external is not None:
-                action = external(add_batch_axis(obs), draw, num_samples=1)[:, 0]
+            batch = add_batch_axis(obs)
+            if policy == "base" and external is not None:
+                action = external(batch, draw, num_samples=1)[:, 0]
             else:
-                action = act_base(agent, add_batch_axis(obs), k)
+                base = None if policy == "base" or external is None else external(batch, draw)
+                key, action, info = evaluation_step(agent, batch, key, base, policy)
+                # one transfer of what is read here: indexing device arrays dispatches an op each
+                action, was_edited = jax.device_get((action, info.get("edited")))
+                if was_edited is not None:
+                    edited.append(bool(was_edited[0]))
             obs, reward, terminated, truncated, step_info = chunked.step(np.asarray(action[0]))
             steps += len(step_info["transitions"])
             episode_return += reward
