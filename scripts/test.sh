@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
 .venv/bin/mypy  # src/expoft and benchmarks (pyproject.toml)
 # Two workers (pytest-xdist): much of the suite is single-threaded (XLA compiles, env steps), so
 # the 2-core CI machine runs it in ~9 instead of ~12 minutes. The slowest tests are listed at the

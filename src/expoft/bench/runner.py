@@ -71,6 +71,8 @@ def pin_cores(jobs: int) -> list[tuple[int, ...]] | None:
         return None
     per = len(cpus) // jobs
     return [tuple(cpus[i * per : (i + 1) * per]) for i in range(jobs)]
+
+
 LOG_TAIL = 15
 """Lines of a failed run's log shown in the failure report."""
 POLL_SECONDS = 0.2
@@ -815,7 +817,12 @@ def run_bench(args: Bench) -> None:
 
 
 def execute(
-    runs: list[PlannedRun], steps: list[DataStep], env: dict, out: Path, jobs: int, lock_fd: int,
+    runs: list[PlannedRun],
+    steps: list[DataStep],
+    env: dict,
+    out: Path,
+    jobs: int,
+    lock_fd: int,
     slots: list[tuple[int, ...]] | None = None,
 ):
     """Make the data, then run every unfinished run; return the failures (run, attempt)."""
