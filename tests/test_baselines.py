@@ -17,7 +17,7 @@ from expoft.data.replay import ChunkBatch
 from expoft.obs import PixelSpec
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT, preset
-from expoft.train.methods import EXPO_FT_UPDATE_EVERY, FIXED, METHODS, apply_method, fixes
+from expoft.train.methods import FIXED, METHODS, apply_method, fixes
 
 from .conftest import metrics_rows
 
@@ -59,9 +59,11 @@ def test_baseline_acts_in_range_and_its_critic_learns(algorithm):
         assert actions.shape == (5, CHUNK * ACT) and actions.dtype == np.float32
         assert float(np.abs(actions).max()) <= 1.0
     data = pool(cfg, rewards=None, masks=0.0)
+    # a reward the critic can fit (a function of the state), from a critic that starts at Q = 0
+    data = data._replace(rewards=(2.0 * np.tanh(data.observations[:, 0])).astype(np.float32))
     first = agent
     losses = []
-    for _ in range(25):
+    for _ in range(60):
         agent, metrics = update(agent, data)
         assert all(np.isfinite(v) for v in metrics.values()), metrics
         assert metrics["critic/nonfinite"] == 0
@@ -205,14 +207,14 @@ def test_methods_set_what_defines_them():
     for name, cfg in cfgs.items():  # the budget is the preset's, whatever the method
         assert (cfg.env_steps, cfg.eval_every, cfg.agent.utd) == (
             base.env_steps, base.eval_every, base.agent.utd), name  # fmt: skip
-        # EXPO-FT's schedule is part of its definition; every other method keeps the preset's.
-        if not name.startswith("expo-ft"):
-            assert cfg.update_every == base.update_every, name
+        # every method keeps the preset's schedule and its one actor step per update call
+        assert (cfg.update_every, cfg.agent.actor_steps) == (base.update_every, base.agent.actor_steps), name
     for p in ("tiny", "p1"):
         ft = apply_method("expo-ft", preset(p))
-        assert ft.update_every == EXPO_FT_UPDATE_EVERY == 20 and ft.start_training == preset(p).start_training
-        # one actor step per env step, as EXPO's every-step schedule has it, within the UTD
-        assert ft.agent.actor_steps == min(20, ft.agent.utd) == {"tiny": 2, "p1": 20}[p]
+        assert ft.start_training == preset(p).start_training and ft.agent.actor_steps == 1
+    # p1: the published ratio per decision, a decision being an executed chunk
+    assert apply_method("expo-ft", preset("p1")).update_period == 4
+    assert apply_method("qc", preset("p1")).update_period == 5 and apply_method("expo", preset("p1")).update_period == 1
     with pytest.raises(ValueError, match="unknown method 'sac'"):
         apply_method("sac", base)
 

@@ -571,9 +571,9 @@ def test_protocol_plans(tmp_path):
     assert arguments["method_args"] == {"expo-ft": ["--update-every", "25", "--actor-steps", "10"]}
     assert "method_args" not in runner.check_args(reduced)[2]  # unused: benches made before it continue
     expo, expo_ft = runner.plan(tuned, methods, proto, "cube-single", None, tmp_path)
-    # over --finetune-args and over the method's own schedule (20 and 20)
+    # over --finetune-args and over the preset's schedule (a call per decision)
     assert expo_ft.config["update_every"] == 25 and expo_ft.config["agent"]["actor_steps"] == 10
-    assert expo.config["update_every"] == 5 and expo.config["agent"]["actor_steps"] == 2
+    assert expo.config["update_every"] is None and expo.config["agent"]["actor_steps"] == 2
 
     env, changes = runner.child_env(single_thread=True)
     assert "xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"] and env["OMP_NUM_THREADS"]

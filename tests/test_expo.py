@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from expoft.agents.common import Trainable, critic_ensemble, minibatch_indices, q_guided_select
+from expoft.agents.common import Trainable, critic_ensemble, minibatch_indices, q_guided_select, td_target
 from expoft.agents.expo import EXPOAgent, EXPOConfig, update
 from expoft.data.replay import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
@@ -189,15 +189,13 @@ def test_score_is_the_min_over_the_drawn_target_critics_and_the_target_takes_the
     obs_c = jnp.broadcast_to(obs[:, None], (3, 5, OBS))
     np.testing.assert_allclose(ens.apply_subset(target, members, obs_c, cands), full[members], rtol=1e-5)
 
-    q_next = jnp.array([[0.5, 2.0, -1.0], [0.1, 0.2, 0.3]])
+    v_next = jnp.array([2.0, 0.3])  # the backed-up values (EXPOAgent.backup_value)
     batch = pool(TINY)._replace(
         rewards=jnp.array([1.0, 0.0]),
         discounts=jnp.array([0.9, 0.81]),
         masks=jnp.array([1.0, 0.0]),
     )
-    np.testing.assert_allclose(agent.td_target(batch, q_next), [1.0 + 0.9 * 2.0, 0.0])
-    no_otf = agent.replace(config=dataclasses.replace(TINY, otf_in_backup=False))
-    np.testing.assert_allclose(no_otf.td_target(batch, q_next), [1.0 + 0.9 * 0.5, 0.0])
+    np.testing.assert_allclose(td_target(batch, v_next), [1.0 + 0.9 * 2.0, 0.0])
     # q_guided_select on subset-min scores picks the candidate whose worse critic is best.
     scores = agent.score(key, obs, cands)
     actions, index = q_guided_select(cands, scores)

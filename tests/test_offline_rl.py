@@ -46,8 +46,10 @@ def test_the_offline_phase_takes_its_calls_on_offline_batches_only_and_lowers_th
     logged = [r for r in metrics_rows(run.path) if r.get("phase") == "offline"]
     assert [r["offline/update_calls"] for r in logged] == list(range(2, calls + 1, 2))  # 20 rows
     assert all(r["env_step"] == 0 for r in logged)
-    first, last = logged[0]["offline/critic/loss"], np.mean([r["offline/critic/loss"] for r in logged[-3:]])
-    assert last < first, (first, last)
+    # the critic starts at Q = 0 and the demos' only rewards are their successes (1): what the
+    # offline phase learns is their value, propagated back from the successes
+    first, last = logged[0]["offline/critic/q_mean"], np.mean([r["offline/critic/q_mean"] for r in logged[-3:]])
+    assert abs(first) < 0.05 and last > first + 0.02, (first, last)
     changed = [not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(agent), jax.tree.leaves(trained), strict=True)]
     assert any(changed)
 

@@ -37,7 +37,10 @@ def test_shapes_and_the_edit_policy_sees_stopped_critic_features():
     # the critic encoder's features feed the edit policy, but no edit-loss gradient reaches them
     grads = jax.grad(lambda p: agent._edit_condition(obs, p).sum())(agent.critic.params)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
-    ensemble = critic_ensemble(CFG, pixels=True)
+    # (a critic with a random output layer: a fresh one's zero output layer passes no gradient back)
+    cfg = dataclasses.replace(CFG, critic_zero_init=False)
+    agent = EXPOAgent.create(cfg, SPEC, 3, seed=0)
+    ensemble = critic_ensemble(cfg, pixels=True)
     grads = jax.grad(lambda p: ensemble.apply(p, obs, actions).sum())(agent.critic.params)
     assert float(jnp.abs(grads["encoder"]["params"]["Dense_0"]["kernel"]).max()) > 0.0  # the critic loss does
 

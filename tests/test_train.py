@@ -109,7 +109,7 @@ def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, 
     # the sparse reward is 1 at the success step, where the episode ends: the return is the success
     assert again["eval/return"] == again["eval/success"] and base["eval_base/return"] == base["eval_base/success"]
     assert all("return" in e for e in json.loads((out / "summary.json").read_text())["evaluations"])
-    figures = {k: v for k, v in logged.items() if k != "env_step"}
+    figures = {k: v for k, v in logged.items() if k.startswith("eval/")}
     assert figures and {k: again[k] for k in figures} == figures
 
     # A second run into the same folder is refused, not merged.

@@ -25,6 +25,8 @@ class MLP(nn.Module):
     out_dim: int | None = None
     layer_norm: bool = False
     activation: Callable = nn.relu
+    zero_output: bool = False
+    """Initialise the output layer at zero: the network starts at exactly 0 everywhere."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -34,7 +36,8 @@ class MLP(nn.Module):
                 x = nn.LayerNorm()(x)
             x = self.activation(x)
         if self.out_dim is not None:
-            x = nn.Dense(self.out_dim)(x)
+            init = nn.initializers.zeros if self.zero_output else nn.initializers.lecun_normal()
+            x = nn.Dense(self.out_dim, kernel_init=init)(x)
         return x
 
 
@@ -88,15 +91,23 @@ class DenoisingNet(nn.Module):
 
 
 class Critic(nn.Module):
-    """One Q-network: ``Q(obs [..., D], action [..., d]) -> [...]``."""
+    """One Q-network: ``Q(obs [..., D], action [..., d]) -> [...]``.
+
+    Its output layer starts at zero (ALGORITHMS.md, EXPO 3), so every member of an ensemble
+    starts at Q = 0. With the default init, LayerNorm members start at offsets of about +-0.5,
+    as large as the whole value range of a sparse success reward, and a soft-updated target
+    forgets them only by e every 1 / (tau (1 - gamma)) = 20k critic steps: until then OTF's
+    argmax ranks candidates by initialisation noise. The hidden layers keep their random init,
+    so the output layer's gradient is non-zero from the first step."""
 
     hidden: Sequence[int] = (256, 256, 256)
     layer_norm: bool = True
+    zero_output: bool = True
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         x = jnp.concatenate([obs, action], axis=-1)
-        return MLP(self.hidden, 1, self.layer_norm)(x)[..., 0]
+        return MLP(self.hidden, 1, self.layer_norm, zero_output=self.zero_output)(x)[..., 0]
 
 
 class Ensemble:

@@ -70,7 +70,7 @@ def critic_ensemble(cfg, pixels: bool) -> Ensemble | EncodedEnsemble: ...
 def critic_ensemble(cfg, pixels: bool = False) -> Ensemble | EncodedEnsemble:
     """The critic ensemble of a config: ``num_critics`` LayerNorm MLPs, behind a shared image
     encoder (``cfg.encoder``) for pixel observations."""
-    heads = Ensemble(Critic(cfg.critic_hidden, layer_norm=True), cfg.num_critics)
+    heads = Ensemble(Critic(cfg.critic_hidden, layer_norm=True, zero_output=cfg.critic_zero_init), cfg.num_critics)
     return EncodedEnsemble(heads, cfg.encoder) if pixels else heads
 
 

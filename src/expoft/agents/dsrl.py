@@ -168,4 +168,4 @@ class DSRLAgent(WithBase):
 
 
 def _noise_critics(cfg: EXPOConfig) -> Ensemble:
-    return Ensemble(Critic(cfg.critic_hidden, layer_norm=True), NOISE_CRITICS)
+    return Ensemble(Critic(cfg.critic_hidden, layer_norm=True, zero_output=cfg.critic_zero_init), NOISE_CRITICS)

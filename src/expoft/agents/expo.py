@@ -13,8 +13,10 @@ then one base, one edit and one temperature step on the last minibatch.
 Speed (see ``EXPOConfig``): the base and edit parameters do not change during
 the critic steps of an update call, so the OTF candidates of all ``utd``
 minibatches are drawn up front in one batched call. That changes nothing
-that is learned; only ``target_flow_steps`` trades accuracy of the target
-candidates for time.
+that is learned. The options ``target_pool_size`` and ``targets_per_call``
+do change it (fewer distinct transitions per call; targets from the call's
+first target critic); they are off by default and stay off until they show
+the same learning as the exact update (ALGORITHMS.md).
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from expoft.agents.common import (
     rows,
     scan_unroll,
     subset_min,
-    td_target,
     temperature,
     temperature_step,
 )
@@ -73,7 +74,11 @@ class EXPOConfig:
     flow_steps: int = 10
     """Denoising steps of the base (Euler steps for flow, T for ddpm)."""
     target_flow_steps: int | None = None
-    """Speed option: Euler steps for TD-target candidates (flow only); None = flow_steps."""
+    """Euler steps for TD-target candidates (flow only); None = flow_steps, the base's real
+    sampling distribution. Not a speed option: with the linear flow path ONE Euler step lands
+    every noise on the mean action E[a|s] (the optimal velocity at t = 0 is E[a|s] - x0), so
+    all candidates collapse to one off-support action on multimodal data
+    (tests/test_target_fidelity.py). Kept only to reproduce the grids run before 2026-12-05."""
     base_width: int = 256
     base_blocks: int = 3
     base_lr: float = 3e-4
@@ -95,6 +100,10 @@ class EXPOConfig:
     critic_subset: int = 2
     """Target critics drawn for the min in OTF scoring and TD targets."""
     critic_hidden: tuple[int, ...] = (256, 256, 256)
+    critic_zero_init: bool = True
+    """Every critic member starts at Q = 0 (a zero output layer; see ``expoft.nets.Critic``).
+    False: the default init, members offset by about +-0.5 (our rule before 2026-12-05, kept
+    for the ablation)."""
     critic_lr: float = 3e-4
     tau: float = 0.005
     discount: float = 0.99
@@ -113,13 +122,19 @@ class EXPOConfig:
     offline_fraction: float = 0.5
     otf_in_backup: bool = True
     """False: TD target from one base sample instead of OTF (an ablation)."""
+    independent_backup_subsets: bool = True
+    """Choose the backup's candidate with one random subset of target critics and value it with a
+    second, independent subset, as the published code does. False: one subset chooses and
+    values (our rule before 2026-12-05, kept for the ablation; its max over noise biases the
+    target upward)."""
     target_pool_size: int | None = None
-    """Speed option: distinct transitions per update call whose OTF target candidates are drawn;
-    each critic step takes its minibatch from this pool. None = utd * batch_size (every
-    minibatch fresh, as published)."""
+    """Speed option that changes what is learned (off by default): distinct transitions per
+    update call whose OTF target candidates are drawn; each critic step takes its minibatch from
+    this pool. None = utd * batch_size (every minibatch fresh, as published)."""
     targets_per_call: bool = False
-    """Speed option: score the target candidates once per update call (target critic as of the
-    call's start) instead of at every critic step."""
+    """Speed option that changes what is learned (off by default): choose and value the target
+    candidates once per update call (target critic as of the call's start) instead of at every
+    critic step."""
     encoder: EncoderConfig = EncoderConfig()
     """Pixel observations only: the critic's image encoder (shared by its members, trained by the
     critic loss; the edit policy reads its features, gradient stopped) and the augmentation; the
@@ -306,15 +321,36 @@ class EXPOAgent(WithBase):
         cands = self.candidates(k_cand, obs, base=base)
         scores = self.score(k_score, obs, cands)
         actions, index = q_guided_select(cands, scores)
-        return actions, {"edited": index >= self.config.num_base_samples, "q": scores.max(axis=-1)}
+        edited = index >= self.config.num_base_samples
+        return actions, {"edited": edited, "not_first": index != 0, "q": scores.max(axis=-1)}
 
-    def td_target(self, batch: ChunkBatch, q_next: jax.Array) -> jax.Array:
-        """``y = R + gamma^n * mask * V(s')``, V the best candidate's subset-min target Q
-        (``q_next [B, C]``), or the first base sample's without OTF in the backup."""
-        return td_target(batch, self._backup_value(q_next))
+    def target_candidates(self, rng: jax.Array, next_obs: Any, base: jax.Array | None = None) -> jax.Array:
+        """The OTF candidates of TD targets at ``next_obs``: ``[B, N + M, exec_dim]``, drawn as for
+        acting (the base's full sampling chain) unless ``target_flow_steps`` says otherwise."""
+        steps = self.config.target_flow_steps if self.config.base == "flow" else None
+        return self.candidates(rng, next_obs, steps, base=base)
 
-    def _backup_value(self, q_next: jax.Array) -> jax.Array:
-        return q_next.max(axis=-1) if self.config.otf_in_backup else q_next[:, 0]
+    def backup_value(
+        self, rng: jax.Array, next_obs: Any, candidates: jax.Array, critic_params: Any = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``V(s')`` of the TD target and the candidate it backs up: ``([B], index [B])``.
+
+        OTF in the backup: the argmax candidate under one random subset of target critics
+        (the same rule as acting), valued by the min over a second, independent subset
+        (``independent_backup_subsets``, as the published code does: the max over one subset's
+        noise, valued by that same subset, biases the target upward). Without OTF in the backup
+        (an ablation) the first base sample is backed up. ``candidates [B, C, d]``."""
+        cfg = self.config
+        k_choose, k_value = jax.random.split(rng)
+        if cfg.otf_in_backup:
+            q_choose = self.score(k_choose, next_obs, candidates, critic_params)  # [B, C]
+            index = jnp.argmax(q_choose, axis=-1)
+        else:
+            q_choose, index = None, jnp.zeros(candidates.shape[0], jnp.int32)
+        if q_choose is not None and not cfg.independent_backup_subsets:
+            return jnp.take_along_axis(q_choose, index[:, None], axis=1)[:, 0], index
+        chosen = jnp.take_along_axis(candidates, index[:, None, None], axis=1)  # [B, 1, d]
+        return self.score(k_value, next_obs, chosen, critic_params)[:, 0], index
 
     # ---- learning --------------------------------------------------------
     def update(
@@ -333,21 +369,22 @@ class EXPOAgent(WithBase):
         cfg = self.config
         pool = check_pool(cfg, pool, self.action_dim)  # executed chunks, flat: [P, exec_dim]
         rng, k_idx, k_cand, k_score, k_scan, k_actor = jax.random.split(self.rng, 6)
-        steps = cfg.target_flow_steps if cfg.base == "flow" else None
-        pool_cands = self.candidates(k_cand, pool.next_observations, steps, base=next_base)  # [P, C, d]
+        pool_cands = self.target_candidates(k_cand, pool.next_observations, next_base)  # [P, C, d]
         if cfg.targets_per_call:
-            pool_q = self.score(k_score, pool.next_observations, pool_cands)  # [P, C]
+            pool_v, pool_choice = self.backup_value(k_score, pool.next_observations, pool_cands)  # [P], [P]
         index = minibatch_indices(cfg, k_idx)  # [U, B]
         base_data = base_batch_arrays(cfg, self.action_dim, pool, index, base_batch)  # checked before any work
         ensemble = critic_ensemble(cfg, is_pixels(self.obs_dim))
 
         def next_value(key, idx, mb, target):
             if cfg.targets_per_call:
-                q_next = pool_q[idx]
+                v, choice = pool_v[idx], pool_choice[idx]
             else:
-                q_next = self.score(key, mb.next_observations, pool_cands[idx], critic_params=target)  # [B, C]
-            edited = jnp.mean(q_next.argmax(-1) >= cfg.num_base_samples)
-            return self._backup_value(q_next), {"otf/target_edited_frac": edited}
+                v, choice = self.backup_value(key, mb.next_observations, pool_cands[idx], target)  # [B], [B]
+            return v, {
+                "otf/target_edited_frac": jnp.mean(choice >= cfg.num_base_samples),
+                "otf/target_not_first_frac": jnp.mean(choice != 0),
+            }
 
         unroll = scan_unroll(self.obs_dim)
         critic, target, metrics = critic_steps(

@@ -48,9 +48,10 @@ class RunConfig:
     """The agent: expo (also EXPO-FT, QC and the EXPO ablations, which are EXPO settings), bc,
     rlpd, fql (also QC-FQL), dsrl or residual. `expoft bench` names methods; see
     `expoft.train.methods`."""
-    agent: EXPOConfig = EXPOConfig(target_flow_steps=1, target_pool_size=1024, targets_per_call=True)
-    """EXPO hyperparameters (default: published values with the fast target options). The
-    baselines share its base, critic, chunk, batch and schedule settings."""
+    agent: EXPOConfig = EXPOConfig()
+    """EXPO hyperparameters (default: the published values, exact TD targets: no speed option
+    that changes what is learned). The baselines share its base, critic, chunk, batch and
+    schedule settings."""
     baseline: BaselineConfig = BaselineConfig()
     """Settings only the baselines have (RLPD, FQL, DSRL, residual)."""
     pixels: Annotated[PixelSpec | None, tyro.conf.AvoidSubcommands] = None
@@ -92,8 +93,12 @@ class RunConfig:
     """Environment steps before the first update call."""
     start_episodes: int = 0
     """Finished episodes before the first update call (EXPO-FT starts after ~10)."""
-    update_every: int = 1
-    """One update call every this many environment steps (1 = EXPO's schedule)."""
+    update_every: int | None = None
+    """One update call every this many environment steps. None: one per decision, i.e. every
+    ``agent.exec_len`` env steps (one per env step in plain EXPO, one per executed chunk under
+    chunking), which with one actor step per call is the published ratio of ``utd`` critic steps
+    and one actor step per decision. Any other value deviates from it; the run's summary says by
+    how much (``critic_steps_per_env_step``, ``actor_steps_per_env_step``)."""
     updates_per_episode: int = 0
     """If > 0: this many update calls at the end of each episode instead (EXPO-FT's schedule;
     `update_every` is then ignored)."""
@@ -124,6 +129,11 @@ class RunConfig:
     """Resumable checkpoints kept (the newest); older ones are deleted."""
 
     @property
+    def update_period(self) -> int:
+        """Env steps between update calls: ``update_every``, or one decision (``exec_len``)."""
+        return self.agent.exec_len if self.update_every is None else self.update_every
+
+    @property
     def obs_spec(self) -> int | PixelSpec:
         """What the agent observes: the state size of ``env``, or ``pixels``."""
         return self.pixels if self.pixels is not None else get_domain(self.env).obs_dim
@@ -131,11 +141,13 @@ class RunConfig:
     def __post_init__(self):
         check_task(get_domain(self.env), self.task)
         require_at_least(
-            self, 1, "env_steps", "eval_episodes", "log_every", "eval_every", "checkpoint_every", "update_every",
+            self, 1, "env_steps", "eval_episodes", "log_every", "eval_every", "checkpoint_every",
             "buffer_capacity", "demo_episodes", "intervene_patience", "keep_checkpoints",
         )  # fmt: skip
         if self.episode_steps is not None:
             require_at_least(self, 1, "episode_steps")
+        if self.update_every is not None:
+            require_at_least(self, 1, "update_every")
         limit = self.episode_steps or get_domain(self.env).episode_steps
         if self.agent.exec_len > limit:
             raise ValueError(
@@ -187,16 +199,20 @@ EXPO_FT_AGENT = dataclasses.replace(
     RunConfig().agent, chunk_len=8, exec_len=4, edit_scale=0.1, base_training="successes"
 )
 
-# The demo's agent: EXPO's published agent and fast target options, plus what did best in
-# single-seed trials on the demo task (ALGORITHMS.md EXPO-FT 1-2; README "Current results"): chunks of
-# 5 executed whole (one decision per 5 steps: fewer, longer-horizon backups), the base imitating
-# successful episodes only, 16 + 16 candidates (on the final agent, best-of-16 base samples
-# scored 0.84 against 0.78 for best-of-8), and one update call every 20 env steps with 20 actor
-# steps (one base/edit/temperature step per env step, as published; a call every env step does
-# not fit 20 minutes).
+# The demo's agent: EXPO's published agent plus what did best in single-seed trials on the demo
+# task (ALGORITHMS.md EXPO-FT 1-2; docs/results): chunks of 5 executed whole (one decision per 5
+# steps: fewer, longer-horizon backups), the base imitating successful episodes only, 16 + 16
+# candidates (on the final agent, best-of-16 base samples scored 0.84 against 0.78 for
+# best-of-8), and one update call every 20 env steps with 20 actor steps.
+# DEVIATIONS, the only preset that keeps them, so that `expoft demo` fits 20 minutes on a 2-core
+# CPU: (1) one update call per 4 decisions, i.e. 5 critic steps per decision instead of 20 (one
+# actor step per env step); (2) the old speed options: target candidates from ONE Euler step (the
+# mean action, not the base's distribution), a pool of 1024 transitions per call, targets scored
+# once per call. Measured on one core, an update call costs 2.9 s so and 4.9 s with 10-step
+# target candidates. They go when a fast path that passes the fidelity test replaces them.
 DEMO_AGENT = dataclasses.replace(
     RunConfig().agent, chunk_len=5, exec_len=5, base_training="successes", num_base_samples=16,
-    num_edit_samples=16, actor_steps=20,
+    num_edit_samples=16, actor_steps=20, target_flow_steps=1, target_pool_size=1024, targets_per_call=True,
 )  # fmt: skip
 
 PRESETS: dict[str, RunConfig] = {
@@ -215,11 +231,11 @@ PRESETS: dict[str, RunConfig] = {
         log_every=100,
         checkpoint_every=200,
     ),
-    # Protocol P1 of the benchmarks (`expoft bench --protocol p1`): plain EXPO (published agent,
-    # fast target options) from 30 noisy demos, an update call every 5 env steps, 5000 env steps.
+    # Protocol P1 of the benchmarks (`expoft bench --protocol p1`): plain EXPO (the published
+    # agent and ratio: one update call of UTD 20 per decision, exact targets) from 30 noisy demos,
+    # 5000 env steps.
     "p1": RunConfig(
         env_steps=5_000,
-        update_every=5,
         start_training=500,
         eval_every=1_000,
         eval_episodes=50,
@@ -228,16 +244,15 @@ PRESETS: dict[str, RunConfig] = {
     ),
     # EXPO-FT (ALGORITHMS.md): action chunks (H = 8 suits these 200-step tasks better than a
     # VLA's 16; h = 4, or pass --exec-len 8), the base imitating successful episodes only, one
-    # update call every 20 env steps, training after 10 episodes.
+    # update call per executed chunk (the published ratio per decision), training after 10 episodes.
     "expo-ft": RunConfig(
         agent=EXPO_FT_AGENT,
-        update_every=20,
         start_training=0,
         start_episodes=10,
     ),
-    # EXPO's own schedule (an update call every env step) with the published agent.
+    # The published agent and schedule; the same as `default` since 2026-12-05, kept as a name.
     "published": RunConfig(agent=EXPOConfig()),
-    # The default: EXPO with the fast target options.
+    # The default: plain EXPO with its published settings.
     "default": RunConfig(),
 }
 
@@ -269,6 +284,8 @@ PRESETS["expo-ft-demo"] = dataclasses.replace(PRESETS["p1"], agent=EXPO_FT_AGENT
 # on purpose smaller than the defaults of PixelSpec/EncoderConfig (64x64, channels 32-32-64-64,
 # 512 features): 48x48 frames and a 16-32-32 encoder with 256 features make an encoder step
 # ~5x cheaper (B = 64: 51 ms forward + backward, against 270 ms).
+# DEVIATIONS, for the CPU: one update call per 4 decisions (update_every 20: 5 critic steps per
+# decision), and a pool of 256 transitions per call (target_pool_size).
 PIXELS_AGENT = dataclasses.replace(
     EXPO_FT_AGENT, batch_size=64, target_pool_size=256, chunk_len=5, exec_len=5,
     encoder=EncoderConfig(channels=(16, 32, 32), feature_dim=256),

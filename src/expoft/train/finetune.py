@@ -45,6 +45,7 @@ from expoft.train.loop import (
     make_run_env,
     offline_data,
     offline_frames,
+    paired_difference,
     stop_if_diverged,
     to_jsonable,
     update_call,
@@ -82,6 +83,9 @@ class LoopState:
     pending: list[dict[str, float]] = dataclasses.field(default_factory=list)
     """Metrics of the update calls since the last log row."""
     acted_edited: list[bool] = dataclasses.field(default_factory=list)
+    acted_not_first: list[bool] = dataclasses.field(default_factory=list)
+    """Per training decision since the last log row: did a candidate other than the first base
+    sample win (the critic changed the action)?"""
     evals: list[dict] = dataclasses.field(default_factory=list)
     first_95: int | None = None
     cpu_to_95: float | None = None
@@ -286,10 +290,11 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
             base = None if external is None else external(batch, step_seed(cfg, prev))
             a, info = act(agent, batch, jax.random.fold_in(act_key, prev + 1), base)
             # one transfer: indexing device arrays would dispatch an op each
-            a, edited = jax.device_get((a, info.get("edited")))
+            a, edited, not_first = jax.device_get((a, info.get("edited"), info.get("not_first")))
             chunk = np.asarray(a[0])
             if edited is not None:
                 state.acted_edited.append(bool(edited[0]))
+                state.acted_not_first.append(bool(not_first[0]))
         state.act_time += time.perf_counter() - t0
         obs, _, terminated, truncated, info = env.step(chunk)
         episode_ended = terminated or truncated
@@ -332,13 +337,13 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
             row.update({"time/update_s": state.update_time, "time/act_s": state.act_time, "time/elapsed_s": elapsed(),
                         "time/cpu_s": cpu()})  # fmt: skip
             run.log(row)
-            state.pending, state.acted_edited = [], []
+            state.pending, state.acted_edited, state.acted_not_first = [], [], []
             grad_per_s = state.update_calls * agent_cfg.utd / state.update_time if state.update_time else 0.0
             bar.set(success=f"{row['train/rolling_success']:.2f}", calls=state.update_calls,
                     grad_per_s=f"{grad_per_s:.0f}")  # fmt: skip
         if _crossed(prev, step, cfg.eval_every) or last:
             result = evaluate(agent, eval_env, cfg.eval_episodes, eval_seed, external=external)
-            if cfg.eval_base and agent.has_base:
+            if (cfg.eval_base or last) and agent.has_base:  # the base at the end always: final_base_success
                 result |= evaluate(agent, eval_env, cfg.eval_episodes, eval_seed, policy="base", external=external)
             run.log({"env_step": step, **result})
             state.evals.append({"env_step": step, **result, "time/cpu_s": cpu()})
@@ -378,6 +383,9 @@ def _finish(
         "success_before_rl": before["eval/success"],
         "final_success": final["eval/success"],
         "final_success_ci": [final["eval/success_ci_low"], final["eval/success_ci_high"]],
+        # the base alone on the same reset seeds at the end: what the acting rule adds to it
+        "final_base_success": final.get("eval_base/success"),
+        **_policy_minus_base(final, "final_"),
         "env_steps": state.step,
         "env_steps_to_95": state.first_95,
         "update_calls": state.update_calls,
@@ -393,6 +401,9 @@ def _finish(
         "critic_steps_per_s": round(state.update_calls * cfg.agent.utd / state.update_time, 2)
         if state.update_time
         else None,
+        # the ratio that was run (published: utd critic steps and one actor step per decision)
+        "critic_steps_per_env_step": round(state.update_calls * cfg.agent.utd / max(state.step, 1), 3),
+        "actor_steps_per_env_step": round(state.update_calls * cfg.agent.actor_steps / max(state.step, 1), 3),
         # CPU seconds rounded like the totals above, so that a total never reads below its last evaluation
         "evaluations": [
             {
@@ -401,6 +412,8 @@ def _finish(
                 **({"base_success": e["eval_base/success"]} if "eval_base/success" in e else {}),
                 **({"return": e["eval/return"]} if "eval/return" in e else {}),
                 **({"base_return": e["eval_base/return"]} if "eval_base/return" in e else {}),
+                **_policy_minus_base(e),
+                **{k[len("eval/") :]: e[k] for k in CALIBRATION if k in e},
                 "cpu_seconds": _round1(e.get("time/cpu_s")),
             }
             for e in state.evals
@@ -419,6 +432,19 @@ def _finish(
     return summary
 
 
+CALIBRATION = ("eval/first_q", "eval/first_return", "eval/q_return_corr", "eval/not_first_frac")
+"""Evaluation diagnostics copied into the summary's evaluations (see ``loop.calibration``)."""
+
+
+def _policy_minus_base(e: dict, prefix: str = "") -> dict:
+    """Policy minus base alone on the same reset seeds, with a paired 95% interval, when the
+    evaluation ``e`` has both."""
+    if "eval_base/successes" not in e or "eval/successes" not in e:
+        return {}
+    mean, low, high = paired_difference(e["eval/successes"], e["eval_base/successes"])
+    return {f"{prefix}policy_minus_base": mean, f"{prefix}policy_minus_base_ci": [low, high]}
+
+
 def _round1(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
@@ -435,13 +461,14 @@ def _crossed(prev: int, step: int, every: int) -> int:
 
 def _update_calls_due(cfg: RunConfig, prev: int, step: int, episode_ended: bool) -> int:
     """Update calls due after the environment moved from step ``prev`` to ``step`` (one chunk):
-    one per multiple of ``update_every`` passed since ``start_training``, or
+    one per multiple of the update period (``update_every``, or one decision) passed since
+    ``start_training``, or
     ``updates_per_episode`` when an episode has just ended."""
     if step < cfg.start_training:
         return 0
     if cfg.updates_per_episode:
         return cfg.updates_per_episode if episode_ended else 0
-    return _crossed(max(prev, cfg.start_training - 1), step, cfg.update_every)
+    return _crossed(max(prev, cfg.start_training - 1), step, cfg.update_period)
 
 
 def _log_row(state: LoopState, buffer: ReplayBuffer) -> dict:
@@ -452,6 +479,7 @@ def _log_row(state: LoopState, buffer: ReplayBuffer) -> dict:
         "train/rolling_success": float(np.mean(state.recent_successes)) if state.recent_successes else 0.0,
         "train/update_calls": state.update_calls,
         "otf/edited_frac": float(np.mean(state.acted_edited)) if state.acted_edited else None,
+        "otf/not_first_frac": float(np.mean(state.acted_not_first)) if state.acted_not_first else None,
         "train/successful_online_steps": buffer.successful_steps[1],
         "train/intervened_steps": buffer.intervened_steps,
         "train/intervention_rate": float(np.mean(state.recent_interventions)) if state.recent_interventions else 0.0,

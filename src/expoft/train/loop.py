@@ -182,6 +182,17 @@ def update_call(
     return new_agent, {k: float(v) for k, v in metrics.items()}  # float() waits for the work: honest timing
 
 
+def paired_difference(a: list[int], b: list[int], z: float = 1.96) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired episodes (same reset seeds) and its normal-approximation
+    interval ``mean +- z * sd / sqrt(n)``; pairing removes the variance the two share (how hard
+    each reset is)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_difference needs two equally long, non-empty lists, got {len(a)} and {len(b)}")
+    d = np.asarray(a, float) - np.asarray(b, float)
+    half = z * float(d.std(ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else float("inf")
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a success rate."""
     if n == 0:
@@ -219,7 +230,9 @@ def evaluate(
     if video is not None and Path(video).suffix.lower() != ".gif":
         raise ValueError(f"videos are written as animated GIFs; name the file *.gif, got {video}")
     key = jax.random.PRNGKey(seed)
-    successes, lengths, returns, edited, frames = 0, [], [], [], []
+    successes, lengths, returns, edited, not_first, frames = [], [], [], [], [], []
+    first_q, discounted = [], []  # critic calibration: Q of each episode's first decision vs its return
+    gamma = agent.config.discount
     filming = False
 
     def film():
@@ -231,7 +244,7 @@ def evaluate(
         obs, _ = chunked.reset(seed=seed + e)
         filming = video is not None and e < video_episodes
         film()
-        done, steps, episode_return = False, 0, 0.0
+        done, steps, episode_return, discounted_return = False, 0, 0.0, 0.0
         while not done:
             draw = (seed + e) * 1009 + steps  # the external base's seed: fixed per episode and step
             batch = add_batch_axis(obs)
@@ -241,22 +254,28 @@ def evaluate(
                 base = None if policy == "base" or external is None else external(batch, draw)
                 key, action, info = evaluation_step(agent, batch, key, base, policy)
                 # one transfer of what is read here: indexing device arrays dispatches an op each
-                action, was_edited = jax.device_get((action, info.get("edited")))
-                if was_edited is not None:
-                    edited.append(bool(was_edited[0]))
+                action, info = jax.device_get((action, {k: info[k] for k in ("edited", "not_first", "q") if k in info}))
+                if "edited" in info:
+                    edited.append(bool(info["edited"][0]))
+                    not_first.append(bool(info["not_first"][0]))
+                if steps == 0 and "q" in info:
+                    first_q.append(float(info["q"][0]))
             obs, reward, terminated, truncated, step_info = chunked.step(np.asarray(action[0]))
-            steps += len(step_info["transitions"])
+            for t in step_info["transitions"]:
+                discounted_return += gamma**steps * t.reward
+                steps += 1
             episode_return += reward
             done = terminated or truncated
-        successes += int(step_info["success"])
+        successes.append(int(step_info["success"]))
         lengths.append(steps)
         returns.append(episode_return)
+        discounted.append(discounted_return)
     if video is not None:
         write_gif(frames, video)
-    low, high = wilson_interval(successes, episodes)
+    low, high = wilson_interval(sum(successes), episodes)
     prefix = "eval" if policy == "otf" else "eval_base"
     result = {
-        f"{prefix}/success": successes / episodes,
+        f"{prefix}/success": sum(successes) / episodes,
         f"{prefix}/success_ci_low": low,
         f"{prefix}/success_ci_high": high,
         f"{prefix}/episode_length": float(np.mean(lengths)),
@@ -264,10 +283,28 @@ def evaluate(
         # shows progress (cubes placed) that the 0/1 success hides
         f"{prefix}/return": float(np.mean(returns)),
         f"{prefix}/episodes": episodes,
+        # per episode, in reset-seed order: the base alone and the policy pair up episode by episode
+        f"{prefix}/successes": successes,
     }
     if edited:
         result[f"{prefix}/edited_frac"] = float(np.mean(edited))
+        result[f"{prefix}/not_first_frac"] = float(np.mean(not_first))
+    if first_q:
+        result.update(calibration(first_q, discounted, prefix))
     return result
+
+
+def calibration(q: list[float], returns: list[float], prefix: str = "eval") -> dict:
+    """The critic against what happened: Q of each evaluation episode's first decision (the
+    subset-min target Q of the chosen candidate) and the episode's observed discounted return,
+    their means and correlation (None when either is constant, e.g. no episode succeeded)."""
+    q_arr, g_arr = np.asarray(q), np.asarray(returns)
+    constant = len(q_arr) < 2 or np.std(q_arr) == 0 or np.std(g_arr) == 0
+    return {
+        f"{prefix}/first_q": float(q_arr.mean()),
+        f"{prefix}/first_return": float(g_arr.mean()),
+        f"{prefix}/q_return_corr": None if constant else float(np.corrcoef(q_arr, g_arr)[0, 1]),
+    }
 
 
 def offline_data(cfg: RunConfig, progress: bool) -> Dataset:

@@ -3,8 +3,10 @@
 A method is a change of a run config: which agent, and the settings that define the method
 (ALGORITHMS.md, "baselines"). Everything else (data, pretraining, environment-step budget,
 update schedule, UTD, batch, critic ensemble, evaluation) stays as the preset has it, so
-that methods run under one preset differ only where their definitions differ. The one
-schedule that is part of a definition is EXPO-FT's (an update call every 20 env steps).
+that methods run under one preset differ only where their definitions differ. Every method
+keeps the preset's ratio per decision (an update call per executed chunk by default), so a
+chunked method makes fewer update calls per env step than an unchunked one: a decision is a
+chunk (ALGORITHMS.md, EXPO-FT 1).
 """
 
 from __future__ import annotations
@@ -16,10 +18,6 @@ from expoft.train.config import RunConfig
 
 QC_CHUNK = 5
 """Q-chunking's chunk length on OGBench (h = 5), used by qc and qc-fql."""
-
-
-EXPO_FT_UPDATE_EVERY = 20
-"""EXPO-FT's update schedule in simulation: one update call every 20 env steps (ALGORITHMS.md: 20-30)."""
 
 
 _EXPO_OFFLINE = {"offline_updates": 0}
@@ -63,20 +61,16 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
     # EXPO as the preset has it.
     "expo": lambda c: _agent(c, "expo"),
     # EXPO-FT in simulation: chunks (H 8, h 4), the base imitating successful episodes only,
-    # edit scale 0.1, and its update schedule decoupled from control (one update call every
-    # EXPO_FT_UPDATE_EVERY env steps, with as many actor steps, so that actor steps per env step
-    # stay EXPO's one; capped at the preset's UTD, which only the `tiny` preset's 2 reaches).
-    "expo-ft": lambda c: dataclasses.replace(
-        _agent(
-            c,
-            "expo",
-            base_training="successes",
-            edit_scale=0.1,
-            actor_steps=min(EXPO_FT_UPDATE_EVERY, c.agent.utd),
-            **({} if c.agent.chunk_len > 1 else {"chunk_len": 8, "exec_len": 4}),
-        ),
-        update_every=EXPO_FT_UPDATE_EVERY,
-    ),  # fmt: skip
+    # edit scale 0.1; the preset's ratio per decision (by default one update call of UTD 20 and
+    # one actor step per executed chunk). The real-robot schedule decoupled from control (a call
+    # every 20-30 env steps) is `--update-every`.
+    "expo-ft": lambda c: _agent(
+        c,
+        "expo",
+        base_training="successes",
+        edit_scale=0.1,
+        **({} if c.agent.chunk_len > 1 else {"chunk_len": 8, "exec_len": 4}),
+    ),
     # EXPO-FT with simulated human interventions (the scripted OGBench oracle takes over when the
     # policy stalls, less and less often): the third arm of the EXPO-FT comparison.
     "expo-ft-intervene": lambda c: dataclasses.replace(METHODS["expo-ft"](c), intervene="scripted"),
