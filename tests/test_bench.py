@@ -92,7 +92,7 @@ def test_metrics_reader_skips_a_cut_last_row_and_refuses_a_damaged_one(tmp_path)
 
 def write_run(
     run_dir: Path, seed: int, successes: dict[int, float], cpu: float | None = None, grad: float = 10.0, run_cpu=None,
-    edited=None, own_cpu=None, returns=None, reward=None,
+    edited=None, own_cpu=None, returns=None, reward=None, diagnostics=None,
 ):  # fmt: skip
     """``run_cpu``: the run's own CPU seconds at each evaluation step (absent: an older run);
     ``edited``: the ``otf/edited_frac`` of its training log rows; ``own_cpu``: summary.json's
@@ -116,6 +116,10 @@ def write_run(
     }
     if own_cpu is not None:
         summary["cpu_seconds"] = own_cpu
+    if diagnostics is not None:  # "EXPO that learns": paired policy - base, calibration, the ratio run
+        summary["final_policy_minus_base"] = diagnostics["policy_minus_base"]
+        summary["critic_steps_per_env_step"], summary["actor_steps_per_env_step"] = 20.0, 1.0
+        evals[-1].update(first_q=0.5, first_return=0.4, q_return_corr=0.6)
     (run_dir / "summary.json").write_text(json.dumps(summary))
     config = {"seed": seed, "env": "cube-single", **({"reward": reward} if reward else {})}
     (run_dir / "config.json").write_text(json.dumps(config))
@@ -136,7 +140,8 @@ def write_run(
 @pytest.fixture
 def synthetic_bench(tmp_path):
     d = tmp_path / "bench"
-    write_run(d / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6, 2000: 0.9}, cpu=60, grad=10, edited=[None, 0.5, 0.7])
+    write_run(d / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6, 2000: 0.9}, cpu=60, grad=10, edited=[None, 0.5, 0.7],
+              diagnostics={"policy_minus_base": 0.1})  # fmt: skip
     write_run(
         d / "runs/expo/seed1",
         1,
@@ -145,9 +150,10 @@ def synthetic_bench(tmp_path):
         grad=20,
         run_cpu={0: 100.0, 1000: 400.0, 2000: 600.0},
         edited=[0.8, 0.8],
+        diagnostics={"policy_minus_base": 0.2},
     )
     write_run(d / "runs/expo/seed2", 2, {0: 0.6, 1000: 0.9, 2000: 1.0}, cpu=180, grad=30,
-              run_cpu={0: 100.0, 1000: 500.0, 2000: 900.0})  # fmt: skip
+              run_cpu={0: 100.0, 1000: 500.0, 2000: 900.0}, diagnostics={"policy_minus_base": 0.3})  # fmt: skip
     write_run(d / "runs/qc/seed0", 0, {0: 0.3, 1000: 0.5, 2000: 0.7}, cpu=30, edited=[0.0, 0.0])
     write_run(d / "runs/qc/seed1", 1, {0: 0.3, 1000: 0.4, 1500: 0.45, 2000: 0.5})  # no runner record
     failed = d / "runs/qc/seed2"
@@ -206,7 +212,9 @@ def test_report_figures(synthetic_bench, capsys):
     cells = [c.strip() for c in expo_row.strip("|").split("|")]
     assert cells[:5] == ["expo", "3/3", "0.50 [0.25, 0.75]", "0.77 [0.39, 1.00]", "0.95 [0.83, 1.00]"]
     assert cells[5:10] == ["333 (3/3)", "1,333 (3/3)", "2,000 (2/3)", "12.5 (2/3)", "0.40"]
-    assert cells[10:] == ["2.0", "1.7", "20.0", "0.70"]
+    # policy - base: 0.2 +- t(2) * 0.1 / sqrt(3) = 0.2 +- 0.248
+    assert cells[10:13] == ["+0.20 [-0.05, +0.45]", "0.50 / 0.40 (r 0.60)", "20.00 / 1.00"]
+    assert cells[13:] == ["2.0", "1.7", "20.0", "0.70"]
     assert "| qc | 2/3 (1 failed) |" in table and "– (0/2)" in table
     assert "| bc | 1/1 | 0.40 (n=1) | – | 0.42 (n=1) |" in table
     bc_row = next(line for line in table.splitlines() if line.startswith("| bc |"))

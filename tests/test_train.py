@@ -13,7 +13,7 @@ from expoft.cli import main
 from expoft.train.checkpoint import CheckpointError, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, preset
 from expoft.train.finetune import _update_calls_due
-from expoft.train.loop import RunDir, load_run_agent, wilson_interval
+from expoft.train.loop import RunDir, load_run_agent, paired_difference, wilson_interval
 
 from .conftest import assert_same_leaves, metrics_rows
 
@@ -68,6 +68,15 @@ def test_reopen_cuts_the_metrics_back_and_keeps_the_cut_rows(tmp_path):
     assert replayed == ['{"env_step": 2}', '{"env_step": 3, "cut', '{"env_step": 2}', '{"env_step": 3']
 
 
+def test_paired_difference_known_answer_and_bad_input():
+    # differences 1, 0, 0, -1, 1: mean 0.2, sd 0.8367, half-width 1.96 * 0.8367 / sqrt(5) = 0.7334
+    mean, low, high = paired_difference([1, 1, 0, 0, 1], [0, 1, 0, 1, 0])
+    assert mean == pytest.approx(0.2) and (low, high) == pytest.approx((0.2 - 0.7334, 0.2 + 0.7334), abs=1e-4)
+    assert paired_difference([1, 1], [1, 1]) == (0.0, 0.0, 0.0)  # the same episodes: no doubt
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([1, 0], [1])
+
+
 def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "run"
@@ -86,10 +95,22 @@ def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, 
     assert final["buffer"]["total_added"] == 300  # every online step is in the saved segments
     assert summary["env_steps"] == 300 and summary["update_calls"] > 0
     assert 0.0 <= summary["final_success"] <= 1.0
+    # the diagnostics: the base alone at the end on the same reset seeds, the pair's difference,
+    # the ratio that was run (tiny: a call of UTD 2 at every 5th env step from step 100 on: 41), calibration
+    summary = json.loads((out / "summary.json").read_text())
+    final_eval = summary["evaluations"][-1]
+    assert summary["final_base_success"] == final_eval["base_success"]
+    assert summary["final_policy_minus_base"] == pytest.approx(final_eval["success"] - final_eval["base_success"])
+    assert summary["critic_steps_per_env_step"] == pytest.approx(summary["update_calls"] * 2 / 300, abs=1e-3)
+    assert summary["update_calls"] == 41 and summary["actor_steps_per_env_step"] == pytest.approx(41 / 300, abs=1e-3)
+    assert {"first_q", "first_return", "not_first_frac"} <= set(final_eval)
+    assert all(0.0 <= final_eval[k] <= 1.0 for k in ("first_return", "not_first_frac"))
     rows = metrics_rows(out)
     train_rows = [r for r in rows if "critic/loss" in r]
     assert train_rows and all(np.isfinite(r["critic/loss"]) for r in train_rows)
-    assert {"train/rolling_success", "edit/alpha", "otf/edited_frac", "base/loss"} <= set(train_rows[-1])
+    assert {"train/rolling_success", "edit/alpha", "otf/edited_frac", "otf/not_first_frac", "base/loss"} <= set(
+        train_rows[-1]
+    )
     assert any("eval/success" in r for r in rows) and any("eval_base/success" in r for r in rows)
     config = json.loads((out / "config.json").read_text())
     assert config["seed"] == 1 and config["agent"]["utd"] == TINY_AGENT.utd

@@ -278,6 +278,19 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
     stats["edited_frac"] = _mean([r.edited_frac for r in done])
     env_steps = [r.finished_summary.get("env_steps") for r in done]
     stats["env_steps"] = env_steps[0] if len(set(env_steps)) == 1 else _mean(env_steps)
+    # the diagnostics of "EXPO that learns": what the acting rule adds to its own base (paired on
+    # the same reset seeds at the last evaluation), whether the critic tracks the returns, and
+    # the ratio of gradient steps that was run
+    paired = [s for s in (r.finished_summary.get("final_policy_minus_base") for r in done) if s is not None]
+    if paired:
+        mean, low, high = t_interval(paired)
+        stats["policy_minus_base"] = {"mean": mean, "low": low, "high": high, "n": len(paired)}
+    last = [r.evaluations[-1] for r in done if r.evaluations]
+    stats["q_return_corr"] = _mean([e.get("q_return_corr") for e in last])
+    stats["first_q"] = _mean([e.get("first_q") for e in last])
+    stats["first_return"] = _mean([e.get("first_return") for e in last])
+    for key in ("critic_steps_per_env_step", "actor_steps_per_env_step"):
+        stats[key] = _mean([r.finished_summary.get(key) for r in done])
     return stats
 
 
@@ -307,6 +320,24 @@ def format_steps(cell: dict | None, fmt: str = ",.0f") -> str:
     return f"{cell['mean']:{fmt}} ({cell['reached']}/{cell['n']})"
 
 
+def format_difference(cell: dict | None) -> str:
+    """A signed mean with its interval over seeds: ``+0.12 [+0.02, +0.22]``."""
+    if cell is None:
+        return "–"
+    if cell["n"] == 1 or cell["low"] is None:
+        return f"{cell['mean']:+.2f} (n=1)"
+    return f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
+
+
+def format_calibration(s: dict) -> str:
+    """Mean Q of the evaluation episodes' first decisions vs their discounted return, and the
+    correlation of the two (r)."""
+    if s.get("first_q") is None:
+        return "–"
+    corr = s.get("q_return_corr")
+    return f"{s['first_q']:.2f} / {s['first_return']:.2f}" + ("" if corr is None else f" (r {corr:.2f})")
+
+
 def _num(x: float | None, fmt: str) -> str:
     return "–" if x is None else format(x, fmt)
 
@@ -315,7 +346,9 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
     head = ["method", "runs"]
     head += [f"success @{_step_label(s)}" for s in checkpoints]
     head += [f"steps to {round(t * 100)}%" for t in THRESHOLDS]
-    head += ["CPU min to 95%", "base alone", "CPU min/run", "wall min/run", "grad steps/s", "edited acts"]
+    head += ["CPU min to 95%", "base alone", "policy − base (last)", "Q / return (last)"]
+    head += ["critic / actor steps per env step"]
+    head += ["CPU min/run", "wall min/run", "grad steps/s", "edited acts"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in stats:
         runs = f"{s['finished']}/{s['runs']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
@@ -325,6 +358,9 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
         row += [format_steps(s.get("cpu_minutes_to_95"), ".1f")]
         row += [
             _num(s.get("bc_success"), ".2f"),
+            format_difference(s.get("policy_minus_base")),
+            format_calibration(s),
+            f"{_num(s.get('critic_steps_per_env_step'), '.2f')} / {_num(s.get('actor_steps_per_env_step'), '.2f')}",
             _num(s.get("cpu_minutes"), ".1f"),
             _num(s.get("wall_minutes"), ".1f"),
             _num(s.get("grad_steps_per_s"), ".1f"),
@@ -516,7 +552,13 @@ def render_report(
         "mean over the seeds that reached X% at an evaluation (seeds that did, of the finished ones); "
         "the resolution is the evaluation interval. CPU min to 95%: the run's own CPU time (pretraining "
         "included) at its first evaluation at >= 95%, mean over the seeds that reached it and recorded "
-        "CPU time. base alone: the pretrained base's success before RL. "
+        "CPU time. base alone: the pretrained base's success before RL. policy − base (last): at the last "
+        "evaluation, the policy's success minus its own base's alone on the same reset seeds (paired), mean "
+        "over seeds with its t-interval (– for runs without the base alone at the end). Q / return (last): "
+        "the critic's Q of each evaluation episode's first decision against the episode's discounted return, "
+        "both averaged (r: their correlation over episodes, mean over seeds; none when either is constant). "
+        "critic / actor steps per env step: the ratio that was run (published: UTD 20 and one actor step "
+        "per decision, a decision being an executed chunk). "
         "CPU min/run: user + system CPU time of the work behind the run's result, by the run's own count "
         "(pretraining included, carried across resumes; runs without one: as measured by the runner, "
         "table.csv's runner_cpu_minutes); wall min/run likewise. grad steps/s: critic gradient steps per "

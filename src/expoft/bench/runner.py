@@ -204,6 +204,9 @@ class Bench:
     (bench.json, runs/, logs/, report/) to --out/replaced-<time>/. Nothing is deleted."""
     report: bool = True
     """Render the report at the end."""
+    eval_base: bool = True
+    """Evaluate every run's base alone at every evaluation too, on the same reset seeds as the
+    policy: the report's "policy − base" (what the critic-guided rule adds to its own base)."""
     argv: tyro.conf.Suppress[tuple[str, ...]] = ()
     """The command line as given (filled in by the CLI; recorded in bench.json)."""
 
@@ -374,6 +377,7 @@ def check_args(args: Bench) -> tuple[list[str], Protocol, dict]:
         "preset": proto.preset,
         "play_transitions": proto.play_transitions,
         "finetune_args": args.finetune_args,
+        "eval_base": args.eval_base,
     }
     if proto.play_transitions is not None:  # p2 only: the p1 benches made before it continue
         arguments["offline_updates"] = proto.offline_updates
@@ -420,7 +424,8 @@ def plan(args: Bench, methods: list[str], proto: Protocol, env: str, dataset: Pa
             cmd += ["--env", env, "--task", str(args.task)]
             if dataset is not None:
                 cmd += ["--dataset", str(dataset)]
-            cmd += [*flags, *extra, *tuning.get(method, []), "--out", str(run_dir), "--no-progress"]
+            diagnostics = ["--eval-base"] if args.eval_base else []
+            cmd += [*flags, *diagnostics, *extra, *tuning.get(method, []), "--out", str(run_dir), "--no-progress"]
             resolved = _resolve_config(cmd)
             demos = demos_config(resolved) if resolved.dataset is None else None
             log = run_dir.parent / f"seed{seed}.log"
