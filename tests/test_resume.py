@@ -203,14 +203,16 @@ def _finetune_process(args: list[str], env: dict) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)  # fmt: skip
 
 
-def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["--target-cache-refresh", "4"]], ids=["exact", "target-cache"])
+def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, extra):
     """SIGKILL a training process several times at random moments (after its first checkpoint:
     inside update calls, evaluations or checkpoint writes alike), resume each time, and compare
-    every non-timing metric and the final agent with an uninterrupted run of the same seed."""
+    every non-timing metric and the final agent with an uninterrupted run of the same seed; also
+    with the target-candidate cache, which a checkpoint empties in both runs."""
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     flags = ["--preset", "tiny", "--env-steps", "600", "--checkpoint-every", "50", "--log-every", "50",
              "--eval-every", "150", "--intervene", "scripted", "--intervene-patience", "10",
-             "--no-progress"]  # fmt: skip
+             "--no-progress", *extra]  # fmt: skip
     assert main(["finetune", *flags, "--out", str(tmp_path / "straight")]) == 0
 
     env = {**os.environ, "EXPOFT_DATA_DIR": str(tmp_path / "data"), "JAX_PLATFORMS": "cpu"}
@@ -255,7 +257,7 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
     # The run's CPU count goes on across the sessions instead of starting again at each resume.
     cpu = [e["cpu_seconds"] for e in resumed["evaluations"]]
     assert all(c > 0 for c in cpu) and cpu == sorted(cpu) and resumed["cpu_seconds"] >= cpu[-1]
-    template = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
+    template = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)  # the cache changes no parameter shape
     assert_same_checkpoints(
         template, tmp_path / "straight" / "checkpoints" / "agent_600.npz", run / "checkpoints" / "agent_600.npz"
     )

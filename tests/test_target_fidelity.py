@@ -16,9 +16,11 @@ from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import critic_ensemble, pretrain
 from expoft.agents.dsrl import _noise_critics
 from expoft.agents.expo import EXPOAgent
+from expoft.data.replay import ReplayBuffer
 from expoft.obs import PixelSpec
 from expoft.obs import zeros as blank_obs
 from expoft.train.config import PRESETS, TINY_AGENT
+from expoft.train.target_cache import TargetCandidateCache
 
 OBS, ACT = 6, 2
 
@@ -80,20 +82,39 @@ def _two_mode_base(target_flow_steps):
     return agent
 
 
+def _covers_both(cands: np.ndarray) -> float:
+    """Fraction of states (rows of ``[B, 8]`` 1-D candidates) with a candidate in each mode."""
+    assert cands.shape[1:] == (8,)
+    return float(np.mean((cands > 0.35).any(axis=1) & (cands < -0.35).any(axis=1)))
+
+
 def _both_modes_fraction(agent, states: int = 200) -> float:
     obs = jnp.asarray(np.random.default_rng(1).normal(size=(states, 2)).astype(np.float32))
-    cands = np.asarray(agent.target_candidates(jax.random.PRNGKey(3), obs))[..., 0]  # [B, 8]
-    assert cands.shape == (states, 8)
-    return float(np.mean((cands > 0.35).any(axis=1) & (cands < -0.35).any(axis=1)))
+    return _covers_both(np.asarray(agent.target_candidates(jax.random.PRNGKey(3), obs))[..., 0])
+
+
+def _online_buffer(transitions: int, capacity: int = 10_000) -> ReplayBuffer:
+    rng = np.random.default_rng(2)
+    buffer = ReplayBuffer(2, 1, capacity)
+    for t in range(transitions):
+        obs, nxt = rng.normal(size=2).astype(np.float32), rng.normal(size=2).astype(np.float32)
+        end = t % 50 == 49
+        buffer.add(obs, rng.uniform(-1, 1, 1).astype(np.float32), 0.0, nxt, False, end)
+    return buffer
 
 
 def test_target_candidates_cover_both_modes():
     """With a base trained on a two-mode action distribution, the best-of-8 target candidates of
-    the update (``EXPOAgent.target_candidates``, what ``update`` backs up from) hold a sample of
-    each mode in >= 95% of states. Known answer for the sampler it replaces: ONE Euler step lands
-    every noise on the mean action E[a|s] ~ 0, so no candidate is in either mode."""
+    the update hold a sample of each mode in >= 95% of states: those it draws itself
+    (``EXPOAgent.target_candidates``) and those the target-candidate cache supplies
+    (``target_cache_refresh``). Known answer for the sampler the default replaced: ONE Euler step
+    lands every noise on the mean action E[a|s] ~ 0, so no candidate is in either mode."""
     agent = _two_mode_base(target_flow_steps=None)
     assert _both_modes_fraction(agent) >= 0.95
+    buffer = _online_buffer(400)
+    pool = buffer.sample(np.random.default_rng(0), 300, discount=0.99, num_offline=0)
+    cache = TargetCandidateCache(buffer, 8, 1, refresh=10, seed=0)
+    assert _covers_both(cache.lookup(agent, pool, call=1)[..., 0]) >= 0.95
     one_step = agent.replace(config=dataclasses.replace(agent.config, target_flow_steps=1))
     assert _both_modes_fraction(one_step) < 0.05
     obs = jnp.zeros((64, 2))
@@ -135,3 +156,39 @@ def test_backup_candidate_is_chosen_and_valued_by_independent_subsets():
     v0, index0 = no_otf.backup_value(key, obs, cands)
     np.testing.assert_array_equal(index0, 0)
     np.testing.assert_allclose(v0, full[np.asarray(value)].min(axis=0)[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_target_cache_reuses_entries_for_refresh_calls_then_redraws():
+    """An entry is drawn from the EMA base at the next observation of the chunk's last step, reused
+    while younger than ``refresh`` calls, then drawn anew; flush() and an overwritten ring slot
+    forget it; nothing is drawn twice within a call."""
+    cfg = dataclasses.replace(TINY_AGENT, num_base_samples=3, num_edit_samples=3)
+    agent = EXPOAgent.create(cfg, 2, 1, seed=0)
+    buffer = _online_buffer(120, capacity=100)  # the ring has wrapped: slots 0..19 hold steps 100..119
+    rng = np.random.default_rng(0)
+    pool = buffer.sample(rng, 64, discount=0.99, num_offline=0)
+    cache = TargetCandidateCache(buffer, 3, 1, refresh=3, seed=0)
+    first = cache.lookup(agent, pool, call=1)
+    assert first.shape == (64, 3, 1) and cache.computed == len(np.unique(pool.last))
+    # the samples are the base's at each row's next observation: same key, same rows -> same values
+    again = cache.lookup(agent, pool, call=3)
+    np.testing.assert_array_equal(again, first)
+    assert cache.computed == len(np.unique(pool.last))
+    redrawn = cache.lookup(agent, pool, call=4)  # 4 - 1 >= refresh: every entry is drawn anew
+    assert not np.allclose(redrawn, first) and cache.computed == 2 * len(np.unique(pool.last))
+    # rows that share a last slot share their samples
+    for slot in np.unique(pool.last):
+        rows = redrawn[pool.last == slot]
+        assert (rows == rows[0]).all()
+    cache.flush()
+    cache.lookup(agent, pool, call=4)
+    assert cache.computed == 3 * len(np.unique(pool.last))
+    # a new step overwrites the oldest ring slot: its entry is forgotten, the others are kept
+    slot = buffer.total_added % buffer.capacity
+    buffer.add(np.zeros(2, np.float32), np.zeros(1, np.float32), 0.0, np.ones(2, np.float32), False, False)
+    held = cache.filled_at["online"].copy()
+    cache._forget_overwritten()
+    assert cache.filled_at["online"][slot] == -1
+    assert np.array_equal(np.delete(cache.filled_at["online"], slot), np.delete(held, slot))
+    with pytest.raises(ValueError, match="target_cache_refresh must be >= 1"):
+        TargetCandidateCache(buffer, 3, 1, refresh=0, seed=0)

@@ -135,6 +135,11 @@ class EXPOConfig:
     """Speed option that changes what is learned (off by default): choose and value the target
     candidates once per update call (target critic as of the call's start) instead of at every
     critic step."""
+    target_cache_refresh: int | None = None
+    """Speed option that changes what is learned (off by default, until it shows the same
+    learning as the exact update): reuse the base samples at each transition's next observation
+    for this many update calls (``expoft.train.target_cache``); the edits stay fresh. State
+    observations and the agent's own base only."""
     encoder: EncoderConfig = EncoderConfig()
     """Pixel observations only: the critic's image encoder (shared by its members, trained by the
     critic loss; the edit policy reads its features, gradient stopped) and the augmentation; the
@@ -173,6 +178,8 @@ class EXPOConfig:
             raise ValueError(f"offline_fraction must lie in [0, 1], got {self.offline_fraction}")
         if not 0.0 < self.tau <= 1.0 or not 0.0 < self.base_ema <= 1.0:
             raise ValueError("tau and base_ema must lie in (0, 1]")
+        if self.target_cache_refresh is not None:
+            require_at_least(self, 1, "target_cache_refresh")
         if self.target_pool_size is not None:
             b_off = self.minibatch_offline_count
             p_off = self.pool_offline_count

@@ -54,6 +54,7 @@ class ChunkBatch(NamedTuple):
     valid: np.ndarray  # [B, h] float32
     offline: np.ndarray  # [B] bool
     intervened: np.ndarray | None = None  # [B] bool: an intervener chose some step of the chunk
+    last: np.ndarray | None = None  # [B] int64: slot of the chunk's last step in its part (offline/online)
 
 
 class _Part:
@@ -119,6 +120,7 @@ class _Part:
             "next_observations": next_observations,
             "valid": valid.astype(np.float32),
             "intervened": (a["intervened"][pos] & valid).any(axis=1),
+            "last": last,
         }
 
 

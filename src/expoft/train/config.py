@@ -157,6 +157,13 @@ class RunConfig:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.external_base is not None and (self.algorithm != "expo" or self.agent.base_training != "frozen"):
             raise ValueError("--external-base needs algorithm 'expo' and --base-training frozen")
+        if self.agent.target_cache_refresh is not None and (
+            self.algorithm != "expo" or self.pixels is not None or self.external_base is not None
+        ):
+            raise ValueError(
+                "target_cache_refresh caches the samples of expoft's own base on state observations: it needs "
+                "algorithm 'expo', no --pixels and no --external-base"
+            )
         if self.external_base is not None and self.base_from is not None:
             raise ValueError("--external-base and --base-from both name the base; pass one")
         check_reward(self.reward)

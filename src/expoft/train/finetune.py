@@ -62,6 +62,7 @@ from expoft.train.pretrain import (
     continue_pretraining,
     dataset_sha256,
 )
+from expoft.train.target_cache import run_cache
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,11 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     def cpu() -> float:
         return state.cpu_seconds + clock.cpu()
 
+    cache = run_cache(cfg, buffer)
+
     def checkpoint() -> None:
+        if cache is not None:  # a resumed run starts with an empty cache: so does this one, from here
+            cache.flush()
         state.sampling_rng = rng.bit_generator.state
         state.metrics_bytes = run.metrics_bytes()
         state.checkpoint_due = False  # as the resumed run must see it
@@ -323,7 +328,9 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
             for i in range(calls):
                 n = state.update_calls + i + 1
                 seed = step_seed(cfg, step, salt=n) if external is not None else None
-                new_agent, metrics = update_call(cfg, agent, buffer, rng, external=external, external_seed=seed)
+                new_agent, metrics = update_call(
+                    cfg, agent, buffer, rng, external=external, external_seed=seed, cache=cache, call=n
+                )
                 stop_if_diverged(metrics, agent, run, f"env step {step} (update call {n})", f"last_finite_{step}",
                                  {"env_step": step})  # fmt: skip
                 agent = new_agent

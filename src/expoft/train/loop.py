@@ -161,12 +161,16 @@ def update_call(
     offline_only: bool = False,
     external=None,
     external_seed: int | None = None,
+    cache=None,
+    call: int = 0,
 ):
     """One update call of the agent on batches drawn from ``buffer``: the pool of executed
     chunks (offline and online rows as the agent's config mixes them) and, when the base learns
     from its own data, the base's batch. ``offline_only``: every row from the offline data (the
     offline phase). ``external``: the external base, asked for its samples at the pool's next
-    observations with ``external_seed``. Returns ``(agent, metrics as floats)``."""
+    observations with ``external_seed``. ``cache``: a ``TargetCandidateCache`` that supplies the
+    base samples at the pool's next observations instead (``call``: this call's number, for its
+    staleness). Returns ``(agent, metrics as floats)``."""
     a = cfg.agent
     num_offline = a.pool_size if offline_only else a.pool_offline_count
     pool = buffer.sample(rng, a.pool_size, discount=a.discount, chunk_len=a.exec_len, num_offline=num_offline)
@@ -178,7 +182,9 @@ def update_call(
             successful_only=a.base_training == "successes",
         )  # fmt: skip
     next_base = None if external is None else external(pool.next_observations, external_seed, "update")
-    new_agent, metrics = update(agent, pool, base_batch, next_base)
+    if cache is not None:
+        next_base = cache.lookup(agent, pool, call)
+    new_agent, metrics = update(agent, pool._replace(last=None), base_batch, next_base)
     return new_agent, {k: float(v) for k, v in metrics.items()}  # float() waits for the work: honest timing
 
 

@@ -31,6 +31,7 @@ from expoft.train.config import RunConfig
 from expoft.train.external import step_seed
 from expoft.train.loop import RunDir, stop_if_diverged, update_call
 from expoft.train.pretrain import Clock, Continued, reopen_stage, stage_record
+from expoft.train.target_cache import run_cache
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,12 @@ def offline_phase(
     log_every = max(1, cfg.offline_updates // LOG_ROWS)
     pending: list[dict[str, float]] = []
     bar = Progress(stop, "offline RL", unit="call", enabled=progress, initial=start.done)
+    cache = run_cache(cfg, buffer)
     for call in range(start.done + 1, stop + 1):
         # negative steps for the external base: never a step of the online phase, whose draws stay its own
         seed = step_seed(cfg, -call) if external is not None else None
         new_agent, metrics = update_call(
-            cfg, agent, buffer, rng, offline_only=True, external=external, external_seed=seed
+            cfg, agent, buffer, rng, offline_only=True, external=external, external_seed=seed, cache=cache, call=call
         )
         stop_if_diverged(
             metrics, agent, run, f"offline update call {call}", f"last_finite_offline_{call}",
@@ -106,6 +108,8 @@ def offline_phase(
             pending = []
             if on_row is not None:
                 on_row(agent, OfflinePoint(call, rng.bit_generator.state))
+            if cache is not None:  # a phase continued from this row starts with an empty cache
+                cache.flush()
     bar.close()
     return agent
 

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Screens of the fixes of issue "EXPO that learns", each fix alone on one seed (seed 0), before
+# the full learn-* grids. The agent is EXPO with chunks of 5 executed whole (what EXPO-FT and QC
+# share; with one update call per chunk the old schedule and the published ratio per decision
+# coincide, so the ratio fix is not screened here). "old" is the configuration of the grids run
+# before 2026-12-05; each other screen changes one thing of it:
+#   zero-init  critics start at Q = 0                    (fix 2)
+#   indep      independent subsets choose / value        (fix 4)
+#   targets    10-step target candidates, not 1          (fix 1)
+#   all-fast   all fixes, with the pool/per-call options (fixes 1, 2, 4)
+#
+#   bash benchmarks/learn_screens.sh p1   # P1 cube-single: old zero-init indep targets all-fast
+#   bash benchmarks/learn_screens.sh p2   # P2 scene task 1: zero-init indep targets (old: the
+#                                         # committed x-scene-expo-chunked seed 0)
+# The two queues are meant to run at once, each on a core of its own:
+#   taskset -c 0 bash benchmarks/learn_screens.sh p2 & taskset -c 1 bash benchmarks/learn_screens.sh p1 &
+# Resumable like any bench: rerun and finished screens are skipped. Export a finished one with
+#   .venv/bin/expoft bench export runs/screen-<protocol>-<name> benchmarks/results/screen-<protocol>-<name>
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/expoft ] || bash scripts/setup.sh
+expoft=${EXPOFT:-.venv/bin/expoft}
+
+CHUNKS="--chunk-len 5 --exec-len 5"
+OLD_TARGETS="--target-flow-steps 1"
+OLD_SPEED="--target-pool-size 1024 --targets-per-call"
+OLD_INIT="--no-critic-zero-init"
+OLD_SUBSETS="--no-independent-backup-subsets"
+
+screen_args() {
+  case "$1" in
+    old) echo "$CHUNKS $OLD_TARGETS $OLD_SPEED $OLD_INIT $OLD_SUBSETS" ;;
+    zero-init) echo "$CHUNKS $OLD_TARGETS $OLD_SPEED $OLD_SUBSETS" ;;
+    indep) echo "$CHUNKS $OLD_TARGETS $OLD_SPEED $OLD_INIT" ;;
+    targets) echo "$CHUNKS $OLD_SPEED $OLD_INIT $OLD_SUBSETS" ;;
+    all-fast) echo "$CHUNKS $OLD_SPEED" ;;
+    *) echo "unknown screen '$1'" >&2; return 2 ;;
+  esac
+}
+
+case "${1:-}" in
+  p1) proto=(--protocol p1 --env cube-single); screens=(old zero-init indep targets all-fast) ;;
+  p2) proto=(--protocol p2 --env scene --task 1); screens=(zero-init indep targets) ;;
+  *) echo "usage: $0 p1|p2 [screen ...]" >&2; exit 2 ;;
+esac
+name=$1
+shift
+[ $# -gt 0 ] && screens=("$@")
+for screen in "${screens[@]}"; do
+  out=runs/screen-$name-$screen
+  args=$(screen_args "$screen")
+  echo "== $screen: $args" >&2
+  "$expoft" bench --methods expo "${proto[@]}" --seeds 1 --jobs 1 "--finetune-args=$args" --out "$out"
+  "$expoft" bench export "$out" "benchmarks/results/screen-$name-$screen"
+done
