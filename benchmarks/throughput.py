@@ -1,7 +1,7 @@
 """EXPO compute (protocol P3). Run by hand, not by CI.
 
-    python benchmarks/throughput.py                      # the fast default
-    python benchmarks/throughput.py --variant both       # published and fast, in one run
+    python benchmarks/throughput.py                      # the default preset's agent
+    python benchmarks/throughput.py --variant fast cached old-fast --loop-steps 0   # in one run
     python benchmarks/throughput.py --variant published-ddpm --calls 3
 
 Shapes are the published state setting: observation 37-d (cube-double), action 5-d,
@@ -11,8 +11,12 @@ the speed options of ``EXPOConfig``:
 - ``published``: flow base with 10 Euler steps everywhere, every critic minibatch fresh and
   scored at every critic step (no speed options);
 - ``published-ddpm``: the same on the DDPM base (T = 10), the published code's base;
-- ``fast`` (the default preset): 1 Euler step for TD-target candidates, a pool of 1024
-  transitions per update call whose target candidates are drawn and scored once per call.
+- ``fast``: the default preset's agent, since 2026-12-05 the exact (published) update;
+- ``cached``: the exact update with the target-candidate cache (``target_cache_refresh`` 20, an
+  option): ``critic_step_ms`` is then the mean over ``--calls`` calls after a first refresh
+  period (refills included) on pools from a buffer of 5000 transitions, divided by UTD;
+- ``old-fast``: the speed options of the grids before 2026-12-05 (1 Euler step for target
+  candidates: the mean action, not the base's samples; a pool of 1024; targets once per call).
 
 Each figure is one JSON line on stdout with exactly the keys ``metric``, ``value``, ``unit``,
 ``variant``; a table follows on stderr. ``critic_step_ms`` is the median over ``--calls``
@@ -38,14 +42,24 @@ import numpy as np
 from expoft.agents.expo import EXPOAgent, EXPOConfig, act, update
 from expoft.data.replay import ChunkBatch, ReplayBuffer
 from expoft.envs.make import make_env
+from expoft.train.config import RunConfig
 from expoft.train.loop import evaluate
+from expoft.train.target_cache import TargetCandidateCache
 
 OBS_DIM, ACTION_DIM = 37, 5
+CACHE_REFRESH = 20
 VARIANTS = {
     "published": EXPOConfig(),
     "published-ddpm": EXPOConfig(base="ddpm"),
-    "fast": EXPOConfig(target_flow_steps=1, target_pool_size=1024, targets_per_call=True),
+    # the default preset's agent (RunConfig().agent): since 2026-12-05 the exact update
+    "fast": RunConfig().agent,
+    # the exact update with the target-candidate cache (an option, not yet a default)
+    "cached": EXPOConfig(target_cache_refresh=CACHE_REFRESH),
+    # the speed options of the grids run before 2026-12-05 (1-step targets: not the base's samples)
+    "old-fast": EXPOConfig(target_flow_steps=1, target_pool_size=1024, targets_per_call=True),
 }
+CACHE_BUFFER = 5_000
+"""Transitions in the buffer the cached variant draws its pools from (P1's online data)."""
 
 
 def random_pool(cfg: EXPOConfig, rng: np.random.Generator) -> ChunkBatch:
@@ -60,6 +74,33 @@ def random_pool(cfg: EXPOConfig, rng: np.random.Generator) -> ChunkBatch:
         valid=np.ones((p, cfg.exec_len), np.float32),
         offline=np.arange(p) < cfg.pool_offline_count,
     )
+
+
+def cached_call_seconds(agent: EXPOAgent, cfg: EXPOConfig, calls: int, rng: np.random.Generator) -> float:
+    """Mean seconds of an update call with the cache (look-up, lazy refills, update) over
+    ``calls`` calls after a first full refresh period, on pools drawn from a buffer of
+    CACHE_BUFFER random transitions: the amortised cost, refills included."""
+    buffer = ReplayBuffer(OBS_DIM, ACTION_DIM, 100_000)
+    for t in range(CACHE_BUFFER):
+        obs, nxt = rng.normal(size=(2, OBS_DIM)).astype(np.float32)
+        action = rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
+        buffer.add(obs, action, float(rng.random() < 0.1), nxt, False, t % 200 == 199)
+    cache = TargetCandidateCache(buffer, cfg.num_base_samples, cfg.exec_len * ACTION_DIM, cfg.target_cache_refresh, 0)
+
+    def call(agent, n):
+        pool = buffer.sample(rng, cfg.pool_size, discount=cfg.discount, num_offline=0)
+        next_base = cache.lookup(agent, pool, n)
+        agent, metrics = update(agent, pool._replace(last=None), None, next_base)
+        jax.block_until_ready(metrics)
+        return agent
+
+    warm = cfg.target_cache_refresh
+    for n in range(1, warm + 1):
+        agent = call(agent, n)
+    start = time.perf_counter()
+    for n in range(warm + 1, warm + calls + 1):
+        agent = call(agent, n)
+    return (time.perf_counter() - start) / calls
 
 
 def timed_update(agent, pool):
@@ -111,12 +152,18 @@ def measure(
     loop_cfg = dataclasses.replace(cfg, offline_fraction=0.0)
     rng = np.random.default_rng(0)
     agent = EXPOAgent.create(cfg, OBS_DIM, ACTION_DIM)
-    agent, first = timed_update(agent, random_pool(cfg, rng))
-    times = []
-    for _ in range(calls):
-        agent, seconds = timed_update(agent, random_pool(cfg, rng))
-        times.append(seconds)
-    call_s = float(np.median(times))
+    if cfg.target_cache_refresh is not None:  # cached: measured on pools of a real buffer
+        start = time.perf_counter()
+        agent, _ = timed_update(agent, random_pool(cfg, rng))  # the exact update, compiled
+        first = time.perf_counter() - start
+        call_s = cached_call_seconds(agent, dataclasses.replace(cfg, offline_fraction=0.0), calls, rng)
+    else:
+        agent, first = timed_update(agent, random_pool(cfg, rng))
+        times = []
+        for _ in range(calls):
+            agent, seconds = timed_update(agent, random_pool(cfg, rng))
+            times.append(seconds)
+        call_s = float(np.median(times))
 
     obs = rng.normal(size=(1, OBS_DIM)).astype(np.float32)
     jax.block_until_ready(act(agent, obs, jax.random.PRNGKey(0)))
@@ -128,29 +175,30 @@ def measure(
 
     loop_agent = EXPOAgent.create(loop_cfg, OBS_DIM, ACTION_DIM)
     loop_agent, _ = timed_update(loop_agent, random_pool(loop_cfg, rng))  # compile outside the timing
-    env_steps_per_s = whole_loop(loop_agent, loop_cfg, loop_steps, rng)
-    eval_steps_per_s = evaluation_loop(agent, eval_episodes)
+    # the whole loop runs the exact update (no cache): skipped with --loop-steps 0
+    env_steps_per_s = whole_loop(loop_agent, loop_cfg, loop_steps, rng) if loop_steps else None
+    eval_steps_per_s = evaluation_loop(agent, eval_episodes) if eval_episodes else None
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return [
         ("critic_step_ms", round(1000 * call_s / cfg.utd, 2), "ms"),
         ("update_compile_s", round(first - call_s, 2), "s"),
         ("act_latency_p50_ms", round(1000 * float(np.percentile(latencies, 50)), 3), "ms"),
         ("act_latency_p99_ms", round(1000 * float(np.percentile(latencies, 99)), 3), "ms"),
-        ("env_steps_per_s", round(env_steps_per_s, 3), "steps/s"),
-        ("eval_env_steps_per_s", round(eval_steps_per_s, 1), "steps/s"),
+        *([("env_steps_per_s", round(env_steps_per_s, 3), "steps/s")] if env_steps_per_s else []),
+        *([("eval_env_steps_per_s", round(eval_steps_per_s, 1), "steps/s")] if eval_steps_per_s else []),
         ("peak_rss_mb", round(peak_mb), "MB"),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="fast", choices=[*VARIANTS, "both"])
+    parser.add_argument("--variant", default="fast", choices=[*VARIANTS, "both"], nargs="+")
     parser.add_argument("--calls", type=int, default=5, help="timed update calls (median)")
     parser.add_argument("--act-calls", type=int, default=300)
-    parser.add_argument("--loop-steps", type=int, default=20, help="whole-loop env steps timed")
+    parser.add_argument("--loop-steps", type=int, default=20, help="whole-loop env steps timed (0: skip)")
     parser.add_argument("--eval-episodes", type=int, default=2, help="evaluation episodes timed (500 steps each)")
     args = parser.parse_args()
-    variants = ["published", "fast"] if args.variant == "both" else [args.variant]
+    variants = ["published", "fast"] if args.variant == ["both"] else args.variant
     rows = []
     for variant in variants:
         for metric, value, unit in measure(variant, args.calls, args.act_calls, args.loop_steps, args.eval_episodes):

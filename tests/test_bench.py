@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -582,6 +583,10 @@ def test_protocol_plans(tmp_path):
     # over --finetune-args and over the preset's schedule (a call per decision)
     assert expo_ft.config["update_every"] == 25 and expo_ft.config["agent"]["actor_steps"] == 10
     assert expo.config["update_every"] is None and expo.config["agent"]["actor_steps"] == 2
+    # every run evaluates its base alone too (paired policy - base in the report), unless told not to
+    assert expo.config["eval_base"] and expo_ft.config["eval_base"] and arguments["eval_base"]
+    quiet = dataclasses.replace(tuned, eval_base=False)
+    assert not runner.plan(quiet, methods, proto, "cube-single", None, tmp_path)[0].config["eval_base"]
 
     env, changes = runner.child_env(single_thread=True)
     assert "xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"] and env["OMP_NUM_THREADS"]

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The grids of issue "EXPO that learns", on the current (faithful) defaults, each resumable:
+# rerun and finished runs are skipped, killed ones resume from their checkpoints.
+#
+#   bash benchmarks/learn_grids.sh cache-p1-cube-single   # exact vs cached targets, 3 seeds each
+#   bash benchmarks/learn_grids.sh learn-p1-cube-single   # expo, expo-ft, qc, bc; 3 seeds
+#   LEARN_ARGS="--target-cache-refresh 20" bash benchmarks/learn_grids.sh learn-p2-scene
+#
+# Grids (runs in runs/<grid>/, exported without checkpoints to benchmarks/results/<grid>/):
+#   cache-<p1-cube-single|p1-cube-double>-<exact|cached>
+#       EXPO-FT (chunks of 8, 4 executed: one update call per 4 env steps) with exact target
+#       candidates, and with the target-candidate cache (--target-cache-refresh $CACHE_REFRESH).
+#       The cache may become a default only if the cached arm learns as the exact one does on
+#       both tasks (3 seeds each, paired by seed: same data, same pretrained base).
+#   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
+#       expo, expo-ft, qc, bc under the protocol's budget. On the exact update plain EXPO costs
+#       ~0.3 s per critic step x 20 per env step (about 7 CPU hours per 5k env steps) and QC
+#       (32 samples) about 1 s per critic step; LEARN_ARGS adds flags to every run (the cache,
+#       once validated), and the bench records them.
+# Every run evaluates its base alone at every evaluation too (expoft bench's default), so the
+# report shows policy - base, paired by reset seed, and the critic's calibration.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/expoft ] || bash scripts/setup.sh
+expoft=${EXPOFT:-.venv/bin/expoft}  # EXPOFT=echo: print the commands only
+CACHE_REFRESH=20
+LEARN_METHODS=expo,expo-ft,qc,bc
+
+grid_args() {
+  case "$1" in
+    cache-p1-cube-single-exact | cache-p1-cube-double-exact)
+      local env=${1#cache-p1-}; echo "--methods expo-ft --protocol p1 --env ${env%-exact} --seeds 3" ;;
+    cache-p1-cube-single-cached | cache-p1-cube-double-cached)
+      local env=${1#cache-p1-}
+      echo "--methods expo-ft --protocol p1 --env ${env%-cached} --seeds 3 --method-args expo-ft=--target-cache-refresh=$CACHE_REFRESH" ;;
+    learn-p1-cube-single | learn-p1-cube-double)
+      echo "--methods $LEARN_METHODS --protocol p1 --env ${1#learn-p1-} --seeds 3" ;;
+    learn-p2-scene)
+      echo "--methods $LEARN_METHODS --protocol p2 --env scene --task 1 --seeds 3" ;;
+    *)
+      echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
+        "cache-p1-cube-double-exact cache-p1-cube-double-cached learn-p1-cube-single learn-p1-cube-double" \
+        "learn-p2-scene" >&2
+      return 2 ;;
+  esac
+}
+
+[ $# -gt 0 ] || { grid_args help; exit 2; }
+for name in "$@"; do grid_args "$name" > /dev/null; done
+failed=()
+for name in "$@"; do
+  args=$(grid_args "$name")
+  status=0
+  # word splitting of $args is wanted: it holds plain flags without spaces
+  # shellcheck disable=SC2086
+  $expoft bench $args --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "runs/$name" --jobs 2 \
+    --single-thread || status=$?
+  $expoft bench export "runs/$name" "benchmarks/results/$name"
+  [ "$status" -eq 0 ] || failed+=("$name")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "grids with failed runs (see their logs, then rerun this script): ${failed[*]}" >&2
+  exit 1
+fi
