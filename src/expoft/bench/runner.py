@@ -124,7 +124,9 @@ PROTOCOLS = {
     "p1": Protocol("p1", "p1", "cube-single", {}),
     # P2, reduced so that a grid finishes on a 2-core CPU: 100k play transitions, the p1
     # preset's 20k imitation steps, P2_OFFLINE_UPDATES offline RL update calls, 5000 online env
-    # steps. P1 runs of these methods take 20-40 CPU minutes per 5000 env steps.
+    # steps. With the old defaults (before 2026-12-05) P1 runs took 20-40 CPU minutes per 5000 env
+    # steps; with the exact update at the published ratio plain EXPO takes about 7 CPU hours
+    # (20 critic steps of ~0.3 s per env step), chunked methods a fifth to a quarter of that.
     "p2": Protocol(
         "p2",
         "p1",
