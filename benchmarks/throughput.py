@@ -81,12 +81,14 @@ def cached_call_seconds(agent: EXPOAgent, cfg: EXPOConfig, calls: int, rng: np.r
     ``max(calls, refresh)`` calls after a first refresh period, on pools drawn from a buffer of
     CACHE_BUFFER random transitions: the amortised cost, refills included (every entry is
     refilled once per period; fewer calls than a period would over- or under-count them)."""
+    refresh = cfg.target_cache_refresh
+    assert refresh is not None, "the cached variant sets target_cache_refresh"
     buffer = ReplayBuffer(OBS_DIM, ACTION_DIM, 100_000)
     for t in range(CACHE_BUFFER):
         obs, nxt = rng.normal(size=(2, OBS_DIM)).astype(np.float32)
         action = rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
         buffer.add(obs, action, float(rng.random() < 0.1), nxt, False, t % 200 == 199)
-    cache = TargetCandidateCache(buffer, cfg.num_base_samples, cfg.exec_len * ACTION_DIM, cfg.target_cache_refresh, 0)
+    cache = TargetCandidateCache(buffer, cfg.num_base_samples, cfg.exec_len * ACTION_DIM, refresh, 0)
 
     def call(agent, n):
         pool = buffer.sample(rng, cfg.pool_size, discount=cfg.discount, num_offline=0)
@@ -95,7 +97,7 @@ def cached_call_seconds(agent: EXPOAgent, cfg: EXPOConfig, calls: int, rng: np.r
         jax.block_until_ready(metrics)
         return agent
 
-    warm = cfg.target_cache_refresh
+    warm = refresh
     for n in range(1, warm + 1):
         agent = call(agent, n)
     calls = max(calls, warm)
