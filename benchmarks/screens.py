@@ -1,0 +1,70 @@
+"""One table of the fix screens (benchmarks/learn_screens.sh). Run by hand, not by CI.
+
+    python benchmarks/screens.py benchmarks/results/screen-p1-*  benchmarks/results/x-scene-expo-chunked
+
+Each argument is a bench folder (runs/<name> or its export); every finished run in it gives one
+JSON line per evaluation on stdout (``screen``, ``method``, ``seed``, ``env_step``, ``success``,
+``base_success``, ``policy_minus_base`` (paired on the same reset seeds), ``first_q``,
+``first_return``, ``q_return_corr``, ``not_first_frac``, ``cpu_minutes``), then a markdown table on
+stderr: success at every evaluation, the base alone at the last one, policy - base there, and
+the critic's calibration (Q of the evaluation episodes' first decisions vs their discounted
+return) at the last evaluation. Seeds and budget are those of the benches (see their bench.json);
+the machine is the one they ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+FIELDS = ("success", "base_success", "policy_minus_base", "first_q", "first_return", "q_return_corr", "not_first_frac")
+
+
+def runs_of(folder: Path):
+    """``(method, seed, summary)`` of every finished run under ``folder/runs``."""
+    for summary_path in sorted(folder.glob("runs/*/seed*/summary.json")):
+        run = summary_path.parent
+        yield run.parent.name, int(run.name.removeprefix("seed")), json.loads(summary_path.read_text())
+
+
+def _fmt(x, spec: str = ".2f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path)
+    args = parser.parse_args()
+    lines = [
+        "| screen | method | seed | success before RL -> each evaluation | base alone (last) | policy − base (last) "
+        "| Q / return (r) (last) | not-first (last) | CPU min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for folder in args.folders:
+        if not (folder / "runs").is_dir():
+            sys.exit(f"{folder} is not a bench folder (no runs/ in it)")
+        for method, seed, summary in runs_of(folder):
+            evals = summary["evaluations"]
+            cpu = summary.get("cpu_seconds")
+            for e in evals:
+                row = {"screen": folder.name, "method": method, "seed": seed, "env_step": e["env_step"]}
+                row.update({k: e.get(k) for k in FIELDS})
+                row["cpu_minutes"] = None if e.get("cpu_seconds") is None else round(e["cpu_seconds"] / 60, 1)
+                print(json.dumps(row))
+            last = evals[-1]
+            curve = " / ".join(_fmt(e["success"]) for e in evals)
+            calib = "–"
+            if last.get("first_q") is not None:
+                calib = f"{last['first_q']:.2f} / {last['first_return']:.2f} ({_fmt(last.get('q_return_corr'))})"
+            lines.append(
+                f"| {folder.name} | {method} | {seed} | {curve} | {_fmt(last.get('base_success'))} | "
+                f"{_fmt(last.get('policy_minus_base'), '+.2f')} | {calib} | {_fmt(last.get('not_first_frac'))} | "
+                f"{_fmt(None if cpu is None else cpu / 60, '.1f')} |"
+            )
+    print("\n".join(lines), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
