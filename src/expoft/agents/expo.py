@@ -371,8 +371,10 @@ class EXPOAgent(WithBase):
         whatever data the base learns from). None: the last critic minibatch (only when
         ``chunk_len == exec_len``).
 
-        ``next_base [P, N, exec_dim]``: base samples at the pool's next observations from an
-        external base (then ``base_training`` must be frozen: the agent has no base of its own)."""
+        ``next_base [P, N, exec_dim]``: base samples at the pool's next observations drawn
+        elsewhere: by an external base (then ``base_training`` must be frozen: the agent has no
+        base of its own), or by this agent's base in earlier calls (``expoft.train.target_cache``).
+        The edits of those samples are drawn here, fresh."""
         cfg = self.config
         pool = check_pool(cfg, pool, self.action_dim)  # executed chunks, flat: [P, exec_dim]
         rng, k_idx, k_cand, k_score, k_scan, k_actor = jax.random.split(self.rng, 6)
