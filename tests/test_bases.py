@@ -302,6 +302,21 @@ def test_server_answers_an_openpi_client(toy_server):
         assert base.sample(_obs(2), 3, 0).shape == (2, 3, H, A)
 
 
+def test_server_honours_seeds_of_any_integer_type(toy_server):
+    """A numpy seed gives what the same plain int gives (issue 39, finding 4); a non-integer seed
+    is refused by name."""
+    row = _obs(1, 5)[0]
+    expected = ToyBase(D, A, H).sample(row[None], 1, 3)[0, 0]
+    with websockets.sync.client.connect(toy_server.url, compression=None, max_size=None) as ws:
+        ws.recv(timeout=5)
+        for seed in (3, np.int64(3), np.int32(3), np.array(3)):
+            ws.send(packb({"observation": row, "seed": seed}))
+            np.testing.assert_array_equal(unpackb(ws.recv(timeout=5))["actions"], expected)
+        ws.send(packb({"observation": row, "seed": 3.5}))
+        reply = ws.recv(timeout=5)  # errors come back as a text frame
+    assert "seed must be an integer" in str(reply)
+
+
 def test_remote_dims_mismatch(toy_server):
     with RemoteBase(toy_server.url, D, A, H + 1, retries=5) as base:
         start = time.monotonic()

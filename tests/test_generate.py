@@ -140,6 +140,11 @@ def test_cache_reuses_valid_copies_and_never_silently_regenerates(tmp_path):
     get_or_generate(cfg, data_dir=tmp_path, force=True, progress=False, workers=1)
     assert _digest(path.with_name(path.name + ".bak")) == before
     np.testing.assert_array_equal(load_dataset(path).actions, ds.actions)
+    # a second --force keeps both: the first backup is never replaced (issue 39, finding 2)
+    regenerated = _digest(path)
+    get_or_generate(cfg, data_dir=tmp_path, force=True, progress=False, workers=1)
+    assert _digest(path.with_name(path.name + ".bak")) == before
+    assert _digest(path.with_name(path.name + ".bak.1")) == regenerated
 
 
 def test_out_dir_and_default_cache_location(tmp_path, monkeypatch):

@@ -31,6 +31,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     return path
 
 
+def keep_as_backup(*paths: Path) -> list[Path]:
+    """Move each existing file aside to the first free ``NAME.bak``, ``NAME.bak.1``, ... (a second
+    backup never replaces the first); returns where they went."""
+    moved = []
+    for path in map(Path, paths):
+        if not path.exists():
+            continue
+        backup, n = path.with_name(path.name + ".bak"), 0
+        while backup.exists():
+            n += 1
+            backup = path.with_name(f"{path.name}.bak.{n}")
+        os.replace(path, backup)
+        moved.append(backup)
+    return moved
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

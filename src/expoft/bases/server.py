@@ -216,9 +216,9 @@ class PolicyServer:
             for key in ("observation", "num_samples", "seed"):
                 if key not in request:
                     raise ValueError(f"expoft request without {key!r} (keys: {sorted(request)})")
-            num_samples, seed = request["num_samples"], request["seed"]
-            if not isinstance(num_samples, int) or num_samples < 1 or not isinstance(seed, int):
-                raise ValueError(f"num_samples must be an int >= 1 and seed an int, got {num_samples!r}, {seed!r}")
+            num_samples, seed = as_int(request["num_samples"], "num_samples"), as_int(request["seed"], "seed")
+            if num_samples < 1:
+                raise ValueError(f"num_samples must be >= 1, got {num_samples}")
             obs = check_obs(request["observation"], base.obs_dim, "request['observation']")
             chunks = base.sample(obs, num_samples, seed)
             chunks = check_chunks(
@@ -237,9 +237,19 @@ class PolicyServer:
         if obs.shape != (base.obs_dim,):
             raise ValueError(f"request[{self.obs_key!r}] has shape {list(obs.shape)}, expected [{base.obs_dim}]")
         seed = request.get("seed")
-        seed = next(self._seeds) if not isinstance(seed, int) else seed
+        seed = next(self._seeds) if seed is None else as_int(seed, "seed")
         chunks = base.sample(check_obs(obs[None], base.obs_dim), 1, seed)
         return {"actions": check_chunks(chunks, 1, 1, base.chunk_len, base.action_dim, source="the base")[0, 0]}
+
+
+def as_int(value, name: str) -> int:
+    """An integer of any type a client may send (Python, a numpy scalar or 0-d array, as
+    msgpack-numpy decodes them) as a Python int; anything else is refused by name."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    return int(value)
 
 
 def serve_policy(

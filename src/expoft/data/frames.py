@@ -48,7 +48,7 @@ from expoft.data.generate import (
 )
 from expoft.envs.ogbench_domains import get_domain, make_play_env, make_singletask_env
 from expoft.envs.pixels import make_pixel_env
-from expoft.fileio import atomic_write
+from expoft.fileio import atomic_write, keep_as_backup
 from expoft.obs import PixelSpec
 from expoft.progress import Progress
 
@@ -252,12 +252,6 @@ def _save(frames: np.ndarray, npz: Path, meta_path: Path, ds: Dataset, spec: Pix
     atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
 
 
-def _keep_as_backup(*paths: Path) -> None:
-    for p in paths:
-        if p.exists():
-            os.replace(p, p.with_name(p.name + ".bak"))
-
-
 def get_or_render(
     ds: Dataset | str | os.PathLike,
     spec: PixelSpec,
@@ -291,7 +285,7 @@ def get_or_render(
         log.warning("%s was rendered for other data (the dataset changed); rendering it again", npz)
     elif (npz.exists() or meta_path.exists()) and not force:
         log.warning("%s is incomplete (one of .npz/.json is missing); rendering it again", npz)
-    _keep_as_backup(npz, meta_path)
+    keep_as_backup(npz, meta_path)
     start = time.perf_counter()
     frames = render_frames(ds, spec, progress=progress)
     _save(frames, npz, meta_path, ds, spec, digest, time.perf_counter() - start)

@@ -40,6 +40,7 @@ from expoft.data.dataset import (
 )
 from expoft.data.task_director import TaskDirector
 from expoft.envs.ogbench_domains import Domain, check_task, get_domain, make_play_env, make_singletask_env, task_goal
+from expoft.fileio import keep_as_backup
 from expoft.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -479,9 +480,7 @@ def get_or_generate(
                 ) from e
             log.info("reusing %s", npz)
             return npz, ds, True
-        for p in (npz, meta_path):
-            if p.exists():
-                os.replace(p, p.with_name(p.name + ".bak"))
+        keep_as_backup(npz, meta_path)
     ds = generate(cfg, workers=workers, progress=progress)
     try:
         save_dataset(ds, npz)
