@@ -164,6 +164,29 @@ def test_missing_and_truncated_files(tmp_path, small_dataset):
         load_dataset(path)
 
 
+def test_files_it_cannot_read_unambiguously_are_refused_by_name(tmp_path, small_dataset):
+    """Issue 39, finding 5: an expoft file that lost its .json is not taken for an OGBench file
+    (its rewards and labels would be dropped silently), a list sidecar, ragged OGBench arrays and
+    a directory each get an error that names them."""
+    path = save_dataset(small_dataset, tmp_path / "d")
+    path.with_suffix(".json").rename(tmp_path / "elsewhere.json")
+    arrays = dict(np.load(path))
+    del arrays["episode_ends"]
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError, match=r"cannot tell its format.*'rewards'.*d\.json"):
+        load_dataset(path)
+    (tmp_path / "d.json").write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="a JSON object, not a list"):
+        load_dataset(path)
+    ragged = {"observations": np.zeros((5, 2), np.float32), "actions": np.zeros((4, 2), np.float32),
+              "terminals": np.array([0, 0, 0, 0, 1], np.float32)}  # fmt: skip
+    np.savez(tmp_path / "og.npz", **ragged)
+    with pytest.raises(DatasetError, match="'actions' has 4 rows, 'observations' 5"):
+        load_dataset(tmp_path / "og.npz")
+    with pytest.raises(DatasetError, match="is a directory"):
+        load_dataset(tmp_path)
+
+
 def test_ogbench_layout_conversion():
     # OGBench: one row per visited state, terminals=1 on an episode's last state.
     obs = np.arange(7, dtype=np.float32)[:, None].repeat(2, axis=1)

@@ -412,6 +412,8 @@ def load_dataset(
 
     Never writes or deletes anything.
     """
+    if Path(path).is_dir():
+        raise DatasetError(f"{path} is a directory; name a dataset file (NAME.npz, its NAME.json beside it)")
     npz, meta_path = dataset_paths(path)
     if not npz.exists():
         raise FileNotFoundError(
@@ -425,6 +427,8 @@ def load_dataset(
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as e:
             raise DatasetError(f"{meta_path}: metadata is not valid JSON ({e})") from e
+        if not isinstance(meta, dict):
+            raise DatasetError(f"{meta_path}: a dataset description is a JSON object, not a {type(meta).__name__}")
         if meta.get("format") != FORMAT_NAME:
             raise DatasetError(f"{meta_path}: not an expoft dataset description (format={meta.get('format')!r})")
         if meta.get("format_version", 0) > FORMAT_VERSION:
@@ -435,7 +439,8 @@ def load_dataset(
         if verify_checksum:
             _verify_checksums(raw, meta, source)
         arrays = raw
-    elif "episode_ends" not in raw and {"observations", "actions", "terminals"} <= set(raw):
+    elif "episode_ends" not in raw:
+        _check_ogbench_fields(raw, npz, meta_path)
         meta = {"kind": "ogbench", "source_file": str(npz)}
         arrays = from_ogbench_arrays(raw, source)
     else:
@@ -469,6 +474,27 @@ def _verify_checksums(raw: dict[str, np.ndarray], meta: dict, source: str) -> No
             )
 
 
+OGBENCH_REQUIRED = frozenset({"observations", "actions", "terminals"})
+OGBENCH_OPTIONAL = frozenset({"qpos", "qvel", "button_states"})
+"""The fields of OGBench's own dataset files: one row per visited state."""
+
+
+def _check_ogbench_fields(raw: dict[str, np.ndarray], npz: Path, meta_path: Path) -> None:
+    """A file without ``episode_ends`` and without a description is read as OGBench's only when
+    its fields are exactly OGBench's: anything else (e.g. an expoft file that lost its .json) would
+    be read wrongly, its own rewards and labels dropped without a word."""
+    fields = set(raw)
+    if OGBENCH_REQUIRED <= fields <= OGBENCH_REQUIRED | OGBENCH_OPTIONAL:
+        return
+    raise DatasetError(
+        f"{npz}: cannot tell its format. It has fields {sorted(fields)}. An expoft dataset has its "
+        f"description {meta_path.name} beside it (fields observations, actions, next_observations, "
+        "rewards, terminals, episode_ends, ...); a file of your own in expoft's layout needs at least "
+        f"'episode_ends'; an OGBench file has exactly {sorted(OGBENCH_REQUIRED)} plus any of "
+        f"{sorted(OGBENCH_OPTIONAL)}."
+    )
+
+
 def from_ogbench_arrays(raw: dict[str, np.ndarray], source: str = "ogbench file") -> dict[str, np.ndarray]:
     """Convert OGBench's layout to expoft's.
 
@@ -478,6 +504,13 @@ def from_ogbench_arrays(raw: dict[str, np.ndarray], source: str = "ogbench file"
     """
     obs = raw["observations"]
     bounds = raw["terminals"].astype(bool)
+    for name, array in raw.items():  # one row per visited state in every field
+        if array.ndim == 0 or len(array) != len(obs):
+            rows = "a scalar" if array.ndim == 0 else f"{len(array)} rows"
+            raise DatasetError(
+                f"{source}: OGBench field '{name}' has {rows}, 'observations' {len(obs)}: every field has one row "
+                "per visited state"
+            )
     if len(obs) < 2:
         raise DatasetError(f"{source}: too short to form transitions")
     if not bounds[-1]:
