@@ -317,6 +317,51 @@ def test_server_honours_seeds_of_any_integer_type(toy_server):
     assert "seed must be an integer" in str(reply)
 
 
+def test_server_bounds_what_it_takes_and_keeps_serving():
+    """Issue 39, finding 3: an oversized frame is refused with close code 1009 and the server serves
+    the next client; too many samples or observations, and malformed msgpack, get one line with a
+    code and no traceback."""
+    with serve_policy(ToyBase(D, A, H), port=0, block=False, max_message_bytes=2**20) as server:
+        with websockets.sync.client.connect(server.url, compression=None, max_size=None) as ws:
+            ws.recv(timeout=5)
+            ws.send(b"\0" * (2**20 + 1))
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+        for request, expected in (
+            ({"expoft": 1, "observation": _obs(1), "num_samples": 5000, "seed": 0}, "num_samples must lie in"),
+            ({"expoft": 1, "observation": _obs(2), "num_samples": 1, "seed": 0}, None),
+            (b"\xc1", "not a msgpack message"),
+        ):
+            with websockets.sync.client.connect(server.url, compression=None, max_size=None) as ws:
+                ws.recv(timeout=5)
+                ws.send(request if isinstance(request, bytes) else packb(request))
+                reply = ws.recv(timeout=5)
+            if expected is None:  # still serving
+                assert unpackb(reply)["actions"].shape == (2, 1, H, A)
+            else:
+                assert reply.startswith("error[bad_request]: ") and expected in reply
+                assert "\n" not in reply and "Traceback" not in reply
+    with serve_policy(ToyBase(D, A, H), port=0, block=False, max_batch=3) as server:
+        with RemoteBase(server.url, D, A, H, retries=0) as base:
+            with pytest.raises(RemoteBaseError, match="at most 3 observations, got 4"):
+                base.sample(_obs(4), 1, 0)
+
+
+def test_server_token_refuses_clients_without_it():
+    with serve_policy(ToyBase(D, A, H), port=0, block=False, token="s3cret") as server:
+        for key in (None, "wrong"):
+            with RemoteBase(server.url, D, A, H, retries=0, api_key=key) as base:
+                with pytest.raises(RemoteBaseError, match="401"):
+                    base.sample(_obs(1), 1, 0)
+        with RemoteBase(server.url, D, A, H, retries=0, api_key="s3cret") as base:  # openpi's api_key header
+            np.testing.assert_array_equal(base.sample(_obs(1), 2, 7), ToyBase(D, A, H).sample(_obs(1), 2, 7))
+        with urllib.request.urlopen(server.url.replace("ws://", "http://") + "/healthz", timeout=5) as reply:
+            assert reply.status == 200  # health checks need no token
+    with pytest.raises(ValueError, match="token is empty"):
+        serve_policy(ToyBase(D, A, H), port=0, block=False, token=" ")
+
+
 def test_remote_dims_mismatch(toy_server):
     with RemoteBase(toy_server.url, D, A, H + 1, retries=5) as base:
         start = time.monotonic()

@@ -18,6 +18,7 @@ import http
 import itertools
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -59,6 +60,29 @@ def _health_check(connection, request):
     return None
 
 
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 2**20
+"""Largest request frame taken: above the largest legitimate one (an update call's next
+observations on pixels, 1280 frames of 64x64x3, is 16 MB); a larger frame closes the
+connection with 1009 (message too big), and the server goes on serving."""
+MAX_NUM_SAMPLES = 1024
+MAX_BATCH = 65_536
+
+
+class BadRequest(ValueError):
+    """A request this server refuses: the client's fault, answered with a one-line message."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """What a client is told of an error: its code and message on one line, no traceback."""
+    code = "bad_request" if isinstance(exc, (BadRequest, ValueError, TypeError, KeyError)) else "internal"
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return f"error[{code}]: {message}"
+
+
+def _is_loopback(host: str | None) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or (host or "").startswith("127.")
+
+
 class PolicyServer:
     """A websocket server answering policy requests; one thread per connection, calls to the policy
     serialised by a lock. Build it with :func:`serve_policy`.
@@ -74,8 +98,16 @@ class PolicyServer:
       is ``metadata`` as given (``{}`` by default). This is how an openpi-style policy is served.
 
     Every reply dict gets ``"server_timing": {"infer_ms": ..., "prev_total_ms": ...}`` as openpi's. An
-    exception while answering sends its traceback as a text frame and closes the connection (code
-    1011), as openpi's server does; the server goes on serving other connections.
+    exception while answering sends ONE line as a text frame, ``error[bad_request]: ...`` (the
+    request was wrong; close code 1008) or ``error[internal]: ...`` (1011), and closes the
+    connection, as openpi's server closes after its error report; the traceback goes to the server's
+    log only. The server goes on serving other connections.
+
+    Untrusted clients: frames above ``max_message_bytes`` are refused (close 1009), requests above
+    ``max_num_samples`` samples or ``max_batch`` observations are refused, and with ``token`` (or
+    ``EXPOFT_TOKEN`` on the command line) a connection must carry ``Authorization: Api-Key <token>``
+    (openpi's header: an openpi client given ``api_key`` works unchanged) or gets HTTP 401.
+    Binding to a non-loopback interface without a token logs a warning.
     """
 
     def __init__(
@@ -86,8 +118,18 @@ class PolicyServer:
         metadata: dict | None = None,
         *,
         obs_key: str = "observation",
+        token: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_num_samples: int = MAX_NUM_SAMPLES,
+        max_batch: int = MAX_BATCH,
     ):
+        if min(max_message_bytes, max_num_samples, max_batch) < 1:
+            raise ValueError("max_message_bytes, max_num_samples and max_batch must be >= 1")
+        if token is not None and not token.strip():
+            raise ValueError("token is empty: pass a secret, or None for no token")
         self.host, self.obs_key = host, obs_key
+        self.token, self.max_message_bytes = token, max_message_bytes
+        self.max_num_samples, self.max_batch = max_num_samples, max_batch
         self._requested_port = port
         self.base = policy if _is_base(policy) else None
         if self.base is None:
@@ -116,11 +158,28 @@ class PolicyServer:
     # ---- lifecycle -------------------------------------------------------
     def _listen(self) -> websockets.sync.server.Server:
         if self._server is None:
+            if self.token is None and not _is_loopback(self.host):
+                logger.warning(
+                    "serving on %s without a token: anyone who reaches this address may use the policy; "
+                    "pass --token (or set EXPOFT_TOKEN)", self.host,
+                )  # fmt: skip
             self._server = websockets.sync.server.serve(
-                self._handler, self.host, self._requested_port, compression=None, max_size=None,
-                process_request=_health_check,
+                self._handler, self.host, self._requested_port, compression=None, max_size=self.max_message_bytes,
+                process_request=self._process_request,
             )  # fmt: skip
         return self._server
+
+    def _process_request(self, connection, request):
+        """Health checks answer without a token; every other connection needs it, when set."""
+        health = _health_check(connection, request)
+        if health is not None or self.token is None:
+            return health
+        if request.headers.get("Authorization") != f"Api-Key {self.token}":
+            logger.warning("refused a connection from %s: missing or wrong token", connection.remote_address)
+            return connection.respond(
+                http.HTTPStatus.UNAUTHORIZED, "missing or wrong token: send 'Authorization: Api-Key <token>'\n"
+            )
+        return None
 
     @property
     def port(self) -> int:
@@ -178,7 +237,10 @@ class PolicyServer:
             try:
                 if isinstance(raw, str):
                     raise ValueError("expected a binary frame holding a msgpack dict, got a text frame")
-                request = unpackb(raw)
+                try:
+                    request = unpackb(raw)
+                except Exception as exc:  # msgpack's FormatError, ExtraData, ...: say what it is
+                    raise BadRequest(f"not a msgpack message ({type(exc).__name__}: {exc})") from None
                 if not isinstance(request, dict):
                     raise ValueError(f"expected a msgpack dict, got {type(request).__name__}")
                 with self._lock:
@@ -192,19 +254,27 @@ class PolicyServer:
                 prev_total_ms = (time.monotonic() - start) * 1e3
             except websockets.exceptions.ConnectionClosed:
                 return
-            except Exception:
-                report = traceback.format_exc()
-                logger.warning("error answering %s:\n%s", ws.remote_address, report)
+            except Exception as exc:
+                logger.warning("error answering %s:\n%s", ws.remote_address, traceback.format_exc())
+                line = _one_line(exc)
+                code = (
+                    websockets.frames.CloseCode.POLICY_VIOLATION
+                    if line.startswith("error[bad_request]")
+                    else websockets.frames.CloseCode.INTERNAL_ERROR
+                )
                 try:
-                    ws.send(report)
-                    ws.close(websockets.frames.CloseCode.INTERNAL_ERROR, "Internal server error: traceback sent")
+                    ws.send(line)
+                    ws.close(code, line[:120])
                 except websockets.exceptions.ConnectionClosed:
                     pass
                 return
 
     def _answer(self, request: dict) -> dict:
         if self.base is None:
-            reply = self._fn(request)
+            try:
+                reply = self._fn(request)
+            except Exception as exc:  # the served function's own failure, not the request's
+                raise RuntimeError(f"the policy failed: {type(exc).__name__}: {exc}") from exc
             if not isinstance(reply, dict):
                 raise TypeError(f"the policy returned {type(reply).__name__}, expected a dict like {{'actions': ...}}")
             return reply
@@ -217,9 +287,11 @@ class PolicyServer:
                 if key not in request:
                     raise ValueError(f"expoft request without {key!r} (keys: {sorted(request)})")
             num_samples, seed = as_int(request["num_samples"], "num_samples"), as_int(request["seed"], "seed")
-            if num_samples < 1:
-                raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+            if not 1 <= num_samples <= self.max_num_samples:
+                raise BadRequest(f"num_samples must lie in [1, {self.max_num_samples}], got {num_samples}")
             obs = check_obs(request["observation"], base.obs_dim, "request['observation']")
+            if batch_size(obs) > self.max_batch:
+                raise BadRequest(f"a request holds at most {self.max_batch} observations, got {batch_size(obs)}")
             chunks = base.sample(obs, num_samples, seed)
             chunks = check_chunks(
                 chunks, batch_size(obs), num_samples, base.chunk_len, base.action_dim, source="the base"
@@ -260,15 +332,17 @@ def serve_policy(
     *,
     block: bool = True,
     obs_key: str = "observation",
+    **limits: Any,
 ) -> PolicyServer:
     """Serve ``policy`` (an :class:`~expoft.bases.ExternalBase`, or a function ``request dict -> reply
     dict``, see :class:`PolicyServer`) on ``host:port`` (``port=0``: any free port, see
     ``server.port``; ``host="0.0.0.0"`` to accept other machines).
 
     ``block=True`` serves until Ctrl-C; ``block=False`` serves from a daemon thread and returns the
-    server (``server.url``, ``server.close()``; also a context manager).
+    server (``server.url``, ``server.close()``; also a context manager). ``limits``: ``token``,
+    ``max_message_bytes``, ``max_num_samples``, ``max_batch`` (see :class:`PolicyServer`).
     """
-    server = PolicyServer(policy, host, port, metadata, obs_key=obs_key)
+    server = PolicyServer(policy, host, port, metadata, obs_key=obs_key, **limits)
     if block:
         server.serve_forever()
         return server
@@ -356,17 +430,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run_dir")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    for p in (sub.choices["demo"], sub.choices["run"]):
+        p.add_argument(
+            "--token",
+            default=os.environ.get("EXPOFT_TOKEN"),
+            help="require 'Authorization: Api-Key TOKEN' of every client (default: $EXPOFT_TOKEN)",
+        )
+        p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+                       help="largest request frame taken, in MiB")  # fmt: skip
     args = parser.parse_args(argv)
+    limits = {}
+    if args.command != "bench":
+        limits = {"token": args.token, "max_message_bytes": int(args.max_message_mb * 2**20)}
     if args.command == "run":
         from expoft.bases.run_base import RunBase
 
         logging.basicConfig(level=logging.INFO)
-        server = PolicyServer(RunBase(args.run_dir), args.host, args.port)
+        server = PolicyServer(RunBase(args.run_dir), args.host, args.port, **limits)
         print(f"serving the base of {args.run_dir} on {server.url}", flush=True)
         server.serve_forever()
     elif args.command == "demo":
         logging.basicConfig(level=logging.INFO)
-        server = PolicyServer(ToyBase(args.obs_dim, args.action_dim, args.chunk_len), args.host, args.port)
+        server = PolicyServer(ToyBase(args.obs_dim, args.action_dim, args.chunk_len), args.host, args.port, **limits)
         print(f"serving ToyBase on {server.url}", flush=True)
         server.serve_forever()
     else:
