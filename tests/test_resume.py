@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -155,15 +156,84 @@ def test_divergence_guard_names_what_diverged_and_saves_the_last_finite_agent(tm
 
 
 def test_overwrite_replaces_only_what_a_run_wrote(tmp_path, monkeypatch):
+    """--overwrite moves the old run's files aside (replaced-<time>/), keeps what the user put in
+    the folder, and deletes the old run only once the new one has written its first checkpoint."""
     run_dir = tmp_path / "run"
     RunDir(run_dir, preset("tiny")).close()
     (run_dir / "checkpoints" / "state_5.json").write_text("{}")
     (run_dir / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--resume"):
         RunDir(run_dir, preset("tiny"))
-    RunDir(run_dir, preset("tiny"), overwrite=True).close()
+    new = RunDir(run_dir, preset("tiny"), overwrite=True)
+    new.close()
     assert not (run_dir / "checkpoints" / "state_5.json").exists()
+    (aside,) = run_dir.glob("replaced-*")
+    assert (aside / "checkpoints" / "state_5.json").read_text() == "{}" and (aside / "config.json").exists()
     assert (run_dir / "notes.txt").read_text() == "mine"
+    new.checkpoint_written()
+    assert not aside.exists() and (run_dir / "notes.txt").read_text() == "mine"
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_failed_commands_leave_a_finished_run_byte_identical(tmp_path, monkeypatch, capsys):
+    """Issue 39, finding 1: a command that fails validation (a missing --base-from or --dataset, a
+    bad value), with or without --overwrite, changes nothing in the run folder it names; a new run
+    that fails after it started leaves the old run whole in replaced-<time>/."""
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "A2"
+    assert main(["finetune", "--preset", "tiny", "--env-steps", "100", "--out", str(out), "--no-progress"]) == 0
+    before = _tree_digest(out)
+    failing = [
+        ["finetune", "--preset", "tiny", "--overwrite", "--base-from", str(tmp_path / "missing")],
+        ["finetune", "--preset", "tiny", "--base-from", str(tmp_path / "missing")],
+        ["finetune", "--preset", "tiny", "--overwrite", "--dataset", str(tmp_path / "missing.npz")],
+        ["finetune", "--preset", "tiny", "--overwrite", "--env-steps", "0"],
+        ["finetune", "--preset", "tiny", "--overwrite", "--target-cache-refresh", "0"],
+        ["pretrain", "--preset", "tiny", "--overwrite", "--dataset", str(tmp_path / "missing.npz")],
+    ]
+    for args in failing:
+        try:
+            code = main([*args, "--out", str(out), "--no-progress"])
+        except SystemExit as e:  # the config parser's own exit
+            code = e.code
+        assert code not in (0, None), args
+        assert _tree_digest(out) == before, args
+    capsys.readouterr()
+
+    import expoft.train.loop as loop
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("pretraining failed")
+
+    monkeypatch.setattr(loop, "pretrain", broken)
+    with pytest.raises(RuntimeError, match="pretraining failed"):
+        finetune(preset("tiny", env_steps=100), out, overwrite=True, progress=False)
+    (aside,) = out.glob("replaced-*")
+    assert _tree_digest(aside) == before
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tmp_path, monkeypatch):
+    """Issue 39, item 3: nothing to lose, so `--resume` starts the run again from its config.json and
+    ends as an uninterrupted run of the same config does."""
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    cfg = preset("tiny", env_steps=120, eval_episodes=1)
+    finetune(cfg, tmp_path / "straight", progress=False)
+    run = tmp_path / "killed"
+    with killed_after_chunks(monkeypatch, 0):  # killed in its first pretraining chunk
+        finetune(cfg, run, progress=False)
+    assert not any((run / "checkpoints").iterdir())
+    assert main(["finetune", "--resume", str(run), "--no-progress"]) == 0
+    assert comparable_rows(run) == comparable_rows(tmp_path / "straight")
+    assert not list(run.glob("replaced-*"))  # the stub it replaced is gone once the run checkpointed
+    pre = tmp_path / "pre"
+    with killed_after_chunks(monkeypatch, 0):
+        pretrain_only(cfg, pre, progress=False)
+    assert main(["pretrain", "--resume", str(pre), "--no-progress"]) == 0
+    assert (pre / "summary.json").exists() and (pre / "checkpoints" / "agent_0.npz").exists()
 
 
 def test_resume_errors(tmp_path, monkeypatch):

@@ -61,6 +61,7 @@ from expoft.train.pretrain import (
     checkpointed_pretraining,
     continue_pretraining,
     dataset_sha256,
+    never_checkpointed,
 )
 from expoft.train.target_cache import run_cache
 
@@ -140,16 +141,17 @@ def finetune(
     frames = offline_frames(cfg, ds, progress)
     external = external_candidates(cfg, base)
     sha = dataset_sha256(ds)
+    agent = make_agent(cfg)
+    if agent.has_base and external is None and cfg.base_from is not None:
+        agent = with_base_from(agent, cfg.base_from)  # checked before the run folder is touched
     run = RunDir(out, cfg, overwrite)
     store = CheckpointStore(run.path / "checkpoints", keep=cfg.keep_checkpoints)
-    agent = make_agent(cfg)
     losses = np.zeros(0)
     if not agent.has_base:
         pass  # e.g. RLPD: no base to start from or pretrain
     elif external is not None:
         run.log({"phase": "pretrain", "pretrain/external_base": cfg.external_base or type(base).__name__})
     elif cfg.base_from is not None:
-        agent = with_base_from(agent, cfg.base_from)
         run.log({"phase": "pretrain", "pretrain/base_from": str(cfg.base_from)})
     elif cfg.pretrain_steps:
         agent, losses = checkpointed_pretraining(
@@ -202,6 +204,11 @@ def resume(
         raise ValueError(f"the run in {out} has finished (summary.json exists); nothing to resume")
     cfg = config_from_json(json.loads(config_path.read_text()))
     store = CheckpointStore(out / "checkpoints", keep=cfg.keep_checkpoints)
+    if never_checkpointed(store):
+        # killed before its first checkpoint (in its first seconds, or early in pretraining): there is
+        # nothing to lose, and the user asked to go on, so the run starts again from its own config
+        log.warning("%s has no checkpoint yet: starting the run again from its config.json", out)
+        return finetune(cfg, out, overwrite=True, progress=progress, base=base, stage_save_seconds=stage_save_seconds)
     record = store.latest_valid()
     if record is None:
         offline_start = None
@@ -282,6 +289,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         state.checkpoint_due = False  # as the resumed run must see it
         saved = dataclasses.replace(state, elapsed_seconds=elapsed(), cpu_seconds=cpu())
         store.save(state.step, agent, buffer, dataclasses.asdict(saved), to_jsonable(cfg))
+        run.checkpoint_written()
 
     if state.checkpoint_due:  # the first one, before RL
         checkpoint()

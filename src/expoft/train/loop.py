@@ -16,7 +16,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,25 +73,42 @@ RUN_FILES = (
 
 
 class RunDir:
-    """The folder of one run. Refuses to write into a folder that already holds a run."""
+    """The folder of one run. Refuses to write into a folder that already holds a run, unless
+    ``overwrite``: then the old run's files are moved aside to ``replaced-<time>/`` in the folder,
+    and deleted only once the new run has written its first checkpoint (:meth:`checkpoint_written`):
+    a new run that fails early leaves the old one recoverable."""
 
     def __init__(self, out: str | Path, config: RunConfig, overwrite: bool = False):
         self.path = Path(out)
+        self.replaced: Path | None = None
         if (self.path / "config.json").exists():
             if not overwrite:
                 raise FileExistsError(
                     f"{self.path} already holds a run; choose another --out, continue it with "
                     f"`expoft finetune --resume {self.path}`, or replace it with --overwrite"
                 )
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            aside = self.path / f"replaced-{stamp}"
+            n = 0
+            while aside.exists():
+                n += 1
+                aside = self.path / f"replaced-{stamp}-{n}"
+            aside.mkdir()
             for name in RUN_FILES:  # only what a run writes; anything else the user put there stays
-                target = self.path / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink(missing_ok=True)
+                if (self.path / name).exists():
+                    os.replace(self.path / name, aside / name)
+            self.replaced = aside
+            log.info("moved the run in %s aside to %s until this run's first checkpoint", self.path, aside)
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.write_json("config.json", to_jsonable(config))
         self._metrics = open(self.path / "metrics.jsonl", "w")
+
+    def checkpoint_written(self) -> None:
+        """The new run can be continued from now on: delete the run it replaced (if any)."""
+        if self.replaced is not None:
+            shutil.rmtree(self.replaced)
+            log.info("deleted %s (the run this one replaced)", self.replaced)
+            self.replaced = None
 
     @classmethod
     def reopen(cls, out: str | Path, metrics_bytes: int) -> RunDir:
@@ -97,7 +116,7 @@ class RunDir:
         logged up to the checkpoint being resumed). The cut rows are appended to
         ``metrics.replayed.jsonl``, not thrown away; the resumed run logs them again."""
         run = cls.__new__(cls)
-        run.path = Path(out)
+        run.path, run.replaced = Path(out), None
         metrics = run.path / "metrics.jsonl"
         data = metrics.read_bytes() if metrics.exists() else b""
         if len(data) < metrics_bytes:

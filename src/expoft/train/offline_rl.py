@@ -139,6 +139,7 @@ def checkpointed_offline_phase(
     def save(agent, point: OfflinePoint) -> None:
         record = {"rng": point.rng, **stage_record(cfg, run, sha, clock)}
         store.save_stage("offline", agent, point.done, record, losses)
+        run.checkpoint_written()
         timer.saved()
 
     def on_row(agent, point: OfflinePoint) -> None:

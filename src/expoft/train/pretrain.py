@@ -118,6 +118,7 @@ def checkpointed_pretraining(
         if point.done < cfg.pretrain_steps and timer.due():
             record = {"rng": point.rng, **stage_record(cfg, run, sha, clock), "pretrain_only": only}
             store.save_stage("pretrain", agent, point.done, record, point.losses)
+            run.checkpoint_written()
             timer.saved()
 
     agent, losses = pretrain_base(
@@ -168,6 +169,12 @@ def reopen_stage(
     # cpu_seconds is absent from checkpoints written before CPU time was counted
     clock = Clock.start(record["elapsed_seconds"], record.get("cpu_seconds", 0.0))
     return Continued(run, agent, losses, ds, record["dataset_sha256"], frames, clock)
+
+
+def never_checkpointed(store: CheckpointStore) -> bool:
+    """The run wrote no checkpoint file of any kind (not even one found unusable since): it was
+    killed before its first one, and starting it again loses nothing."""
+    return not store.dir.exists() or not any(store.dir.iterdir())
 
 
 def continue_pretraining(cfg, out, store, config_path, progress, save_seconds, only: bool) -> Continued:
@@ -236,12 +243,16 @@ def resume_pretrain_only(out: str | Path, *, progress: bool = True, save_seconds
     if store.steps() or (store.dir / "offline_state.json").exists():
         raise ValueError(f"{out} is a fine-tuning run (it has checkpoints of RL); continue it with "
                          f"`expoft finetune --resume {out}`")  # fmt: skip
+    if never_checkpointed(store):  # killed before its first checkpoint: start it again (see finetune.resume)
+        log.warning("%s has no checkpoint yet: starting the pretraining again from its config.json", out)
+        return pretrain_only(cfg, out, overwrite=True, progress=progress, save_seconds=save_seconds)
     done = continue_pretraining(cfg, out, store, config_path, progress, save_seconds, only=True)
     return _finish_pretrain_only(cfg, done.run, store, done.agent, done.losses, done.clock)
 
 
 def _finish_pretrain_only(cfg: RunConfig, run: RunDir, store: CheckpointStore, agent, losses, clock: Clock) -> dict:
     save_pytree(agent, run.path / "checkpoints" / "agent_0.npz", env_step=np.int64(0))
+    run.checkpoint_written()
     store.drop_stage("pretrain")  # agent_0.npz supersedes it
     result = evaluate(agent, make_run_env(cfg), cfg.eval_episodes, evaluation_seed(cfg), policy="base")
     summary = {
