@@ -348,7 +348,9 @@ class EXPOAgent(WithBase):
         noise, valued by that same subset, biases the target upward). Without OTF in the backup
         (an ablation) the first base sample is backed up. ``candidates [B, C, d]``."""
         cfg = self.config
-        k_choose, k_value = jax.random.split(rng)
+        # the one-subset rule draws its subset from rng itself, as before 2026-12-05: old
+        # configurations reproduce the old runs bit for bit on CPU
+        k_choose, k_value = jax.random.split(rng) if cfg.independent_backup_subsets else (rng, rng)
         if cfg.otf_in_backup:
             q_choose = self.score(k_choose, next_obs, candidates, critic_params)  # [B, C]
             index = jnp.argmax(q_choose, axis=-1)
