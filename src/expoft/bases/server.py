@@ -308,8 +308,8 @@ class PolicyServer:
         obs = np.asarray(request[self.obs_key])
         if obs.shape != (base.obs_dim,):
             raise ValueError(f"request[{self.obs_key!r}] has shape {list(obs.shape)}, expected [{base.obs_dim}]")
-        seed = request.get("seed")
-        seed = next(self._seeds) if seed is None else as_int(seed, "seed")
+        sent = request.get("seed")
+        seed = next(self._seeds) if sent is None else as_int(sent, "seed")
         chunks = base.sample(check_obs(obs[None], base.obs_dim), 1, seed)
         return {"actions": check_chunks(chunks, 1, 1, base.chunk_len, base.action_dim, source="the base")[0, 0]}
 
