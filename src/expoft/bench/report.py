@@ -304,12 +304,13 @@ def _step_label(step: int) -> str:
     return str(step)
 
 
-def format_success(cell: dict | None) -> str:
+def format_success(cell: dict | None, spec: str = ".2f") -> str:
+    """A mean with its interval over seeds: ``0.62 [0.41, 0.83]`` (``spec``: the number format)."""
     if cell is None:
         return "–"
     if cell["n"] == 1 or cell["low"] is None:
-        return f"{cell['mean']:.2f} (n=1)"
-    return f"{cell['mean']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
+        return f"{cell['mean']:{spec}} (n=1)"
+    return f"{cell['mean']:{spec}} [{cell['low']:{spec}}, {cell['high']:{spec}}]"
 
 
 def format_steps(cell: dict | None, fmt: str = ",.0f") -> str:
@@ -322,11 +323,7 @@ def format_steps(cell: dict | None, fmt: str = ",.0f") -> str:
 
 def format_difference(cell: dict | None) -> str:
     """A signed mean with its interval over seeds: ``+0.12 [+0.02, +0.22]``."""
-    if cell is None:
-        return "–"
-    if cell["n"] == 1 or cell["low"] is None:
-        return f"{cell['mean']:+.2f} (n=1)"
-    return f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
+    return format_success(cell, "+.2f")
 
 
 def format_calibration(s: dict) -> str:
