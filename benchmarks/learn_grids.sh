@@ -14,7 +14,7 @@
 #       both tasks (3 seeds each, paired by seed: same data, same pretrained base).
 #   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
 #       expo, expo-ft, qc, bc under the protocol's budget. On the exact update plain EXPO costs
-#       ~0.3 s per critic step x 20 per env step (about 7 CPU hours per 5k env steps) and QC
+#       ~0.45 s per critic step x 20 per env step (about 12 CPU hours per 5k env steps) and QC
 #       (32 samples) about 1 s per critic step; LEARN_ARGS adds flags to every run (the cache,
 #       once validated), and the bench records them.
 # Every run evaluates its base alone at every evaluation too (expoft bench's default), so the

@@ -125,8 +125,8 @@ PROTOCOLS = {
     # P2, reduced so that a grid finishes on a 2-core CPU: 100k play transitions, the p1
     # preset's 20k imitation steps, P2_OFFLINE_UPDATES offline RL update calls, 5000 online env
     # steps. With the old defaults (before 2026-12-05) P1 runs took 20-40 CPU minutes per 5000 env
-    # steps; with the exact update at the published ratio plain EXPO takes about 7 CPU hours
-    # (20 critic steps of ~0.3 s per env step), chunked methods a fifth to a quarter of that.
+    # steps; with the exact update at the published ratio plain EXPO takes about 12 CPU hours
+    # (20 critic steps of ~0.45 s per env step, pinned), chunked methods a quarter to a half of that.
     "p2": Protocol(
         "p2",
         "p1",
