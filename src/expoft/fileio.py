@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,20 +32,37 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     return path
 
 
+def _first_free(path: Path, sep: str) -> Path:
+    """``path``, or the first of ``path<sep>1``, ``path<sep>2``, ... that does not exist yet."""
+    n, free = 0, path
+    while free.exists():
+        n += 1
+        free = path.with_name(f"{path.name}{sep}{n}")
+    return free
+
+
 def keep_as_backup(*paths: Path) -> list[Path]:
     """Move each existing file aside to the first free ``NAME.bak``, ``NAME.bak.1``, ... (a second
     backup never replaces the first); returns where they went."""
     moved = []
     for path in map(Path, paths):
-        if not path.exists():
-            continue
-        backup, n = path.with_name(path.name + ".bak"), 0
-        while backup.exists():
-            n += 1
-            backup = path.with_name(f"{path.name}.bak.{n}")
-        os.replace(path, backup)
-        moved.append(backup)
+        if path.exists():
+            backup = _first_free(path.with_name(path.name + ".bak"), ".")
+            os.replace(path, backup)
+            moved.append(backup)
     return moved
+
+
+def move_aside(folder: Path, names: Iterable[str]) -> Path:
+    """Move the entries ``names`` of ``folder`` that exist into a new ``folder/replaced-<UTC
+    time>/`` (``-1``, ``-2``, ... when that is taken); returns it. Nothing is deleted."""
+    stamp = time.strftime("replaced-%Y%m%d-%H%M%S", time.gmtime())
+    dest = _first_free(folder / stamp, "-")
+    dest.mkdir()
+    for name in names:
+        if (folder / name).exists():
+            os.replace(folder / name, dest / name)
+    return dest
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -351,13 +351,13 @@ class EXPOAgent(WithBase):
         # the one-subset rule draws its subset from rng itself, as before 2026-12-05: old
         # configurations reproduce the old runs bit for bit on CPU
         k_choose, k_value = jax.random.split(rng) if cfg.independent_backup_subsets else (rng, rng)
-        if cfg.otf_in_backup:
+        if not cfg.otf_in_backup:
+            index = jnp.zeros(candidates.shape[0], jnp.int32)
+        else:
             q_choose = self.score(k_choose, next_obs, candidates, critic_params)  # [B, C]
             index = jnp.argmax(q_choose, axis=-1)
-        else:
-            q_choose, index = None, jnp.zeros(candidates.shape[0], jnp.int32)
-        if q_choose is not None and not cfg.independent_backup_subsets:
-            return jnp.take_along_axis(q_choose, index[:, None], axis=1)[:, 0], index
+            if not cfg.independent_backup_subsets:
+                return jnp.take_along_axis(q_choose, index[:, None], axis=1)[:, 0], index
         chosen = jnp.take_along_axis(candidates, index[:, None, None], axis=1)  # [B, 1, d]
         return self.score(k_value, next_obs, chosen, critic_params)[:, 0], index
 

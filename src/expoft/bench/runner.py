@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import tyro
 
-from expoft.fileio import atomic_write
+from expoft.fileio import atomic_write, move_aside
 
 if TYPE_CHECKING:  # the data package imports MuJoCo/OGBench: only where demos are made
     from expoft.bench.export import BenchExport
@@ -577,11 +577,7 @@ def prepare_folder(out: Path, arguments: dict, overwrite: bool, act: bool = True
         )
     if not act:
         return None
-    dest = out / time.strftime("replaced-%Y%m%d-%H%M%S")
-    dest.mkdir()
-    for name in BENCH_ENTRIES:
-        if (out / name).exists():
-            os.replace(out / name, dest / name)
+    dest = move_aside(out, BENCH_ENTRIES)
     print(f"--overwrite: the earlier bench ({diffs}) was moved to {dest}/")
     return None
 

@@ -16,9 +16,7 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from expoft.encoders import EncoderConfig
 from expoft.envs.chunks import ActionChunks
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
-from expoft.fileio import atomic_write
+from expoft.fileio import atomic_write, move_aside
 from expoft.obs import PIXELS, PROPRIO, PixelSpec, add_batch_axis
 from expoft.progress import Progress
 from expoft.report.video import render_frame, write_gif
@@ -87,18 +85,8 @@ class RunDir:
                     f"{self.path} already holds a run; choose another --out, continue it with "
                     f"`expoft finetune --resume {self.path}`, or replace it with --overwrite"
                 )
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-            aside = self.path / f"replaced-{stamp}"
-            n = 0
-            while aside.exists():
-                n += 1
-                aside = self.path / f"replaced-{stamp}-{n}"
-            aside.mkdir()
-            for name in RUN_FILES:  # only what a run writes; anything else the user put there stays
-                if (self.path / name).exists():
-                    os.replace(self.path / name, aside / name)
-            self.replaced = aside
-            log.info("moved the run in %s aside to %s until this run's first checkpoint", self.path, aside)
+            self.replaced = move_aside(self.path, RUN_FILES)  # only what a run writes; the user's files stay
+            log.info("moved the run in %s aside to %s until this run's first checkpoint", self.path, self.replaced)
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.write_json("config.json", to_jsonable(config))
         self._metrics = open(self.path / "metrics.jsonl", "w")

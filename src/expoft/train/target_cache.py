@@ -102,18 +102,17 @@ class TargetCandidateCache:
                 continue
             slots = pool.last[rows]
             self._hold(name, int(slots.max()))
-            filled = self.filled_at[name][slots]
-            stale = np.unique(slots[(filled < 0) | (call - filled >= self.refresh)])
-            if len(stale):
-                self._fill(agent, name, stale, pool, rows, slots, call)
+            # each slot once, with a pool row that drew it (its next observation)
+            unique, first = np.unique(slots, return_index=True)
+            filled = self.filled_at[name][unique]
+            due = (filled < 0) | (call - filled >= self.refresh)
+            if due.any():
+                self._fill(agent, name, unique[due], np.asarray(pool.next_observations)[rows[first[due]]], call)
             out[rows] = self.samples[name][slots]
         return out
 
-    def _fill(self, agent, name, stale, pool, rows, slots, call) -> None:
-        # the next observation of each stale slot, read from a pool row that drew it
-        order = np.argsort(slots, kind="stable")
-        where = order[np.searchsorted(slots[order], stale)]
-        obs = np.asarray(pool.next_observations)[rows[where]]
+    def _fill(self, agent, name: str, stale: np.ndarray, obs: np.ndarray, call: int) -> None:
+        """Draw the entries of slots ``stale`` at their next observations ``obs``."""
         n = len(stale)
         padded = np.zeros((_bucket(n), *obs.shape[1:]), obs.dtype)
         padded[:n] = obs
