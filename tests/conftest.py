@@ -149,3 +149,15 @@ def rendering():
                 "(bash scripts/setup.sh does: libegl1 libegl-mesa0 libgl1-mesa-dri libgl1)"
             )
         pytest.skip(f"offscreen rendering is unavailable: {problem}")
+
+
+def tensorboard_images(logdir) -> dict[tuple[str, int], bytes]:
+    """The encoded images (videos: animated GIFs) of a run's TensorBoard events, by (tag, step)."""
+    from expoft.report.sinks import tensorboard_events
+
+    return {
+        (value.tag, int(event.step)): value.image.encoded_image_string
+        for event in tensorboard_events(logdir)
+        for value in event.summary.value
+        if value.HasField("image")
+    }

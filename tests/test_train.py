@@ -10,12 +10,13 @@ import pytest
 
 from expoft.agents.expo import EXPOAgent, act
 from expoft.cli import main
+from expoft.report.video import read_video
 from expoft.train.checkpoint import CheckpointError, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, preset
 from expoft.train.finetune import _update_calls_due
 from expoft.train.loop import RunDir, load_run_agent, paired_difference, wilson_interval
 
-from .conftest import assert_same_leaves, metrics_rows
+from .conftest import assert_same_leaves, metrics_rows, tensorboard_images
 
 
 def test_wilson_interval_known_values():
@@ -56,12 +57,12 @@ def test_reopen_cuts_the_metrics_back_and_keeps_the_cut_rows(tmp_path):
     run.close()
     metrics = tmp_path / "r" / "metrics.jsonl"
     for cut in ('{"env_step": 3, "cut', '{"env_step": 3'):  # killed twice after the same checkpoint
-        again = RunDir.reopen(tmp_path / "r", kept)
+        again = RunDir.reopen(tmp_path / "r", kept, preset("tiny"))
         again.log({"env_step": 2})
         again.close()
         with open(metrics, "a") as f:
             f.write(cut)  # a row cut short by the kill
-    RunDir.reopen(tmp_path / "r", kept).close()
+    RunDir.reopen(tmp_path / "r", kept, preset("tiny")).close()
     assert metrics.read_text() == '{"env_step": 1}\n'
     replayed = (tmp_path / "r" / "metrics.replayed.jsonl").read_text().splitlines()
     # each resume's cut rows on lines of their own, the first resume's before the second's
@@ -237,7 +238,7 @@ def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):
 def test_write_gif_round_trip(tmp_path):
     from PIL import Image
 
-    from expoft.report.video import write_gif
+    from expoft.report.video import write_gif, write_video
 
     frames = [np.full((8, 10, 3), 40 * i, np.uint8) for i in range(5)]
     path = write_gif(frames, tmp_path / "v.gif", fps=10)
@@ -245,6 +246,8 @@ def test_write_gif_round_trip(tmp_path):
         assert im.size == (10, 8) and im.n_frames == 5
     with pytest.raises(ValueError, match="animated GIFs"):
         write_gif(frames, tmp_path / "v.mp4")
+    with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
+        write_video(frames, tmp_path / "v.avi")
     with pytest.raises(ValueError, match="no frames"):
         write_gif([], tmp_path / "w.gif")
 
@@ -278,8 +281,12 @@ def test_eval_writes_a_video(tmp_path, monkeypatch, capsys):
     with Image.open(video) as im:
         # one frame per step plus the first observation
         assert im.n_frames == result["eval/episode_length"] + 1 and im.size == (160, 160)
-    assert main(["eval", str(pre), "--video", str(tmp_path / "ep.mp4")]) == 2
-    assert "animated GIFs" in capsys.readouterr().err
+    video = tmp_path / "ep.mp4"
+    assert main(["eval", str(pre), "--episodes", "1", "--video", str(video)]) == 0
+    frames = read_video(video)
+    assert frames.shape == (result["eval/episode_length"] + 1, 160, 160, 3)
+    assert main(["eval", str(pre), "--video", str(tmp_path / "ep.avi")]) == 2
+    assert ".gif or .mp4" in capsys.readouterr().err
 
 
 def test_training_videos_of_every_kth_episode(tmp_path, monkeypatch):
@@ -295,6 +302,16 @@ def test_training_videos_of_every_kth_episode(tmp_path, monkeypatch):
     assert videos == ["episode_0.gif", "episode_2.gif", "episode_4.gif"]  # 5 episodes of 40 steps
     with Image.open(out / "videos" / "episode_2.gif") as im:
         assert im.n_frames == 41  # the reset frame and one per step
+
+    # as MP4, and into TensorBoard as animated images at the env step the episode ended
+    out = tmp_path / "mp4"
+    flags = [*flags, "--video-format", "mp4", "--log", "tensorboard"]
+    assert main(["finetune", *flags, "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in (out / "videos").iterdir()) == ["episode_0.mp4", "episode_2.mp4", "episode_4.mp4"]
+    assert read_video(out / "videos" / "episode_2.mp4").shape == (41, 160, 160, 3)
+    images = tensorboard_images(out / "tensorboard")
+    assert sorted(images) == [("video/episode_0", 40), ("video/episode_2", 120), ("video/episode_4", 200)]
+    assert images[("video/episode_2", 120)][:6] == b"GIF89a"
 
 
 def test_demo_seed_fixes_the_dataset_across_run_seeds(monkeypatch):

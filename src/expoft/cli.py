@@ -253,7 +253,8 @@ class Eval:
     """otf: the agent's evaluation policy (EXPO's OTF rule, a baseline's own); base: its base
     policy alone (e.g. how far the base moved during fine-tuning)."""
     video: Path | None = None
-    """Also write the first --video-episodes episodes to this animated GIF (needs EGL rendering)."""
+    """Also write the first --video-episodes episodes to this video, an animated .gif or an .mp4
+    (needs EGL rendering)."""
     video_episodes: int = 1
 
     def run(self) -> None:

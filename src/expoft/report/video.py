@@ -1,4 +1,5 @@
-"""Episode videos: frames rendered offscreen by MuJoCo, written as an animated GIF (Pillow)."""
+"""Episode videos: frames rendered offscreen by MuJoCo, written as an animated GIF (Pillow) or an
+H.264 MP4 (PyAV)."""
 
 from __future__ import annotations
 
@@ -36,15 +37,35 @@ def render_frame(env) -> np.ndarray:
     return np.asarray(frame, dtype=np.uint8)
 
 
+VIDEO_FORMATS = ("gif", "mp4")
+
+
+def check_video_path(path: str | Path) -> Path:
+    """``path`` if it names a video format expoft writes (by its suffix), else a clear error."""
+    path = Path(path)
+    if path.suffix.lower().lstrip(".") not in VIDEO_FORMATS:
+        raise ValueError(f"videos are written as .gif or .mp4; name the file *.gif or *.mp4, got {path.name}")
+    return path
+
+
+def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -> Path:
+    """Frames ``[H, W, 3] uint8`` -> ``path`` (written atomically), as an animated GIF or an MP4
+    by the file's suffix."""
+    path = check_video_path(path)
+    if not len(frames):
+        raise ValueError("no frames to write")
+    return (write_mp4 if path.suffix.lower() == ".mp4" else write_gif)(frames, path, fps)
+
+
 def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -> Path:
     """Frames ``[H, W, 3] uint8`` -> an animated GIF at ``path`` (written atomically)."""
     from PIL import Image
 
-    if not frames:
+    if not len(frames):
         raise ValueError("no frames to write")
     path = Path(path)
     if path.suffix.lower() != ".gif":
-        raise ValueError(f"videos are written as animated GIFs; name the file *.gif, got {path.name}")
+        raise ValueError(f"write_gif writes animated GIFs; name the file *.gif, got {path.name}")
     images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
     duration = max(1, round(1000 / fps))
 
@@ -52,3 +73,50 @@ def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -> 
         images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
 
     return atomic_write(path, write)
+
+
+def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20, crf: int = 18) -> Path:
+    """Frames ``[H, W, 3] uint8`` -> an H.264 MP4 (yuv420p, what every player and LeRobot's
+    video decoder read) at ``path``, written atomically. Odd sizes are padded by one pixel
+    (yuv420p needs even ones) with the edge row/column; ``crf``: quality, 0 lossless .. 51."""
+    import av
+
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"write_mp4 writes MP4 files; name the file *.mp4, got {path.name}")
+    images = [np.asarray(f, dtype=np.uint8) for f in frames]
+    if not images:
+        raise ValueError("no frames to write")
+    height, width = images[0].shape[:2]
+    if any(f.shape != (height, width, 3) for f in images):
+        raise ValueError(f"every frame must be [H, W, 3] uint8 of one size; the first is {images[0].shape}")
+    pad = ((0, height % 2), (0, width % 2), (0, 0))
+
+    def write(f):
+        with av.open(f, mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height = width + width % 2, height + height % 2
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for image in images:
+                frame = av.VideoFrame.from_ndarray(np.pad(image, pad, mode="edge"), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())  # flush the encoder
+
+    return atomic_write(path, write)
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """Every frame of a GIF or MP4 as ``[T, H, W, 3] uint8`` (MP4 frames carry the codec's loss)."""
+    path = check_video_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no video at {path}")
+    if path.suffix.lower() == ".gif":
+        from PIL import Image, ImageSequence
+
+        with Image.open(path) as gif:
+            return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)])
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])

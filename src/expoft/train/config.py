@@ -15,6 +15,8 @@ from expoft.data.generate import OGBENCH_GRIPPER_NOISE, check_disturb
 from expoft.encoders import EncoderConfig
 from expoft.envs.ogbench_domains import check_task, get_domain
 from expoft.obs import PixelSpec
+from expoft.report.sinks import WANDB_MODES, check_backends
+from expoft.report.video import VIDEO_FORMATS
 from expoft.validation import require_at_least
 
 ALGORITHMS = ("expo", "bc", "rlpd", "fql", "dsrl", "residual")
@@ -121,8 +123,17 @@ class RunConfig:
     log_every: int = 500
     """Write a metrics row every this many environment steps."""
     video_every: int = 0
-    """Render every this many-th training episode (from the first) to videos/episode_<n>.gif;
+    """Render every this many-th training episode (from the first) to videos/episode_<n>.<format>;
     0: none. Needs offscreen rendering (EGL)."""
+    video_format: str = "gif"
+    """gif (Pillow) or mp4 (H.264 through PyAV) for the training videos."""
+    log: tuple[str, ...] = ()
+    """More places for the metrics besides metrics.jsonl (always written): tensorboard (event
+    files in RUN/tensorboard/), wandb (a Weights & Biases run; see --wandb-mode)."""
+    wandb_project: str = "expoft"
+    wandb_mode: str = "offline"
+    """offline (no account needed: the run is written under RUN/wandb/, `wandb sync` uploads it),
+    online, or disabled."""
     checkpoint_every: int = 10_000
     """Write a resumable checkpoint at the first episode end after every this many env steps."""
     keep_checkpoints: int = 3
@@ -187,6 +198,11 @@ class RunConfig:
             raise ValueError(f"demo_seed must be >= 0 (or None: the run's seed), got {self.demo_seed}")
         if not self.external_timeout_s > 0:
             raise ValueError(f"external_timeout_s must be > 0, got {self.external_timeout_s}")
+        if self.video_format not in VIDEO_FORMATS:
+            raise ValueError(f"video_format must be one of {VIDEO_FORMATS}, got {self.video_format!r}")
+        check_backends(self.log)
+        if self.wandb_mode not in WANDB_MODES:
+            raise ValueError(f"wandb_mode must be one of {WANDB_MODES}, got {self.wandb_mode!r}")
 
 
 TINY_AGENT = EXPOConfig(

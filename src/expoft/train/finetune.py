@@ -32,7 +32,7 @@ from expoft.envs.ogbench_domains import get_domain
 from expoft.obs import add_batch_axis
 from expoft.progress import Progress
 from expoft.report.plots import plot_learning_curves
-from expoft.report.video import render_frame, write_gif
+from expoft.report.video import render_frame
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
 from expoft.train.external import external_candidates, step_seed
@@ -227,7 +227,7 @@ def resume(
     template = make_agent(cfg)
     buffer = run_buffer(cfg, ds, offline_frames(cfg, ds, progress))
     agent = store.restore(record, template, buffer)
-    run = RunDir.reopen(out, state.metrics_bytes)
+    run = RunDir.reopen(out, state.metrics_bytes, cfg, state.step)
     run.log({"phase": "resume", "env_step": state.step})
     log.info("resuming %s at env step %d", out, state.step)
     return _online(
@@ -320,7 +320,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
         episode_intervened += sum(t.intervened for t in info["transitions"])
         if episode_ended:
             if frames:
-                write_gif(frames, run.path / "videos" / f"episode_{state.episodes}.gif")
+                run.video(frames, f"episode_{state.episodes}.{cfg.video_format}", state.step)
                 frames.clear()
             state.finish_episode(bool(info["success"]), episode_intervened / episode_steps)
             episode_steps = episode_intervened = 0

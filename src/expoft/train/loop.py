@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import atomic_write, move_aside
 from expoft.obs import PIXELS, PROPRIO, PixelSpec, add_batch_axis
 from expoft.progress import Progress
-from expoft.report.video import render_frame, write_gif
+from expoft.report.sinks import MetricSink, open_sinks
+from expoft.report.video import check_video_path, render_frame, write_video
 from expoft.train.checkpoint import load_pytree, save_pytree
 from expoft.train.config import RunConfig
 
@@ -90,6 +91,11 @@ class RunDir:
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.write_json("config.json", to_jsonable(config))
         self._metrics = open(self.path / "metrics.jsonl", "w")
+        self.sinks = self._open_sinks(config, resumed=False)
+
+    def _open_sinks(self, config: RunConfig, resumed: bool, purge_step: int | None = None) -> list[MetricSink]:
+        return open_sinks(self.path, config.log, to_jsonable(config), wandb_project=config.wandb_project,
+                          wandb_mode=config.wandb_mode, resumed=resumed, purge_step=purge_step)  # fmt: skip
 
     def checkpoint_written(self) -> None:
         """The new run can be continued from now on: delete the run it replaced (if any)."""
@@ -99,12 +105,13 @@ class RunDir:
             self.replaced = None
 
     @classmethod
-    def reopen(cls, out: str | Path, metrics_bytes: int) -> RunDir:
+    def reopen(cls, out: str | Path, metrics_bytes: int, config: RunConfig, resume_step: int | None = None) -> RunDir:
         """An existing run folder, its metrics cut back to the first ``metrics_bytes`` bytes (what was
         logged up to the checkpoint being resumed). The cut rows are appended to
-        ``metrics.replayed.jsonl``, not thrown away; the resumed run logs them again."""
+        ``metrics.replayed.jsonl``, not thrown away; the resumed run logs them again. ``resume_step``:
+        the env step an online run resumes at; TensorBoard drops what it had from there on."""
         run = cls.__new__(cls)
-        run.path, run.replaced = Path(out), None
+        run.path, run.replaced, run.sinks = Path(out), None, []
         metrics = run.path / "metrics.jsonl"
         data = metrics.read_bytes() if metrics.exists() else b""
         if len(data) < metrics_bytes:
@@ -120,6 +127,7 @@ class RunDir:
         run._metrics = open(metrics, "r+")
         run._metrics.truncate(metrics_bytes)
         run._metrics.seek(metrics_bytes)
+        run.sinks = run._open_sinks(config, resumed=True, purge_step=resume_step)
         return run
 
     def metrics_bytes(self) -> int:
@@ -130,11 +138,24 @@ class RunDir:
         atomic_write(self.path / name, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
 
     def log(self, row: dict) -> None:
-        self._metrics.write(json.dumps(to_jsonable(row)) + "\n")
+        row = to_jsonable(row)
+        self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
+        for sink in self.sinks:
+            sink.log(row)
+
+    def video(self, frames: Sequence[np.ndarray], name: str, step: int, fps: int = 20) -> Path:
+        """Write ``frames`` to RUN/videos/``name`` (.gif or .mp4) and hand them to the sinks."""
+        path = write_video(frames, self.path / "videos" / name, fps)
+        for sink in self.sinks:
+            sink.video(f"video/{Path(name).stem}", frames, path, step, fps)
+        return path
 
     def close(self) -> None:
         self._metrics.close()
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
 
 NONFINITE_KEYS = ("critic/loss", "critic/q_mean", "critic/q_min", "critic/q_max", "edit/loss", "base/loss")
@@ -235,13 +256,14 @@ def evaluate(
 
     ``policy``: ``otf`` (the agent's evaluation policy: EXPO's OTF rule, a baseline's own) or
     ``base`` (the imitation policy alone).
-    ``video``: a ``.gif`` of the first ``video_episodes`` episodes (``env`` made with ``render=True``).
+    ``video``: a ``.gif`` or ``.mp4`` of the first ``video_episodes`` episodes (``env`` made with
+    ``render=True``).
     ``external``: an ``ExternalCandidates`` whose base replaces the agent's own (EXPO).
     """
     if policy not in ("otf", "base"):
         raise ValueError(f"policy must be 'otf' or 'base', got {policy!r}")
-    if video is not None and Path(video).suffix.lower() != ".gif":
-        raise ValueError(f"videos are written as animated GIFs; name the file *.gif, got {video}")
+    if video is not None:
+        check_video_path(video)
     key = jax.random.PRNGKey(seed)
     successes, lengths, returns, edited, not_first, frames = [], [], [], [], [], []
     first_q, discounted = [], []  # critic calibration: Q of each episode's first decision vs its return
@@ -284,7 +306,7 @@ def evaluate(
         returns.append(episode_return)
         discounted.append(discounted_return)
     if video is not None:
-        write_gif(frames, video)
+        write_video(frames, video)
     low, high = wilson_interval(sum(successes), episodes)
     prefix = "eval" if policy == "otf" else "eval_base"
     result = {

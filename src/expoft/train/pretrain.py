@@ -165,7 +165,7 @@ def reopen_stage(
     check_same_data(ds, record["dataset_sha256"], out)
     frames = offline_frames(cfg, ds, progress)
     agent, losses = store.restore_stage(record, make_agent(cfg))
-    run = RunDir.reopen(out, record["metrics_bytes"])
+    run = RunDir.reopen(out, record["metrics_bytes"], cfg)
     # cpu_seconds is absent from checkpoints written before CPU time was counted
     clock = Clock.start(record["elapsed_seconds"], record.get("cpu_seconds", 0.0))
     return Continued(run, agent, losses, ds, record["dataset_sha256"], frames, clock)
