@@ -5,6 +5,8 @@ expoft data play --env cube-double --transitions 1000000 --seed 0
 expoft data label PATH --env cube-double --task 1 --reward ogbench
 expoft data info PATH
 expoft data render PATH --image-size 64 --cameras front_pixels
+expoft data import robomimic FILE.hdf5 --env cube-single --out OUT
+expoft data export robomimic FILE.npz OUT.hdf5
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from expoft.bench import parse_bench
+from expoft.data.convert import Export, Import
 from expoft.data.dataset import (
     DatasetError,
     check_reward,
@@ -190,6 +193,8 @@ DataCommand = (
     | Annotated[Label, tyro.conf.subcommand("label")]
     | Annotated[Info, tyro.conf.subcommand("info")]
     | Annotated[Render, tyro.conf.subcommand("render")]
+    | Annotated[Import, tyro.conf.subcommand("import")]
+    | Annotated[Export, tyro.conf.subcommand("export")]
 )
 
 

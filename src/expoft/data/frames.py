@@ -252,6 +252,18 @@ def _save(frames: np.ndarray, npz: Path, meta_path: Path, ds: Dataset, spec: Pix
     atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
 
 
+def save_frames(frames: np.ndarray, dataset_path: str | os.PathLike, ds: Dataset, spec: PixelSpec) -> Path:
+    """Cache frames obtained elsewhere (decoded from a LeRobot dataset's videos) beside the dataset
+    at ``dataset_path``, as :func:`get_or_render` would have: pixel runs then use them."""
+    want = (num_frames(ds), *spec.image_shape)
+    if frames.shape != want or frames.dtype != np.uint8:
+        raise FramesError(f"frames of shape {frames.shape} {frames.dtype}, expected {want} uint8")
+    npz, meta_path = frames_paths(dataset_path, spec)
+    keep_as_backup(npz, meta_path)
+    _save(frames, npz, meta_path, ds, spec, dataset_digest(ds), 0.0)
+    return npz
+
+
 def get_or_render(
     ds: Dataset | str | os.PathLike,
     spec: PixelSpec,

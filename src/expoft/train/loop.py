@@ -407,12 +407,14 @@ def make_run_env(cfg: RunConfig, render: bool = False):
 
 
 def offline_frames(cfg: RunConfig, ds: Dataset, progress: bool = True) -> np.ndarray | None:
-    """The offline data's frames for a pixel run (rendered once, then cached); None for states."""
+    """The offline data's frames for a pixel run (rendered once, then cached); None for states.
+    A ``cfg.dataset`` file keeps its frames beside it (`expoft data render`, or decoded from a
+    LeRobot dataset's videos by `expoft data import lerobot`); generated demos in the data cache."""
     if cfg.pixels is None:
         return None
     from expoft.data.frames import frames_for
 
-    return frames_for(ds, cfg.pixels, progress=progress)
+    return frames_for(cfg.dataset if cfg.dataset is not None else ds, cfg.pixels, progress=progress)
 
 
 def dataset_observations(ds: Dataset, frames: np.ndarray | None, spec: PixelSpec | None):

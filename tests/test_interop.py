@@ -1,0 +1,153 @@
+"""Other formats in and out: robomimic HDF5 and LeRobotDataset v3 (pyarrow + PyAV)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from expoft.cli import main
+from expoft.data.dataset import DatasetError, load_dataset, save_dataset
+from expoft.data.lerobot import import_lerobot
+from expoft.data.robomimic import import_robomimic
+from expoft.train.config import preset
+from expoft.train.finetune import finetune
+
+FIELDS = ("observations", "next_observations", "actions", "episode_ends", "rewards", "terminals",
+          "episode_success", "next_qpos")  # fmt: skip
+
+
+def same_arrays(a, b) -> None:
+    for field in FIELDS:
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+
+
+@pytest.fixture
+def demos_file(cube_demos, tmp_path):
+    return save_dataset(cube_demos, tmp_path / "demos")
+
+
+def test_robomimic_round_trip_through_the_cli(demos_file, cube_demos, tmp_path, capsys):
+    x = tmp_path / "x.hdf5"
+    assert main(["data", "export", "robomimic", str(demos_file), str(x)]) == 0
+    with h5py.File(x) as f:
+        assert sorted(f["data"]) == ["demo_0", "demo_1", "demo_2"]
+        assert f["data/demo_0/obs/state"].shape == (int(f["data/demo_0"].attrs["num_samples"]), 28)
+        assert json.loads(f["data"].attrs["env_args"])["env_name"] == "cube-single"
+    assert main(["data", "import", "robomimic", str(x), "--env", "cube-single", "--out", str(tmp_path / "r")]) == 0
+    same_arrays(load_dataset(tmp_path / "r"), cube_demos)
+    # nothing is replaced: neither the imported dataset nor the exported file
+    assert main(["data", "import", "robomimic", str(x), "--env", "cube-single", "--out", str(tmp_path / "r")]) == 2
+    assert main(["data", "export", "robomimic", str(demos_file), str(x)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def _edit_copy(src, dst, edit) -> None:
+    with h5py.File(src) as f, h5py.File(dst, "w") as g:
+        for key in f:
+            f.copy(f[key], g, key)
+        for key, value in f["data"].attrs.items():
+            g["data"].attrs[key] = value
+        edit(g)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda g: g.__delitem__("data"), "no 'data' group"),
+        (lambda g: g["data/demo_1"].__delitem__("next_obs"), "no 'next_obs' group"),
+        (
+            lambda g: (
+                g["data/demo_1/obs"].__delitem__("state"),
+                g["data/demo_1/obs"].create_dataset("state", data=np.zeros((3, 28))),
+            )[0],
+            "ragged",
+        ),  # fmt: skip
+        (lambda g: g["data/demo_0/actions"].__setitem__((2, 1), np.nan), "non-finite"),
+        (lambda g: g["data/demo_0/actions"].__setitem__((2, 1), 3.0), "--rescale-actions"),
+    ],
+)
+def test_robomimic_bad_files_are_refused_and_nothing_is_written(demos_file, tmp_path, edit, match):
+    x, bad = tmp_path / "x.hdf5", tmp_path / "bad.hdf5"
+    assert main(["data", "export", "robomimic", str(demos_file), str(x)]) == 0
+    _edit_copy(x, bad, edit)
+    with pytest.raises(DatasetError, match=match):
+        import_robomimic(bad, "cube-single")
+    assert main(["data", "import", "robomimic", str(bad), "--env", "cube-single", "--out", str(tmp_path / "o")]) == 2
+    assert not list(tmp_path.glob("o*"))
+
+
+def test_robomimic_wrong_env_and_rescaled_actions(demos_file, cube_demos, tmp_path):
+    x = tmp_path / "x.hdf5"
+    main(["data", "export", "robomimic", str(demos_file), str(x)])
+    with pytest.raises(DatasetError, match="28 dimensions, cube-double observes 37"):
+        import_robomimic(x, "cube-double")
+    with h5py.File(x, "r+") as f:
+        f["data/demo_0/actions"][0, 0] = 4.0
+    ds = import_robomimic(x, "cube-single", rescale_actions=True)
+    assert np.abs(ds.actions).max() <= 1.0 and ds.meta["action_scale"][0] == 4.0
+
+
+def test_lerobot_v3_round_trip_through_the_cli(demos_file, cube_demos, tmp_path):
+    out = tmp_path / "L"
+    assert main(["data", "export", "lerobot", str(demos_file), str(out)]) == 0
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["codebase_version"].startswith("v3.") and info["total_frames"] == cube_demos.num_transitions
+    data = pq.read_table(out / "data" / "chunk-000" / "file-000.parquet")
+    assert data.schema.field("observation.state").type == pa.list_(pa.float32(), 28)
+    assert data.column("next.done").to_pylist() == cube_demos.episode_ends.tolist()
+    episodes = pq.read_table(out / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pydict()
+    assert episodes["length"] == np.diff([0, *np.flatnonzero(cube_demos.episode_ends) + 1]).tolist()
+    tasks = pq.read_table(out / "meta" / "tasks.parquet")
+    assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == ["task"]  # pandas' index: the text
+    assert main(["data", "import", "lerobot", str(out), "--env", "cube-single", "--out", str(tmp_path / "li")]) == 0
+    same_arrays(load_dataset(tmp_path / "li"), cube_demos)
+    assert main(["data", "export", "lerobot", str(demos_file), str(out)]) == 2  # an existing folder stays
+
+
+def test_lerobot_written_elsewhere_and_bad_folders(demos_file, cube_demos, tmp_path):
+    """Without expoft's own columns: the next state is the next frame's (the last one repeated),
+    success is a positive reward on an episode's last frame."""
+    out = tmp_path / "L"
+    main(["data", "export", "lerobot", str(demos_file), str(out)])
+    path = out / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns(["next.success", "next.observation.state", "expoft.next_qpos"]), path)
+    ds, _ = import_lerobot(out, "cube-single")
+    ends = cube_demos.episode_ends
+    assert np.array_equal(ds.next_observations[~ends], cube_demos.next_observations[~ends])
+    assert np.array_equal(ds.next_observations[ends], cube_demos.observations[ends])
+    assert ds.meta["next_observation_of_last_frame"] == "repeated"
+    assert np.array_equal(ds.terminals, cube_demos.terminals) and ds.episode_success.all()
+    with pytest.raises(DatasetError, match="no column 'obs'"):
+        import_lerobot(out, "cube-single", state_key="obs")
+    with pytest.raises(DatasetError, match="37"):
+        import_lerobot(out, "cube-double")
+    info = json.loads((out / "meta" / "info.json").read_text())
+    (out / "meta" / "info.json").write_text(json.dumps({**info, "codebase_version": "v2.1"}))
+    with pytest.raises(DatasetError, match="v3"):
+        import_lerobot(out, "cube-single")
+    (out / "meta" / "info.json").unlink()
+    with pytest.raises(DatasetError, match="no meta/info.json"):
+        import_lerobot(out, "cube-single")
+
+
+def test_lerobot_pixels_round_trip_trains_a_pixel_run(demos_file, cube_demos, tmp_path, rendering, monkeypatch):
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "L"
+    assert main(["data", "export", "lerobot", str(demos_file), str(out), "--image-size", "32"]) == 0
+    assert (out / "videos" / "observation.images.front_pixels" / "chunk-000" / "file-000.mp4").is_file()
+    imported = tmp_path / "li"
+    flags = ["--env", "cube-single", "--out", str(imported), "--image-size", "32"]
+    assert main(["data", "import", "lerobot", str(out), *flags]) == 0
+    original = np.load(next(tmp_path.glob("demos.frames-32px-*.npz")))["frames"].astype(int)
+    decoded = np.load(next(tmp_path.glob("li.frames-32px-*.npz")))["frames"].astype(int)
+    assert original.shape == decoded.shape
+    assert np.abs(original - decoded).mean() < 4  # H.264's loss
+    cfg = preset("tiny-pixels", dataset=imported.with_suffix(".npz"), env_steps=100, eval_every=100, eval_episodes=1)
+    summary = finetune(cfg, tmp_path / "run", progress=False)
+    assert summary["update_calls"] > 0 and summary["offline_transitions"] == cube_demos.num_transitions
