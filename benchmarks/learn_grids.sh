@@ -27,6 +27,11 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/expoft ] || bash scripts/setup.sh
 expoft=${EXPOFT:-.venv/bin/expoft}  # EXPOFT=echo: print the commands only
 CACHE_REFRESH=20
+# JOBS=1: one run at a time, not pinned by the bench (pin it yourself: two grids side by side,
+#   JOBS=1 taskset -c 0 bash benchmarks/learn_grids.sh A & JOBS=1 taskset -c 1 bash benchmarks/learn_grids.sh B)
+JOBS=${JOBS:-2}
+PIN=()
+[ "$JOBS" = 1 ] && PIN=(--no-pin)
 LEARN_METHODS=expo,expo-ft,qc,bc
 # Plain EXPO at one decision per env step costs ~0.45 s x 20 critic steps per env step on the
 # exact update: ~12.6 CPU hours per 5k-env-step run, out of reach for 9 runs on this machine.
@@ -62,8 +67,8 @@ failed=()
 for name in "$@"; do
   grid_args "$name"
   status=0
-  $expoft bench "${GRID[@]}" --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "runs/$name" --jobs 2 \
-    --single-thread || status=$?
+  $expoft bench "${GRID[@]}" --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "runs/$name" \
+    --jobs "$JOBS" "${PIN[@]}" --single-thread || status=$?
   $expoft bench export "runs/$name" "benchmarks/results/$name"
   [ "$status" -eq 0 ] || failed+=("$name")
 done
