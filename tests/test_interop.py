@@ -151,3 +151,44 @@ def test_lerobot_pixels_round_trip_trains_a_pixel_run(demos_file, cube_demos, tm
     cfg = preset("tiny-pixels", dataset=imported.with_suffix(".npz"), env_steps=100, eval_every=100, eval_episodes=1)
     summary = finetune(cfg, tmp_path / "run", progress=False)
     assert summary["update_calls"] > 0 and summary["offline_transitions"] == cube_demos.num_transitions
+
+
+LEROBOT_CHECK = """
+import json, sys
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+ds = LeRobotDataset("expoft/export", root=sys.argv[1])
+item = ds[5]
+out = {"frames": len(ds), "episodes": ds.num_episodes, "fps": ds.fps, "task": item["task"],
+       "state": list(item["observation.state"].shape), "action": list(item["action"].shape),
+       "episode_index": int(item["episode_index"]), "frame_index": int(item["frame_index"])}
+out.update({k: list(v.shape) for k, v in item.items() if k.startswith("observation.images.")})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_the_lerobot_package_loads_our_export(demos_file, cube_demos, tmp_path, rendering, monkeypatch):
+    """The real LeRobotDataset (lerobot 0.4.4, in a virtual environment of its own made by
+    scripts/lerobot_venv.sh, or the Python named by EXPOFT_LEROBOT_PYTHON) reads our v3 export."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    root = Path(__file__).resolve().parents[1]
+    python = os.environ.get("EXPOFT_LEROBOT_PYTHON")
+    if python is None:
+        made = subprocess.run(["bash", str(root / "scripts" / "lerobot_venv.sh")], capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr[-2000:]
+        python = made.stdout.strip().splitlines()[-1]
+    out = tmp_path / "L"
+    assert main(["data", "export", "lerobot", str(demos_file), str(out), "--image-size", "32"]) == 0
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([python, "-c", LEROBOT_CHECK, str(out)], capture_output=True, text=True, env=env)
+    if "torchvision::nms does not exist" in done.stderr:  # a CUDA torchvision beside the CPU torch
+        pytest.skip("torchvision's operators do not load with this torch build (no CPU torchvision wheel here)")
+    assert done.returncode == 0, done.stderr[-3000:]
+    item = json.loads(done.stdout.strip().splitlines()[-1])
+    assert item["frames"] == cube_demos.num_transitions and item["episodes"] == cube_demos.num_episodes
+    assert item["state"] == [28] and item["action"] == [5] and item["frame_index"] == 5
+    assert item["observation.images.front_pixels"] == [3, 32, 32]
