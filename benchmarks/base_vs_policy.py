@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from expoft.bench.report import load_bench
-from expoft.train.loop import evaluate, evaluation_seed, load_run_agent, make_run_env
+from expoft.train.build import load_run_agent, make_run_env
+from expoft.train.evaluate import evaluate, evaluation_seed
 
 
 def main() -> None:

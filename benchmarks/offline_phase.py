@@ -24,11 +24,14 @@ from pathlib import Path
 from expoft.bench.runner import PROTOCOLS, play_steps, with_domain_reward
 from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import read_metrics
+from expoft.train.build import make_agent, make_run_env, offline_data
 from expoft.train.config import preset
+from expoft.train.evaluate import evaluate, evaluation_seed
 from expoft.train.finetune import run_buffer
-from expoft.train.loop import RunDir, evaluate, evaluation_seed, make_agent, make_run_env, offline_data, pretrain_base
+from expoft.train.imitation import pretrain_base
 from expoft.train.methods import apply_method
 from expoft.train.offline_rl import OfflinePoint, offline_phase
+from expoft.train.rundir import RunDir
 
 
 def main() -> None:

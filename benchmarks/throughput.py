@@ -43,7 +43,7 @@ from expoft.agents.expo import EXPOAgent, EXPOConfig, act, update
 from expoft.data.replay import ChunkBatch, ReplayBuffer
 from expoft.envs.make import make_env
 from expoft.train.config import RunConfig
-from expoft.train.loop import evaluate
+from expoft.train.evaluate import evaluate
 from expoft.train.target_cache import TargetCandidateCache
 
 OBS_DIM, ACTION_DIM = 37, 5

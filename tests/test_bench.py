@@ -722,7 +722,7 @@ def test_mean_curve_of_chunked_seeds_meets_on_the_grid(tmp_path):
 
 def test_a_run_config_written_before_a_field_existed_is_the_same_config():
     from expoft.train.config import preset
-    from expoft.train.loop import same_config, to_jsonable
+    from expoft.train.rundir import same_config, to_jsonable
 
     planned = to_jsonable(preset("p1"))
     older = {k: v for k, v in planned.items() if k != "offline_updates"}  # written before the field

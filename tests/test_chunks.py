@@ -16,7 +16,8 @@ from expoft.cli import main
 from expoft.data.dataset import make_dataset
 from expoft.envs.chunks import ActionChunks
 from expoft.train.config import TINY_AGENT
-from expoft.train.loop import dataset_chunks, evaluate
+from expoft.train.evaluate import evaluate
+from expoft.train.imitation import dataset_chunks
 from tests.conftest import episode_arrays, metrics_rows
 
 

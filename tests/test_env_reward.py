@@ -11,7 +11,7 @@ from expoft.cli import main
 from expoft.data.dataset import DatasetError, label_for_task, load_dataset, make_dataset, save_dataset
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import QPOS_OBJECTS_START, task_goal
-from expoft.train import loop
+from expoft.train import build as loop
 from expoft.train.config import preset
 
 from .conftest import episode_arrays

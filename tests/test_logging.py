@@ -9,7 +9,7 @@ from expoft.report.sinks import read_tensorboard_scalars, row_step, scalars
 from expoft.report.video import read_video, write_video
 from expoft.train.config import preset
 from expoft.train.finetune import finetune
-from expoft.train.loop import RunDir
+from expoft.train.rundir import RunDir
 
 from .conftest import metrics_rows
 

@@ -12,14 +12,15 @@ import jax
 import numpy as np
 import pytest
 
+import expoft.train.build as loop
 import expoft.train.checkpoint as checkpoint
-import expoft.train.loop as loop
 import expoft.train.offline_rl as offline_rl
 from expoft.agents.common import update
+from expoft.train.build import make_agent, offline_data
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import preset
 from expoft.train.finetune import finetune, resume, run_buffer
-from expoft.train.loop import RunDir, make_agent, offline_data
+from expoft.train.rundir import RunDir
 
 from .conftest import assert_same_checkpoints, assert_same_leaves, metrics_rows
 
@@ -66,7 +67,7 @@ def test_no_offline_phase_leaves_the_agent_alone_and_bad_settings_are_refused(tm
 
 
 def killed_after_updates(monkeypatch, n: int):
-    """loop.update, raising KeyboardInterrupt (a kill: nothing after it runs) at its call n + 1."""
+    """build.update, raising KeyboardInterrupt (a kill: nothing after it runs) at its call n + 1."""
     done = []
 
     def killed(*args):

@@ -55,7 +55,7 @@ def test_pixel_base_learns_an_action_that_depends_on_the_image():
     with pytest.raises(ValueError, match="at most"):  # pixel pretraining is unrolled: short calls only
         common.pretrain(agent, obs_j, actions_j, jnp.zeros((200, 32), jnp.int32))
     losses = []
-    for _ in range(20):  # as expoft.train.loop.pretrain_base does: 10 unrolled steps per call
+    for _ in range(20):  # as expoft.train.imitation.pretrain_base does: 10 unrolled steps per call
         agent, chunk = common.pretrain(agent, obs_j, actions_j, jnp.asarray(rng.integers(0, 256, size=(10, 32))))
         losses.append(np.asarray(chunk))
     losses = np.concatenate(losses)

@@ -22,11 +22,12 @@ from expoft.agents.expo import EXPOAgent, EXPOConfig
 from expoft.cli import main
 from expoft.data.dataset import load_dataset, make_dataset, save_dataset
 from expoft.data.replay import ReplayBuffer
+from expoft.train.build import load_run_agent, make_agent, offline_data
 from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, preset
 from expoft.train.finetune import check_dataset, finetune, resume
-from expoft.train.loop import RunDir, load_run_agent, make_agent, stop_if_diverged
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only
+from expoft.train.rundir import RunDir, stop_if_diverged
 
 from .conftest import assert_same_checkpoints, assert_same_leaves, episode_arrays, metrics_rows
 
@@ -204,7 +205,7 @@ def test_failed_commands_leave_a_finished_run_byte_identical(tmp_path, monkeypat
         assert _tree_digest(out) == before, args
     capsys.readouterr()
 
-    import expoft.train.loop as loop
+    import expoft.train.imitation as loop
 
     def broken(*args, **kwargs):
         raise RuntimeError("pretraining failed")
@@ -337,7 +338,7 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
 def killed_after_chunks(monkeypatch, chunks: int):
     """The pretraining in the block is killed after ``chunks`` compiled chunks of steps: the next
     chunk raises KeyboardInterrupt, which stands in for a kill (nothing after it runs)."""
-    import expoft.train.loop as loop
+    import expoft.train.imitation as loop
 
     real, calls = loop.pretrain, []
 
@@ -359,7 +360,7 @@ def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint
     """Interrupted after two of three compiled pretraining chunks, the run resumes its pretraining
     where it stopped and ends it exactly as an uninterrupted pretraining; the online checkpoint
     that follows replaces the pretraining checkpoint. A damaged pretraining checkpoint is refused."""
-    import expoft.train.loop as loop
+    import expoft.train.imitation as loop
 
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(loop, "PRETRAIN_CHUNK", 40)
@@ -380,7 +381,7 @@ def test_a_run_killed_during_pretraining_resumes_from_its_pretraining_checkpoint
     assert "pretraining checkpoint" in caplog.text and "does not match its sha256" in caplog.text
 
     resumed = resume(run, progress=False, stage_save_seconds=0)
-    straight, losses = loop.pretrain_base(make_agent(cfg), loop.offline_data(cfg, False), 120, cfg.seed, False)
+    straight, losses = loop.pretrain_base(make_agent(cfg), offline_data(cfg, False), 120, cfg.seed, False)
     assert resumed["pretrain_final_loss"] == float(losses[-100:].mean())
     assert_same_leaves(straight, load_pytree(straight, run / "checkpoints" / "agent_0.npz")[0])
     phases = [row.get("phase") for row in metrics_rows(run)]
@@ -392,7 +393,7 @@ def test_a_killed_pretraining_of_its_own_resumes_and_ends_as_an_uninterrupted_on
     """`expoft pretrain` killed mid-way continues with `expoft pretrain --resume` to the same
     agent_0.npz and final loss as an uninterrupted pretraining. Each kind of run refuses the
     other's resume command, so a pretraining is never carried on into RL by mistake."""
-    import expoft.train.loop as loop
+    import expoft.train.imitation as loop
 
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(loop, "PRETRAIN_CHUNK", 40)

@@ -11,10 +11,12 @@ import pytest
 from expoft.agents.expo import EXPOAgent, act
 from expoft.cli import main
 from expoft.report.video import read_video
+from expoft.train.build import load_run_agent
 from expoft.train.checkpoint import CheckpointError, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, preset
+from expoft.train.evaluate import paired_difference, wilson_interval
 from expoft.train.finetune import _update_calls_due
-from expoft.train.loop import RunDir, load_run_agent, paired_difference, wilson_interval
+from expoft.train.rundir import RunDir
 
 from .conftest import assert_same_leaves, metrics_rows, tensorboard_images
 
@@ -213,7 +215,7 @@ def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):
     rows = metrics_rows(out)
     assert rows[0]["pretrain/base_from"] == str(pre)
     # Before RL the fine-tuning run acts with exactly the pretrained base.
-    from expoft.train.loop import with_base_from
+    from expoft.train.build import with_base_from
 
     fresh = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
     started = with_base_from(fresh, pre)
@@ -317,7 +319,7 @@ def test_training_videos_of_every_kth_episode(tmp_path, monkeypatch):
 def test_demo_seed_fixes_the_dataset_across_run_seeds(monkeypatch):
     """The demo keeps one dataset (demos of seed 0) whatever the run's seed; other presets draw
     the demos with the run's seed."""
-    import expoft.train.loop as loop
+    import expoft.train.build as loop
 
     asked = []
     monkeypatch.setattr(loop, "get_or_generate", lambda demos, progress: asked.append(demos) or (None, None, None))

@@ -37,8 +37,8 @@ from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_gene
 from expoft.obs import PixelSpec
 from expoft.report.video import RenderError
 from expoft.train.config import RunConfig, preset
+from expoft.train.evaluate import evaluate_run
 from expoft.train.finetune import finetune, resume
-from expoft.train.loop import evaluate_run
 from expoft.train.methods import apply_method
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 

@@ -107,7 +107,7 @@ class WithBase:
         if unroll and len(index) > MAX_UNROLLED_STEPS:
             raise ValueError(
                 f"pixel agents unroll their pretraining scan (see scan_unroll): pass at most {MAX_UNROLLED_STEPS} "
-                f"steps per call, got {len(index)} (expoft.train.loop.pretrain_base calls with 10)"
+                f"steps per call, got {len(index)} (expoft.train.imitation.pretrain_base calls with 10)"
             )
         return jax.lax.scan(step, self, index, unroll=unroll)
 

@@ -22,7 +22,7 @@ class RunBase:
     learns = False
 
     def __init__(self, run_dir: str | Path):
-        from expoft.train.loop import load_run_agent  # the training stack, only where a run is served
+        from expoft.train.build import load_run_agent  # the training stack, only where a run is served
 
         cfg, agent, _ = load_run_agent(run_dir)
         if not getattr(agent, "has_base", False):

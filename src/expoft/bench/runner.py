@@ -408,8 +408,9 @@ def _resolve_config(args: list[str]):
 
 def plan(args: Bench, methods: list[str], proto: Protocol, env: str, dataset: Path | None, out: Path):
     """Every run (seed-major: all methods of seed 0 first, so that a partial bench compares them)."""
-    from expoft.train.loop import demos_config, to_jsonable
+    from expoft.train.build import demos_config
     from expoft.train.methods import fixes
+    from expoft.train.rundir import to_jsonable
 
     extra = shlex.split(args.finetune_args)
     tuning = method_flags(args.method_args, methods)
@@ -829,7 +830,7 @@ def execute(
     slots: list[tuple[int, ...]] | None = None,
 ):
     """Make the data, then run every unfinished run; return the failures (run, attempt)."""
-    from expoft.train.loop import same_config
+    from expoft.train.rundir import same_config
 
     todo: collections.deque[tuple[PlannedRun, str]] = collections.deque()
     for run in runs:

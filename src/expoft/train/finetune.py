@@ -33,24 +33,11 @@ from expoft.obs import add_batch_axis
 from expoft.progress import Progress
 from expoft.report.plots import plot_learning_curves
 from expoft.report.video import render_frame
+from expoft.train.build import make_agent, make_run_env, offline_data, offline_frames, update_call, with_base_from
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
+from expoft.train.evaluate import evaluate, evaluation_seed, paired_difference
 from expoft.train.external import external_candidates, step_seed
-from expoft.train.loop import (
-    RunDir,
-    config_from_json,
-    evaluate,
-    evaluation_seed,
-    make_agent,
-    make_run_env,
-    offline_data,
-    offline_frames,
-    paired_difference,
-    stop_if_diverged,
-    to_jsonable,
-    update_call,
-    with_base_from,
-)
 from expoft.train.offline_rl import OfflinePoint, checkpointed_offline_phase, reopen_offline_phase
 from expoft.train.pretrain import (
     STAGE_SAVE_SECONDS,
@@ -63,6 +50,7 @@ from expoft.train.pretrain import (
     dataset_sha256,
     never_checkpointed,
 )
+from expoft.train.rundir import RunDir, config_from_json, stop_if_diverged, to_jsonable
 from expoft.train.target_cache import run_cache
 
 log = logging.getLogger(__name__)
@@ -448,7 +436,7 @@ def _finish(
 
 
 CALIBRATION = ("eval/first_q", "eval/first_return", "eval/q_return_corr", "eval/not_first_frac")
-"""Evaluation diagnostics copied into the summary's evaluations (see ``loop.calibration``)."""
+"""Evaluation diagnostics copied into the summary's evaluations (see ``expoft.train.evaluate.calibration``)."""
 
 
 def _policy_minus_base(e: dict, prefix: str = "") -> dict:

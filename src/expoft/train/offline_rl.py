@@ -26,11 +26,12 @@ import numpy as np
 
 from expoft.data.replay import ReplayBuffer
 from expoft.progress import Progress
+from expoft.train.build import update_call
 from expoft.train.checkpoint import CheckpointStore, SaveTimer
 from expoft.train.config import RunConfig
 from expoft.train.external import step_seed
-from expoft.train.loop import RunDir, stop_if_diverged, update_call
 from expoft.train.pretrain import Clock, Continued, reopen_stage, stage_record
+from expoft.train.rundir import RunDir, stop_if_diverged
 from expoft.train.target_cache import run_cache
 
 log = logging.getLogger(__name__)

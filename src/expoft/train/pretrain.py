@@ -22,22 +22,12 @@ import numpy as np
 
 from expoft.data.dataset import Dataset, array_sha256
 from expoft.envs.ogbench_domains import get_domain
+from expoft.train.build import make_agent, make_run_env, offline_data, offline_frames
 from expoft.train.checkpoint import CheckpointStore, SaveTimer, save_pytree
 from expoft.train.config import RunConfig
-from expoft.train.loop import (
-    PretrainPoint,
-    RunDir,
-    config_from_json,
-    evaluate,
-    evaluation_seed,
-    make_agent,
-    make_run_env,
-    offline_data,
-    offline_frames,
-    pretrain_base,
-    same_config,
-    to_jsonable,
-)
+from expoft.train.evaluate import evaluate, evaluation_seed
+from expoft.train.imitation import PretrainPoint, pretrain_base
+from expoft.train.rundir import RunDir, config_from_json, same_config, to_jsonable
 
 log = logging.getLogger(__name__)
 
