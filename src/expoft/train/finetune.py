@@ -16,9 +16,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
@@ -31,14 +29,14 @@ from expoft.envs.interventions import ScriptedIntervener
 from expoft.envs.ogbench_domains import get_domain
 from expoft.obs import add_batch_axis
 from expoft.progress import Progress
-from expoft.report.plots import plot_learning_curves
 from expoft.report.video import render_frame
 from expoft.train.build import make_agent, make_run_env, offline_data, offline_frames, update_call, with_base_from
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
-from expoft.train.evaluate import evaluate, evaluation_seed, paired_difference
+from expoft.train.evaluate import evaluate, evaluation_seed
 from expoft.train.external import external_candidates, step_seed
 from expoft.train.offline_rl import OfflinePoint, checkpointed_offline_phase, reopen_offline_phase
+from expoft.train.online_state import LoopState, log_row
 from expoft.train.pretrain import (
     STAGE_SAVE_SECONDS,
     Clock,
@@ -51,56 +49,10 @@ from expoft.train.pretrain import (
     never_checkpointed,
 )
 from expoft.train.rundir import RunDir, config_from_json, stop_if_diverged, to_jsonable
+from expoft.train.summary import finish
 from expoft.train.target_cache import run_cache
 
 log = logging.getLogger(__name__)
-
-RECENT = 20  # episodes in the rolling success and intervention rates
-
-
-@dataclasses.dataclass
-class LoopState:
-    """Everything of the online loop that a checkpoint must carry besides the agent and buffer.
-    Fields holding ``time`` or ``seconds`` are wall-clock figures; a resumed run differs there only."""
-
-    step: int = 0
-    episodes: int = 0
-    total_successes: int = 0
-    update_calls: int = 0
-    episodes_with_intervention: int = 0
-    recent_successes: list[bool] = dataclasses.field(default_factory=list)
-    recent_interventions: list[float] = dataclasses.field(default_factory=list)
-    pending: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    """Metrics of the update calls since the last log row."""
-    acted_edited: list[bool] = dataclasses.field(default_factory=list)
-    acted_not_first: list[bool] = dataclasses.field(default_factory=list)
-    """Per training decision since the last log row: did a candidate other than the first base
-    sample win (the critic changed the action)?"""
-    evals: list[dict] = dataclasses.field(default_factory=list)
-    first_95: int | None = None
-    cpu_to_95: float | None = None
-    """CPU seconds (:class:`Clock`) at the evaluation ``first_95``."""
-    checkpoint_due: bool = False
-    sampling_rng: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """``numpy.random.Generator.bit_generator.state`` of the replay sampling."""
-    before: dict = dataclasses.field(default_factory=dict)
-    """Evaluations before RL (OTF and base alone) and the pretraining loss."""
-    metrics_bytes: int = 0
-    """Length of metrics.jsonl when the checkpoint was written; later rows are replayed."""
-    dataset_sha256: str = ""
-    update_time: float = 0.0
-    act_time: float = 0.0
-    elapsed_seconds: float = 0.0
-    """Wall time of the sessions before this one."""
-    cpu_seconds: float = 0.0
-    """CPU time of the sessions before this one (see :class:`Clock`)."""
-
-    def finish_episode(self, success: bool, intervened_fraction: float) -> None:
-        self.episodes += 1
-        self.total_successes += int(success)
-        self.episodes_with_intervention += intervened_fraction > 0
-        self.recent_successes = [*self.recent_successes, success][-RECENT:]
-        self.recent_interventions = [*self.recent_interventions, intervened_fraction][-RECENT:]
 
 
 def run_buffer(cfg: RunConfig, ds: Dataset, frames: np.ndarray | None) -> ReplayBuffer:
@@ -336,7 +288,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
 
         last = step >= cfg.env_steps
         if _crossed(prev, step, cfg.log_every) or last:
-            row = _log_row(state, buffer)
+            row = log_row(state, buffer)
             row.update({"time/update_s": state.update_time, "time/act_s": state.act_time, "time/elapsed_s": elapsed(),
                         "time/cpu_s": cpu()})  # fmt: skip
             run.log(row)
@@ -362,94 +314,7 @@ def _online(cfg, run, agent, buffer, store, state: LoopState, eval_env, progress
     # mid-episode: that episode's flags are final too, since it ends with the run.
     checkpoint()
     extra = {} if external is None else {"external_base_latency_ms": external.latency_ms()}
-    return _finish(cfg, run, state, buffer, elapsed(), cpu(), extra)
-
-
-def _finish(
-    cfg: RunConfig,
-    run: RunDir,
-    state: LoopState,
-    buffer: ReplayBuffer,
-    wall_seconds: float,
-    cpu_seconds: float,
-    extra: dict,
-) -> dict:
-    domain = get_domain(cfg.env)
-    before, final = state.before, state.evals[-1]
-    summary = {
-        "env": domain.name,
-        "task": cfg.task,
-        "seed": cfg.seed,
-        "offline_transitions": buffer.offline_size,
-        "pretrain_final_loss": before["pretrain_final_loss"],
-        "bc_success": before.get("eval_base/success"),
-        "success_before_rl": before["eval/success"],
-        "final_success": final["eval/success"],
-        "final_success_ci": [final["eval/success_ci_low"], final["eval/success_ci_high"]],
-        # the base alone on the same reset seeds at the end: what the acting rule adds to it
-        "final_base_success": final.get("eval_base/success"),
-        **_policy_minus_base(final, "final_"),
-        "env_steps": state.step,
-        "env_steps_to_95": state.first_95,
-        "update_calls": state.update_calls,
-        "train_episodes": state.episodes,
-        "train_success_rate": state.total_successes / max(state.episodes, 1),
-        "intervened_steps": buffer.intervened_steps,
-        "intervention_rate": buffer.intervened_steps / max(state.step, 1),
-        "episodes_with_intervention": state.episodes_with_intervention,
-        "wall_seconds": round(wall_seconds, 1),
-        "cpu_seconds": round(cpu_seconds, 1),
-        "cpu_seconds_to_95": _round1(state.cpu_to_95),
-        "update_seconds": round(state.update_time, 1),
-        "critic_steps_per_s": round(state.update_calls * cfg.agent.utd / state.update_time, 2)
-        if state.update_time
-        else None,
-        # the ratio that was run (published: utd critic steps and one actor step per decision)
-        "critic_steps_per_env_step": round(state.update_calls * cfg.agent.utd / max(state.step, 1), 3),
-        "actor_steps_per_env_step": round(state.update_calls * cfg.agent.actor_steps / max(state.step, 1), 3),
-        # CPU seconds rounded like the totals above, so that a total never reads below its last evaluation
-        "evaluations": [
-            {
-                "env_step": e.get("env_step", 0),
-                "success": e["eval/success"],
-                **({"base_success": e["eval_base/success"]} if "eval_base/success" in e else {}),
-                **({"return": e["eval/return"]} if "eval/return" in e else {}),
-                **({"base_return": e["eval_base/return"]} if "eval_base/return" in e else {}),
-                **_policy_minus_base(e),
-                **{k[len("eval/") :]: e[k] for k in CALIBRATION if k in e},
-                "cpu_seconds": _round1(e.get("time/cpu_s")),
-            }
-            for e in state.evals
-        ],
-        **extra,
-    }
-    run.write_json("summary.json", summary)
-    bc = summary["bc_success"]
-    plot_learning_curves(
-        {f"{cfg.algorithm.upper()} seed {cfg.seed}": run.path},
-        run.path / "learning_curve.png",
-        f"{domain.name} task {cfg.task}",
-        levels={} if bc is None else {f"imitation only ({bc:.0%})": bc},
-    )
-    run.close()
-    return summary
-
-
-CALIBRATION = ("eval/first_q", "eval/first_return", "eval/q_return_corr", "eval/not_first_frac")
-"""Evaluation diagnostics copied into the summary's evaluations (see ``expoft.train.evaluate.calibration``)."""
-
-
-def _policy_minus_base(e: dict, prefix: str = "") -> dict:
-    """Policy minus base alone on the same reset seeds, with a paired 95% interval, when the
-    evaluation ``e`` has both."""
-    if "eval_base/successes" not in e or "eval/successes" not in e:
-        return {}
-    mean, low, high = paired_difference(e["eval/successes"], e["eval_base/successes"])
-    return {f"{prefix}policy_minus_base": mean, f"{prefix}policy_minus_base_ci": [low, high]}
-
-
-def _round1(x: float | None) -> float | None:
-    return None if x is None else round(x, 1)
+    return finish(cfg, run, state, buffer, elapsed(), cpu(), extra)
 
 
 def _reset_seed(cfg: RunConfig, episodes: int) -> int:
@@ -472,22 +337,3 @@ def _update_calls_due(cfg: RunConfig, prev: int, step: int, episode_ended: bool)
     if cfg.updates_per_episode:
         return cfg.updates_per_episode if episode_ended else 0
     return _crossed(max(prev, cfg.start_training - 1), step, cfg.update_period)
-
-
-def _log_row(state: LoopState, buffer: ReplayBuffer) -> dict:
-    row = {
-        "env_step": state.step,
-        "train/episodes": state.episodes,
-        "train/success_rate": state.total_successes / max(state.episodes, 1),
-        "train/rolling_success": float(np.mean(state.recent_successes)) if state.recent_successes else 0.0,
-        "train/update_calls": state.update_calls,
-        "otf/edited_frac": float(np.mean(state.acted_edited)) if state.acted_edited else None,
-        "otf/not_first_frac": float(np.mean(state.acted_not_first)) if state.acted_not_first else None,
-        "train/successful_online_steps": buffer.successful_steps[1],
-        "train/intervened_steps": buffer.intervened_steps,
-        "train/intervention_rate": float(np.mean(state.recent_interventions)) if state.recent_interventions else 0.0,
-        "train/episodes_with_intervention": state.episodes_with_intervention,
-    }
-    if state.pending:
-        row.update({k: float(np.mean([m[k] for m in state.pending])) for k in state.pending[0]})
-    return row
