@@ -21,7 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from expoft.bench.runner import PROTOCOLS, play_steps, with_domain_reward
+from expoft.bench.plan import play_steps
+from expoft.bench.protocols import PROTOCOLS, with_domain_reward
 from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import read_metrics
 from expoft.train.build import make_agent, make_run_env, offline_data

@@ -512,3 +512,31 @@ def test_openpi_compat_against_an_openpi_only_server():
             RemoteBase(server.url, D, A, H).sample(_obs(1), 1, 0)
     finally:
         server.close()
+
+
+def test_expoft_serve_serves_a_runs_base(tmp_path, monkeypatch):
+    """`expoft serve RUN` puts a pretrained run's base behind the server; a RemoteBase gets the
+    same samples as the run's base asked directly (``expoft.train.build.run_base``)."""
+    import os
+    import sys
+
+    from expoft.cli import main
+    from expoft.train.build import run_base
+
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "--preset", "tiny", "--pretrain-steps", "20", "--out", str(pre), "--no-progress"]) == 0
+    local = run_base(pre)
+    port = free_port()
+    cmd = [sys.executable, "-m", "expoft.cli", "serve", str(pre), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    try:
+        obs = np.random.default_rng(0).standard_normal((3, local.obs_dim)).astype(np.float32)
+        dims = (local.obs_dim, local.action_dim, local.chunk_len)
+        with RemoteBase(f"ws://127.0.0.1:{port}", *dims, retries=60, backoff=0.2, max_backoff=0.5) as remote:
+            chunks = remote.sample(obs, 4, 7)
+        assert chunks.shape == (3, 4, local.chunk_len, local.action_dim)
+        np.testing.assert_allclose(chunks, local.sample(obs, 4, 7), atol=1e-6)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from expoft.bench import folder, protocols, runner, scheduler
+from expoft.bench import plan as planning
 from expoft.bench import report as rep
-from expoft.bench import runner
 from expoft.cli import main
 
 T_975_DF1 = 12.706204736174707  # Student-t 97.5% quantiles (tables)
@@ -352,7 +353,7 @@ def fake_expoft(tmp_path, monkeypatch):
     script = tmp_path / "fake_expoft.py"
     script.write_text(FAKE_EXPOFT)
     calls = tmp_path / "calls.jsonl"
-    monkeypatch.setattr(runner, "EXPOFT_ARGV", (sys.executable, str(script)))
+    monkeypatch.setattr(planning, "EXPOFT_ARGV", (sys.executable, str(script)))
     monkeypatch.setattr(runner, "demo_steps", lambda *a: [])  # no data generation
     monkeypatch.setenv("FAKE_CALLS", str(calls))
 
@@ -434,25 +435,25 @@ def test_runner_skips_resumes_restarts_and_reports_failures(tmp_path, fake_expof
 
 
 def test_pin_cores_splits_the_cpus_into_disjoint_slots(monkeypatch):
-    monkeypatch.setattr(runner, "TASKSET", "/usr/bin/taskset")
+    monkeypatch.setattr(scheduler, "TASKSET", "/usr/bin/taskset")
     for cpus, jobs, slots in [
         ({0, 1}, 2, [(0,), (1,)]),
         ({0, 1}, 1, [(0, 1)]),
         ({4, 5, 6, 7, 9}, 2, [(4, 5), (6, 7)]),  # a left-over CPU stays unused
         ({0, 1}, 3, None),  # more jobs than cores: not pinned
     ]:
-        monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid, cpus=cpus: cpus)
-        assert runner.pin_cores(jobs) == slots
-    monkeypatch.setattr(runner, "TASKSET", None)
-    assert runner.pin_cores(1) is None
+        monkeypatch.setattr(scheduler.os, "sched_getaffinity", lambda pid, cpus=cpus: cpus)
+        assert scheduler.pin_cores(jobs) == slots
+    monkeypatch.setattr(scheduler, "TASKSET", None)
+    assert scheduler.pin_cores(1) is None
 
 
-@pytest.mark.skipif(runner.TASKSET is None or len(os.sched_getaffinity(0)) < 2, reason="needs taskset and 2 CPUs")
+@pytest.mark.skipif(scheduler.TASKSET is None or len(os.sched_getaffinity(0)) < 2, reason="needs taskset and 2 CPUs")
 def test_bench_pins_each_run_to_its_own_cores(tmp_path, fake_expoft):
     out = tmp_path / "b"
     args = ["bench", "--methods", "expo,qc", "--preset", "tiny", "--seeds", "2", "--out", str(out)]
     assert main(args) == 0
-    slots = [list(c) for c in runner.pin_cores(2)]
+    slots = [list(c) for c in scheduler.pin_cores(2)]
     assert json.loads((out / "bench.json").read_text())["pinned_cores"] == slots
     for run in ("expo/seed0", "expo/seed1", "qc/seed0", "qc/seed1"):
         cores = json.loads((out / f"runs/{run}/affinity.json").read_text())  # what the run itself saw
@@ -524,20 +525,20 @@ def test_protocol_plans(tmp_path):
     args = runner.Bench(methods="expo,qc,rlpd", protocol="p2", full=True, seeds=1, out=tmp_path)
     methods, proto, arguments = runner.check_args(args)
     assert arguments["env"] == "cube-double" and arguments["play_transitions"] == 1_000_000
-    steps, dataset = runner.play_steps(proto, arguments["env"], args.task, args.jobs)
+    steps, dataset = planning.play_steps(proto, arguments["env"], args.task, args.jobs)
     assert steps[0].command.startswith("expoft data play --env cube-double --transitions 1000000 --seed 0")
     # cube-double: OGBench's partial-credit reward, offline and online, as in the published tables
     assert dataset.name.endswith("-task1-ogbench.npz") and steps[1].path == dataset
     assert steps[1].command.startswith("expoft data label ") and "--reward ogbench" in steps[1].command
     assert arguments["reward"] == "ogbench"
-    expo, qc, rlpd = runner.plan(args, methods, proto, arguments["env"], dataset, tmp_path)
+    expo, qc, rlpd = planning.plan(args, methods, proto, arguments["env"], dataset, tmp_path)
     assert expo.config["dataset"] == str(dataset) and expo.config["pretrain_steps"] == 1_000_000
     assert {r.config["reward"] for r in (expo, qc, rlpd)} == {"ogbench"}
     scene = runner.Bench(methods="qc", protocol="p2", env="scene", seeds=1, out=tmp_path)
     _, scene_proto, scene_args = runner.check_args(scene)
-    (scene_run,) = runner.plan(scene, ["qc"], scene_proto, "scene", Path("play.npz"), tmp_path)
+    (scene_run,) = planning.plan(scene, ["qc"], scene_proto, "scene", Path("play.npz"), tmp_path)
     assert scene_run.config["reward"] == "sparse" == scene_args["reward"]  # BENCHMARKS.md: scene (sparse)
-    assert runner.play_steps(scene_proto, "scene", 1, 1)[1].name.endswith("-task1-sparse.npz")
+    assert planning.play_steps(scene_proto, "scene", 1, 1)[1].name.endswith("-task1-sparse.npz")
     assert expo.config["env_steps"] == 1_000_000 and expo.config["eval_every"] == 50_000
     assert "--pretrain-steps" not in rlpd.args and rlpd.config["pretrain_steps"] == 0  # the method's setting wins
     # the offline phase: 1M critic steps at full size for qc; none for rlpd (online-only) and
@@ -548,14 +549,14 @@ def test_protocol_plans(tmp_path):
 
     default = runner.Bench(methods="expo,qc-fql,rlpd", protocol="p2", seeds=1, out=tmp_path)
     methods, proto, arguments = runner.check_args(default)
-    expo, fql, rlpd = runner.plan(default, methods, proto, "cube-double", Path("play.npz"), tmp_path)
+    expo, fql, rlpd = planning.plan(default, methods, proto, "cube-double", Path("play.npz"), tmp_path)
     assert (expo.config["env_steps"], expo.config["pretrain_steps"], proto.play_transitions) == (5000, 20_000, 100_000)
     offline = [r.config["offline_updates"] for r in (expo, fql, rlpd)]
-    assert offline == [0, runner.P2_OFFLINE_UPDATES, 0] and runner.P2_OFFLINE_UPDATES > 0
+    assert offline == [0, protocols.P2_OFFLINE_UPDATES, 0] and protocols.P2_OFFLINE_UPDATES > 0
     assert "offline RL" in proto.describe()
     changed = runner.Bench(methods="qc", protocol="p2", seeds=1, offline_updates=7, out=tmp_path)
     methods, proto, arguments = runner.check_args(changed)
-    (run,) = runner.plan(changed, methods, proto, "cube-double", Path("play.npz"), tmp_path)
+    (run,) = planning.plan(changed, methods, proto, "cube-double", Path("play.npz"), tmp_path)
     assert run.config["offline_updates"] == 7 == arguments["offline_updates"]
     p1 = runner.check_args(runner.Bench(methods="expo", seeds=1, out=tmp_path))
     assert p1[1].offline_updates == 0 and "offline_updates" not in p1[2]  # p1 benches made before it continue
@@ -564,13 +565,13 @@ def test_protocol_plans(tmp_path):
     reduced = runner.Bench(methods="expo", protocol="p2", seeds=1, env_steps=3000, out=tmp_path)
     methods, proto, arguments = runner.check_args(reduced)
     assert proto.play_transitions == 100_000
-    (run,) = runner.plan(reduced, methods, proto, "cube-double", Path("play.npz"), tmp_path)
+    (run,) = planning.plan(reduced, methods, proto, "cube-double", Path("play.npz"), tmp_path)
     assert run.config["env_steps"] == 3000 and run.config["eval_every"] == 1000 and run.config["env"] == "cube-double"
 
     tiny = runner.Bench(methods="expo", protocol="p2", preset="tiny", seeds=1, out=tmp_path)
     _, proto, _ = runner.check_args(tiny)
-    assert proto.play_transitions == runner.TINY_PLAY_TRANSITIONS and proto.overrides == {"reward": "ogbench"}
-    assert proto.offline_updates == runner.TINY_OFFLINE_UPDATES  # a smoke run takes the offline phase too
+    assert proto.play_transitions == protocols.TINY_PLAY_TRANSITIONS and proto.overrides == {"reward": "ogbench"}
+    assert proto.offline_updates == protocols.TINY_OFFLINE_UPDATES  # a smoke run takes the offline phase too
 
     tuned = runner.Bench(
         methods="expo,expo-ft", seeds=1, out=tmp_path, finetune_args="--actor-steps 2",
@@ -579,18 +580,18 @@ def test_protocol_plans(tmp_path):
     methods, proto, arguments = runner.check_args(tuned)
     assert arguments["method_args"] == {"expo-ft": ["--update-every", "25", "--actor-steps", "10"]}
     assert "method_args" not in runner.check_args(reduced)[2]  # unused: benches made before it continue
-    expo, expo_ft = runner.plan(tuned, methods, proto, "cube-single", None, tmp_path)
+    expo, expo_ft = planning.plan(tuned, methods, proto, "cube-single", None, tmp_path)
     # over --finetune-args and over the preset's schedule (a call per decision)
     assert expo_ft.config["update_every"] == 25 and expo_ft.config["agent"]["actor_steps"] == 10
     assert expo.config["update_every"] is None and expo.config["agent"]["actor_steps"] == 2
     # every run evaluates its base alone too (paired policy - base in the report), unless told not to
     assert expo.config["eval_base"] and expo_ft.config["eval_base"] and arguments["eval_base"]
     quiet = dataclasses.replace(tuned, eval_base=False)
-    assert not runner.plan(quiet, methods, proto, "cube-single", None, tmp_path)[0].config["eval_base"]
+    assert not planning.plan(quiet, methods, proto, "cube-single", None, tmp_path)[0].config["eval_base"]
 
-    env, changes = runner.child_env(single_thread=True)
+    env, changes = scheduler.child_env(single_thread=True)
     assert "xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"] and env["OMP_NUM_THREADS"]
-    assert "XLA_FLAGS" not in runner.child_env(single_thread=False)[1]
+    assert "XLA_FLAGS" not in scheduler.child_env(single_thread=False)[1]
 
 
 def test_single_thread_xla_flags_are_xla_flags():
@@ -598,9 +599,9 @@ def test_single_thread_xla_flags_are_xla_flags():
     misspelt or foreign option (a TensorFlow session option once stood here) would do nothing."""
     import subprocess
 
-    assert all(token.startswith("--") for token in runner.SINGLE_THREAD_XLA.split())
+    assert all(token.startswith("--") for token in scheduler.SINGLE_THREAD_XLA.split())
     code = "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"
-    env, _ = runner.child_env(single_thread=True)
+    env, _ = scheduler.child_env(single_thread=True)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "3.0", done.stderr[-2000:]
 
@@ -735,7 +736,7 @@ def test_a_run_config_written_before_a_field_existed_is_the_same_config():
 def test_a_run_is_resumed_from_any_checkpoint_it_has(tmp_path):
     """run_state: an online checkpoint or one of a stage before RL (pretraining, the offline
     phase) is resumed; a run that wrote only its config is restarted."""
-    run_state = runner.run_state
+    run_state = folder.run_state
     run = tmp_path / "run"
     assert run_state(run) == "start"
     run.mkdir()
@@ -759,8 +760,8 @@ def test_an_existing_data_file_is_checked_before_it_is_reused(tmp_path, capsys):
         raise ValueError("not what the step writes")
 
     never = [sys.executable, "-c", "raise SystemExit(3)"]  # would fail the bench if it ran
-    runner.run_data_steps([runner.DataStep("kept", made, never, "x")], {}, tmp_path)
+    scheduler.run_data_steps([planning.DataStep("kept", made, never, "x")], {}, tmp_path)
     assert "reusing" in capsys.readouterr().out
     with pytest.raises(ValueError, match="not what the step writes"):
-        runner.run_data_steps([runner.DataStep("checked", made, never, "x", refuse)], {}, tmp_path)
+        scheduler.run_data_steps([planning.DataStep("checked", made, never, "x", refuse)], {}, tmp_path)
     assert made.read_bytes() == b"x"

@@ -23,23 +23,16 @@ import tyro
 
 from expoft.bench import parse_bench
 from expoft.data.convert import Export, Import
-from expoft.data.dataset import (
-    DatasetError,
-    check_reward,
-    dataset_paths,
-    describe,
-    labelled_path,
-    load_dataset,
-    save_dataset,
-)
+from expoft.data.dataset import DatasetError, dataset_paths, describe, labelled_path, load_dataset, save_dataset
 from expoft.data.frames import get_or_render
 from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_generate
+from expoft.envs.ogbench_domains import check_reward
 from expoft.obs import PixelSpec
 from expoft.report.video import RenderError
-from expoft.train.config import RunConfig, preset
+from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate_run
 from expoft.train.finetune import finetune, resume
-from expoft.train.methods import apply_method
+from expoft.train.methods import base_config, split_preset_and_method
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 
 log = logging.getLogger("expoft")
@@ -294,26 +287,37 @@ class Demo:
         print(f"{'run folder':<16} {out}  (learning_curve.png, summary.json, metrics.jsonl)")
 
 
+@dataclasses.dataclass(frozen=True)
+class Serve:
+    """Serve the (EMA) base of a run folder's latest checkpoint over a websocket (openpi's wire
+    format, docs/bases.md), for `expoft finetune --external-base ws://HOST:PORT`."""
+
+    run_dir: tyro.conf.Positional[Path]
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    """Require 'Authorization: Api-Key TOKEN' of every client (default: $EXPOFT_TOKEN)."""
+    max_message_mb: float = 32.0
+    """Largest request frame taken, in MiB."""
+
+    def run(self) -> None:
+        import os
+
+        from expoft.bases.server import PolicyServer
+        from expoft.train.build import run_base
+
+        token = self.token if self.token is not None else os.environ.get("EXPOFT_TOKEN")
+        max_bytes = int(self.max_message_mb * 2**20)
+        server = PolicyServer(run_base(self.run_dir), self.host, self.port, token=token, max_message_bytes=max_bytes)
+        print(f"serving the base of {self.run_dir} on {server.url}", flush=True)
+        server.serve_forever()
+
+
 def _with_preset(target, argv: list[str], name: str = "default"):
     """``--preset NAME`` picks the defaults, ``--method NAME`` changes them into that method's
     (`expoft.train.methods`); the other flags then override."""
-    rest, method = [], None
-    it = iter(argv)
-    for arg in it:
-        if arg in ("--preset", "--method"):
-            value = next(it, "")
-        elif arg.startswith(("--preset=", "--method=")):
-            arg, value = arg.split("=", 1)
-        else:
-            rest.append(arg)
-            continue
-        if arg == "--preset":
-            name = value
-        else:
-            method = value
-    config = preset(name)
-    if method is not None:
-        config = apply_method(method, config)
+    name, method, rest = split_preset_and_method(argv, name)
+    config = base_config(name, method)
     return tyro.cli(target, args=rest, default=target(config=config), prog=f"expoft {target.__name__.lower()}")
 
 
@@ -326,6 +330,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
     "pretrain": (lambda argv: _with_preset(Pretrain, argv), "imitation pretraining of the base (--preset NAME)"),
     "finetune": (lambda argv: _with_preset(Finetune, argv), "pretrain + online EXPO fine-tuning (--preset NAME)"),
     "eval": (lambda argv: tyro.cli(Eval, args=argv, prog="expoft eval"), "evaluate a run's checkpoint"),
+    "serve": (lambda argv: tyro.cli(Serve, args=argv, prog="expoft serve"), "serve a run's base policy (websocket)"),
     "demo": (lambda argv: _with_preset(Demo, argv, "demo"), "the main job: fine-tune cube-single task 1 end to end"),
     "bench": (
         parse_bench,

@@ -8,7 +8,8 @@ Command line::
 
     python -m expoft.bases.server demo --port 8000      # a toy numpy base, for smoke tests
     python -m expoft.bases.server bench --batches 1 256  # localhost round-trip latency
-    python -m expoft.bases.server run RUN_DIR --port 8000  # an expoft run's pretrained base
+
+An expoft run's pretrained base: ``expoft serve RUN_DIR --port 8000``.
 """
 
 from __future__ import annotations
@@ -426,11 +427,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
             p.add_argument("--calls", type=int, default=300)
             p.add_argument("--num-samples", type=int, default=8)
-    p = sub.add_parser("run", help="serve the pretrained base of an expoft run folder")
-    p.add_argument("run_dir")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    for p in (sub.choices["demo"], sub.choices["run"]):
+    for p in (sub.choices["demo"],):
         p.add_argument(
             "--token",
             default=os.environ.get("EXPOFT_TOKEN"),
@@ -442,14 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     limits = {}
     if args.command != "bench":
         limits = {"token": args.token, "max_message_bytes": int(args.max_message_mb * 2**20)}
-    if args.command == "run":
-        from expoft.bases.run_base import RunBase
-
-        logging.basicConfig(level=logging.INFO)
-        server = PolicyServer(RunBase(args.run_dir), args.host, args.port, **limits)
-        print(f"serving the base of {args.run_dir} on {server.url}", flush=True)
-        server.serve_forever()
-    elif args.command == "demo":
+    if args.command == "demo":
         logging.basicConfig(level=logging.INFO)
         server = PolicyServer(ToyBase(args.obs_dim, args.action_dim, args.chunk_len), args.host, args.port, **limits)
         print(f"serving ToyBase on {server.url}", flush=True)

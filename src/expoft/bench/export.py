@@ -54,8 +54,8 @@ def export_bench(src: Path, dest: Path, echo: bool = True) -> dict[str, list[str
     'kept': finished in DEST already (untouched). 'conflicts': finished in the bench, but DEST
     holds an unfinished run folder for it (the bench was continued there); left as it is.
     """
+    from expoft.bench.folder import existing_bench, lock_folder, run_state, write_json
     from expoft.bench.report import render_report
-    from expoft.bench.runner import _lock, _write_json, existing_bench, run_state
 
     src, dest = Path(src), Path(dest)
     bench = existing_bench(src, "is it the --out of `expoft bench`?")
@@ -70,7 +70,7 @@ def export_bench(src: Path, dest: Path, echo: bool = True) -> dict[str, list[str
             "choose a new or empty destination"
         )
     dest.mkdir(parents=True, exist_ok=True)
-    lock_fd = _lock(dest)  # a bench continuing in DEST must not run while its folder is written
+    lock_fd = lock_folder(dest)  # a bench continuing in DEST must not run while its folder is written
     try:
         result: dict[str, list[str]] = {"copied": [], "kept": [], "unfinished": [], "conflicts": []}
         for run in bench["runs"]:
@@ -99,7 +99,7 @@ def export_bench(src: Path, dest: Path, echo: bool = True) -> dict[str, list[str
         if earlier is not None:
             bench = {**bench, "invocations": _merged_invocations(bench.get("invocations", []),
                                                                  earlier.get("invocations", []))}  # fmt: skip
-        _write_json(dest / "bench.json", bench)
+        write_json(dest / "bench.json", bench)
     finally:
         os.close(lock_fd)
     if result["copied"] or result["kept"]:

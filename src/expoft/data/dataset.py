@@ -41,14 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from expoft.envs.ogbench_domains import get_domain, subgoal_successes, task_goal
+from expoft.envs.ogbench_domains import check_reward, get_domain, subgoal_successes, task_goal
 from expoft.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "expoft-dataset"
 FORMAT_VERSION = 1
-REWARD_MODES = ("sparse", "ogbench")
 
 PER_STEP_FIELDS = (
     "observations",
@@ -260,13 +259,6 @@ def make_dataset(arrays: dict[str, np.ndarray], meta: dict | None = None, source
 
 # ---------------------------------------------------------------------------
 # task relabelling
-
-
-def check_reward(reward: str, name: str = "reward") -> None:
-    """A clear error for a reward mode that is not one of :data:`REWARD_MODES` (``name``: how the
-    caller's user spells the setting, e.g. ``--reward``)."""
-    if reward not in REWARD_MODES:
-        raise ValueError(f"{name} must be one of {REWARD_MODES}, got {reward!r}")
 
 
 def label_for_task(ds: Dataset, env: str, task: int, reward: str = "sparse") -> Dataset:

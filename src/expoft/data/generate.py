@@ -38,8 +38,8 @@ from expoft.data.dataset import (
     make_dataset,
     save_dataset,
 )
-from expoft.data.task_director import TaskDirector
 from expoft.envs.ogbench_domains import Domain, check_task, get_domain, make_play_env, make_singletask_env, task_goal
+from expoft.envs.task_director import TaskDirector
 from expoft.fileio import keep_as_backup
 from expoft.progress import Progress
 

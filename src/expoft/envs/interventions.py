@@ -13,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-from expoft.data.task_director import TaskDirector
 from expoft.envs.ogbench_domains import cube_positions, get_domain, subgoal_successes, task_goal
+from expoft.envs.task_director import TaskDirector
 
 
 class Intervener(Protocol):

@@ -18,8 +18,7 @@ from collections.abc import Callable
 import gymnasium
 import numpy as np
 
-from expoft.data.dataset import check_reward
-from expoft.envs.ogbench_domains import get_domain, make_singletask_env
+from expoft.envs.ogbench_domains import check_reward, get_domain, make_singletask_env
 
 SuccessDetector = Callable[[dict], bool]
 

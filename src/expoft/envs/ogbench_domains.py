@@ -213,3 +213,15 @@ def subgoal_successes(domain: Domain, goal: TaskGoal, qpos: np.ndarray, button_s
         parts.append(np.abs(qpos[:, [domain.qpos_drawer]] - goal.drawer_pos) <= SLIDE_TOLERANCE)
         parts.append(np.abs(qpos[:, [domain.qpos_window]] - goal.window_pos) <= SLIDE_TOLERANCE)
     return np.concatenate(parts, axis=-1)
+
+
+REWARD_MODES = ("sparse", "ogbench")
+"""sparse: 1 at success, else 0; ogbench: OGBench's singletask reward (partial credit per part).
+Both end the episode at success."""
+
+
+def check_reward(reward: str, name: str = "reward") -> None:
+    """A clear error for a reward mode that is not one of :data:`REWARD_MODES` (``name``: how the
+    caller's user spells the setting, e.g. ``--reward``)."""
+    if reward not in REWARD_MODES:
+        raise ValueError(f"{name} must be one of {REWARD_MODES}, got {reward!r}")

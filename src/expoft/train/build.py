@@ -179,3 +179,14 @@ def update_call(
         next_base = cache.lookup(agent, pool, call)
     new_agent, metrics = update(agent, pool._replace(last=None), base_batch, next_base)
     return new_agent, {k: float(v) for k, v in metrics.items()}  # float() waits for the work: honest timing
+
+
+def run_base(run_dir: str | Path):
+    """The (EMA) base of a run folder's latest checkpoint as an external base (``RunBase``), to
+    serve it (`expoft serve`)."""
+    from expoft.bases.run_base import RunBase
+
+    cfg, agent, _ = load_run_agent(run_dir)
+    if not getattr(agent, "has_base", False):
+        raise ValueError(f"the run in {run_dir} ({cfg.algorithm}) has no base policy to serve")
+    return RunBase(agent.base_policy, agent.base_ema, agent.obs_dim, agent.action_dim, cfg.agent.chunk_len)

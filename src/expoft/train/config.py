@@ -10,10 +10,9 @@ import tyro
 
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.expo import EXPOConfig
-from expoft.data.dataset import check_reward
 from expoft.data.generate import OGBENCH_GRIPPER_NOISE, check_disturb
 from expoft.encoders import EncoderConfig
-from expoft.envs.ogbench_domains import check_task, get_domain
+from expoft.envs.ogbench_domains import check_reward, check_task, get_domain
 from expoft.obs import PixelSpec
 from expoft.report.sinks import WANDB_MODES, check_backends
 from expoft.report.video import VIDEO_FORMATS

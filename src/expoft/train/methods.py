@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Annotated
 
-from expoft.train.config import RunConfig
+from expoft.train.config import RunConfig, preset
 
 QC_CHUNK = 5
 """Q-chunking's chunk length on OGBench (h = 5), used by qc and qc-fql."""
@@ -100,3 +101,44 @@ def apply_method(name: str, cfg: RunConfig) -> RunConfig:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     # the fixed settings first: a method's config may only be valid with them (bc: no offline phase)
     return METHODS[name](dataclasses.replace(cfg, **FIXED.get(name, {})))
+
+
+def split_preset_and_method(argv: list[str], preset_name: str = "default") -> tuple[str, str | None, list[str]]:
+    """``(preset, method, the other flags)`` of a command line: ``--preset NAME`` picks the
+    defaults, ``--method NAME`` changes them into that method's; the other flags override."""
+    rest, method = [], None
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--preset", "--method"):
+            value = next(it, "")
+        elif arg.startswith(("--preset=", "--method=")):
+            arg, value = arg.split("=", 1)
+        else:
+            rest.append(arg)
+            continue
+        if arg == "--preset":
+            preset_name = value
+        else:
+            method = value
+    return preset_name, method, rest
+
+
+def base_config(preset_name: str, method: str | None = None) -> RunConfig:
+    """The preset's config, changed into ``method``'s when one is named."""
+    config = preset(preset_name)
+    return config if method is None else apply_method(method, config)
+
+
+def run_config(argv: list[str], preset_name: str = "default") -> RunConfig:
+    """The RunConfig of `expoft finetune` flags (``--preset``, ``--method``, then any RunConfig
+    flag), parsed as the CLI parses them; a bad flag is a ValueError that says which."""
+    import tyro
+
+    name, method, rest = split_preset_and_method(argv, preset_name)
+    try:
+        return tyro.cli(
+            Annotated[RunConfig, tyro.conf.OmitArgPrefixes], args=rest, default=base_config(name, method),
+            prog="expoft finetune",
+        )  # fmt: skip
+    except SystemExit:  # tyro has printed what is wrong
+        raise ValueError(f"`expoft finetune {' '.join(argv)}` is not a valid command (see the message above)") from None
