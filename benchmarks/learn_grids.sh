@@ -6,7 +6,9 @@
 #   bash benchmarks/learn_grids.sh learn-p1-cube-single   # expo, expo-ft, qc, bc; 3 seeds
 #   LEARN_ARGS="--target-cache-refresh 20" bash benchmarks/learn_grids.sh learn-p2-scene
 #
-# Grids (runs in runs/<grid>/, exported without checkpoints to benchmarks/results/<grid>/):
+# Grids (runs in $RUNS_DIR/<grid>/, default runs/; exported without checkpoints to
+# benchmarks/results/<grid>/). A grid outlasts a session: keep RUNS_DIR outside the work tree
+# (e.g. RUNS_DIR=$HOME/expoft-runs) when the next session gets a fresh checkout.
 #   cache-<p1-cube-single|p1-cube-double>-<exact|cached>
 #       EXPO-FT (chunks of 8, 4 executed: one update call per 4 env steps) with exact target
 #       candidates, and with the target-candidate cache (--target-cache-refresh $CACHE_REFRESH).
@@ -27,6 +29,7 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/expoft ] || bash scripts/setup.sh
 expoft=${EXPOFT:-.venv/bin/expoft}  # EXPOFT=echo: print the commands only
 CACHE_REFRESH=20
+RUNS_DIR=${RUNS_DIR:-runs}
 # JOBS=1: one run at a time, not pinned by the bench (pin it yourself: two grids side by side,
 #   JOBS=1 taskset -c 0 bash benchmarks/learn_grids.sh A & JOBS=1 taskset -c 1 bash benchmarks/learn_grids.sh B)
 JOBS=${JOBS:-2}
@@ -67,9 +70,9 @@ failed=()
 for name in "$@"; do
   grid_args "$name"
   status=0
-  $expoft bench "${GRID[@]}" --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "runs/$name" \
+  $expoft bench "${GRID[@]}" --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "$RUNS_DIR/$name" \
     --jobs "$JOBS" "${PIN[@]}" --single-thread || status=$?
-  $expoft bench export "runs/$name" "benchmarks/results/$name"
+  $expoft bench export "$RUNS_DIR/$name" "benchmarks/results/$name"
   [ "$status" -eq 0 ] || failed+=("$name")
 done
 if [ ${#failed[@]} -gt 0 ]; then
