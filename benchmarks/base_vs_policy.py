@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from expoft.bench.report import load_bench
+from expoft.bench.stats import load_bench
 from expoft.train.build import load_run_agent, make_run_env
 from expoft.train.evaluate import evaluate, evaluation_seed
 

@@ -16,6 +16,7 @@ import pytest
 from expoft.bench import folder, protocols, runner, scheduler
 from expoft.bench import plan as planning
 from expoft.bench import report as rep
+from expoft.bench import stats as bstats
 from expoft.cli import main
 
 T_975_DF1 = 12.706204736174707  # Student-t 97.5% quantiles (tables)
@@ -27,19 +28,19 @@ T_975_DF2 = 4.302652729749464
 
 
 def test_t_interval_by_hand():
-    assert rep.t_quantile(1) == pytest.approx(T_975_DF1, rel=1e-9)
-    assert rep.t_quantile(2) == pytest.approx(T_975_DF2, rel=1e-9)
+    assert bstats.t_quantile(1) == pytest.approx(T_975_DF1, rel=1e-9)
+    assert bstats.t_quantile(2) == pytest.approx(T_975_DF2, rel=1e-9)
     # mean 0.7, sample sd 0.2, se 0.2 / sqrt(3) = 0.11547; half width 4.30265 * 0.11547 = 0.49683
-    mean, low, high = rep.t_interval([0.5, 0.7, 0.9])
+    mean, low, high = bstats.t_interval([0.5, 0.7, 0.9])
     assert mean == pytest.approx(0.7)
     assert low == pytest.approx(0.7 - 0.496828, abs=1e-6) and high == pytest.approx(0.7 + 0.496828, abs=1e-6)
     # two seeds 0 and 1: sd sqrt(0.5), se 0.5, half width 12.706 * 0.5
-    mean, low, high = rep.t_interval([0.0, 1.0])
+    mean, low, high = bstats.t_interval([0.0, 1.0])
     assert (mean, low, high) == pytest.approx((0.5, 0.5 - T_975_DF1 / 2, 0.5 + T_975_DF1 / 2))
-    assert rep.t_interval([0.8, 0.8, 0.8]) == pytest.approx((0.8, 0.8, 0.8))
-    assert rep.t_interval([0.6]) == (0.6, None, None)  # one seed: no interval
+    assert bstats.t_interval([0.8, 0.8, 0.8]) == pytest.approx((0.8, 0.8, 0.8))
+    assert bstats.t_interval([0.6]) == (0.6, None, None)  # one seed: no interval
     with pytest.raises(ValueError):
-        rep.t_interval([])
+        bstats.t_interval([])
 
 
 def test_steps_to_threshold_by_hand():
@@ -50,17 +51,17 @@ def test_steps_to_threshold_by_hand():
         {"env_step": 3000, "success": 0.96},
         {"env_step": 4000, "success": 0.7},
     ]
-    assert rep.steps_to_threshold(evals, 0.2) == 0
-    assert rep.steps_to_threshold(evals, 0.5) == 1000  # reaching exactly the level counts
-    assert rep.steps_to_threshold(evals, 0.8) == 2000
-    assert rep.steps_to_threshold(evals, 0.95) == 3000  # the first time, not the last evaluation
-    assert rep.steps_to_threshold(evals, 0.99) is None
-    assert rep.steps_to_threshold([], 0.5) is None
+    assert bstats.steps_to_threshold(evals, 0.2) == 0
+    assert bstats.steps_to_threshold(evals, 0.5) == 1000  # reaching exactly the level counts
+    assert bstats.steps_to_threshold(evals, 0.8) == 2000
+    assert bstats.steps_to_threshold(evals, 0.95) == 3000  # the first time, not the last evaluation
+    assert bstats.steps_to_threshold(evals, 0.99) is None
+    assert bstats.steps_to_threshold([], 0.5) is None
 
 
 def test_select_checkpoints():
-    assert rep.select_checkpoints([200, 0, 200]) == [0, 200]
-    picked = rep.select_checkpoints([i * 1000 for i in range(11)], limit=6)
+    assert bstats.select_checkpoints([200, 0, 200]) == [0, 200]
+    picked = bstats.select_checkpoints([i * 1000 for i in range(11)], limit=6)
     assert picked == [0, 2000, 4000, 6000, 8000, 10000]
 
 
@@ -193,7 +194,7 @@ def test_report_figures(synthetic_bench, capsys):
     assert expo["steps_to_95"] == {"mean": 2000, "reached": 2, "n": 3}
     # the runs' own CPU time at their first evaluation >= 95%: 600 s and 900 s -> 12.5 minutes
     assert expo["cpu_minutes_to_95"] == {"mean": pytest.approx(12.5), "reached": 2, "n": 3}
-    assert rep.cpu_to_threshold([{"env_step": 0, "success": 1.0}], 0.95) is None  # an older run: no CPU record
+    assert bstats.cpu_to_threshold([{"env_step": 0, "success": 1.0}], 0.95) is None  # an older run: no CPU record
     # without their own CPU count (older runs): the runner's; wall: the runs' own (100 s), not the runner's 120
     assert expo["cpu_minutes"] == pytest.approx(2.0) and expo["wall_minutes"] == pytest.approx(100 / 60)
     assert expo["grad_steps_per_s"] == pytest.approx(20.0)
@@ -273,9 +274,9 @@ def test_cpu_per_run_is_the_runs_own_count_when_it_has_one(tmp_path):
     count (older) falls back to the runner's."""
     write_run(tmp_path / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6}, cpu=120, own_cpu=600)
     write_run(tmp_path / "runs/expo/seed1", 1, {0: 0.4, 1000: 0.6}, cpu=240)
-    _, runs = rep.load_bench(tmp_path)
+    _, runs = bstats.load_bench(tmp_path)
     assert [r.cpu_seconds for r in runs] == [600, 240] and [r.runner_cpu_seconds for r in runs] == [120, 240]
-    stats = rep.method_stats(runs)
+    stats = bstats.method_stats(runs)
     assert stats["cpu_minutes"] == pytest.approx(7.0) and stats["runner_cpu_minutes"] == pytest.approx(3.0)
     rep.render_report(tmp_path, echo=False)
     assert "| 10.0 / 4.0 |" in (tmp_path / "report" / "seeds.md").read_text()
@@ -688,7 +689,7 @@ def test_smoke_bench_then_skip(tmp_path, capsys):
 
 
 def test_nominal_step_puts_chunked_evaluations_on_the_grid():
-    from expoft.bench.report import nominal_step
+    from expoft.report.steps import nominal_step
 
     assert nominal_step(1004, 1000, 2000, 5) == 1000  # a chunk of 5 overshot the grid point
     assert nominal_step(1000, 1000, 2000, 1) == 1000
