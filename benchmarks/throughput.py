@@ -40,7 +40,8 @@ import jax
 import numpy as np
 
 from expoft.agents.expo import EXPOAgent, EXPOConfig, act, update
-from expoft.data.replay import ChunkBatch, ReplayBuffer
+from expoft.data.chunk_sampling import ChunkBatch
+from expoft.data.replay import ReplayBuffer
 from expoft.envs.make import make_env
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate

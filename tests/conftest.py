@@ -10,7 +10,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from expoft.data.dataset import TASK_FIELDS, make_dataset
+from expoft.data.transitions import TASK_FIELDS, make_dataset
 from expoft.fileio import read_metrics
 from expoft.train.checkpoint import load_pytree
 

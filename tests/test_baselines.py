@@ -13,7 +13,7 @@ from expoft.agents import create_agent
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import act, act_base, act_eval, pretrain, subset_min, tanh_actor, update
 from expoft.cli import Finetune, _with_preset, main
-from expoft.data.replay import ChunkBatch
+from expoft.data.chunk_sampling import ChunkBatch
 from expoft.obs import PixelSpec
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT, preset

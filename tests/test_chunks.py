@@ -13,7 +13,7 @@ import pytest
 from expoft.agents import create_agent
 from expoft.agents.common import act_base, act_eval
 from expoft.cli import main
-from expoft.data.dataset import make_dataset
+from expoft.data.transitions import make_dataset
 from expoft.envs.chunks import ActionChunks
 from expoft.train.config import TINY_AGENT
 from expoft.train.evaluate import evaluate

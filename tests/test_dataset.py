@@ -8,17 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from expoft.data.dataset import (
-    DatasetError,
-    check_labelled_copy,
-    dataset_paths,
-    describe,
-    from_ogbench_arrays,
-    label_for_task,
-    load_dataset,
-    make_dataset,
-    save_dataset,
-)
+from expoft.data.dataset import check_labelled_copy, dataset_paths, from_ogbench_arrays, load_dataset, save_dataset
+from expoft.data.describe import describe
+from expoft.data.labels import label_for_task
+from expoft.data.transitions import DatasetError, make_dataset
 from expoft.envs.ogbench_domains import QPOS_OBJECTS_START, get_domain, task_goal
 
 from .conftest import episode_arrays

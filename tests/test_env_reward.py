@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from expoft.cli import main
-from expoft.data.dataset import DatasetError, label_for_task, load_dataset, make_dataset, save_dataset
+from expoft.data.dataset import load_dataset, save_dataset
+from expoft.data.labels import label_for_task
+from expoft.data.transitions import DatasetError, make_dataset
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import QPOS_OBJECTS_START, task_goal
 from expoft.train import build as loop

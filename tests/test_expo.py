@@ -12,7 +12,7 @@ import pytest
 
 from expoft.agents.common import Trainable, critic_ensemble, minibatch_indices, q_guided_select, td_target
 from expoft.agents.expo import EXPOAgent, EXPOConfig, update
-from expoft.data.replay import ChunkBatch
+from expoft.data.chunk_sampling import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT
 

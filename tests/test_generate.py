@@ -7,8 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from expoft.data.dataset import DatasetError, load_dataset
+from expoft.data.dataset import load_dataset
 from expoft.data.generate import DemosConfig, PlayConfig, generate, get_or_generate
+from expoft.data.transitions import DatasetError
 from expoft.envs.ogbench_domains import get_domain, make_singletask_env
 
 
@@ -98,7 +99,7 @@ def test_play_data_has_fixed_length_episodes_and_labels_per_task():
     np.testing.assert_array_equal(np.flatnonzero(ds.episode_ends), [149, 299])
     assert not ds.has_task and ds.next_qpos.shape == (300, 28)
     _same(ds, generate(cfg, workers=1, progress=False))
-    from expoft.data.dataset import label_for_task
+    from expoft.data.labels import label_for_task
 
     for task in range(1, 6):
         labelled = label_for_task(ds, "cube-double", task, reward="ogbench")

@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from expoft.cli import main
-from expoft.data.dataset import DatasetError, load_dataset, save_dataset
+from expoft.data.dataset import load_dataset, save_dataset
 from expoft.data.lerobot import import_lerobot
 from expoft.data.robomimic import import_robomimic
+from expoft.data.transitions import DatasetError
 from expoft.train.config import preset
 from expoft.train.finetune import finetune
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from expoft.data.dataset import make_dataset
 from expoft.data.replay import ReplayBuffer
+from expoft.data.transitions import make_dataset
 from expoft.obs import PIXELS, PROPRIO, PixelSpec
 
 SPEC = PixelSpec(image_size=16, cameras=("front_pixels",), proprio_dim=2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from expoft.data.dataset import make_dataset
 from expoft.data.replay import ReplayBuffer
+from expoft.data.transitions import make_dataset
 
 from .conftest import episode_arrays
 

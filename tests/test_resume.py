@@ -20,8 +20,9 @@ import pytest
 
 from expoft.agents.expo import EXPOAgent, EXPOConfig
 from expoft.cli import main
-from expoft.data.dataset import load_dataset, make_dataset, save_dataset
+from expoft.data.dataset import load_dataset, save_dataset
 from expoft.data.replay import ReplayBuffer
+from expoft.data.transitions import make_dataset
 from expoft.train.build import load_run_agent, make_agent, offline_data
 from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, preset

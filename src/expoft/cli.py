@@ -23,9 +23,11 @@ import tyro
 
 from expoft.bench import parse_bench
 from expoft.data.convert import Export, Import
-from expoft.data.dataset import DatasetError, dataset_paths, describe, labelled_path, load_dataset, save_dataset
+from expoft.data.dataset import dataset_paths, labelled_path, load_dataset, save_dataset
+from expoft.data.describe import describe
 from expoft.data.frames import get_or_render
 from expoft.data.generate import DemosConfig, GenConfig, PlayConfig, get_or_generate
+from expoft.data.transitions import DatasetError
 from expoft.envs.ogbench_domains import check_reward
 from expoft.obs import PixelSpec
 from expoft.report.video import RenderError

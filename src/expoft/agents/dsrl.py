@@ -40,7 +40,7 @@ from expoft.agents.common import (
     temperature,
 )
 from expoft.agents.expo import EXPOConfig
-from expoft.data.replay import ChunkBatch
+from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import Critic, Ensemble, TanhGaussian
 
 NOISE_CRITICS = 2

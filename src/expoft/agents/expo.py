@@ -49,7 +49,7 @@ from expoft.agents.common import (
     temperature_step,
 )
 from expoft.agents.critics import broadcast_rows
-from expoft.data.replay import ChunkBatch
+from expoft.data.chunk_sampling import ChunkBatch
 from expoft.encoders import EncoderConfig
 from expoft.nets import TanhGaussian, tanh_gaussian_sample
 from expoft.obs import ObsSpec, is_pixels

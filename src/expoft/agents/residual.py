@@ -35,7 +35,7 @@ from expoft.agents.common import (
     subset_min,
 )
 from expoft.agents.expo import EXPOConfig
-from expoft.data.replay import ChunkBatch
+from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import MLP
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expoft.data.dataset import Dataset, DatasetError, array_sha256, dataset_paths, load_dataset
+from expoft.data.dataset import array_sha256, dataset_paths, load_dataset
 from expoft.data.generate import (
     GENERATOR_VERSION,
     DemosConfig,
@@ -46,6 +46,7 @@ from expoft.data.generate import (
     default_data_dir,
     play_episode,
 )
+from expoft.data.transitions import Dataset, DatasetError
 from expoft.envs.ogbench_domains import get_domain, make_play_env, make_singletask_env
 from expoft.envs.pixels import make_pixel_env
 from expoft.fileio import atomic_write, keep_as_backup

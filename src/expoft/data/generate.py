@@ -29,15 +29,9 @@ from typing import Literal
 
 import numpy as np
 
-from expoft.data.dataset import (
-    Dataset,
-    DatasetError,
-    dataset_paths,
-    label_for_task,
-    load_dataset,
-    make_dataset,
-    save_dataset,
-)
+from expoft.data.dataset import dataset_paths, load_dataset, save_dataset
+from expoft.data.labels import label_for_task
+from expoft.data.transitions import Dataset, DatasetError, make_dataset
 from expoft.envs.ogbench_domains import Domain, check_task, get_domain, make_play_env, make_singletask_env, task_goal
 from expoft.envs.task_director import TaskDirector
 from expoft.fileio import keep_as_backup

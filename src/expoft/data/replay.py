@@ -29,102 +29,16 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, NamedTuple, cast
+from typing import cast
 
 import numpy as np
 
-from expoft.data.dataset import Dataset
+from expoft.data.chunk_sampling import FIELDS, ChunkBatch, Part, concat
+from expoft.data.transitions import Dataset
 from expoft.fileio import atomic_write
 from expoft.obs import PIXELS, PROPRIO, Observation, ObsSpec, PixelSpec, vector_dim
 
 log = logging.getLogger(__name__)
-
-
-class ChunkBatch(NamedTuple):
-    """A batch of (possibly length-1) chunks; see the module docstring for shapes."""
-
-    # Any: a [B, D] float32 array, or a dict of them for pixels (see the module docstring); numpy
-    # arrays as the buffer returns them, jax arrays inside the jitted agent code.
-    observations: Any
-    actions: np.ndarray  # [B, h, A] float32 in [-1, 1]
-    rewards: np.ndarray  # [B] float32, discounted sum over the valid steps
-    discounts: np.ndarray  # [B] float32, gamma ** (number of valid steps)
-    masks: np.ndarray  # [B] float32, 0 where the chunk ends in a terminal state
-    next_observations: Any  # [B, D] float32 (or a dict), as observations
-    valid: np.ndarray  # [B, h] float32
-    offline: np.ndarray  # [B] bool
-    intervened: np.ndarray | None = None  # [B] bool: an intervener chose some step of the chunk
-    last: np.ndarray | None = None  # [B] int64: slot of the chunk's last step in its part (offline/online)
-
-
-class _Part:
-    """Contiguous transition arrays seen as a ring (the offline part is a full ring)."""
-
-    def __init__(
-        self,
-        arrays: dict[str, np.ndarray],
-        size: int,
-        ptr: int,
-        frames: np.ndarray | None = None,
-        frames_written: int = 0,
-    ):
-        self.a = arrays
-        self.size = size
-        self.ptr = ptr  # next write position
-        # Pixels: a["frame_ids"][i] is the id of transition i's observation frame, its next
-        # observation is frame id + 1; frame id g lives in frames[g % len(frames)].
-        self.frames = frames
-        self.frames_written = frames_written
-
-    def frame_lost(self, idx: np.ndarray) -> np.ndarray:
-        """Transitions whose observation frame the frame ring has already overwritten."""
-        if self.frames is None:
-            return np.zeros(len(idx), bool)
-        return self.a["frame_ids"][idx] < self.frames_written - len(self.frames)
-
-    def observations_at(self, idx: np.ndarray, last: np.ndarray) -> tuple:
-        a = self.a
-        if self.frames is None:
-            return a["observations"][idx], a["next_observations"][last]
-        ids = a["frame_ids"]
-        fc = len(self.frames)
-        obs = {PIXELS: self.frames[ids[idx] % fc], PROPRIO: a["observations"][idx]}
-        nxt = {PIXELS: self.frames[(ids[last] + 1) % fc], PROPRIO: a["next_observations"][last]}
-        return obs, nxt
-
-    @property
-    def capacity(self) -> int:
-        return len(self.a["actions"])
-
-    def gather(self, idx: np.ndarray, chunk_len: int, discount: float) -> dict[str, np.ndarray]:
-        a, cap = self.a, self.capacity
-        pos = (idx[:, None] + np.arange(chunk_len)) % cap  # [B, h]
-        # Steps written after idx: the chunk may not run into the write head.
-        ahead = (self.ptr - 1 - idx) % cap if self.size == cap else self.size - 1 - idx
-        done = a["terminals"] | a["episode_ends"]
-        valid = np.ones(pos.shape, dtype=bool)
-        for j in range(1, chunk_len):
-            valid[:, j] = valid[:, j - 1] & ~done[pos[:, j - 1]] & (ahead >= j)
-        n = valid.sum(axis=1)
-        last = pos[np.arange(len(idx)), n - 1]
-        powers = discount ** np.arange(chunk_len, dtype=np.float64)
-        rewards = (a["rewards"][pos] * valid * powers).sum(axis=1)
-        actions = np.where(valid[..., None], a["actions"][pos], a["actions"][last][:, None])
-        observations, next_observations = self.observations_at(idx, last)
-        return {
-            "observations": observations,
-            "actions": actions,
-            "rewards": rewards.astype(np.float32),
-            "discounts": (discount**n).astype(np.float32),
-            "masks": (~a["terminals"][last]).astype(np.float32),
-            "next_observations": next_observations,
-            "valid": valid.astype(np.float32),
-            "intervened": (a["intervened"][pos] & valid).any(axis=1),
-            "last": last,
-        }
-
-
-_FIELDS = ("observations", "next_observations", "actions", "rewards", "terminals", "episode_ends")
 
 
 class ReplayBuffer:
@@ -171,7 +85,7 @@ class ReplayBuffer:
         if self.pixels is not None:
             shapes["frame_ids"] = ((), np.int64)
             frames = np.zeros((int(capacity * self.FRAME_SLACK) + 2, *self.pixels.image_shape), np.uint8)
-        self._online = _Part({k: np.zeros((capacity, *s), d) for k, (s, d) in shapes.items()}, 0, 0, frames)
+        self._online = Part({k: np.zeros((capacity, *s), d) for k, (s, d) in shapes.items()}, 0, 0, frames)
         if offline_frames is not None and self.pixels is None:
             raise ValueError("offline_frames given to a buffer of state observations; pass a PixelSpec as obs_dim")
         self._offline = self._offline_part(offline, offline_frames) if offline is not None else None
@@ -179,7 +93,7 @@ class ReplayBuffer:
         self.total_added = 0  # online transitions ever added (a global index, for saving in segments)
         self._success_index: tuple[np.ndarray, np.ndarray] | None = None  # cached flagged slots
 
-    def _offline_part(self, ds: Dataset, frames: np.ndarray | None) -> _Part:
+    def _offline_part(self, ds: Dataset, frames: np.ndarray | None) -> Part:
         if not ds.has_task:
             raise ValueError(
                 "the offline dataset has no rewards/terminals; play data must be labelled for a task "
@@ -193,7 +107,7 @@ class ReplayBuffer:
                 f"the buffer expects ({self.obs_dim}, {self.action_dim})"
             )
         arrays = {}
-        for k in _FIELDS:
+        for k in FIELDS:
             view = getattr(ds, k).view()
             view.flags.writeable = False  # the user's data is never modified
             arrays[k] = view
@@ -202,7 +116,7 @@ class ReplayBuffer:
         arrays["successful"] = np.repeat(success, stops - starts)
         arrays["intervened"] = np.zeros(ds.num_transitions, bool)
         if self.pixels is None:
-            return _Part(arrays, ds.num_transitions, 0)
+            return Part(arrays, ds.num_transitions, 0)
         if frames is None:
             raise ValueError("a pixel buffer needs the offline dataset's frames (expoft.data.frames.frames_for)")
         want = (ds.num_transitions + ds.num_episodes, *self.pixels.image_shape)
@@ -216,7 +130,7 @@ class ReplayBuffer:
         arrays["frame_ids"] = ds.frame_rows()
         view = frames.view()
         view.flags.writeable = False
-        return _Part(arrays, ds.num_transitions, 0, view, frames_written=len(frames))
+        return Part(arrays, ds.num_transitions, 0, view, frames_written=len(frames))
 
     # ---- sizes -----------------------------------------------------------
     @property
@@ -364,7 +278,7 @@ class ReplayBuffer:
                     f"(offline_fraction={offline_fraction})"
                 )
             pieces.append(self.chunks_at(self._draw(rng, part, n), source=name, chunk_len=chunk_len, discount=discount))
-        return _concat(pieces)
+        return concat(pieces)
 
     @property
     def intervened_steps(self) -> int:
@@ -398,7 +312,7 @@ class ReplayBuffer:
         if (~from_off).any():
             idx = on[pick[~from_off] - len(off)]
             pieces.append(self.chunks_at(idx, source="online", chunk_len=chunk_len, discount=discount))
-        return _concat(pieces)
+        return concat(pieces)
 
     def chunks_at(self, indices: np.ndarray, *, source: str, chunk_len: int, discount: float) -> ChunkBatch:
         """Chunks starting at given slots of the ``offline`` or ``online`` part (no randomness)."""
@@ -410,11 +324,11 @@ class ReplayBuffer:
         return ChunkBatch(**chunk, offline=np.full(len(indices), source == "offline"))
 
     @staticmethod
-    def _size(part: _Part | None) -> int:
+    def _size(part: Part | None) -> int:
         return 0 if part is None else part.size
 
     @staticmethod
-    def _draw(rng: np.random.Generator, part: _Part, n: int) -> np.ndarray:
+    def _draw(rng: np.random.Generator, part: Part, n: int) -> np.ndarray:
         idx = rng.integers(0, part.size, size=n)
         lost = part.frame_lost(idx)
         for _ in range(100):  # only the oldest few transitions can have lost their frames
@@ -532,15 +446,3 @@ class ReplayBuffer:
                 self._online.frames[...] = f["frames"]
                 self._online.frames_written = int(f["frames_written"])
         self._success_index = None
-
-
-def _concat(pieces: list[ChunkBatch]) -> ChunkBatch:
-    if len(pieces) == 1:
-        return pieces[0]
-
-    def join(fields):
-        if isinstance(fields[0], dict):  # pixel observations
-            return {k: np.concatenate([f[k] for f in fields]) for k in fields[0]}
-        return None if fields[0] is None else np.concatenate(fields)
-
-    return ChunkBatch(*(join(fields) for fields in zip(*pieces, strict=True)))

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from expoft.data.dataset import Dataset, DatasetError, load_dataset, make_dataset
+from expoft.data.dataset import load_dataset
+from expoft.data.transitions import Dataset, DatasetError, make_dataset
 from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import atomic_write
 

@@ -13,9 +13,11 @@ import numpy as np
 
 from expoft.agents import create_agent
 from expoft.agents.common import update
-from expoft.data.dataset import Dataset, DatasetError, label_for_task, load_dataset
+from expoft.data.dataset import load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
+from expoft.data.labels import label_for_task
 from expoft.data.replay import ReplayBuffer
+from expoft.data.transitions import Dataset, DatasetError
 from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
 from expoft.obs import PIXELS, PROPRIO, PixelSpec

@@ -85,7 +85,7 @@ class RunConfig:
     """sparse: 1 at success, else 0 (ALGORITHMS.md EXPO-FT 6). ogbench: OGBench's singletask
     reward, (#parts of the goal in place) - (#parts), 0 at success: partial credit per cube,
     button, drawer or window (P2 on cube-double, as the published tables). Both end the episode
-    at success; the offline data is labelled the same way (`expoft.data.dataset.label_for_task`)."""
+    at success; the offline data is labelled the same way (`expoft.data.labels.label_for_task`)."""
     env_steps: int = 20_000
     """Online environment steps."""
     random_steps: int = 0

@@ -22,8 +22,8 @@ import jax
 import numpy as np
 
 from expoft.agents.common import act
-from expoft.data.dataset import Dataset
 from expoft.data.replay import ReplayBuffer
+from expoft.data.transitions import Dataset
 from expoft.envs.chunks import ActionChunks
 from expoft.envs.interventions import ScriptedIntervener
 from expoft.envs.ogbench_domains import get_domain

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 
 from expoft.agents.common import pretrain
-from expoft.data.dataset import Dataset
 from expoft.data.replay import ReplayBuffer
+from expoft.data.transitions import Dataset
 from expoft.obs import PixelSpec
 from expoft.progress import Progress
 from expoft.train.build import dataset_observations

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from expoft.data.dataset import Dataset, array_sha256
+from expoft.data.dataset import array_sha256
+from expoft.data.transitions import Dataset
 from expoft.envs.ogbench_domains import get_domain
 from expoft.train.build import make_agent, make_run_env, offline_data, offline_frames
 from expoft.train.checkpoint import CheckpointStore, SaveTimer, save_pytree

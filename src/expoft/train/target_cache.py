@@ -29,7 +29,8 @@ import functools
 import jax
 import numpy as np
 
-from expoft.data.replay import ChunkBatch, ReplayBuffer
+from expoft.data.chunk_sampling import ChunkBatch
+from expoft.data.replay import ReplayBuffer
 
 
 @functools.partial(jax.jit, static_argnames="num_samples")
