@@ -766,3 +766,24 @@ def test_an_existing_data_file_is_checked_before_it_is_reused(tmp_path, capsys):
     with pytest.raises(ValueError, match="not what the step writes"):
         scheduler.run_data_steps([planning.DataStep("checked", made, never, "x", refuse)], {}, tmp_path)
     assert made.read_bytes() == b"x"
+
+
+def test_an_agent_added_from_outside_runs_in_the_bench_by_name(tmp_path, monkeypatch):
+    """One new file (tests/plugins/random_candidate.py, which registers its agent in one line) and
+    $EXPOFT_AGENTS: `expoft bench --methods random-candidate` runs it, in processes of its own."""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("EXPOFT_AGENTS", "tests.plugins.random_candidate")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.syspath_prepend(str(root))
+    out = tmp_path / "b"
+    args = ["bench", "--methods", "random-candidate,bc", "--preset", "tiny", "--seeds", "1", "--env-steps", "100",
+            "--out", str(out), "--jobs", "1", "--no-pin"]  # fmt: skip
+    assert main(args) == 0
+    config = json.loads((out / "runs" / "random-candidate" / "seed0" / "config.json").read_text())
+    assert config["algorithm"] == "random-candidate"
+    summary = json.loads((out / "runs" / "random-candidate" / "seed0" / "summary.json").read_text())
+    assert summary["update_calls"] == 0 and 0.0 <= summary["final_success"] <= 1.0
+    assert "random-candidate" in (out / "report" / "table.md").read_text()

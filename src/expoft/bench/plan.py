@@ -68,14 +68,16 @@ class DataStep:
 
 
 def parse_methods(spec: str) -> list[str]:
-    from expoft.train.methods import METHODS
+    from expoft.train.methods import method_names
+
+    known = method_names()
 
     names = [m.strip().lower() for m in spec.split(",") if m.strip()]
     if not names:
         raise ValueError("--methods is empty; name at least one method")
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in known]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
     twice = sorted({m for m in names if names.count(m) > 1})
     if twice:
         raise ValueError(f"method(s) listed twice in --methods: {', '.join(twice)}")

@@ -10,9 +10,6 @@ if TYPE_CHECKING:  # the data package imports MuJoCo/OGBench: only where demos a
     from expoft.envs.ogbench_domains import Domain
 
 
-DEFAULT_METHODS = ("expo", "expo-ft", "rlpd", "qc", "qc-fql", "fql", "dsrl", "residual", "bc")
-
-
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     name: str

@@ -42,7 +42,6 @@ from expoft.bench.plan import (
     play_steps,
 )
 from expoft.bench.protocols import (
-    DEFAULT_METHODS,
     PROTOCOLS,
     TINY_OFFLINE_UPDATES,
     TINY_PLAY_TRANSITIONS,
@@ -58,6 +57,7 @@ from expoft.bench.scheduler import (
     run_data_steps,
     stop_on_signals,
 )
+from expoft.train.methods import COMPARED
 
 if TYPE_CHECKING:  # the data package imports MuJoCo/OGBench: only where demos are made
     from expoft.bench.export import BenchExport
@@ -70,7 +70,7 @@ class Bench:
     configs/, commands.txt). Rerun the same command to continue: finished runs are skipped, killed
     ones resumed. `expoft bench report DIR` re-renders the report from the finished runs."""
 
-    methods: str = ",".join(DEFAULT_METHODS)
+    methods: str = ",".join(COMPARED)
     """Comma-separated method names (`expoft.train.methods`); they label the table's rows."""
     protocol: str = "p1"
     """p1: fine-tune from 30 generated noisy demos (preset demo). p2: offline-to-online from

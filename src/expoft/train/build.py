@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from expoft.agents import create_agent
 from expoft.agents.common import update
+from expoft.agents.registry import agent_spec, create_agent
 from expoft.data.dataset import load_dataset
 from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.labels import label_for_task
@@ -166,15 +166,14 @@ def update_call(
     observations with ``external_seed``. ``cache``: a ``TargetCandidateCache`` that supplies the
     base samples at the pool's next observations instead (``call``: this call's number, for its
     staleness). Returns ``(agent, metrics as floats)``."""
-    a = cfg.agent
-    num_offline = a.pool_size if offline_only else a.pool_offline_count
-    pool = buffer.sample(rng, a.pool_size, discount=a.discount, chunk_len=a.exec_len, num_offline=num_offline)
+    recipe = agent_spec(cfg.algorithm).batches(cfg.agent, offline_only)
+    pool = buffer.sample(rng, recipe.pool_size, discount=recipe.discount, chunk_len=recipe.chunk_len,
+                         num_offline=recipe.num_offline)  # fmt: skip
     base_batch = None
-    if a.base_needs_own_batch:
+    if recipe.base_size:
         base_batch = buffer.sample(
-            rng, a.base_batch_size, discount=a.discount, chunk_len=a.chunk_len,
-            offline_fraction=1.0 if offline_only else a.offline_fraction,
-            successful_only=a.base_training == "successes",
+            rng, recipe.base_size, discount=recipe.discount, chunk_len=recipe.base_chunk_len,
+            offline_fraction=recipe.base_offline_fraction, successful_only=recipe.base_successful_only,
         )  # fmt: skip
     next_base = None if external is None else external(pool.next_observations, external_seed, "update")
     if cache is not None:

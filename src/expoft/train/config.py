@@ -10,6 +10,7 @@ import tyro
 
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.expo import EXPOConfig
+from expoft.agents.registry import AGENTS, agent_spec
 from expoft.data.generate import OGBENCH_GRIPPER_NOISE, check_disturb
 from expoft.encoders import EncoderConfig
 from expoft.envs.ogbench_domains import check_reward, check_task, get_domain
@@ -17,8 +18,6 @@ from expoft.obs import PixelSpec
 from expoft.report.sinks import WANDB_MODES, check_backends
 from expoft.report.video import VIDEO_FORMATS
 from expoft.validation import require_at_least
-
-ALGORITHMS = ("expo", "bc", "rlpd", "fql", "dsrl", "residual")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +45,9 @@ class RunConfig:
     """Seed of the generated demonstrations; None: ``seed``. Fix it to keep one dataset across
     seeds (seeds then vary pretraining and RL only, as with a benchmark dataset)."""
     algorithm: str = "expo"
-    """The agent: expo (also EXPO-FT, QC and the EXPO ablations, which are EXPO settings), bc,
-    rlpd, fql (also QC-FQL), dsrl or residual. `expoft bench` names methods; see
-    `expoft.train.methods`."""
+    """The agent (``expoft.agents.registry``): expo (also EXPO-FT, QC and the EXPO ablations, which
+    are EXPO settings), bc, rlpd, fql (also QC-FQL), dsrl or residual. `expoft bench` names
+    methods; see `expoft.train.methods`."""
     agent: EXPOConfig = EXPOConfig()
     """EXPO hyperparameters (default: the published values, exact TD targets: no speed option
     that changes what is learned). The baselines share its base, critic, chunk, batch and
@@ -163,16 +162,19 @@ class RunConfig:
             raise ValueError(
                 f"exec_len {self.agent.exec_len} does not fit episodes of {limit} steps; use a shorter chunk"
             )
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.external_base is not None and (self.algorithm != "expo" or self.agent.base_training != "frozen"):
-            raise ValueError("--external-base needs algorithm 'expo' and --base-training frozen")
+        spec = agent_spec(self.algorithm)
+        if self.external_base is not None and (not spec.external_base or self.agent.base_training != "frozen"):
+            raise ValueError(
+                f"--external-base needs an agent that acts around an external base "
+                f"({sorted(n for n, a in AGENTS.items() if a.external_base)}) and --base-training frozen"
+            )
         if self.agent.target_cache_refresh is not None and (
-            self.algorithm != "expo" or self.pixels is not None or self.external_base is not None
+            not spec.target_cache or self.pixels is not None or self.external_base is not None
         ):
+            able = sorted(n for n, a in AGENTS.items() if a.target_cache)
             raise ValueError(
                 "target_cache_refresh caches the samples of expoft's own base on state observations: it needs "
-                "algorithm 'expo', no --pixels and no --external-base"
+                f"an agent that samples its own base in TD targets ({able}), no --pixels and no --external-base"
             )
         if self.external_base is not None and self.base_from is not None:
             raise ValueError("--external-base and --base-from both name the base; pass one")
@@ -185,13 +187,18 @@ class RunConfig:
             self, 0, "pretrain_steps", "offline_updates", "random_steps", "start_training", "start_episodes",
             "updates_per_episode", "video_every", "external_retries", "demo_noise", "demo_gripper_noise",
         )  # fmt: skip
-        if self.offline_updates and self.algorithm == "bc":
-            raise ValueError("offline_updates applies to learning agents; algorithm 'bc' does not learn (set it to 0)")
+        if self.offline_updates and not spec.learns:
+            raise ValueError(
+                f"offline_updates applies to learning agents; algorithm {self.algorithm!r} does not learn (set it to 0)"
+            )
         if self.pixels is not None:
             if get_domain(self.env).family != "cube":
                 raise ValueError(f"pixel observations are available for the cube domains, not {self.env}")
-            if self.algorithm != "expo":
-                raise ValueError("pixel observations work with algorithm 'expo' for now")
+            if not spec.pixels:
+                raise ValueError(
+                    f"pixel observations work with {sorted(n for n, a in AGENTS.items() if a.pixels)}, "
+                    f"not {self.algorithm!r}"
+                )
         check_disturb("demo_disturb", self.demo_disturb, self.env)
         if self.demo_seed is not None and self.demo_seed < 0:
             raise ValueError(f"demo_seed must be >= 0 (or None: the run's seed), got {self.demo_seed}")

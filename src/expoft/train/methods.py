@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Annotated
 
+from expoft.agents.registry import AGENTS, load_plugins
 from expoft.train.config import RunConfig, preset
 
 QC_CHUNK = 5
@@ -96,11 +97,24 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
 }
 
 
+COMPARED = ("expo", "expo-ft", "rlpd", "qc", "qc-fql", "fql", "dsrl", "residual", "bc")
+"""The methods `expoft bench` compares unless told otherwise (the variants and ablations above
+are run by name)."""
+
+
+def method_names() -> list[str]:
+    """Every name `--method` takes: the methods above, then every registered agent by its own name
+    (an agent added by ``$EXPOFT_AGENTS`` runs as a method with no further registration)."""
+    load_plugins()
+    return [*METHODS, *(name for name in AGENTS if name not in METHODS)]
+
+
 def apply_method(name: str, cfg: RunConfig) -> RunConfig:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    if name not in method_names():
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(method_names())}")
+    method = METHODS.get(name) or (lambda c: _agent(c, name))
     # the fixed settings first: a method's config may only be valid with them (bc: no offline phase)
-    return METHODS[name](dataclasses.replace(cfg, **FIXED.get(name, {})))
+    return method(dataclasses.replace(cfg, **FIXED.get(name, {})))
 
 
 def split_preset_and_method(argv: list[str], preset_name: str = "default") -> tuple[str, str | None, list[str]]:
