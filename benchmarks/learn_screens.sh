@@ -14,6 +14,8 @@
 #                                         # committed x-scene-expo-chunked seed 0)
 # The two queues are meant to run at once, each on a core of its own:
 #   taskset -c 0 bash benchmarks/learn_screens.sh p2 & taskset -c 1 bash benchmarks/learn_screens.sh p1 &
+# SEEDS=3 screens seeds 0-2 into runs/screen-<protocol>-<name>-3seeds (seed 0 copied from the one-seed
+# screen when it has finished there).
 # Resumable like any bench: rerun and finished screens are skipped. Export a finished one with
 #   .venv/bin/expoft bench export runs/screen-<protocol>-<name> benchmarks/results/screen-<protocol>-<name>
 set -euo pipefail
@@ -46,10 +48,19 @@ esac
 name=$1
 shift
 [ $# -gt 0 ] && screens=("$@")
+SEEDS=${SEEDS:-1}
 for screen in "${screens[@]}"; do
-  out=runs/screen-$name-$screen
+  one=runs/screen-$name-$screen
+  out=$one
+  if [ "$SEEDS" != 1 ]; then
+    out=$one-${SEEDS}seeds
+    if [ -f "$one/runs/expo/seed0/summary.json" ] && [ ! -e "$out/runs/expo/seed0" ]; then
+      mkdir -p "$out/runs/expo"
+      cp -r "$one/runs/expo/seed0" "$one/runs/expo/seed0.log" "$out/runs/expo/"
+    fi
+  fi
   args=$(screen_args "$screen")
   echo "== $screen: $args" >&2
-  "$expoft" bench --methods expo "${proto[@]}" --seeds 1 --jobs 1 "--finetune-args=$args" --out "$out"
-  "$expoft" bench export "$out" "benchmarks/results/screen-$name-$screen"
+  "$expoft" bench --methods expo "${proto[@]}" --seeds "$SEEDS" --jobs 1 --no-pin "--finetune-args=$args" --out "$out"
+  "$expoft" bench export "$out" "benchmarks/results/$(basename "$out")"
 done
