@@ -161,3 +161,29 @@ def tensorboard_images(logdir) -> dict[tuple[str, int], bytes]:
         for value in event.summary.value
         if value.HasField("image")
     }
+
+
+# The tiers of the suite, by file: what each pins. `pytest -m known_answer` runs the tests that
+# pin what the algorithms compute; `-m unit` the pieces; `-m smoke` whole runs and processes.
+TIERS = {
+    "known_answer": (
+        "test_expo", "test_baselines", "test_target_fidelity", "test_replay", "test_env_reward",
+        "test_pixel_agent", "test_encoders",
+    ),
+    "unit": (
+        "test_dataset", "test_generate", "test_interop", "test_chunks", "test_pixel_replay", "test_pixels_env",
+        "test_bases", "test_registry", "test_logging", "test_cli", "test_bench", "test_interventions",
+    ),
+    "smoke": (
+        "test_train", "test_resume", "test_offline_rl", "test_external_base", "test_pixel_bases", "test_pixel_run",
+    ),
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    tier_of = {module: tier for tier, modules in TIERS.items() for module in modules}
+    for item in items:
+        module = item.path.stem
+        if module not in tier_of:
+            raise pytest.UsageError(f"{item.path.name} is in no tier of tests/conftest.py TIERS; add it to one")
+        item.add_marker(getattr(pytest.mark, tier_of[module]))

@@ -779,7 +779,7 @@ def test_an_agent_added_from_outside_runs_in_the_bench_by_name(tmp_path, monkeyp
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.syspath_prepend(str(root))
     out = tmp_path / "b"
-    args = ["bench", "--methods", "random-candidate,bc", "--preset", "tiny", "--seeds", "1", "--env-steps", "100",
+    args = ["bench", "--methods", "random-candidate", "--preset", "tiny", "--seeds", "1", "--env-steps", "100",
             "--out", str(out), "--jobs", "1", "--no-pin"]  # fmt: skip
     assert main(args) == 0
     config = json.loads((out / "runs" / "random-candidate" / "seed0" / "config.json").read_text())

@@ -17,6 +17,7 @@ from expoft.data.robomimic import import_robomimic
 from expoft.data.transitions import DatasetError
 from expoft.train.config import preset
 from expoft.train.finetune import finetune
+from expoft.train.pretrain import pretrain_only
 
 FIELDS = ("observations", "next_observations", "actions", "episode_ends", "rewards", "terminals",
           "episode_success", "next_qpos")  # fmt: skip
@@ -137,7 +138,7 @@ def test_lerobot_written_elsewhere_and_bad_folders(demos_file, cube_demos, tmp_p
         import_lerobot(out, "cube-single")
 
 
-def test_lerobot_pixels_round_trip_trains_a_pixel_run(demos_file, cube_demos, tmp_path, rendering, monkeypatch):
+def test_lerobot_pixels_round_trip_trains_a_pixel_base(demos_file, cube_demos, tmp_path, rendering, monkeypatch):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "L"
     assert main(["data", "export", "lerobot", str(demos_file), str(out), "--image-size", "32"]) == 0
@@ -149,6 +150,19 @@ def test_lerobot_pixels_round_trip_trains_a_pixel_run(demos_file, cube_demos, tm
     decoded = np.load(next(tmp_path.glob("li.frames-32px-*.npz")))["frames"].astype(int)
     assert original.shape == decoded.shape
     assert np.abs(original - decoded).mean() < 4  # H.264's loss
+    # the pixel base imitates the decoded frames (`expoft pretrain`; a whole pixel run: the slow test below)
+    cfg = preset("tiny-pixels", dataset=imported.with_suffix(".npz"), pretrain_steps=20, eval_episodes=1)
+    summary = pretrain_only(cfg, tmp_path / "pre", progress=False)
+    assert summary["pretrain_steps"] == 20 and np.isfinite(summary["final_loss"])
+
+
+@pytest.mark.slow
+def test_lerobot_pixels_round_trip_trains_a_pixel_run(demos_file, cube_demos, tmp_path, rendering, monkeypatch):
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    out, imported = tmp_path / "L", tmp_path / "li"
+    assert main(["data", "export", "lerobot", str(demos_file), str(out), "--image-size", "32"]) == 0
+    flags = ["--env", "cube-single", "--out", str(imported), "--image-size", "32"]
+    assert main(["data", "import", "lerobot", str(out), *flags]) == 0
     cfg = preset("tiny-pixels", dataset=imported.with_suffix(".npz"), env_steps=100, eval_every=100, eval_episodes=1)
     summary = finetune(cfg, tmp_path / "run", progress=False)
     assert summary["update_calls"] > 0 and summary["offline_transitions"] == cube_demos.num_transitions
