@@ -54,9 +54,13 @@ for screen in "${screens[@]}"; do
   out=$one
   if [ "$SEEDS" != 1 ]; then
     out=$one-${SEEDS}seeds
-    if [ -f "$one/runs/expo/seed0/summary.json" ] && [ ! -e "$out/runs/expo/seed0" ]; then
+    if [ -f "$one/runs/expo/seed0/summary.json" ] && [ ! -e "$out" ]; then
+      # the one-seed bench, as if it had been started with $SEEDS seeds: the bench continues it
       mkdir -p "$out/runs/expo"
       cp -r "$one/runs/expo/seed0" "$one/runs/expo/seed0.log" "$out/runs/expo/"
+      "${expoft%/expoft}/python" -c 'import json, sys
+bench = json.load(open(sys.argv[1])); bench["arguments"]["seeds"] = int(sys.argv[3])
+json.dump(bench, open(sys.argv[2], "w"), indent=2)' "$one/bench.json" "$out/bench.json" "$SEEDS"
     fi
   fi
   args=$(screen_args "$screen")
