@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from expoft.bases.server import bench
+from expoft.bases.toy import bench
 
 
 def main() -> None:

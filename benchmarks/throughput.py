@@ -39,7 +39,8 @@ import time
 import jax
 import numpy as np
 
-from expoft.agents.expo import EXPOAgent, EXPOConfig, act, update
+from expoft.agents.config import EXPOConfig
+from expoft.agents.expo import EXPOAgent, act, update
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.make import make_env

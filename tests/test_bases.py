@@ -29,7 +29,7 @@ from expoft.bases import (
     serve_policy,
     unpackb,
 )
-from expoft.bases.server import demo_command, free_port
+from expoft.bases.toy import demo_command, free_port
 
 D, A, H = 6, 2, 3
 

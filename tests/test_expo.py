@@ -11,7 +11,8 @@ import optax
 import pytest
 
 from expoft.agents.common import Trainable, critic_ensemble, minibatch_indices, q_guided_select, td_target
-from expoft.agents.expo import EXPOAgent, EXPOConfig, update
+from expoft.agents.config import EXPOConfig
+from expoft.agents.expo import EXPOAgent, update
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
 from expoft.train.config import TINY_AGENT

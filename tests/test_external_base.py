@@ -16,7 +16,7 @@ import pytest
 from expoft.agents.common import act
 from expoft.agents.expo import EXPOAgent
 from expoft.bases import CallableBase
-from expoft.bases.server import ToyBase, demo_command, free_port
+from expoft.bases.toy import ToyBase, demo_command, free_port
 from expoft.fileio import read_metrics
 from expoft.train.config import TINY_AGENT, preset
 from expoft.train.external import ExternalCandidates

@@ -51,7 +51,7 @@ def test_demo_episodes_end_at_success_with_sparse_reward(cube_demos):
 def test_replaying_demo_actions_reproduces_the_episode(cube_demos):
     """The stored observations are what the env produced for the stored actions."""
     ds = cube_demos
-    from expoft.data.generate import _episode_rngs
+    from expoft.data.episodes import _episode_rngs
 
     _, env_seed, _ = _episode_rngs(0, 0)
     env = make_singletask_env(get_domain("cube-single"), 1)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from expoft.data.episodes import _episode_rngs
 from expoft.data.frames import (
     FramesError,
     _load_cached,
@@ -16,7 +17,7 @@ from expoft.data.frames import (
     get_or_render,
     render_frames,
 )
-from expoft.data.generate import DemosConfig, PlayConfig, _episode_rngs, generate, get_or_generate
+from expoft.data.generate import DemosConfig, PlayConfig, generate, get_or_generate
 from expoft.envs.make import make_env
 from expoft.envs.pixels import PixelObservations, make_pixel_env, render_state
 from expoft.obs import PIXELS, PROPRIO, PixelSpec

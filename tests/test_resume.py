@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from expoft.agents.expo import EXPOAgent, EXPOConfig
+from expoft.agents.config import EXPOConfig
+from expoft.agents.expo import EXPOAgent
 from expoft.cli import main
 from expoft.data.dataset import load_dataset, save_dataset
 from expoft.data.replay import ReplayBuffer

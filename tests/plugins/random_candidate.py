@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from expoft.agents.common import WithBase, new_base
-from expoft.agents.expo import EXPOConfig
+from expoft.agents.config import EXPOConfig
 from expoft.agents.registry import AgentSpec, register
 
 

@@ -13,7 +13,7 @@ import jax
 
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import WithBase, new_base
-from expoft.agents.expo import EXPOConfig
+from expoft.agents.config import EXPOConfig
 
 
 @flax.struct.dataclass

@@ -16,7 +16,7 @@ from expoft.obs import ObsSpec, PixelSpec
 from expoft.policies import BASE_POLICIES
 
 if TYPE_CHECKING:
-    from expoft.agents.expo import EXPOConfig
+    from expoft.agents.config import EXPOConfig
 
 
 @flax.struct.dataclass

@@ -39,7 +39,7 @@ from expoft.agents.common import (
     tanh_actor,
     temperature,
 )
-from expoft.agents.expo import EXPOConfig
+from expoft.agents.config import EXPOConfig
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import Critic, Ensemble, TanhGaussian
 

@@ -36,7 +36,7 @@ from expoft.agents.common import (
     new_base,
     subset_min,
 )
-from expoft.agents.expo import EXPOConfig
+from expoft.agents.config import EXPOConfig
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import MLP
 

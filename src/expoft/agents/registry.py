@@ -24,8 +24,9 @@ from typing import Any
 
 from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.bc import BCAgent
+from expoft.agents.config import EXPOConfig
 from expoft.agents.dsrl import DSRLAgent
-from expoft.agents.expo import EXPOAgent, EXPOConfig
+from expoft.agents.expo import EXPOAgent
 from expoft.agents.fql import FQLAgent
 from expoft.agents.residual import ResidualAgent
 from expoft.agents.rlpd import RLPDAgent

@@ -34,7 +34,7 @@ from expoft.agents.common import (
     polyak,
     subset_min,
 )
-from expoft.agents.expo import EXPOConfig
+from expoft.agents.config import EXPOConfig
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import MLP
 

@@ -23,7 +23,8 @@ from expoft.bases.interface import (
     check_chunks,
     check_obs,
 )
-from expoft.bases.remote import PROTOCOL_VERSION, LatencyStats, RemoteBase, RemoteBaseError, packb, unpackb
+from expoft.bases.remote import PROTOCOL_VERSION, LatencyStats, RemoteBase, RemoteBaseError
+from expoft.bases.wire import packb, unpackb
 
 _SERVER_NAMES = ("PolicyServer", "ToyBase", "expoft_metadata", "serve_policy")
 

@@ -22,7 +22,6 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import numpy as np
 import websockets
 import websockets.exceptions
@@ -30,69 +29,16 @@ import websockets.sync.client
 import websockets.uri
 
 from expoft.bases.interface import BaseOutputError, Normalization, check_chunks, check_obs
+from expoft.bases.wire import packb, unpackb
 from expoft.obs import ObsSpec, PixelSpec, batch_size, describe, take_rows
 
 PROTOCOL_VERSION = 1
 """Version of expoft's extension of the openpi protocol (``metadata["expoft_protocol"]``)."""
 
+
 _CLOSE_TIMEOUT_S = 1.0  # longest wait for the closing handshake when dropping a connection
-_NDARRAY = b"__ndarray__"
-_NPGENERIC = b"__npgeneric__"
-_REFUSED_KINDS = "VOc"  # void (structured), object, complex: as openpi
 
 
-# ---- encoding ------------------------------------------------------------------------------------
-def _encode_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray | np.generic):
-        if obj.dtype.kind in _REFUSED_KINDS:
-            raise TypeError(f"cannot encode numpy dtype {obj.dtype} (object, structured and complex are refused)")
-        if isinstance(obj, np.ndarray):
-            # tobytes() is C order whatever the strides, so non-contiguous views are fine.
-            return {_NDARRAY: True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": list(obj.shape)}
-        return {_NPGENERIC: True, b"data": obj.item(), b"dtype": obj.dtype.str}
-    if hasattr(obj, "__array__"):  # a JAX array, a CPU torch tensor, ...
-        return _encode_default(np.asarray(obj))
-    raise TypeError(f"cannot encode an object of type {type(obj).__name__}")
-
-
-def _decode_hook(obj: dict) -> Any:
-    if _NDARRAY in obj:
-        try:
-            dtype = np.dtype(obj[b"dtype"])
-            shape = tuple(int(d) for d in obj[b"shape"])
-            data = obj[b"data"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed encoded array {sorted(map(repr, obj))}: {exc}") from exc
-        if dtype.kind in _REFUSED_KINDS or not isinstance(data, bytes):
-            raise ValueError(f"refused encoded array of dtype {dtype} / data {type(data).__name__}")
-        size = math.prod(shape)
-        if any(d < 0 for d in shape) or len(data) != size * dtype.itemsize:
-            raise ValueError(
-                f"encoded array has {len(data)} bytes, shape {shape} of {dtype} needs {size * dtype.itemsize}"
-            )
-        if size == 0:
-            return np.empty(shape, dtype)
-        return np.frombuffer(data, dtype=dtype).reshape(shape).copy()  # writable, owns its memory
-    if _NPGENERIC in obj:
-        try:
-            return np.dtype(obj[b"dtype"]).type(obj[b"data"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed encoded numpy scalar: {exc}") from exc
-    return obj
-
-
-def packb(obj: Any) -> bytes:
-    """Encode ``obj`` (nested dicts/lists of numpy arrays, numpy scalars and plain values) as msgpack."""
-    return msgpack.packb(obj, default=_encode_default, use_bin_type=True)
-
-
-def unpackb(data: bytes) -> Any:
-    """Decode what :func:`packb` (or openpi's ``msgpack_numpy.packb``) produced; arrays come back
-    writable and C-contiguous, tuples as lists."""
-    return msgpack.unpackb(data, object_hook=_decode_hook, raw=False, strict_map_key=False)
-
-
-# ---- latency ---------------------------------------------------------------------------------------
 class LatencyStats:
     """Wall-clock durations of calls (8 bytes each), summarised as percentiles."""
 
@@ -116,6 +62,8 @@ class LatencyStats:
 
 
 # ---- the client ------------------------------------------------------------------------------------
+
+
 class RemoteBaseError(RuntimeError):
     """A remote base failed: server unreachable or gone after the retries, no reply within the timeout,
     an error reported by the server, a reply that is not what was expected, or dimensions that do not

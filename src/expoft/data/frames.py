@@ -37,15 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from expoft.data.dataset import array_sha256, dataset_paths, load_dataset
-from expoft.data.generate import (
-    GENERATOR_VERSION,
-    DemosConfig,
-    GenConfig,
-    PlayConfig,
-    _episode_rngs,
-    default_data_dir,
-    play_episode,
-)
+from expoft.data.episodes import _episode_rngs, play_episode
+from expoft.data.generate import GENERATOR_VERSION, DemosConfig, GenConfig, PlayConfig, default_data_dir
 from expoft.data.transitions import Dataset, DatasetError
 from expoft.envs.ogbench_domains import get_domain, make_play_env, make_singletask_env
 from expoft.envs.pixels import make_pixel_env

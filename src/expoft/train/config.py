@@ -9,7 +9,7 @@ from typing import Annotated
 import tyro
 
 from expoft.agents.baselines_config import BaselineConfig
-from expoft.agents.expo import EXPOConfig
+from expoft.agents.config import EXPOConfig
 from expoft.agents.registry import AGENTS, agent_spec
 from expoft.data.generate import OGBENCH_GRIPPER_NOISE, check_disturb
 from expoft.encoders import EncoderConfig

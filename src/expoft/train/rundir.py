@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from expoft.agents.baselines_config import BaselineConfig
-from expoft.agents.expo import EXPOConfig
+from expoft.agents.config import EXPOConfig
 from expoft.encoders import EncoderConfig
 from expoft.fileio import atomic_write, move_aside
 from expoft.obs import PixelSpec
