@@ -72,6 +72,7 @@ def test_no_import_cycle_between_modules_or_packages():
     mods = _modules()
     graph = {name: _imports(path, mods) - {name} for name, path in mods.items()}
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph) or [])}"
+
     def package(module: str) -> str:  # expoft.data.replay -> data; expoft.cli -> cli
         return module.split(".")[1] if "." in module else module
 

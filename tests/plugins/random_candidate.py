@@ -7,33 +7,18 @@ imitation level with N times the sampling cost, a sanity baseline for best-of-N.
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from expoft.agents.common import WithBase, new_base
-from expoft.agents.config import EXPOConfig
+from expoft.agents.bc import BCAgent
 from expoft.agents.registry import AgentSpec, register
 
 
 @flax.struct.dataclass
-class RandomCandidateAgent(WithBase):
-    base: Any
-    base_ema: Any
-    rng: jax.Array
-    config: EXPOConfig = flax.struct.field(pytree_node=False)
-    obs_dim: int = flax.struct.field(pytree_node=False)
-    action_dim: int = flax.struct.field(pytree_node=False)
-
-    learns_online = False
-
-    @classmethod
-    def create(cls, config, baseline, obs_dim, action_dim, seed=0):
-        rng, k_base = jax.random.split(jax.random.PRNGKey(seed))
-        base, base_ema = new_base(config, k_base, obs_dim, action_dim)
-        return cls(base=base, base_ema=base_ema, rng=rng, config=config, obs_dim=obs_dim, action_dim=action_dim)
+class RandomCandidateAgent(BCAgent):
+    """BC's fields and construction (a base imitating the demonstrations, learning nothing
+    online); only the acting rule differs."""
 
     def act(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
         k_sample, k_pick = jax.random.split(rng)
