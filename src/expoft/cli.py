@@ -327,7 +327,7 @@ def _with_preset(target, argv: list[str], name: str = "default"):
 COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
     "data": (
         lambda argv: tyro.cli(DataCommand, args=argv, prog="expoft data"),
-        "generate, inspect and validate datasets",
+        "generate, inspect and validate datasets; import and export robomimic and LeRobot",
     ),
     "pretrain": (lambda argv: _with_preset(Pretrain, argv), "imitation pretraining of the base (--preset NAME)"),
     "finetune": (lambda argv: _with_preset(Finetune, argv), "pretrain + online EXPO fine-tuning (--preset NAME)"),
