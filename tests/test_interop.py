@@ -207,3 +207,22 @@ def test_the_lerobot_package_loads_our_export(demos_file, cube_demos, tmp_path, 
     assert item["frames"] == cube_demos.num_transitions and item["episodes"] == cube_demos.num_episodes
     assert item["state"] == [28] and item["action"] == [5] and item["frame_index"] == 5
     assert item["observation.images.front_pixels"] == [3, 32, 32]
+
+
+def test_lerobot_bad_data_is_refused_and_nothing_is_written(demos_file, tmp_path):
+    out = tmp_path / "L"
+    main(["data", "export", "lerobot", str(demos_file), str(out)])
+    path = out / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(path)
+    shuffled = table.take(pa.array(np.random.default_rng(0).permutation(table.num_rows))).drop_columns(["index"])
+    pq.write_table(shuffled, path)
+    with pytest.raises(DatasetError, match="not grouped by episode_index"):
+        import_lerobot(out, "cube-single")
+    actions = np.asarray(table.column("action").to_pylist(), np.float32)
+    actions[3, 1] = np.nan
+    column = pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), actions.shape[1])
+    pq.write_table(table.set_column(table.column_names.index("action"), "action", column), path)
+    with pytest.raises(DatasetError, match="non-finite"):
+        import_lerobot(out, "cube-single")
+    assert main(["data", "import", "lerobot", str(out), "--env", "cube-single", "--out", str(tmp_path / "o")]) == 2
+    assert not list(tmp_path.glob("o*"))
