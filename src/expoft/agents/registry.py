@@ -103,6 +103,7 @@ def register(spec: AgentSpec) -> AgentSpec:
 
 
 def _baseline(cls) -> Callable[[EXPOConfig, BaselineConfig, ObsSpec, int, int], Any]:
+    # the baselines take state sizes only; create_agent refuses pixels for them before this runs
     return lambda config, baseline, obs_dim, action_dim, seed: cls.create(config, baseline, obs_dim, action_dim, seed)
 
 

@@ -203,16 +203,18 @@ def export_lerobot(
     return out
 
 
-def _column(table, name: str, source: str) -> np.ndarray:
+def _require(table, name: str, source: str):
     if name not in table.column_names:
         raise DatasetError(f"{source}: no column '{name}' (it has {table.column_names}); name it with a flag")
-    return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
+    return table.column(name)
+
+
+def _column(table, name: str, source: str) -> np.ndarray:
+    return np.asarray(_require(table, name, source).to_numpy(zero_copy_only=False))
 
 
 def _vectors(table, name: str, source: str) -> np.ndarray:
-    if name not in table.column_names:
-        raise DatasetError(f"{source}: no column '{name}' (it has {table.column_names}); name it with a flag")
-    values = table.column(name).to_pylist()
+    values = _require(table, name, source).to_pylist()
     try:
         array = np.asarray(values, dtype=np.float32)
     except (ValueError, TypeError) as error:
@@ -298,11 +300,6 @@ def import_lerobot(
         if have != want:
             key = state_key if name == "observation" else action_key
             raise DatasetError(f"{source}: '{key}' has {have} dimensions, {env}'s {name} has {want}")
-    if np.abs(actions).max() > 1.0 + 1e-5:
-        raise DatasetError(
-            f"{source}: '{action_key}' leaves [-1, 1] (max |a| = {float(np.abs(actions).max()):.4g}); "
-            "expoft's environments take normalised actions"
-        )
     meta = {**info.get("expoft", {}), "env": env, "source_file": str(root), "lerobot_fps": info.get("fps"),
             "next_observation_of_last_frame": last}  # fmt: skip
     meta.setdefault("kind", "lerobot")

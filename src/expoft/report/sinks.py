@@ -13,7 +13,6 @@ process logged from there on and the curves carry every step once.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
 import numpy as np
+
+from expoft.report.video import encode_gif
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,11 @@ class TensorBoardSink:
     def video(self, tag: str, frames: Sequence[np.ndarray], path: Path, step: int, fps: int) -> None:
         # TensorBoard shows an animated GIF in an image summary (what add_video writes, without
         # the moviepy dependency it would need)
-        from PIL import Image
         from tensorboardX.proto.summary_pb2 import Summary
 
-        images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
-        buffer = io.BytesIO()
-        images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
-                       duration=max(1, round(1000 / fps)), loop=0)  # fmt: skip
         height, width = np.asarray(frames[0]).shape[:2]
-        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+        gif = encode_gif(frames, fps)
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
         self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
         self.writer.flush()
 

@@ -3,6 +3,7 @@ H.264 MP4 (PyAV)."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,22 +58,26 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -
     return (write_mp4 if path.suffix.lower() == ".mp4" else write_gif)(frames, path, fps)
 
 
-def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -> Path:
-    """Frames ``[H, W, 3] uint8`` -> an animated GIF at ``path`` (written atomically)."""
+def encode_gif(frames: Sequence[np.ndarray], fps: int = 20) -> bytes:
+    """Frames ``[H, W, 3] uint8`` -> the bytes of an animated GIF (Pillow)."""
     from PIL import Image
 
     if not len(frames):
         raise ValueError("no frames to write")
+    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+                   duration=max(1, round(1000 / fps)), loop=0)  # fmt: skip
+    return buffer.getvalue()
+
+
+def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -> Path:
+    """Frames ``[H, W, 3] uint8`` -> an animated GIF at ``path`` (written atomically)."""
     path = Path(path)
     if path.suffix.lower() != ".gif":
         raise ValueError(f"write_gif writes animated GIFs; name the file *.gif, got {path.name}")
-    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
-    duration = max(1, round(1000 / fps))
-
-    def write(f):
-        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
-
-    return atomic_write(path, write)
+    data = encode_gif(frames, fps)
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20, crf: int = 18) -> Path:
