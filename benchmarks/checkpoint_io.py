@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expoft.agents.expo import EXPOAgent
+from expoft.agents.expo import EXPOAgent, EXPOConfig
 from expoft.data.replay import ReplayBuffer
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
@@ -54,7 +54,7 @@ def folder_mb(path: Path) -> float:
 
 def measure(n: int, obs_dim: int, action_dim: int, repeats: int, root: Path) -> dict[str, float]:
     rng = np.random.default_rng(0)
-    agent = EXPOAgent.create(RunConfig().agent, obs_dim, action_dim, seed=0)
+    agent = EXPOAgent.create(RunConfig().agent, EXPOConfig(), obs_dim, action_dim, seed=0)
     figures: dict[str, list[float]] = {}
     for r in range(repeats):
         directory = root / f"run{r}"

@@ -80,7 +80,7 @@ def main() -> None:
     frame = int(np.prod(spec.image_shape))
     emit("buffer_mb_per_100k_twice", per_100k + (2 - ReplayBuffer.FRAME_SLACK) * frame * 1e5 / 2**20, "MiB", args)
 
-    agent = EXPOAgent.create(agent_cfg, spec, 5, seed=0)
+    agent = EXPOAgent.create(agent_cfg, cfg.expo, spec, 5, seed=0)
 
     def batches():
         pool = buffer.sample(rng, agent_cfg.pool_size, discount=agent_cfg.discount, chunk_len=agent_cfg.exec_len,

@@ -6,7 +6,7 @@
 
 Shapes are the published state setting: observation 37-d (cube-double), action 5-d,
 batch 256, UTD 20, 10 critics of (256, 256, 256), 8 + 8 candidates. Variants differ only in
-the speed options of ``EXPOConfig``:
+the speed options of ``AgentConfig`` and ``EXPOConfig``:
 
 - ``published``: flow base with 10 Euler steps everywhere, every critic minibatch fresh and
   scored at every critic step (no speed options);
@@ -39,8 +39,8 @@ import time
 import jax
 import numpy as np
 
-from expoft.agents.config import EXPOConfig
-from expoft.agents.expo import EXPOAgent, act, update
+from expoft.agents.config import AgentConfig
+from expoft.agents.expo import EXPOAgent, EXPOConfig, act, update
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.data.replay import ReplayBuffer
 from expoft.envs.make import make_env
@@ -50,21 +50,21 @@ from expoft.train.target_cache import TargetCandidateCache
 
 OBS_DIM, ACTION_DIM = 37, 5
 CACHE_REFRESH = 20
-VARIANTS = {
-    "published": EXPOConfig(),
-    "published-ddpm": EXPOConfig(base="ddpm"),
-    # the default preset's agent (RunConfig().agent): since 2026-12-05 the exact update
-    "fast": RunConfig().agent,
+VARIANTS: dict[str, tuple[AgentConfig, EXPOConfig]] = {
+    "published": (AgentConfig(), EXPOConfig()),
+    "published-ddpm": (AgentConfig(base="ddpm"), EXPOConfig()),
+    # the default preset's agent (RunConfig's): since 2026-12-05 the exact update
+    "fast": (RunConfig().agent, RunConfig().expo),
     # the exact update with the target-candidate cache (an option, not yet a default)
-    "cached": EXPOConfig(target_cache_refresh=CACHE_REFRESH),
+    "cached": (AgentConfig(), EXPOConfig(target_cache_refresh=CACHE_REFRESH)),
     # the speed options of the grids run before 2026-12-05 (1-step targets: not the base's samples)
-    "old-fast": EXPOConfig(target_flow_steps=1, target_pool_size=1024, targets_per_call=True),
+    "old-fast": (AgentConfig(target_pool_size=1024), EXPOConfig(target_flow_steps=1, targets_per_call=True)),
 }
 CACHE_BUFFER = 5_000
 """Transitions in the buffer the cached variant draws its pools from (P1's online data)."""
 
 
-def random_pool(cfg: EXPOConfig, rng: np.random.Generator) -> ChunkBatch:
+def random_pool(cfg: AgentConfig, rng: np.random.Generator) -> ChunkBatch:
     p = cfg.pool_size
     return ChunkBatch(
         observations=rng.normal(size=(p, OBS_DIM)).astype(np.float32),
@@ -78,19 +78,19 @@ def random_pool(cfg: EXPOConfig, rng: np.random.Generator) -> ChunkBatch:
     )
 
 
-def cached_call_seconds(agent: EXPOAgent, cfg: EXPOConfig, calls: int, rng: np.random.Generator) -> float:
+def cached_call_seconds(agent: EXPOAgent, cfg: AgentConfig, calls: int, rng: np.random.Generator) -> float:
     """Mean seconds of an update call with the cache (look-up, lazy refills, update) over
     ``max(calls, refresh)`` calls after a first refresh period, on pools drawn from a buffer of
     CACHE_BUFFER random transitions: the amortised cost, refills included (every entry is
     refilled once per period; fewer calls than a period would over- or under-count them)."""
-    refresh = cfg.target_cache_refresh
+    refresh = agent.options.target_cache_refresh
     assert refresh is not None, "the cached variant sets target_cache_refresh"
     buffer = ReplayBuffer(OBS_DIM, ACTION_DIM, 100_000)
     for t in range(CACHE_BUFFER):
         obs, nxt = rng.normal(size=(2, OBS_DIM)).astype(np.float32)
         action = rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
         buffer.add(obs, action, float(rng.random() < 0.1), nxt, False, t % 200 == 199)
-    cache = TargetCandidateCache(buffer, cfg.num_base_samples, cfg.exec_len * ACTION_DIM, refresh, 0)
+    cache = TargetCandidateCache(buffer, agent.options.num_base_samples, cfg.exec_len * ACTION_DIM, refresh, 0)
 
     def call(agent, n):
         pool = buffer.sample(rng, cfg.pool_size, discount=cfg.discount, num_offline=0)
@@ -116,7 +116,7 @@ def timed_update(agent, pool):
     return agent, time.perf_counter() - start
 
 
-def whole_loop(agent: EXPOAgent, cfg: EXPOConfig, steps: int, rng: np.random.Generator) -> float:
+def whole_loop(agent: EXPOAgent, cfg: AgentConfig, steps: int, rng: np.random.Generator) -> float:
     """Environment steps per second with one update call per step (EXPO's schedule)."""
     env = make_env("cube-double", 1)
     buffer = ReplayBuffer(OBS_DIM, ACTION_DIM, 100_000)
@@ -153,12 +153,12 @@ def evaluation_loop(agent: EXPOAgent, episodes: int) -> float:
 def measure(
     variant: str, calls: int, act_calls: int, loop_steps: int, eval_episodes: int
 ) -> list[tuple[str, float, str]]:
-    cfg = VARIANTS[variant]
+    cfg, own = VARIANTS[variant]
     # The whole loop samples online-only pools: same shapes, no offline part needed.
     loop_cfg = dataclasses.replace(cfg, offline_fraction=0.0)
     rng = np.random.default_rng(0)
-    agent = EXPOAgent.create(cfg, OBS_DIM, ACTION_DIM)
-    if cfg.target_cache_refresh is not None:  # cached: measured on pools of a real buffer
+    agent = EXPOAgent.create(cfg, own, OBS_DIM, ACTION_DIM)
+    if own.target_cache_refresh is not None:  # cached: measured on pools of a real buffer
         start = time.perf_counter()
         agent, _ = timed_update(agent, random_pool(cfg, rng))  # the exact update, compiled
         first = time.perf_counter() - start
@@ -179,7 +179,7 @@ def measure(
         jax.block_until_ready(act(agent, obs, jax.random.PRNGKey(i + 1)))
         latencies.append(time.perf_counter() - start)
 
-    loop_agent = EXPOAgent.create(loop_cfg, OBS_DIM, ACTION_DIM)
+    loop_agent = EXPOAgent.create(loop_cfg, own, OBS_DIM, ACTION_DIM)
     loop_agent, _ = timed_update(loop_agent, random_pool(loop_cfg, rng))  # compile outside the timing
     # the whole loop runs the exact update (no cache): skipped with --loop-steps 0
     env_steps_per_s = whole_loop(loop_agent, loop_cfg, loop_steps, rng) if loop_steps else None

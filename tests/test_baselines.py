@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from expoft.agents import create_agent
-from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import act, act_base, act_eval, pretrain, subset_min, tanh_actor, update
+from expoft.agents.dsrl import DSRLConfig
+from expoft.agents.rlpd import RLPDConfig
 from expoft.cli import Finetune, _with_preset, main
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.obs import PixelSpec
 from expoft.policies import DiffusionPolicy, FlowPolicy
-from expoft.train.config import TINY_AGENT, preset
+from expoft.train.config import TINY_AGENT, TINY_EXPO, preset
 from expoft.train.methods import FIXED, METHODS, apply_method, fixes
 
 from .conftest import metrics_rows
@@ -82,11 +83,9 @@ def test_rlpd_soft_target_subtracts_the_entropy_term():
     """Known answer: next_value = min over the drawn subset of Q'(s', a') - alpha * log pi(a'|s'),
     with the same draws, and without the entropy term when backup_entropy is off (the default:
     a sparse 0/1 reward, as for EXPO)."""
-    cfg = TINY
-    soft = create_agent(
-        "rlpd", cfg, OBS, ACT, seed=0, baseline=BaselineConfig(actor_init_temperature=0.3, backup_entropy=True)
-    )
-    hard = create_agent("rlpd", cfg, OBS, ACT, seed=0, baseline=BaselineConfig(actor_init_temperature=0.3))
+    cfg = dataclasses.replace(TINY, actor_init_temperature=0.3)
+    soft = create_agent("rlpd", cfg, OBS, ACT, seed=0, options=RLPDConfig(backup_entropy=True))
+    hard = create_agent("rlpd", cfg, OBS, ACT, seed=0)
     mb = pool(cfg)._replace(actions=None)
     key = jax.random.PRNGKey(7)
     k_act, k_members = jax.random.split(key)
@@ -115,7 +114,7 @@ def test_fql_distillation_is_a_mean_over_every_element():
         agent.base_policy.decode(agent.base.params, obs, z)
     )
     np.testing.assert_allclose(metrics["actor/distill_loss"], np.mean(diff**2), rtol=1e-5)
-    np.testing.assert_allclose(loss, agent.baseline.fql_alpha * np.mean(diff**2), rtol=1e-5)
+    np.testing.assert_allclose(loss, agent.options.fql_alpha * np.mean(diff**2), rtol=1e-5)
 
 
 def test_dsrl_noise_critic_takes_a_step_per_critic_step():
@@ -140,7 +139,7 @@ def test_residual_starts_as_the_base_and_stays_within_its_scale():
     k_base, _ = jax.random.split(key)
     explored = np.asarray(act(agent, obs, key)[0])
     base = np.asarray(act_base(agent, obs, k_base))
-    assert 0 < np.abs(explored - base).max() <= agent.baseline.residual_scale + 1e-6
+    assert 0 < np.abs(explored - base).max() <= agent.options.residual_scale + 1e-6
 
 
 @pytest.mark.parametrize("policy_cls", [FlowPolicy, DiffusionPolicy])
@@ -188,13 +187,13 @@ def test_baselines_refuse_a_trainable_base_where_theirs_is_frozen():
     with pytest.raises(ValueError, match="algorithm must be"):
         create_agent("sac", TINY, OBS, ACT)
     with pytest.raises(ValueError, match="dsrl_noise_scale must be > 0"):
-        BaselineConfig(dsrl_noise_scale=0.0)
+        DSRLConfig(dsrl_noise_scale=0.0)
 
 
 def test_methods_set_what_defines_them():
     base = preset("tiny")
     cfgs = {name: apply_method(name, base) for name in METHODS}
-    assert cfgs["qc"].agent.num_edit_samples == 0 and cfgs["qc"].agent.num_base_samples == 32
+    assert cfgs["qc"].expo.num_edit_samples == 0 and cfgs["qc"].expo.num_base_samples == 32
     assert cfgs["qc"].agent.chunk_len == cfgs["qc"].agent.exec_len == 5
     assert cfgs["qc-fql"].algorithm == "fql" and cfgs["qc-fql"].agent.chunk_len == 5
     assert cfgs["fql"].agent.chunk_len == 1
@@ -202,7 +201,7 @@ def test_methods_set_what_defines_them():
     assert cfgs["expo-ft"].agent.base_training == "successes" and cfgs["expo-ft"].agent.exec_len == 4
     assert cfgs["expo-ft-intervene"].intervene == "scripted" and cfgs["expo-ft"].intervene == "none"
     assert cfgs["expo-ft-intervene"].agent == cfgs["expo-ft"].agent
-    assert not cfgs["expo-no-otf-backup"].agent.otf_in_backup
+    assert not cfgs["expo-no-otf-backup"].expo.otf_in_backup
     assert cfgs["dsrl"].agent.base_training == cfgs["residual"].agent.base_training == "frozen"
     for name, cfg in cfgs.items():  # the budget is the preset's, whatever the method
         assert (cfg.env_steps, cfg.eval_every, cfg.agent.utd) == (
@@ -270,7 +269,7 @@ def test_every_agent_acts_and_learns_with_either_base_and_any_chunk_length(algor
     has no base): acting gives [B, chunk * A] in [-1, 1], base actions too where there is a base;
     two update calls (the frozen-base methods keep their base) give finite metrics."""
     cfg = dataclasses.replace(config_for(algorithm), base=base, chunk_len=chunk, exec_len=chunk)
-    agent = create_agent(algorithm, cfg, OBS, ACT, seed=0)
+    agent = create_agent(algorithm, cfg, OBS, ACT, seed=0, options=TINY_EXPO if algorithm == "expo" else None)
     obs = np.random.default_rng(1).normal(size=(3, OBS)).astype(np.float32)
     key = jax.random.PRNGKey(0)
     for fn in (act, act_eval):

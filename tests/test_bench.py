@@ -389,7 +389,7 @@ def test_runner_skips_resumes_restarts_and_reports_failures(tmp_path, fake_expof
     first = bench["runs"][0]
     assert (first["method"], first["seed"]) == ("expo", 0)  # seed-major order
     assert first["command"].startswith("expoft finetune --preset tiny --method expo --seed 0 --env cube-single")
-    assert first["config"]["env_steps"] == 300 and first["config"]["agent"]["num_edit_samples"] == 4
+    assert first["config"]["env_steps"] == 300 and first["config"]["expo"]["num_edit_samples"] == 4
     assert bench["environment"]["XLA_FLAGS"].startswith("--xla_cpu_multi_thread_eigen=false")
     record = json.loads((out / "runs/expo/seed0/bench_run.json").read_text())
     assert record["status"] == "finished" and record["cpu_seconds"] >= 0.2 and record["wall_seconds"] >= 0.2

@@ -15,7 +15,7 @@ from expoft.agents.common import act_base, act_eval
 from expoft.cli import main
 from expoft.data.transitions import make_dataset
 from expoft.envs.chunks import ActionChunks
-from expoft.train.config import TINY_AGENT
+from expoft.train.config import TINY_AGENT, TINY_EXPO
 from expoft.train.evaluate import evaluate
 from expoft.train.imitation import dataset_chunks
 from tests.conftest import episode_arrays, metrics_rows
@@ -51,7 +51,7 @@ class Costly(Counter):
 def test_evaluation_reports_the_mean_undiscounted_return():
     """Known answer: every episode reaches the goal at step 7 (-1 x 6, then 0), or is cut at
     step 4 (-1 x 4), whatever the agent does; chunks of 3 cut short by the episode's end."""
-    agent = create_agent("expo", dataclasses.replace(TINY_AGENT, chunk_len=3, exec_len=3), 1, 2, seed=0)
+    agent = create_agent("expo", dataclasses.replace(TINY_AGENT, chunk_len=3, exec_len=3), 1, 2, 0, TINY_EXPO)
     result = evaluate(agent, Costly(goal=7), episodes=2, seed=0)
     assert (result["eval/return"], result["eval/success"], result["eval/episode_length"]) == (-6.0, 1.0, 7.0)
     result = evaluate(agent, Costly(goal=7, limit=4), episodes=2, seed=0, policy="base")
@@ -81,7 +81,7 @@ def test_evaluation_acts_as_an_eager_split_then_act_loop(algorithm, exec_len, po
     then ``act_eval`` / ``act_base`` would, so the executed actions are those, bit for bit
     (a run evaluated before and after the change scores the same)."""
     cfg = dataclasses.replace(TINY_AGENT, chunk_len=exec_len, exec_len=exec_len)
-    agent = create_agent(algorithm, cfg, 1, 2, seed=0)
+    agent = create_agent(algorithm, cfg, 1, 2, 0, TINY_EXPO if algorithm == "expo" else None)
     env = Recording(goal=100, limit=5)
     result = evaluate(agent, env, episodes=2, seed=3, policy=policy)
     key, expected = jax.random.PRNGKey(3), []

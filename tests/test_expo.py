@@ -11,20 +11,21 @@ import optax
 import pytest
 
 from expoft.agents.common import Trainable, critic_ensemble, minibatch_indices, q_guided_select, td_target
-from expoft.agents.config import EXPOConfig
-from expoft.agents.expo import EXPOAgent, update
+from expoft.agents.config import AgentConfig
+from expoft.agents.expo import EXPOAgent, EXPOConfig, update
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.policies import DiffusionPolicy, FlowPolicy
-from expoft.train.config import TINY_AGENT
+from expoft.train.config import TINY_AGENT, TINY_EXPO
 
 from .conftest import assert_same_leaves
 
-TINY = dataclasses.replace(TINY_AGENT, num_base_samples=3, num_edit_samples=2, utd=4, batch_size=16)
+TINY = dataclasses.replace(TINY_AGENT, utd=4, batch_size=16)
+OWN = dataclasses.replace(TINY_EXPO, num_base_samples=3, num_edit_samples=2)
 OBS, ACT = 6, 2
 
 
 def pool(
-    cfg: EXPOConfig, seed: int = 0, rewards: float | None = None, masks: float = 1.0, size=None, steps=None
+    cfg: AgentConfig, seed: int = 0, rewards: float | None = None, masks: float = 1.0, size=None, steps=None
 ) -> ChunkBatch:
     """Random chunks: ``size`` rows (default: the config's pool) of ``steps`` actions (default exec_len)."""
     rng = np.random.default_rng(seed)
@@ -79,21 +80,21 @@ def test_base_policy_learns_a_conditional_target(policy_cls):
 
 
 def test_act_returns_one_candidate_per_observation():
-    agent = EXPOAgent.create(TINY, OBS, ACT)
+    agent = EXPOAgent.create(TINY, OWN, OBS, ACT)
     obs = jnp.ones((5, OBS))
     cands = agent.candidates(jax.random.PRNGKey(0), obs)
-    assert cands.shape == (5, TINY.num_base_samples + TINY.num_edit_samples, ACT)
+    assert cands.shape == (5, OWN.num_base_samples + OWN.num_edit_samples, ACT)
     # Edited candidates stay within edit_scale of the base sample they edit.
-    base, edited = cands[:, : TINY.num_edit_samples], cands[:, TINY.num_base_samples :]
-    assert float(jnp.abs(edited - base).max()) <= TINY.edit_scale + 1e-6
+    base, edited = cands[:, : OWN.num_edit_samples], cands[:, OWN.num_base_samples :]
+    assert float(jnp.abs(edited - base).max()) <= OWN.edit_scale + 1e-6
     actions, info = agent.act(obs, jax.random.PRNGKey(1))
     assert actions.shape == (5, ACT) and info["edited"].shape == (5,)
     scores = agent.score(jax.random.PRNGKey(2), obs, cands)
-    assert scores.shape == (5, TINY.num_base_samples + TINY.num_edit_samples)
+    assert scores.shape == (5, OWN.num_base_samples + OWN.num_edit_samples)
 
 
 def test_update_compiles_once_and_reports_metrics():
-    agent = EXPOAgent.create(dataclasses.replace(TINY, tau=0.0123), OBS, ACT)  # a config no other test compiles
+    agent = EXPOAgent.create(dataclasses.replace(TINY, tau=0.0123), OWN, OBS, ACT)  # a config no other test compiles
     before = update._cache_size()
     agent, m1 = update(agent, pool(TINY, 0))
     agent, m2 = update(agent, pool(TINY, 1))
@@ -118,7 +119,7 @@ def test_update_compiles_once_and_reports_metrics():
 def test_critic_learns_a_constant_reward_without_bootstrapping():
     """With masks = 0 the target is the reward itself: Q must approach 1."""
     cfg = dataclasses.replace(TINY, critic_lr=3e-3, utd=8)
-    agent = EXPOAgent.create(cfg, OBS, ACT)
+    agent = EXPOAgent.create(cfg, OWN, OBS, ACT)
     first = None
     for i in range(40):
         agent, m = update(agent, pool(cfg, i, rewards=1.0, masks=0.0))
@@ -129,7 +130,7 @@ def test_critic_learns_a_constant_reward_without_bootstrapping():
 
 def test_base_gets_no_q_gradient():
     """The base update is the same whatever the critic says."""
-    a = EXPOAgent.create(TINY, OBS, ACT)
+    a = EXPOAgent.create(TINY, OWN, OBS, ACT)
     scrambled = jax.tree.map(lambda p: p * 3.0 + 1.0, a.critic.params)
     b = a.replace(critic=a.critic.replace(params=scrambled), target_critic=scrambled)
     data = pool(TINY)
@@ -153,26 +154,26 @@ def test_minibatches_keep_the_offline_mix():
     n_off = small.pool_offline_count
     assert ((idx < n_off).sum(axis=1) == small.minibatch_offline_count).all()
     assert all(len(set(row)) == small.batch_size for row in idx)  # no repeats within a minibatch
-    agent = EXPOAgent.create(small, OBS, ACT)
+    agent = EXPOAgent.create(small, OWN, OBS, ACT)
     agent, m = update(agent, pool(small))
     assert np.isfinite(float(m["critic/loss"]))
 
 
 def test_config_validation():
     with pytest.raises(ValueError, match="base must be one of"):
-        EXPOConfig(base="gan")
+        AgentConfig(base="gan")
     with pytest.raises(ValueError, match="num_edit_samples must lie"):
         EXPOConfig(num_edit_samples=9)
     with pytest.raises(ValueError, match="edit_scale"):
         EXPOConfig(edit_scale=0.0)
     with pytest.raises(ValueError, match="too small"):
-        EXPOConfig(target_pool_size=100)
+        AgentConfig(target_pool_size=100)
     with pytest.raises(ValueError, match="flow bases only"):
-        EXPOConfig(base="ddpm", target_flow_steps=1)
+        EXPOConfig(target_flow_steps=1).check(AgentConfig(base="ddpm"))
 
 
 def test_score_is_the_min_over_the_drawn_target_critics_and_the_target_takes_the_best():
-    agent = EXPOAgent.create(TINY, OBS, ACT)
+    agent = EXPOAgent.create(TINY, OWN, OBS, ACT)
     # Make the target critics differ from each other in a known way: member e adds e to Q.
     ens = critic_ensemble(TINY)
     target = jax.tree.map(lambda p: p, agent.target_critic)
@@ -245,7 +246,7 @@ def test_base_policy_reproduces_a_bimodal_distribution(policy_cls):
 
 def test_chunked_agent_shapes_and_base_batch():
     cfg = dataclasses.replace(TINY, chunk_len=4, exec_len=3)
-    agent = EXPOAgent.create(cfg, OBS, ACT)
+    agent = EXPOAgent.create(cfg, OWN, OBS, ACT)
     assert (agent.exec_dim, agent.base_dim) == (3 * ACT, 4 * ACT)
     obs = jnp.ones((5, OBS))
     assert agent.candidates(jax.random.PRNGKey(0), obs).shape == (5, 5, 3 * ACT)
@@ -270,8 +271,8 @@ def test_chunked_agent_shapes_and_base_batch():
 
 def test_chunk_len_one_is_plain_expo():
     """chunk_len = exec_len = 1 builds the same networks and takes the same update as plain EXPO."""
-    plain = EXPOAgent.create(TINY, OBS, ACT)
-    explicit = EXPOAgent.create(dataclasses.replace(TINY, chunk_len=1, exec_len=1), OBS, ACT)
+    plain = EXPOAgent.create(TINY, OWN, OBS, ACT)
+    explicit = EXPOAgent.create(dataclasses.replace(TINY, chunk_len=1, exec_len=1), OWN, OBS, ACT)
     a, ma = update(plain, pool(TINY))
     b, mb = update(explicit, pool(TINY))
     assert_same_leaves(a, b)
@@ -280,7 +281,7 @@ def test_chunk_len_one_is_plain_expo():
 
 def test_base_training_modes():
     frozen = dataclasses.replace(TINY, base_training="frozen")
-    agent = EXPOAgent.create(frozen, OBS, ACT)
+    agent = EXPOAgent.create(frozen, OWN, OBS, ACT)
     new, metrics = update(agent, pool(frozen))
     assert "base/loss" not in metrics
     for x, y in zip(
@@ -289,7 +290,7 @@ def test_base_training_modes():
         np.testing.assert_array_equal(x, y)
     successes = dataclasses.replace(TINY, base_training="successes")
     assert successes.base_needs_own_batch and not TINY.base_needs_own_batch
-    agent = EXPOAgent.create(successes, OBS, ACT)
+    agent = EXPOAgent.create(successes, OWN, OBS, ACT)
     with pytest.raises(ValueError, match="needs its own batch"):
         agent.update(pool(successes))
     _, metrics = update(agent, pool(successes), pool(successes, 3, size=successes.batch_size))
@@ -301,7 +302,7 @@ def test_base_training_modes():
 def test_frozen_chunked_base_needs_no_base_batch():
     cfg = dataclasses.replace(TINY, chunk_len=4, exec_len=3, base_training="frozen")
     assert not cfg.base_needs_own_batch
-    agent = EXPOAgent.create(cfg, OBS, ACT)
+    agent = EXPOAgent.create(cfg, OWN, OBS, ACT)
     new, metrics = update(agent, pool(cfg))
     assert "base/loss" not in metrics and np.isfinite(float(metrics["critic/loss"]))
     for a, b in zip(jax.tree.leaves(agent.base_ema), jax.tree.leaves(new.base_ema), strict=True):

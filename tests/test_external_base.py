@@ -18,7 +18,7 @@ from expoft.agents.expo import EXPOAgent
 from expoft.bases import CallableBase
 from expoft.bases.toy import ToyBase, demo_command, free_port
 from expoft.fileio import read_metrics
-from expoft.train.config import TINY_AGENT, preset
+from expoft.train.config import TINY_AGENT, TINY_EXPO, preset
 from expoft.train.external import ExternalCandidates
 from expoft.train.finetune import finetune
 
@@ -28,10 +28,11 @@ OBS, ACT = 28, 5  # cube-single
 def test_act_uses_the_candidates_it_is_given():
     """With external candidates and no edits, the chosen action is one of the given ones, the one
     the target critics score highest."""
-    cfg = dataclasses.replace(TINY_AGENT, num_edit_samples=0, base_training="frozen")
-    agent = EXPOAgent.create(cfg, OBS, ACT)
+    cfg = dataclasses.replace(TINY_AGENT, base_training="frozen")
+    own = dataclasses.replace(TINY_EXPO, num_edit_samples=0)
+    agent = EXPOAgent.create(cfg, own, OBS, ACT)
     obs = np.zeros((3, OBS), np.float32)
-    cands = np.random.default_rng(0).uniform(-1, 1, (3, cfg.num_base_samples, ACT)).astype(np.float32)
+    cands = np.random.default_rng(0).uniform(-1, 1, (3, own.num_base_samples, ACT)).astype(np.float32)
     actions, _ = act(agent, obs, jax.random.PRNGKey(0), cands)
     scores = agent.score(jax.random.split(jax.random.PRNGKey(0))[1], obs, cands)
     np.testing.assert_allclose(actions, cands[np.arange(3), np.argmax(scores, axis=1)])

@@ -13,7 +13,7 @@ from expoft.agents.critics import critic_ensemble
 from expoft.agents.expo import EXPOAgent
 from expoft.data.replay import ReplayBuffer
 from expoft.obs import PIXELS, PROPRIO, PixelSpec
-from expoft.train.config import PRESETS
+from expoft.train.config import PRESETS, TINY_EXPO
 
 CFG = dataclasses.replace(PRESETS["tiny-pixels"].agent, chunk_len=2, exec_len=2, batch_size=16)
 SPEC = PixelSpec(image_size=32, proprio_dim=3)
@@ -28,7 +28,7 @@ def pixel_obs(rng, n, bright=None):
 
 
 def test_shapes_and_the_edit_policy_sees_stopped_critic_features():
-    agent = EXPOAgent.create(CFG, SPEC, 3, seed=0)
+    agent = EXPOAgent.create(CFG, TINY_EXPO, SPEC, 3, seed=0)
     obs, _ = pixel_obs(np.random.default_rng(0), 5)
     actions, info = common.act(agent, obs, jax.random.PRNGKey(0))
     assert actions.shape == (5, 2 * 3) and actions.dtype == jnp.float32
@@ -39,7 +39,7 @@ def test_shapes_and_the_edit_policy_sees_stopped_critic_features():
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
     # (a critic with a random output layer: a fresh one's zero output layer passes no gradient back)
     cfg = dataclasses.replace(CFG, critic_zero_init=False)
-    agent = EXPOAgent.create(cfg, SPEC, 3, seed=0)
+    agent = EXPOAgent.create(cfg, TINY_EXPO, SPEC, 3, seed=0)
     ensemble = critic_ensemble(cfg, pixels=True)
     grads = jax.grad(lambda p: ensemble.apply(p, obs, actions).sum())(agent.critic.params)
     assert float(jnp.abs(grads["encoder"]["params"]["Dense_0"]["kernel"]).max()) > 0.0  # the critic loss does
@@ -48,7 +48,7 @@ def test_shapes_and_the_edit_policy_sees_stopped_critic_features():
 def test_pixel_base_learns_an_action_that_depends_on_the_image():
     rng = np.random.default_rng(0)
     cfg = dataclasses.replace(CFG, chunk_len=1, exec_len=1, base_lr=3e-3)
-    agent = EXPOAgent.create(cfg, SPEC, 1, seed=0)
+    agent = EXPOAgent.create(cfg, TINY_EXPO, SPEC, 1, seed=0)
     obs, label = pixel_obs(rng, 256)
     actions = np.where(label == 1, 0.6, -0.6).astype(np.float32)[:, None]
     obs_j, actions_j = jax.tree.map(jnp.asarray, obs), jnp.asarray(actions)
@@ -77,7 +77,7 @@ def test_update_calls_on_a_pixel_buffer_compile_once():
         one = {k: v[0] for k, v in obs.items()}
         buffer.add(one, rng.uniform(-1, 1, 3), float(end), {k: v[0] for k, v in nxt.items()}, end, end, success=end)
         obs = pixel_obs(rng, 1, np.array([0]))[0] if end else nxt
-    agent = EXPOAgent.create(CFG, SPEC, 3, seed=0)
+    agent = EXPOAgent.create(CFG, TINY_EXPO, SPEC, 3, seed=0)
     before = common.update._cache_size()
     for _ in range(3):
         pool = buffer.sample(rng, CFG.pool_size, discount=CFG.discount, chunk_len=2, offline_fraction=0.0)

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from expoft.agents.config import EXPOConfig
-from expoft.agents.expo import EXPOAgent
+from expoft.agents.config import AgentConfig
+from expoft.agents.expo import EXPOAgent, EXPOConfig
 from expoft.cli import main
 from expoft.data.dataset import load_dataset, save_dataset
 from expoft.data.replay import ReplayBuffer
 from expoft.data.transitions import make_dataset
 from expoft.train.build import load_run_agent, make_agent, offline_data
 from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore, load_pytree, save_pytree
-from expoft.train.config import TINY_AGENT, preset
+from expoft.train.config import TINY_AGENT, TINY_EXPO, preset
 from expoft.train.finetune import check_dataset, finetune, resume
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 from expoft.train.rundir import RunDir, stop_if_diverged
@@ -74,7 +74,7 @@ def test_buffer_segments_rebuild_the_ring_exactly_across_wrap_around():
 
 
 def _store_with_checkpoints(tmp_path, steps=(10, 20, 30)):
-    agent = EXPOAgent.create(TINY_AGENT, 3, 2, seed=0)
+    agent = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 3, 2, seed=0)
     buffer = ReplayBuffer(3, 2, capacity=100)
     store = CheckpointStore(tmp_path / "checkpoints", keep=3)
     for step in steps:
@@ -90,7 +90,7 @@ def test_checkpoints_keep_the_newest_and_restore_agent_and_buffer(tmp_path):
     record = store.latest_valid()
     assert record["env_step"] == 40 and record["state"] == {"step": 40}
     copy = ReplayBuffer(3, 2, capacity=100)
-    restored = store.restore(record, EXPOAgent.create(TINY_AGENT, 3, 2, seed=5), copy)
+    restored = store.restore(record, EXPOAgent.create(TINY_AGENT, TINY_EXPO, 3, 2, seed=5), copy)
     assert_same_leaves(agent, restored)
     np.testing.assert_array_equal(copy._online.a["observations"][:40], buffer._online.a["observations"][:40])
 
@@ -115,7 +115,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, d
     assert record["env_step"] == 20
     assert "checkpoint of env step 30 is unusable" in caplog.text
     # Resuming from 20 sets the damaged files aside instead of deleting them.
-    store.restore(record, EXPOAgent.create(TINY_AGENT, 3, 2, seed=0), ReplayBuffer(3, 2, capacity=100))
+    store.restore(record, EXPOAgent.create(TINY_AGENT, TINY_EXPO, 3, 2, seed=0), ReplayBuffer(3, 2, capacity=100))
     assert store.steps() == [10, 20] and (store.dir / "unusable" / "state_30.json").exists()
 
 
@@ -139,7 +139,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
 
 
 def test_loading_never_unpickles(tmp_path):
-    agent = EXPOAgent.create(TINY_AGENT, 3, 2, seed=0)
+    agent = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 3, 2, seed=0)
     path = tmp_path / "evil.npz"
     np.savez(path, payload=np.array([object()], dtype=object))
     with pytest.raises(ValueError, match="pickle"):
@@ -148,7 +148,7 @@ def test_loading_never_unpickles(tmp_path):
 
 def test_divergence_guard_names_what_diverged_and_saves_the_last_finite_agent(tmp_path):
     run = RunDir(tmp_path / "run", preset("tiny"))
-    agent = EXPOAgent.create(TINY_AGENT, 3, 2, seed=0)
+    agent = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 3, 2, seed=0)
     metrics = {"critic/loss": float("nan"), "critic/q_mean": 0.5, "edit/loss": float("inf")}
     with pytest.raises(FloatingPointError, match=r"env step 7 .*non-finite critic/loss, edit/loss"):
         stop_if_diverged(metrics, agent, run, "env step 7 (update call 3)", "last_finite_7", {"env_step": 7})
@@ -330,7 +330,7 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
     # The run's CPU count goes on across the sessions instead of starting again at each resume.
     cpu = [e["cpu_seconds"] for e in resumed["evaluations"]]
     assert all(c > 0 for c in cpu) and cpu == sorted(cpu) and resumed["cpu_seconds"] >= cpu[-1]
-    template = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)  # the cache changes no parameter shape
+    template = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 28, 5, seed=0)  # the cache changes no parameter shape
     assert_same_checkpoints(
         template, tmp_path / "straight" / "checkpoints" / "agent_600.npz", run / "checkpoints" / "agent_600.npz"
     )
@@ -435,10 +435,10 @@ def _bad_inputs(tmp_path):
     npz = truncated.with_suffix(".npz")
     npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
 
-    agent = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
+    agent = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 28, 5, seed=0)
     run = tmp_path / "run"
     RunDir(run, preset("tiny")).close()
-    save_pytree(EXPOAgent.create(TINY_AGENT, 29, 5, seed=0), run / "checkpoints" / "agent_0.npz")
+    save_pytree(EXPOAgent.create(TINY_AGENT, TINY_EXPO, 29, 5, seed=0), run / "checkpoints" / "agent_0.npz")
 
     store = CheckpointStore(tmp_path / "old" / "checkpoints")
     store.save(0, agent, ReplayBuffer(28, 5, 10), {})
@@ -450,10 +450,10 @@ def _bad_inputs(tmp_path):
 
     return [
         ("negative edit scale", lambda: EXPOConfig(edit_scale=-0.1), ValueError, "edit_scale must lie in"),
-        ("offline fraction 1.5", lambda: EXPOConfig(offline_fraction=1.5), ValueError, "offline_fraction must lie"),
-        ("exec_len > chunk_len", lambda: EXPOConfig(chunk_len=2, exec_len=4), ValueError, "exec_len 4 > chunk_len 2"),
+        ("offline fraction 1.5", lambda: AgentConfig(offline_fraction=1.5), ValueError, "offline_fraction must lie"),
+        ("exec_len > chunk_len", lambda: AgentConfig(chunk_len=2, exec_len=4), ValueError, "exec_len 4 > chunk_len 2"),
         ("chunk longer than an episode",
-         lambda: preset("tiny", agent=EXPOConfig(chunk_len=64, exec_len=64)), ValueError, "does not fit episodes"),
+         lambda: preset("tiny", agent=AgentConfig(chunk_len=64, exec_len=64)), ValueError, "does not fit episodes"),
         ("zero env steps", lambda: preset("tiny", env_steps=0), ValueError, "env_steps"),
         ("demo_disturb 2", lambda: preset("tiny", demo_disturb=2.0), ValueError, "must lie in \\[0, 1\\], got 2.0"),
         ("demo_disturb on puzzles",

@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 
 from expoft.agents import create_agent
-from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import critic_ensemble, pretrain
 from expoft.agents.dsrl import _noise_critics
 from expoft.agents.expo import EXPOAgent
 from expoft.data.replay import ReplayBuffer
 from expoft.obs import PixelSpec
 from expoft.obs import zeros as blank_obs
-from expoft.train.config import PRESETS, TINY_AGENT
+from expoft.train.config import PRESETS, TINY_AGENT, TINY_EXPO
 from expoft.train.target_cache import TargetCandidateCache
 
 OBS, ACT = 6, 2
@@ -43,7 +42,7 @@ def test_fresh_critic_is_zero(algorithm, pixels):
     cfg = PRESETS["tiny-pixels"].agent if pixels else TINY_AGENT
     cfg = dataclasses.replace(cfg, base_training="frozen" if algorithm in ("dsrl", "residual") else "all")
     spec = PixelSpec(image_size=32, proprio_dim=3) if pixels else OBS
-    agent = create_agent(algorithm, cfg, spec, ACT, 0, BaselineConfig())
+    agent = create_agent(algorithm, cfg, spec, ACT, 0, TINY_EXPO if algorithm == "expo" else None)
     rng = np.random.default_rng(0)
     obs = _random_obs(spec, 16, rng)
     actions = rng.uniform(-1, 1, (16, cfg.exec_len * ACT)).astype(np.float32)
@@ -56,7 +55,7 @@ def test_fresh_critic_is_zero(algorithm, pixels):
         noise = rng.normal(size=(16, cfg.chunk_len * ACT)).astype(np.float32)
         assert np.abs(np.asarray(_noise_critics(cfg).apply(agent.noise_critic.params, obs, noise))).max() < 1e-3
     # the ablation restores the default init: then the members do start apart
-    old = create_agent(algorithm, dataclasses.replace(cfg, critic_zero_init=False), spec, ACT, 0, BaselineConfig())
+    old = create_agent(algorithm, dataclasses.replace(cfg, critic_zero_init=False), spec, ACT, 0, agent.options)
     assert np.abs(np.asarray(ensemble.apply(old.critic.params, obs, actions))).max() > 0.05
 
 
@@ -66,11 +65,9 @@ MODES = 0.7
 def _two_mode_base(target_flow_steps):
     """A flow base trained to imitate a = +-0.7 (half each, noise 0.05) in every state, with
     10 Euler steps to act and ``target_flow_steps`` for TD-target candidates."""
-    cfg = dataclasses.replace(
-        TINY_AGENT, base_width=64, base_blocks=2, flow_steps=10, num_base_samples=8, num_edit_samples=0,
-        target_flow_steps=target_flow_steps, base_lr=1e-3,
-    )  # fmt: skip
-    agent = EXPOAgent.create(cfg, 2, 1, seed=0)
+    cfg = dataclasses.replace(TINY_AGENT, base_width=64, base_blocks=2, flow_steps=10, base_lr=1e-3)
+    own = dataclasses.replace(TINY_EXPO, num_base_samples=8, num_edit_samples=0, target_flow_steps=target_flow_steps)
+    agent = EXPOAgent.create(cfg, own, 2, 1, seed=0)
     rng = np.random.default_rng(0)
     n = 4096
     obs = rng.normal(size=(n, 2)).astype(np.float32)
@@ -115,7 +112,7 @@ def test_target_candidates_cover_both_modes():
     pool = buffer.sample(np.random.default_rng(0), 300, discount=0.99, num_offline=0)
     cache = TargetCandidateCache(buffer, 8, 1, refresh=10, seed=0)
     assert _covers_both(cache.lookup(agent, pool, call=1)[..., 0]) >= 0.95
-    one_step = agent.replace(config=dataclasses.replace(agent.config, target_flow_steps=1))
+    one_step = agent.replace(options=dataclasses.replace(agent.options, target_flow_steps=1))
     assert _both_modes_fraction(one_step) < 0.05
     obs = jnp.zeros((64, 2))
     mean_only = np.asarray(one_step.target_candidates(jax.random.PRNGKey(4), obs))
@@ -128,7 +125,7 @@ def test_backup_candidate_is_chosen_and_valued_by_independent_subsets():
     key; the ablation (one subset, drawn from the key itself) returns the max of its scores, and
     without OTF in the backup the first base sample is valued."""
     cfg = dataclasses.replace(TINY_AGENT, num_critics=6, critic_subset=2, critic_zero_init=False)
-    agent = EXPOAgent.create(cfg, OBS, ACT, seed=1)
+    agent = EXPOAgent.create(cfg, TINY_EXPO, OBS, ACT, seed=1)
     ens = critic_ensemble(cfg)
     rng = np.random.default_rng(0)
     obs = jnp.asarray(rng.normal(size=(5, OBS)).astype(np.float32))
@@ -146,13 +143,13 @@ def test_backup_candidate_is_chosen_and_valued_by_independent_subsets():
     np.testing.assert_allclose(v, expected, rtol=1e-5, atol=1e-6)
 
     # the ablation: the pair drawn from the key itself (as before 2026-12-05) chooses and values
-    same = agent.replace(config=dataclasses.replace(cfg, independent_backup_subsets=False))
+    same = agent.replace(options=dataclasses.replace(TINY_EXPO, independent_backup_subsets=False))
     v_same, index_same = same.backup_value(key, obs, cands)
     q_one = full[np.asarray(ens.random_members(key, 2))].min(axis=0)
     np.testing.assert_array_equal(index_same, q_one.argmax(axis=1))
     np.testing.assert_allclose(v_same, q_one.max(axis=1), rtol=1e-5, atol=1e-6)
 
-    no_otf = agent.replace(config=dataclasses.replace(cfg, otf_in_backup=False))  # independent pair
+    no_otf = agent.replace(options=dataclasses.replace(TINY_EXPO, otf_in_backup=False))  # independent pair
     v0, index0 = no_otf.backup_value(key, obs, cands)
     np.testing.assert_array_equal(index0, 0)
     np.testing.assert_allclose(v0, full[np.asarray(value)].min(axis=0)[:, 0], rtol=1e-5, atol=1e-6)
@@ -162,8 +159,8 @@ def test_target_cache_reuses_entries_for_refresh_calls_then_redraws():
     """An entry is drawn from the EMA base at the next observation of the chunk's last step, reused
     while younger than ``refresh`` calls, then drawn anew; flush() and an overwritten ring slot
     forget it; nothing is drawn twice within a call."""
-    cfg = dataclasses.replace(TINY_AGENT, num_base_samples=3, num_edit_samples=3)
-    agent = EXPOAgent.create(cfg, 2, 1, seed=0)
+    own = dataclasses.replace(TINY_EXPO, num_base_samples=3, num_edit_samples=3)
+    agent = EXPOAgent.create(TINY_AGENT, own, 2, 1, seed=0)
     buffer = _online_buffer(120, capacity=100)  # the ring has wrapped: slots 0..19 hold steps 100..119
     rng = np.random.default_rng(0)
     pool = buffer.sample(rng, 64, discount=0.99, num_offline=0)

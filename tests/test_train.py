@@ -13,7 +13,7 @@ from expoft.cli import main
 from expoft.report.video import read_video
 from expoft.train.build import load_run_agent
 from expoft.train.checkpoint import CheckpointError, load_pytree, save_pytree
-from expoft.train.config import TINY_AGENT, preset
+from expoft.train.config import TINY_AGENT, TINY_EXPO, preset
 from expoft.train.evaluate import paired_difference, wilson_interval
 from expoft.train.finetune import _update_calls_due
 from expoft.train.rundir import RunDir
@@ -30,16 +30,16 @@ def test_wilson_interval_known_values():
 
 
 def test_checkpoint_round_trip_restores_every_array(tmp_path):
-    agent = EXPOAgent.create(TINY_AGENT, 6, 2, seed=0)
+    agent = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 6, 2, seed=0)
     path = save_pytree(agent, tmp_path / "a.npz", env_step=np.int64(7))
-    other = EXPOAgent.create(TINY_AGENT, 6, 2, seed=1)
+    other = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 6, 2, seed=1)
     restored, extra = load_pytree(other, path)
     assert int(extra["env_step"]) == 7
     assert_same_leaves(agent, restored)
     obs = np.ones((1, 6), np.float32)
     key = jax.random.PRNGKey(3)
     np.testing.assert_array_equal(act(agent, obs, key)[0], act(restored, obs, key)[0])
-    wrong = EXPOAgent.create(TINY_AGENT, 7, 2, seed=0)
+    wrong = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 7, 2, seed=0)
     with pytest.raises(CheckpointError, match="the agent expects"):
         load_pytree(wrong, path)
     with pytest.raises(FileNotFoundError):
@@ -217,7 +217,7 @@ def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):
     # Before RL the fine-tuning run acts with exactly the pretrained base.
     from expoft.train.build import with_base_from
 
-    fresh = EXPOAgent.create(TINY_AGENT, 28, 5, seed=0)
+    fresh = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 28, 5, seed=0)
     started = with_base_from(fresh, pre)
     assert_same_leaves(pretrained.base_ema, started.base_ema)
     # A checkpoint file names the base of that moment: agent_0 is the pretrained one; the run
@@ -234,7 +234,7 @@ def test_finetune_from_a_pretrained_base(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     wider = preset("tiny").agent.__class__(**{**vars(TINY_AGENT), "base_width": 64})
     with pytest.raises(ValueError, match="base_width: 32 there, 64 here"):
-        with_base_from(EXPOAgent.create(wider, 28, 5, seed=0), pre)
+        with_base_from(EXPOAgent.create(wider, TINY_EXPO, 28, 5, seed=0), pre)
 
 
 def test_write_gif_round_trip(tmp_path):

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from expoft.agents.baselines_config import BaselineConfig
-from expoft.agents.config import EXPOConfig
-from expoft.agents.expo import EXPOAgent
+from expoft.agents.config import AgentConfig
+from expoft.agents.expo import EXPOAgent, EXPOConfig
 from expoft.agents.registry import AGENTS, AgentSpec, agent_spec, create_agent, register
 
-__all__ = ["AGENTS", "AgentSpec", "BaselineConfig", "EXPOAgent", "EXPOConfig", "agent_spec", "create_agent", "register"]
+__all__ = ["AGENTS", "AgentSpec", "AgentConfig", "EXPOAgent", "EXPOConfig", "agent_spec", "create_agent", "register"]

@@ -11,9 +11,8 @@ from typing import Any
 import flax.struct
 import jax
 
-from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import WithBase, new_base
-from expoft.agents.config import EXPOConfig
+from expoft.agents.config import AgentConfig
 
 
 @flax.struct.dataclass
@@ -21,14 +20,14 @@ class BCAgent(WithBase):
     base: Any
     base_ema: Any
     rng: jax.Array
-    config: EXPOConfig = flax.struct.field(pytree_node=False)
+    config: AgentConfig = flax.struct.field(pytree_node=False)
     obs_dim: int = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
 
     learns_online = False
 
     @classmethod
-    def create(cls, config: EXPOConfig, baseline: BaselineConfig, obs_dim: int, action_dim: int, seed: int = 0):
+    def create(cls, config: AgentConfig, options: None, obs_dim: int, action_dim: int, seed: int = 0):
         rng, k_base = jax.random.split(jax.random.PRNGKey(seed))
         base, base_ema = new_base(config, k_base, obs_dim, action_dim)
         return cls(base=base, base_ema=base_ema, rng=rng, config=config, obs_dim=obs_dim, action_dim=action_dim)

@@ -16,7 +16,7 @@ from expoft.obs import ObsSpec, PixelSpec
 from expoft.policies import BASE_POLICIES
 
 if TYPE_CHECKING:
-    from expoft.agents.config import EXPOConfig
+    from expoft.agents.config import AgentConfig
 
 
 @flax.struct.dataclass
@@ -64,7 +64,7 @@ class WithBase:
         base: Trainable
         base_ema: Any
         rng: jax.Array
-        config: EXPOConfig
+        config: AgentConfig
         obs_dim: ObsSpec
         action_dim: int
 

@@ -1,5 +1,8 @@
-"""The agents' shared config: EXPO's hyperparameters (the published defaults, ALGORITHMS.md),
-which every baseline shares for its base, critic ensemble, chunks, batch and update ratio."""
+"""What every agent shares: the base policy, the critic ensemble, chunks, batch and update ratio,
+the learned actor of the baselines (defaults: EXPO's published values, ALGORITHMS.md), so that
+methods compared side by side differ only where their definitions differ. What only one agent
+has lives in that agent's file, in a config of its own (``expoft.agents.expo.EXPOConfig``,
+``expoft.agents.fql.FQLConfig``, ...), which the registry names."""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ BASE_TRAINING = ("all", "successes", "frozen")
 
 
 @dataclasses.dataclass(frozen=True)
-class EXPOConfig:
-    """EXPO hyperparameters; defaults are the published ones (ALGORITHMS.md)."""
+class AgentConfig:
+    """The shared agent settings; defaults are EXPO's published ones (ALGORITHMS.md)."""
 
     base: str = "flow"
     """Base policy: flow (flow matching) or ddpm."""
@@ -25,12 +28,6 @@ class EXPOConfig:
     these h actions (dimension h * action_dim), and TD targets bootstrap after h steps."""
     flow_steps: int = 10
     """Denoising steps of the base (Euler steps for flow, T for ddpm)."""
-    target_flow_steps: int | None = None
-    """Euler steps for TD-target candidates (flow only); None = flow_steps, the base's real
-    sampling distribution. Not a speed option: with the linear flow path ONE Euler step lands
-    every noise on the mean action E[a|s] (the optimal velocity at t = 0 is E[a|s] - x0), so
-    all candidates collapse to one off-support action on multimodal data
-    (tests/test_target_fidelity.py). Kept only to reproduce the grids run before 2026-12-05."""
     base_width: int = 256
     base_blocks: int = 3
     base_lr: float = 3e-4
@@ -41,16 +38,9 @@ class EXPOConfig:
     base_training: str = "all"
     """What the base imitates during RL: all (offline + online data, EXPO), successes (steps of
     successful episodes only, offline and online: EXPO-FT), or frozen (no base steps)."""
-    edit_scale: float = 0.05
-    """beta: a~ = a + beta * u, u in [-1, 1]^d. 0.01-0.15 to refine, 0.4-0.7 to explore."""
-    edit_hidden: tuple[int, ...] = (256, 256, 256)
-    edit_lr: float = 3e-4
-    num_base_samples: int = 8
-    num_edit_samples: int = 8
-    """How many of the base samples also enter as edited candidates (0: no edits, an ablation)."""
     num_critics: int = 10
     critic_subset: int = 2
-    """Target critics drawn for the min in OTF scoring and TD targets."""
+    """Target critics drawn for a min over the ensemble (OTF scoring, TD targets)."""
     critic_hidden: tuple[int, ...] = (256, 256, 256)
     critic_zero_init: bool = True
     """Every critic member starts at Q = 0 (a zero output layer; see ``expoft.nets.Critic``).
@@ -59,10 +49,10 @@ class EXPOConfig:
     critic_lr: float = 3e-4
     tau: float = 0.005
     discount: float = 0.99
-    init_temperature: float = 1.0
     temperature_lr: float = 3e-4
     target_entropy_per_dim: float = -0.5
-    """Target entropy of the edit u = this * d (d = action or executed-chunk dimension)."""
+    """Target entropy of a SAC-style policy (EXPO's edit u, RLPD's and DSRL's actors) = this * d
+    (d = action or executed-chunk dimension)."""
     utd: int = 20
     """Critic steps per update call."""
     actor_steps: int = 1
@@ -72,26 +62,17 @@ class EXPOConfig:
     with 1, the base's EMA copy (rate 0.001) and the temperature hardly move in a short run."""
     batch_size: int = 256
     offline_fraction: float = 0.5
-    otf_in_backup: bool = True
-    """False: TD target from one base sample instead of OTF (an ablation)."""
-    independent_backup_subsets: bool = True
-    """Choose the backup's candidate with one random subset of target critics and value it with a
-    second, independent subset, as the published code does. False: one subset chooses and
-    values (our rule before 2026-12-05, kept for the ablation; its max over noise biases the
-    target upward)."""
     target_pool_size: int | None = None
     """Speed option that changes what is learned (off by default): distinct transitions per
     update call whose OTF target candidates are drawn; each critic step takes its minibatch from
     this pool. None = utd * batch_size (every minibatch fresh, as published)."""
-    targets_per_call: bool = False
-    """Speed option that changes what is learned (off by default): choose and value the target
-    candidates once per update call (target critic as of the call's start) instead of at every
-    critic step."""
-    target_cache_refresh: int | None = None
-    """Speed option that changes what is learned (off by default, until it shows the same
-    learning as the exact update): reuse the base samples at each transition's next observation
-    for this many update calls (``expoft.train.target_cache``); the edits stay fresh. State
-    observations and the agent's own base only."""
+    actor_hidden: tuple[int, ...] = (256, 256, 256)
+    """Hidden layers of a baseline's learned actor: RLPD's Gaussian policy, FQL's one-step
+    policy, DSRL's noise policy, the residual policy (EXPO's edit policy: ``edit_hidden``)."""
+    actor_lr: float = 3e-4
+    actor_init_temperature: float = 1.0
+    """SAC temperature of a baseline's actor at the start (RLPD, DSRL); auto-tuned to
+    ``target_entropy_per_dim``."""
     encoder: EncoderConfig = EncoderConfig()
     """Pixel observations only: the critic's image encoder (shared by its members, trained by the
     critic loss; the edit policy reads its features, gradient stopped) and the augmentation; the
@@ -102,10 +83,8 @@ class EXPOConfig:
             raise ValueError(f"base must be one of {sorted(BASE_POLICIES)}, got {self.base!r}")
         if self.base_training not in BASE_TRAINING:
             raise ValueError(f"base_training must be one of {BASE_TRAINING}, got {self.base_training!r}")
-        if self.base == "ddpm" and self.target_flow_steps not in (None, self.flow_steps):
-            raise ValueError("target_flow_steps applies to flow bases only")
         require_at_least(
-            self, 1, "flow_steps", "num_base_samples", "num_critics", "utd", "batch_size", "critic_subset",
+            self, 1, "flow_steps", "num_critics", "utd", "batch_size", "critic_subset",
             "chunk_len", "exec_len", "actor_steps",
         )  # fmt: skip
         if self.actor_steps > self.utd:
@@ -115,23 +94,19 @@ class EXPOConfig:
                 f"exec_len {self.exec_len} > chunk_len {self.chunk_len}: "
                 "a chunk cannot execute more actions than it has"
             )
-        if not 0 <= self.num_edit_samples <= self.num_base_samples:
-            raise ValueError(
-                f"num_edit_samples must lie in [0, num_base_samples={self.num_base_samples}], "
-                f"got {self.num_edit_samples}"
-            )
         if self.critic_subset > self.num_critics:
             raise ValueError(f"critic_subset {self.critic_subset} > num_critics {self.num_critics}")
-        if not 0.0 < self.edit_scale <= 2.0:
-            raise ValueError(f"edit_scale must lie in (0, 2], got {self.edit_scale}")
         if not 0.0 <= self.discount <= 1.0:
             raise ValueError(f"discount must lie in [0, 1], got {self.discount}")
         if not 0.0 <= self.offline_fraction <= 1.0:
             raise ValueError(f"offline_fraction must lie in [0, 1], got {self.offline_fraction}")
         if not 0.0 < self.tau <= 1.0 or not 0.0 < self.base_ema <= 1.0:
             raise ValueError("tau and base_ema must lie in (0, 1]")
-        if self.target_cache_refresh is not None:
-            require_at_least(self, 1, "target_cache_refresh")
+        for name in ("actor_lr", "actor_init_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.actor_hidden or min(self.actor_hidden) < 1:
+            raise ValueError(f"actor_hidden needs at least one layer of width >= 1, got {self.actor_hidden}")
         if self.target_pool_size is not None:
             b_off = self.minibatch_offline_count
             p_off = self.pool_offline_count

@@ -18,6 +18,7 @@ the base do not change during the critic steps).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.struct
@@ -25,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import (
     Trainable,
     WithBase,
@@ -39,11 +39,23 @@ from expoft.agents.common import (
     tanh_actor,
     temperature,
 )
-from expoft.agents.config import EXPOConfig
+from expoft.agents.config import AgentConfig
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import Critic, Ensemble, TanhGaussian
+from expoft.validation import require_positive
 
 NOISE_CRITICS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DSRLConfig:
+    """DSRL's own settings (the noise policy's size and rates are shared: ``AgentConfig``)."""
+
+    dsrl_noise_scale: float = 1.5
+    """The noise policy acts in [-scale, scale]^d."""
+
+    def __post_init__(self):
+        require_positive(self, "dsrl_noise_scale")
 
 
 @flax.struct.dataclass
@@ -56,49 +68,49 @@ class DSRLAgent(WithBase):
     target_critic: Any
     log_alpha: Trainable
     rng: jax.Array
-    config: EXPOConfig = flax.struct.field(pytree_node=False)
-    baseline: BaselineConfig = flax.struct.field(pytree_node=False)
+    config: AgentConfig = flax.struct.field(pytree_node=False)
+    options: DSRLConfig = flax.struct.field(pytree_node=False)
     obs_dim: int = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
 
     learns_online = True
 
     @classmethod
-    def create(cls, config: EXPOConfig, baseline: BaselineConfig, obs_dim: int, action_dim: int, seed: int = 0):
+    def create(cls, config: AgentConfig, options: DSRLConfig, obs_dim: int, action_dim: int, seed: int = 0):
         if config.base_training != "frozen":
             raise ValueError("DSRL steers a frozen base: set base_training='frozen' (the dsrl method does)")
         rng, k_base, k_actor, k_noise, k_critic = jax.random.split(jax.random.PRNGKey(seed), 5)
         base, base_ema = new_base(config, k_base, obs_dim, action_dim)
         base_dim, exec_dim = config.chunk_len * action_dim, config.exec_len * action_dim
         obs0 = jnp.zeros((1, obs_dim))
-        actor = TanhGaussian(base_dim, baseline.actor_hidden).init(k_actor, obs0)
+        actor = TanhGaussian(base_dim, config.actor_hidden).init(k_actor, obs0)
         noise_critic = _noise_critics(config).init(k_noise, obs0, jnp.zeros((1, base_dim)))
         critic = critic_ensemble(config).init(k_critic, obs0, jnp.zeros((1, exec_dim)))
         return cls(
             base=base,
             base_ema=base_ema,
-            noise_actor=Trainable.create(actor, optax.adam(baseline.actor_lr)),
+            noise_actor=Trainable.create(actor, optax.adam(config.actor_lr)),
             noise_critic=Trainable.create(noise_critic, optax.adam(config.critic_lr)),
             critic=Trainable.create(critic, optax.adam(config.critic_lr)),
             target_critic=critic,
-            log_alpha=temperature(baseline.actor_init_temperature, config.temperature_lr),
+            log_alpha=temperature(config.actor_init_temperature, config.temperature_lr),
             rng=rng,
             config=config,
-            baseline=baseline,
+            options=options,
             obs_dim=obs_dim,
             action_dim=action_dim,
         )
 
     @property
     def head(self) -> TanhGaussian:
-        return TanhGaussian(self.base_dim, self.baseline.actor_hidden)
+        return TanhGaussian(self.base_dim, self.config.actor_hidden)
 
     def _decode(self, obs: jax.Array, noise: jax.Array) -> jax.Array:
         """The executed part of the frozen base's action for this noise: ``[B, exec_dim]``."""
         return self.base_policy.decode(self.base_ema, obs, noise)[:, : self.exec_dim]
 
     def _noise(self, rng: jax.Array, obs: jax.Array, explore: bool) -> jax.Array:
-        return tanh_actor(self.head, self.noise_actor.params, rng, obs, self.baseline.dsrl_noise_scale, explore)[0]
+        return tanh_actor(self.head, self.noise_actor.params, rng, obs, self.options.dsrl_noise_scale, explore)[0]
 
     def act(self, obs: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
         return self._decode(obs, self._noise(rng, obs, explore=True)), {}
@@ -107,7 +119,7 @@ class DSRLAgent(WithBase):
         return self._decode(obs, self._noise(rng, obs, explore=False)), {}
 
     def update(self, pool: ChunkBatch, base_batch: ChunkBatch | None = None) -> tuple[DSRLAgent, dict]:
-        cfg, scale = self.config, self.baseline.dsrl_noise_scale
+        cfg, scale = self.config, self.options.dsrl_noise_scale
         pool = check_pool(cfg, pool, self.action_dim)
         rng, k_idx, k_next, k_scan, k_actor = jax.random.split(self.rng, 5)
         index = minibatch_indices(cfg, k_idx)
@@ -167,5 +179,5 @@ class DSRLAgent(WithBase):
         return agent, metrics
 
 
-def _noise_critics(cfg: EXPOConfig) -> Ensemble:
+def _noise_critics(cfg: AgentConfig) -> Ensemble:
     return Ensemble(Critic(cfg.critic_hidden, layer_norm=True, zero_output=cfg.critic_zero_init), NOISE_CRITICS)

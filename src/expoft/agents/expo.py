@@ -10,7 +10,7 @@ take the argmax. OTF acts, evaluates and forms the TD target.
 One update call = ``utd`` critic steps (one ``lax.scan``, one minibatch each),
 then one base, one edit and one temperature step on the last minibatch.
 
-Speed (see ``EXPOConfig``): the base and edit parameters do not change during
+Speed (see ``EXPOConfig`` and ``AgentConfig``): the base and edit parameters do not change during
 the critic steps of an update call, so the OTF candidates of all ``utd``
 minibatches are drawn up front in one batched call. That changes nothing
 that is learned. The options ``target_pool_size`` and ``targets_per_call``
@@ -21,6 +21,7 @@ the same learning as the exact update (ALGORITHMS.md).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, cast
 
@@ -47,12 +48,68 @@ from expoft.agents.common import (
     temperature,
     temperature_step,
 )
-from expoft.agents.config import EXPOConfig
+from expoft.agents.config import AgentConfig
 from expoft.agents.critics import broadcast_rows
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import TanhGaussian, tanh_gaussian_sample
 from expoft.obs import ObsSpec, is_pixels
 from expoft.obs import zeros as blank_obs
+from expoft.validation import require_at_least
+
+
+@dataclasses.dataclass(frozen=True)
+class EXPOConfig:
+    """EXPO's own settings (what it shares with the other agents is ``AgentConfig``); defaults
+    are the published ones (ALGORITHMS.md)."""
+
+    edit_scale: float = 0.05
+    """beta: a~ = a + beta * u, u in [-1, 1]^d. 0.01-0.15 to refine, 0.4-0.7 to explore."""
+    edit_hidden: tuple[int, ...] = (256, 256, 256)
+    edit_lr: float = 3e-4
+    init_temperature: float = 1.0
+    """The edit policy's SAC temperature at the start."""
+    num_base_samples: int = 8
+    num_edit_samples: int = 8
+    """How many of the base samples also enter as edited candidates (0: no edits, an ablation)."""
+    otf_in_backup: bool = True
+    """False: TD target from one base sample instead of OTF (an ablation)."""
+    independent_backup_subsets: bool = True
+    """Choose the backup's candidate with one random subset of target critics and value it with a
+    second, independent subset, as the published code does. False: one subset chooses and
+    values (our rule before 2026-12-05, kept for the ablation; its max over noise biases the
+    target upward)."""
+    target_flow_steps: int | None = None
+    """Euler steps for TD-target candidates (flow only); None = flow_steps, the base's real
+    sampling distribution. Not a speed option: with the linear flow path ONE Euler step lands
+    every noise on the mean action E[a|s] (the optimal velocity at t = 0 is E[a|s] - x0), so
+    all candidates collapse to one off-support action on multimodal data
+    (tests/test_target_fidelity.py). Kept only to reproduce the grids run before 2026-12-05."""
+    targets_per_call: bool = False
+    """Speed option that changes what is learned (off by default): choose and value the target
+    candidates once per update call (target critic as of the call's start) instead of at every
+    critic step."""
+    target_cache_refresh: int | None = None
+    """Speed option that changes what is learned (off by default, until it shows the same
+    learning as the exact update): reuse the base samples at each transition's next observation
+    for this many update calls (``expoft.train.target_cache``); the edits stay fresh. State
+    observations and the agent's own base only."""
+
+    def __post_init__(self):
+        require_at_least(self, 1, "num_base_samples")
+        if not 0 <= self.num_edit_samples <= self.num_base_samples:
+            raise ValueError(
+                f"num_edit_samples must lie in [0, num_base_samples={self.num_base_samples}], "
+                f"got {self.num_edit_samples}"
+            )
+        if not 0.0 < self.edit_scale <= 2.0:
+            raise ValueError(f"edit_scale must lie in (0, 2], got {self.edit_scale}")
+        if self.target_cache_refresh is not None:
+            require_at_least(self, 1, "target_cache_refresh")
+
+    def check(self, config: AgentConfig) -> None:
+        """What these settings need of the shared ones."""
+        if config.base == "ddpm" and self.target_flow_steps not in (None, config.flow_steps):
+            raise ValueError("target_flow_steps applies to flow bases only")
 
 
 @flax.struct.dataclass
@@ -66,7 +123,8 @@ class EXPOAgent(WithBase):
     target_critic: Any
     log_alpha: Trainable
     rng: jax.Array
-    config: EXPOConfig = flax.struct.field(pytree_node=False)
+    config: AgentConfig = flax.struct.field(pytree_node=False)
+    options: EXPOConfig = flax.struct.field(pytree_node=False)
     obs_dim: ObsSpec = flax.struct.field(pytree_node=False)
     """Size of a state observation, or the ``PixelSpec`` of pixel observations."""
     action_dim: int = flax.struct.field(pytree_node=False)
@@ -74,7 +132,9 @@ class EXPOAgent(WithBase):
 
     # ---- construction ----------------------------------------------------
     @classmethod
-    def create(cls, config: EXPOConfig, obs_dim: ObsSpec, action_dim: int, seed: int = 0) -> EXPOAgent:
+    def create(
+        cls, config: AgentConfig, options: EXPOConfig, obs_dim: ObsSpec, action_dim: int, seed: int = 0
+    ) -> EXPOAgent:
         """``obs_dim``: state size, or a ``PixelSpec``; ``action_dim``: size of one action."""
         rng = jax.random.PRNGKey(seed)
         rng, k_base, k_edit, k_critic = jax.random.split(rng, 4)
@@ -86,17 +146,18 @@ class EXPOAgent(WithBase):
             edit_in = ensemble.features(critic_params, blank_obs(obs_dim)).shape[-1]
         else:  # state observations: obs_dim is their size
             edit_in = cast(int, obs_dim)
-        edit_net = TanhGaussian(exec_dim, config.edit_hidden)
+        edit_net = TanhGaussian(exec_dim, options.edit_hidden)
         edit_params = edit_net.init(k_edit, jnp.zeros((1, edit_in + exec_dim)))
         return cls(
             base=base,
             base_ema=base_ema,
-            edit=Trainable.create(edit_params, optax.adam(config.edit_lr)),
+            edit=Trainable.create(edit_params, optax.adam(options.edit_lr)),
             critic=Trainable.create(critic_params, optax.adam(config.critic_lr)),
             target_critic=critic_params,
-            log_alpha=temperature(config.init_temperature, config.temperature_lr),
+            log_alpha=temperature(options.init_temperature, config.temperature_lr),
             rng=rng,
             config=config,
+            options=options,
             obs_dim=obs_dim,
             action_dim=action_dim,
         )
@@ -108,7 +169,7 @@ class EXPOAgent(WithBase):
         """``[B, D] -> [B, N + M, exec_dim]``: the executed part of N base samples (EMA base),
         then M edited copies of the first M. ``base [B, N, exec_dim]``: base samples drawn
         elsewhere (an external base, ``expoft.bases``) instead of the base's own."""
-        cfg = self.config
+        cfg = self.options
         k_base, k_edit = jax.random.split(rng)
         if base is None:
             kwargs = {} if steps is None else {"steps": steps}
@@ -139,12 +200,12 @@ class EXPOAgent(WithBase):
         cond = broadcast_rows(cond, actions)
         mean, log_std = cast(
             tuple[jax.Array, jax.Array],
-            TanhGaussian(self.exec_dim, self.config.edit_hidden).apply(
+            TanhGaussian(self.exec_dim, self.options.edit_hidden).apply(
                 params, jnp.concatenate([cond, actions], axis=-1)
             ),
         )
         u, log_prob = tanh_gaussian_sample(rng, mean, log_std)
-        return jnp.clip(actions + self.config.edit_scale * u, -1.0, 1.0), log_prob
+        return jnp.clip(actions + self.options.edit_scale * u, -1.0, 1.0), log_prob
 
     def score(self, rng: jax.Array, obs: jax.Array, candidates: jax.Array, critic_params: Any = None) -> jax.Array:
         """Min over a random subset of target critics: ``[B, C]``."""
@@ -164,13 +225,13 @@ class EXPOAgent(WithBase):
         cands = self.candidates(k_cand, obs, base=base)
         scores = self.score(k_score, obs, cands)
         actions, index = q_guided_select(cands, scores)
-        edited = index >= self.config.num_base_samples
+        edited = index >= self.options.num_base_samples
         return actions, {"edited": edited, "not_first": index != 0, "q": scores.max(axis=-1)}
 
     def target_candidates(self, rng: jax.Array, next_obs: Any, base: jax.Array | None = None) -> jax.Array:
         """The OTF candidates of TD targets at ``next_obs``: ``[B, N + M, exec_dim]``, drawn as for
         acting (the base's full sampling chain) unless ``target_flow_steps`` says otherwise."""
-        steps = self.config.target_flow_steps if self.config.base == "flow" else None
+        steps = self.options.target_flow_steps if self.config.base == "flow" else None
         return self.candidates(rng, next_obs, steps, base=base)
 
     def backup_value(
@@ -183,7 +244,7 @@ class EXPOAgent(WithBase):
         (``independent_backup_subsets``, as the published code does: the max over one subset's
         noise, valued by that same subset, biases the target upward). Without OTF in the backup
         (an ablation) the first base sample is backed up. ``candidates [B, C, d]``."""
-        cfg = self.config
+        cfg = self.options
         # the one-subset rule draws its subset from rng itself, as before 2026-12-05: old
         # configurations reproduce the old runs bit for bit on CPU
         k_choose, k_value = jax.random.split(rng) if cfg.independent_backup_subsets else (rng, rng)
@@ -213,23 +274,23 @@ class EXPOAgent(WithBase):
         elsewhere: by an external base (then ``base_training`` must be frozen: the agent has no
         base of its own), or by this agent's base in earlier calls (``expoft.train.target_cache``).
         The edits of those samples are drawn here, fresh."""
-        cfg = self.config
+        cfg, own = self.config, self.options
         pool = check_pool(cfg, pool, self.action_dim)  # executed chunks, flat: [P, exec_dim]
         rng, k_idx, k_cand, k_score, k_scan, k_actor = jax.random.split(self.rng, 6)
         pool_cands = self.target_candidates(k_cand, pool.next_observations, next_base)  # [P, C, d]
-        if cfg.targets_per_call:
+        if own.targets_per_call:
             pool_v, pool_choice = self.backup_value(k_score, pool.next_observations, pool_cands)  # [P], [P]
         index = minibatch_indices(cfg, k_idx)  # [U, B]
         base_data = base_batch_arrays(cfg, self.action_dim, pool, index, base_batch)  # checked before any work
         ensemble = critic_ensemble(cfg, is_pixels(self.obs_dim))
 
         def next_value(key, idx, mb, target):
-            if cfg.targets_per_call:
+            if own.targets_per_call:
                 v, choice = pool_v[idx], pool_choice[idx]
             else:
                 v, choice = self.backup_value(key, mb.next_observations, pool_cands[idx], target)  # [B], [B]
             return v, {
-                "otf/target_edited_frac": jnp.mean(choice >= cfg.num_base_samples),
+                "otf/target_edited_frac": jnp.mean(choice >= own.num_base_samples),
                 "otf/target_not_first_frac": jnp.mean(choice != 0),
             }
 
@@ -267,7 +328,7 @@ class EXPOAgent(WithBase):
 
         # Edit policy: SAC-style on the batch's actions, scored by the mean of the ensemble.
         alpha = jnp.exp(self.log_alpha.params)
-        log_scale = self.exec_dim * math.log(cfg.edit_scale)
+        log_scale = self.exec_dim * math.log(self.options.edit_scale)
 
         def edit_loss_fn(params):
             edited, log_prob = self._edit(params, k_edit, cond, act)

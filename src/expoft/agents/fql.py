@@ -17,6 +17,7 @@ random subset of target critics (FQL's own code uses the mean or min of two, per
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, cast
 
 import flax.struct
@@ -24,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import (
     Trainable,
     WithBase,
@@ -36,9 +36,25 @@ from expoft.agents.common import (
     new_base,
     subset_min,
 )
-from expoft.agents.config import EXPOConfig
+from expoft.agents.config import AgentConfig
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import MLP
+from expoft.validation import require_at_least
+
+
+@dataclasses.dataclass(frozen=True)
+class FQLConfig:
+    """FQL's own settings (also QC-FQL's; the one-step policy's size and rate are shared:
+    ``AgentConfig``)."""
+
+    fql_alpha: float = 100.0
+    """Weight of the distillation loss ||mu(s, z) - flow(s, z)||^2 (per task in the FQL paper;
+    with ``fql_normalize_q`` the Q term is scale-free, so one value serves more tasks)."""
+    fql_normalize_q: bool = True
+    """Divide the Q term of the one-step policy's loss by mean |Q| (no gradient)."""
+
+    def __post_init__(self):
+        require_at_least(self, 0, "fql_alpha")
 
 
 @flax.struct.dataclass
@@ -49,29 +65,29 @@ class FQLAgent(WithBase):
     critic: Trainable
     target_critic: Any
     rng: jax.Array
-    config: EXPOConfig = flax.struct.field(pytree_node=False)
-    baseline: BaselineConfig = flax.struct.field(pytree_node=False)
+    config: AgentConfig = flax.struct.field(pytree_node=False)
+    options: FQLConfig = flax.struct.field(pytree_node=False)
     obs_dim: int = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
 
     learns_online = True
 
     @classmethod
-    def create(cls, config: EXPOConfig, baseline: BaselineConfig, obs_dim: int, action_dim: int, seed: int = 0):
+    def create(cls, config: AgentConfig, options: FQLConfig, obs_dim: int, action_dim: int, seed: int = 0):
         rng, k_base, k_one, k_critic = jax.random.split(jax.random.PRNGKey(seed), 4)
         base, base_ema = new_base(config, k_base, obs_dim, action_dim)
         base_dim, exec_dim = config.chunk_len * action_dim, config.exec_len * action_dim
-        onestep = MLP(baseline.actor_hidden, base_dim).init(k_one, jnp.zeros((1, obs_dim + base_dim)))
+        onestep = MLP(config.actor_hidden, base_dim).init(k_one, jnp.zeros((1, obs_dim + base_dim)))
         critic = critic_ensemble(config).init(k_critic, jnp.zeros((1, obs_dim)), jnp.zeros((1, exec_dim)))
         return cls(
             base=base,
             base_ema=base_ema,
-            onestep=Trainable.create(onestep, optax.adam(baseline.actor_lr)),
+            onestep=Trainable.create(onestep, optax.adam(config.actor_lr)),
             critic=Trainable.create(critic, optax.adam(config.critic_lr)),
             target_critic=critic,
             rng=rng,
             config=config,
-            baseline=baseline,
+            options=options,
             obs_dim=obs_dim,
             action_dim=action_dim,
         )
@@ -80,7 +96,7 @@ class FQLAgent(WithBase):
     def _mu(self, params: Any, obs: jax.Array, z: jax.Array) -> jax.Array:
         """The one-step policy: a whole chunk ``[B, base_dim]`` in [-1, 1]."""
         out = cast(
-            jax.Array, MLP(self.baseline.actor_hidden, self.base_dim).apply(params, jnp.concatenate([obs, z], axis=-1))
+            jax.Array, MLP(self.config.actor_hidden, self.base_dim).apply(params, jnp.concatenate([obs, z], axis=-1))
         )
         return jnp.clip(out, -1.0, 1.0)
 
@@ -100,11 +116,11 @@ class FQLAgent(WithBase):
         # A mean over every element, as in FQL: a sum over the chunk's dimensions would multiply
         # alpha by chunk_len * action_dim (25 for QC-FQL's chunks of 5 on a 5-D arm).
         distill = jnp.mean((actions - target) ** 2)
-        loss, metrics = self.baseline.fql_alpha * distill, {"actor/distill_loss": distill}
+        loss, metrics = self.options.fql_alpha * distill, {"actor/distill_loss": distill}
         if critic_params is not None:
             q = critic_ensemble(self.config).apply(critic_params, obs, actions[:, : self.exec_dim]).mean(axis=0)
             q_loss = -q.mean()
-            if self.baseline.fql_normalize_q:
+            if self.options.fql_normalize_q:
                 q_loss = q_loss / jax.lax.stop_gradient(jnp.abs(q).mean() + 1e-6)
             loss = loss + q_loss
             metrics["actor/q"] = q.mean()

@@ -2,14 +2,16 @@
 it can do. The training loop and the config ask the registry, never an agent's name.
 
 An agent is an immutable pytree (``flax.struct.dataclass``) with
-- ``config``: the shared ``EXPOConfig`` (chunks, batch, UTD, critic and base settings);
+- ``config``: the shared ``AgentConfig`` (chunks, batch, UTD, critic and base settings);
+- ``options``: its own settings, an instance of the config class its spec names (or None);
 - ``has_base`` / ``learns_online``: class flags;
 - ``act(obs, rng) -> (actions [B, exec_len * A], info)``, ``act_eval(obs, rng)``;
 - ``update(pool, base_batch, next_base) -> (agent, metrics)``: one update call, on the batches
   the loop draws by :func:`batch_recipe` (the agent's config decides them);
 - with a base: ``act_base``, ``pretrain`` (``expoft.agents.common.WithBase``).
 
-Adding an agent: one file with the agent class, plus one line here (or, from outside the
+Adding an agent: one file with the agent class (and its own config class, if it has settings
+of its own), plus one line here (or, from outside the
 package, a module named in ``$EXPOFT_AGENTS`` that calls :func:`register` when imported: the
 environment variable reaches the processes `expoft bench` starts, so the bench can run it).
 """
@@ -22,14 +24,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.bc import BCAgent
-from expoft.agents.config import EXPOConfig
-from expoft.agents.dsrl import DSRLAgent
-from expoft.agents.expo import EXPOAgent
-from expoft.agents.fql import FQLAgent
-from expoft.agents.residual import ResidualAgent
-from expoft.agents.rlpd import RLPDAgent
+from expoft.agents.config import AgentConfig
+from expoft.agents.dsrl import DSRLAgent, DSRLConfig
+from expoft.agents.expo import EXPOAgent, EXPOConfig
+from expoft.agents.fql import FQLAgent, FQLConfig
+from expoft.agents.residual import ResidualAgent, ResidualConfig
+from expoft.agents.rlpd import RLPDAgent, RLPDConfig
 from expoft.obs import ObsSpec, PixelSpec
 
 PLUGINS_VAR = "EXPOFT_AGENTS"
@@ -51,7 +52,7 @@ class BatchRecipe:
     base_successful_only: bool = False
 
 
-def batch_recipe(config: EXPOConfig, offline_only: bool = False) -> BatchRecipe:
+def batch_recipe(config: AgentConfig, offline_only: bool = False) -> BatchRecipe:
     """The batches an update call of an agent with this config takes (``offline_only``: every
     row from the offline data, the offline phase)."""
     recipe = BatchRecipe(
@@ -74,8 +75,13 @@ class AgentSpec:
     """An agent the runs can name (``--algorithm NAME``, or a method of ``expoft.train.methods``)."""
 
     name: str
-    create: Callable[[EXPOConfig, BaselineConfig, ObsSpec, int, int], Any]
-    """``(config, baseline, obs_dim, action_dim, seed) -> agent``."""
+    create: Callable[..., Any]
+    """``(config, options, obs_dim, action_dim, seed) -> agent``: the ``classmethod create`` of
+    the agent class (``obs_dim``: a state size, or a ``PixelSpec`` where ``pixels``)."""
+    options: type | None = None
+    """The agent's own config class (a frozen dataclass whose defaults are the agent's
+    published values; ``RunConfig`` holds one under the agent's name, whose fields are flags of
+    their own). It may define ``check(config)``: what its settings need of the shared ones."""
     learns: bool = True
     """False: nothing is learned after pretraining (an offline RL phase has nothing to do)."""
     pixels: bool = False
@@ -84,11 +90,11 @@ class AgentSpec:
     """Can act around an external base (``--external-base``)."""
     target_cache: bool = False
     """Draws its TD-target candidates from its own base, so ``target_cache_refresh`` applies."""
-    recipe: Callable[[EXPOConfig, bool], BatchRecipe] | None = None
+    recipe: Callable[[AgentConfig, bool], BatchRecipe] | None = None
     """``(config, offline_only) -> BatchRecipe``: the batches of one update call; None: the
     shared rule, :func:`batch_recipe`."""
 
-    def batches(self, config: EXPOConfig, offline_only: bool = False) -> BatchRecipe:
+    def batches(self, config: AgentConfig, offline_only: bool = False) -> BatchRecipe:
         return (self.recipe or batch_recipe)(config, offline_only)
 
 
@@ -102,18 +108,13 @@ def register(spec: AgentSpec) -> AgentSpec:
     return spec
 
 
-def _baseline(cls) -> Callable[[EXPOConfig, BaselineConfig, ObsSpec, int, int], Any]:
-    # the baselines take state sizes only; create_agent refuses pixels for them before this runs
-    return lambda config, baseline, obs_dim, action_dim, seed: cls.create(config, baseline, obs_dim, action_dim, seed)
-
-
-register(AgentSpec("expo", lambda c, b, o, a, s: EXPOAgent.create(c, o, a, seed=s), pixels=True, external_base=True,
-                   target_cache=True))  # fmt: skip
-register(AgentSpec("bc", _baseline(BCAgent), learns=False))
-register(AgentSpec("rlpd", _baseline(RLPDAgent)))
-register(AgentSpec("fql", _baseline(FQLAgent)))
-register(AgentSpec("dsrl", _baseline(DSRLAgent)))
-register(AgentSpec("residual", _baseline(ResidualAgent)))
+# The baselines take state sizes only: create_agent refuses pixels for them before they run.
+register(AgentSpec("expo", EXPOAgent.create, EXPOConfig, pixels=True, external_base=True, target_cache=True))
+register(AgentSpec("bc", BCAgent.create, learns=False))
+register(AgentSpec("rlpd", RLPDAgent.create, RLPDConfig))
+register(AgentSpec("fql", FQLAgent.create, FQLConfig))
+register(AgentSpec("dsrl", DSRLAgent.create, DSRLConfig))
+register(AgentSpec("residual", ResidualAgent.create, ResidualConfig))
 
 _loaded_plugins: set[str] = set()
 
@@ -136,19 +137,44 @@ def agent_spec(name: str) -> AgentSpec:
     return AGENTS[name]
 
 
+def default_options(algorithm: str) -> Any:
+    """The agent's own settings at their defaults (None for an agent without any)."""
+    spec = agent_spec(algorithm)
+    return None if spec.options is None else spec.options()
+
+
+def check_options(algorithm: str, config: AgentConfig, options: Any) -> None:
+    """``options`` must be the agent's own config, and fit the shared ``config``."""
+    spec = agent_spec(algorithm)
+    if spec.options is None:
+        if options is not None:
+            raise ValueError(f"algorithm {algorithm!r} has no settings of its own, got {type(options).__name__}")
+        return
+    if not isinstance(options, spec.options):
+        raise ValueError(
+            f"algorithm {algorithm!r} takes a {spec.options.__name__} as its own settings, got {type(options).__name__}"
+        )
+    if hasattr(options, "check"):
+        options.check(config)
+
+
 def create_agent(
     algorithm: str,
-    config: EXPOConfig,
+    config: AgentConfig,
     obs_dim: ObsSpec,
     action_dim: int,
     seed: int = 0,
-    baseline: BaselineConfig | None = None,
+    options: Any = None,
 ):
-    """A fresh agent; ``action_dim`` is the size of one action (the environment's)."""
+    """A fresh agent; ``action_dim`` is the size of one action (the environment's); ``options``:
+    the agent's own settings (None: their defaults)."""
     spec = agent_spec(algorithm)
+    if options is None:
+        options = default_options(algorithm)
+    check_options(algorithm, config, options)
     if isinstance(obs_dim, PixelSpec) and not spec.pixels:
         raise ValueError(
             f"algorithm {algorithm!r} takes state observations only (an int obs_dim, got {obs_dim!r}); "
             f"pixel observations work with {sorted(n for n, s in AGENTS.items() if s.pixels)}"
         )
-    return spec.create(config, baseline or BaselineConfig(), obs_dim, action_dim, seed)
+    return spec.create(config, options, obs_dim, action_dim, seed)

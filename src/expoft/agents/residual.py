@@ -14,6 +14,7 @@ Speed: the base samples of a call's pool are drawn once per call (the base is fr
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, cast
 
 import flax.linen as nn
@@ -22,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import (
     Trainable,
     WithBase,
@@ -34,9 +34,28 @@ from expoft.agents.common import (
     polyak,
     subset_min,
 )
-from expoft.agents.config import EXPOConfig
+from expoft.agents.config import AgentConfig
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import MLP
+from expoft.validation import require_at_least, require_positive
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualConfig:
+    """Residual RL's own settings (the correction network's size and rate are shared:
+    ``AgentConfig``)."""
+
+    residual_scale: float = 0.1
+    """The correction is scale * tanh(...) per action dimension (0.1-0.2)."""
+    residual_explore_noise: float = 0.1
+    """Gaussian exploration noise on the correction, as a fraction of the scale."""
+    residual_target_noise: float = 0.2
+    """TD3 target smoothing: noise on the target correction, a fraction of the scale, clipped
+    to twice that."""
+
+    def __post_init__(self):
+        require_positive(self, "residual_scale")
+        require_at_least(self, 0, "residual_explore_noise", "residual_target_noise")
 
 
 class ResidualHead(nn.Module):
@@ -60,15 +79,15 @@ class ResidualAgent(WithBase):
     critic: Trainable
     target_critic: Any
     rng: jax.Array
-    config: EXPOConfig = flax.struct.field(pytree_node=False)
-    baseline: BaselineConfig = flax.struct.field(pytree_node=False)
+    config: AgentConfig = flax.struct.field(pytree_node=False)
+    options: ResidualConfig = flax.struct.field(pytree_node=False)
     obs_dim: int = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
 
     learns_online = True
 
     @classmethod
-    def create(cls, config: EXPOConfig, baseline: BaselineConfig, obs_dim: int, action_dim: int, seed: int = 0):
+    def create(cls, config: AgentConfig, options: ResidualConfig, obs_dim: int, action_dim: int, seed: int = 0):
         if config.base_training != "frozen":
             raise ValueError(
                 "residual RL corrects a frozen base: set base_training='frozen' (the residual method does)"
@@ -76,29 +95,29 @@ class ResidualAgent(WithBase):
         rng, k_base, k_actor, k_critic = jax.random.split(jax.random.PRNGKey(seed), 4)
         base, base_ema = new_base(config, k_base, obs_dim, action_dim)
         exec_dim = config.exec_len * action_dim
-        actor = ResidualHead(exec_dim, baseline.actor_hidden).init(k_actor, jnp.zeros((1, obs_dim + exec_dim)))
+        actor = ResidualHead(exec_dim, config.actor_hidden).init(k_actor, jnp.zeros((1, obs_dim + exec_dim)))
         critic = critic_ensemble(config).init(k_critic, jnp.zeros((1, obs_dim)), jnp.zeros((1, exec_dim)))
         return cls(
             base=base,
             base_ema=base_ema,
-            actor=Trainable.create(actor, optax.adam(baseline.actor_lr)),
+            actor=Trainable.create(actor, optax.adam(config.actor_lr)),
             target_actor=actor,
             critic=Trainable.create(critic, optax.adam(config.critic_lr)),
             target_critic=critic,
             rng=rng,
             config=config,
-            baseline=baseline,
+            options=options,
             obs_dim=obs_dim,
             action_dim=action_dim,
         )
 
     def correction(self, params: Any, obs: jax.Array, base_action: jax.Array) -> jax.Array:
-        head = ResidualHead(self.exec_dim, self.baseline.actor_hidden)
+        head = ResidualHead(self.exec_dim, self.config.actor_hidden)
         out = cast(jax.Array, head.apply(params, jnp.concatenate([obs, base_action], -1)))
-        return self.baseline.residual_scale * jnp.tanh(out)
+        return self.options.residual_scale * jnp.tanh(out)
 
     def _noisy(self, rng: jax.Array, delta: jax.Array, fraction: float, clip: float | None) -> jax.Array:
-        scale = self.baseline.residual_scale
+        scale = self.options.residual_scale
         noise = fraction * scale * jax.random.normal(rng, delta.shape)
         if clip is not None:
             noise = jnp.clip(noise, -clip * scale, clip * scale)
@@ -108,7 +127,7 @@ class ResidualAgent(WithBase):
         k_base, k_noise = jax.random.split(rng)
         a_b = self.act_base(obs, k_base)
         delta = self._noisy(
-            k_noise, self.correction(self.actor.params, obs, a_b), self.baseline.residual_explore_noise, None
+            k_noise, self.correction(self.actor.params, obs, a_b), self.options.residual_explore_noise, None
         )
         return jnp.clip(a_b + delta, -1.0, 1.0), {}
 
@@ -117,7 +136,7 @@ class ResidualAgent(WithBase):
         return jnp.clip(a_b + self.correction(self.actor.params, obs, a_b), -1.0, 1.0), {}
 
     def update(self, pool: ChunkBatch, base_batch: ChunkBatch | None = None) -> tuple[ResidualAgent, dict]:
-        cfg, bl = self.config, self.baseline
+        cfg, bl = self.config, self.options
         pool = check_pool(cfg, pool, self.action_dim)
         rng, k_idx, k_b_next, k_b_now, k_scan = jax.random.split(self.rng, 5)
         index = minibatch_indices(cfg, k_idx)

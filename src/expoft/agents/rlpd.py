@@ -11,6 +11,7 @@ With chunks, the policy emits the executed chunk (``exec_len`` actions) at once.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Self
 
 import flax.struct
@@ -18,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from expoft.agents.baselines_config import BaselineConfig
 from expoft.agents.common import (
     Trainable,
     check_pool,
@@ -30,9 +30,19 @@ from expoft.agents.common import (
     tanh_actor,
     temperature,
 )
-from expoft.agents.config import EXPOConfig
+from expoft.agents.config import AgentConfig
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.nets import TanhGaussian
+
+
+@dataclasses.dataclass(frozen=True)
+class RLPDConfig:
+    """RLPD's own settings (the actor's size and rates are shared: ``AgentConfig``)."""
+
+    backup_entropy: bool = False
+    """Subtract alpha * log pi(a'|s') in the TD target (SAC's soft backup). Off by default, as for
+    EXPO (ALGORITHMS.md) and as RLPD itself runs sparse-reward tasks: with a 0/1 reward the
+    entropy bonus summed over ~100 steps would outweigh the reward."""
 
 
 @flax.struct.dataclass
@@ -42,8 +52,8 @@ class RLPDAgent:
     target_critic: Any
     log_alpha: Trainable
     rng: jax.Array
-    config: EXPOConfig = flax.struct.field(pytree_node=False)
-    baseline: BaselineConfig = flax.struct.field(pytree_node=False)
+    config: AgentConfig = flax.struct.field(pytree_node=False)
+    options: RLPDConfig = flax.struct.field(pytree_node=False)
     obs_dim: int = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
 
@@ -60,22 +70,22 @@ class RLPDAgent:
 
     @property
     def head(self) -> TanhGaussian:
-        return TanhGaussian(self.exec_dim, self.baseline.actor_hidden)
+        return TanhGaussian(self.exec_dim, self.config.actor_hidden)
 
     @classmethod
-    def create(cls, config: EXPOConfig, baseline: BaselineConfig, obs_dim: int, action_dim: int, seed: int = 0):
+    def create(cls, config: AgentConfig, options: RLPDConfig, obs_dim: int, action_dim: int, seed: int = 0):
         rng, k_actor, k_critic = jax.random.split(jax.random.PRNGKey(seed), 3)
         exec_dim = config.exec_len * action_dim
-        actor_params = TanhGaussian(exec_dim, baseline.actor_hidden).init(k_actor, jnp.zeros((1, obs_dim)))
+        actor_params = TanhGaussian(exec_dim, config.actor_hidden).init(k_actor, jnp.zeros((1, obs_dim)))
         critic_params = critic_ensemble(config).init(k_critic, jnp.zeros((1, obs_dim)), jnp.zeros((1, exec_dim)))
         return cls(
-            actor=Trainable.create(actor_params, optax.adam(baseline.actor_lr)),
+            actor=Trainable.create(actor_params, optax.adam(config.actor_lr)),
             critic=Trainable.create(critic_params, optax.adam(config.critic_lr)),
             target_critic=critic_params,
-            log_alpha=temperature(baseline.actor_init_temperature, config.temperature_lr),
+            log_alpha=temperature(config.actor_init_temperature, config.temperature_lr),
             rng=rng,
             config=config,
-            baseline=baseline,
+            options=options,
             obs_dim=obs_dim,
             action_dim=action_dim,
         )
@@ -92,7 +102,7 @@ class RLPDAgent:
         k_act, k_members = jax.random.split(rng)
         a_next, log_prob = tanh_actor(self.head, self.actor.params, k_act, mb.next_observations, 1.0, explore=True)
         v = subset_min(self.config, target, k_members, mb.next_observations, a_next)
-        if self.baseline.backup_entropy:
+        if self.options.backup_entropy:
             v = v - jnp.exp(self.log_alpha.params) * log_prob
         return v
 

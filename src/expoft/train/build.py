@@ -68,7 +68,7 @@ def demos_config(cfg: RunConfig) -> DemosConfig:
 def make_agent(cfg: RunConfig):
     """A fresh agent of ``cfg.algorithm`` for ``cfg.env`` (on pixels with ``cfg.pixels``)."""
     domain = get_domain(cfg.env)
-    return create_agent(cfg.algorithm, cfg.agent, cfg.obs_spec, domain.action_dim, cfg.seed, cfg.baseline)
+    return create_agent(cfg.algorithm, cfg.agent, cfg.obs_spec, domain.action_dim, cfg.seed, cfg.options)
 
 
 def make_run_env(cfg: RunConfig, render: bool = False):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import tyro
 
-from expoft.agents.baselines_config import BaselineConfig
-from expoft.agents.config import EXPOConfig
-from expoft.agents.registry import AGENTS, agent_spec
+from expoft.agents.config import AgentConfig
+from expoft.agents.dsrl import DSRLConfig
+from expoft.agents.expo import EXPOConfig
+from expoft.agents.fql import FQLConfig
+from expoft.agents.registry import AGENTS, agent_spec, check_options
+from expoft.agents.residual import ResidualConfig
+from expoft.agents.rlpd import RLPDConfig
 from expoft.data.generate import OGBENCH_GRIPPER_NOISE, check_disturb
 from expoft.encoders import EncoderConfig
 from expoft.envs.ogbench_domains import check_reward, check_task, get_domain
@@ -48,12 +52,19 @@ class RunConfig:
     """The agent (``expoft.agents.registry``): expo (also EXPO-FT, QC and the EXPO ablations, which
     are EXPO settings), bc, rlpd, fql (also QC-FQL), dsrl or residual. `expoft bench` names
     methods; see `expoft.train.methods`."""
-    agent: EXPOConfig = EXPOConfig()
-    """EXPO hyperparameters (default: the published values, exact TD targets: no speed option
-    that changes what is learned). The baselines share its base, critic, chunk, batch and
-    schedule settings."""
-    baseline: BaselineConfig = BaselineConfig()
-    """Settings only the baselines have (RLPD, FQL, DSRL, residual)."""
+    # The agent's settings: what every agent shares, then each agent's own section, named after it
+    # (``options`` picks the run's). The flags of every section are flat (``--edit-scale``,
+    # ``--fql-alpha``), so a field name is unique across sections.
+    agent: AgentConfig = AgentConfig()
+    """What every agent shares: base, critic ensemble, chunks, batch, update ratio (default:
+    EXPO's published values, exact TD targets: no speed option that changes what is learned)."""
+    expo: EXPOConfig = EXPOConfig()
+    """EXPO's own settings: edits, candidates, the OTF backup (also EXPO-FT's, QC's, best-of-N's)."""
+    rlpd: RLPDConfig = RLPDConfig()
+    fql: FQLConfig = FQLConfig()
+    """FQL's (and QC-FQL's) own settings."""
+    dsrl: DSRLConfig = DSRLConfig()
+    residual: ResidualConfig = ResidualConfig()
     pixels: Annotated[PixelSpec | None, tyro.conf.AvoidSubcommands] = None
     """Learn from camera images (plus proprioception) instead of the state: image size and
     cameras (cube domains, EXPO only; the offline data's frames are rendered from its states
@@ -143,6 +154,16 @@ class RunConfig:
         return self.agent.exec_len if self.update_every is None else self.update_every
 
     @property
+    def options(self) -> Any:
+        """The run's agent's own settings: the section named after it (an agent added from outside,
+        ``$EXPOFT_AGENTS``, takes its defaults)."""
+        spec = agent_spec(self.algorithm)
+        if spec.options is None:
+            return None
+        section = getattr(self, self.algorithm, None) if self.algorithm in AGENT_SECTIONS else None
+        return section if section is not None else spec.options()
+
+    @property
     def obs_spec(self) -> int | PixelSpec:
         """What the agent observes: the state size of ``env``, or ``pixels``."""
         return self.pixels if self.pixels is not None else get_domain(self.env).obs_dim
@@ -168,7 +189,8 @@ class RunConfig:
                 f"--external-base needs an agent that acts around an external base "
                 f"({sorted(n for n, a in AGENTS.items() if a.external_base)}) and --base-training frozen"
             )
-        if self.agent.target_cache_refresh is not None and (
+        check_options(self.algorithm, self.agent, self.options)
+        if self.expo.target_cache_refresh is not None and (
             not spec.target_cache or self.pixels is not None or self.external_base is not None
         ):
             able = sorted(n for n, a in AGENTS.items() if a.target_cache)
@@ -211,22 +233,51 @@ class RunConfig:
             raise ValueError(f"wandb_mode must be one of {WANDB_MODES}, got {self.wandb_mode!r}")
 
 
-TINY_AGENT = EXPOConfig(
+AGENT_SECTIONS = ("expo", "rlpd", "fql", "dsrl", "residual")
+"""The RunConfig fields that hold an agent's own settings, each named after its agent."""
+
+SECTIONS = ("agent", *AGENT_SECTIONS)
+
+
+def section_type(section: str) -> type:
+    """The config class of a section of RunConfig (``agent`` or one of ``AGENT_SECTIONS``)."""
+    return type(RunConfig.__dataclass_fields__[section].default)
+
+
+def split_agent_settings(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Agent settings by name (the flags' names) -> ``{section: {name: value}}``, each under the
+    section that holds it."""
+    owner = {f.name: section for section in SECTIONS for f in dataclasses.fields(section_type(section))}
+    unknown = sorted(set(settings) - set(owner))
+    if unknown:
+        raise ValueError(f"no agent setting is named {', '.join(map(repr, unknown))}")
+    by_section: dict[str, dict[str, Any]] = {}
+    for name, value in settings.items():
+        by_section.setdefault(owner[name], {})[name] = value
+    return by_section
+
+
+def with_agent_settings(cfg: RunConfig, **changes: Any) -> RunConfig:
+    """``cfg`` with agent settings changed by name, whichever section holds each (shared or an
+    agent's own)."""
+    sections = {name: dataclasses.replace(getattr(cfg, name), **fields)
+                for name, fields in split_agent_settings(changes).items()}  # fmt: skip
+    return dataclasses.replace(cfg, **sections)
+
+
+TINY_AGENT = AgentConfig(
     flow_steps=3,
     base_width=32,
     base_blocks=1,
-    edit_hidden=(32, 32),
     critic_hidden=(32, 32),
     num_critics=4,
-    num_base_samples=4,
-    num_edit_samples=4,
     utd=2,
     batch_size=32,
 )
+TINY_EXPO = EXPOConfig(edit_hidden=(32, 32), num_base_samples=4, num_edit_samples=4)
 
-EXPO_FT_AGENT = dataclasses.replace(
-    RunConfig().agent, chunk_len=8, exec_len=4, edit_scale=0.1, base_training="successes"
-)
+EXPO_FT_AGENT = dataclasses.replace(RunConfig().agent, chunk_len=8, exec_len=4, base_training="successes")
+EXPO_FT_EXPO = EXPOConfig(edit_scale=0.1)
 
 # The demo's agent: EXPO's published agent plus what did best in single-seed trials on the demo
 # task (ALGORITHMS.md EXPO-FT 1-2; docs/results): chunks of 5 executed whole (one decision per 5
@@ -244,15 +295,19 @@ EXPO_FT_AGENT = dataclasses.replace(
 # at the end) against 0.96 with the old rule (docs/results/learn.md). They go together, when a
 # demo on the faithful agent with a fast path that passes the fidelity test is tuned.
 DEMO_AGENT = dataclasses.replace(
-    RunConfig().agent, chunk_len=5, exec_len=5, base_training="successes", num_base_samples=16,
-    num_edit_samples=16, actor_steps=20, target_flow_steps=1, target_pool_size=1024, targets_per_call=True,
-    critic_zero_init=False, independent_backup_subsets=False,
+    RunConfig().agent, chunk_len=5, exec_len=5, base_training="successes", actor_steps=20, target_pool_size=1024,
+    critic_zero_init=False,
+)  # fmt: skip
+DEMO_EXPO = EXPOConfig(
+    num_base_samples=16, num_edit_samples=16, target_flow_steps=1, targets_per_call=True,
+    independent_backup_subsets=False,
 )  # fmt: skip
 
 PRESETS: dict[str, RunConfig] = {
     # Finishes in seconds: for smoke tests of every command.
     "tiny": RunConfig(
         agent=TINY_AGENT,
+        expo=TINY_EXPO,
         episode_steps=50,
         demo_episodes=4,
         pretrain_steps=50,
@@ -281,11 +336,12 @@ PRESETS: dict[str, RunConfig] = {
     # update call per executed chunk (the published ratio per decision), training after 10 episodes.
     "expo-ft": RunConfig(
         agent=EXPO_FT_AGENT,
+        expo=EXPO_FT_EXPO,
         start_training=0,
         start_episodes=10,
     ),
     # The published agent and schedule; the same as `default` since 2026-12-05, kept as a name.
-    "published": RunConfig(agent=EXPOConfig()),
+    "published": RunConfig(),
     # The default: plain EXPO with its published settings.
     "default": RunConfig(),
 }
@@ -305,12 +361,12 @@ PRESETS: dict[str, RunConfig] = {
 # (14:25-16:19 per command; 12k took 19-20.5 minutes).
 # The dataset is the same for every seed (demos of seed 0), as with a benchmark dataset.
 PRESETS["demo"] = dataclasses.replace(
-    PRESETS["p1"], agent=DEMO_AGENT, demo_seed=0, demo_disturb=1.0, demo_noise=0.125, env_steps=9_000,
-    update_every=20, eval_every=3_000, checkpoint_every=3_000,
+    PRESETS["p1"], agent=DEMO_AGENT, expo=DEMO_EXPO, demo_seed=0, demo_disturb=1.0, demo_noise=0.125,
+    env_steps=9_000, update_every=20, eval_every=3_000, checkpoint_every=3_000,
 )  # fmt: skip
 
 # EXPO-FT on the demo task with P1's budget (`expoft demo --preset expo-ft-demo`).
-PRESETS["expo-ft-demo"] = dataclasses.replace(PRESETS["p1"], agent=EXPO_FT_AGENT)
+PRESETS["expo-ft-demo"] = dataclasses.replace(PRESETS["p1"], agent=EXPO_FT_AGENT, expo=EXPO_FT_EXPO)
 
 # EXPO-FT from camera images on the demo task (ALGORITHMS.md, EXPO-FT 3-4): one front camera
 # plus proprioception, batches of 64 images, the base a small image-conditioned flow policy
@@ -325,9 +381,9 @@ PIXELS_AGENT = dataclasses.replace(
     encoder=EncoderConfig(channels=(16, 32, 32), feature_dim=256),
 )  # fmt: skip
 PRESETS["pixels"] = dataclasses.replace(
-    PRESETS["p1"], agent=PIXELS_AGENT, pixels=PixelSpec(image_size=48), update_every=20, start_training=0,
-    start_episodes=10, buffer_capacity=100_000, pretrain_steps=5_000, env_steps=5_000, eval_every=5_000,
-    eval_episodes=30,
+    PRESETS["p1"], agent=PIXELS_AGENT, expo=EXPO_FT_EXPO, pixels=PixelSpec(image_size=48), update_every=20,
+    start_training=0, start_episodes=10, buffer_capacity=100_000, pretrain_steps=5_000, env_steps=5_000,
+    eval_every=5_000, eval_episodes=30,
 )  # fmt: skip
 # Runs in seconds-to-a-minute: smoke tests of the pixel path (32x32 frames, tiny networks).
 PRESETS["tiny-pixels"] = dataclasses.replace(

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from expoft.agents.registry import AGENTS, agent_spec
 from expoft.bases.interface import check_chunks, check_obs
 from expoft.bases.remote import RemoteBase
 from expoft.envs.ogbench_domains import get_domain
@@ -71,13 +72,15 @@ def external_candidates(cfg, base=None) -> ExternalCandidates | None:
             cfg.external_base, cfg.obs_spec, domain.action_dim, cfg.agent.chunk_len,
             timeout_s=cfg.external_timeout_s, retries=cfg.external_retries,
         )  # fmt: skip
-    if cfg.algorithm != "expo" or cfg.agent.base_training != "frozen":
+    if not agent_spec(cfg.algorithm).external_base or cfg.agent.base_training != "frozen":
+        able = sorted(n for n, a in AGENTS.items() if a.external_base)
         raise ValueError(
-            "an external base works with algorithm 'expo' and base_training 'frozen' (the base's owner "
-            f"holds its weights); got algorithm {cfg.algorithm!r}, base_training {cfg.agent.base_training!r}"
+            f"an external base works with an agent that acts around one ({able}) and base_training 'frozen' "
+            f"(the base's owner holds its weights); got algorithm {cfg.algorithm!r}, "
+            f"base_training {cfg.agent.base_training!r}"
         )
     return ExternalCandidates(
-        base, cfg.obs_spec, domain.action_dim, cfg.agent.chunk_len, cfg.agent.exec_len, cfg.agent.num_base_samples
+        base, cfg.obs_spec, domain.action_dim, cfg.agent.chunk_len, cfg.agent.exec_len, cfg.options.num_base_samples
     )
 
 

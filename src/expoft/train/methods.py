@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from expoft.agents.registry import AGENTS, load_plugins
-from expoft.train.config import RunConfig, preset
+from expoft.train.config import RunConfig, preset, with_agent_settings
 
 QC_CHUNK = 5
 """Q-chunking's chunk length on OGBench (h = 5), used by qc and qc-fql."""
@@ -48,8 +48,8 @@ def fixes(name: str) -> frozenset[str]:
 
 
 def _agent(cfg: RunConfig, algorithm: str | None = None, **agent_changes) -> RunConfig:
-    agent = dataclasses.replace(cfg.agent, **agent_changes)
-    return dataclasses.replace(cfg, agent=agent, algorithm=algorithm or cfg.algorithm)
+    """``cfg`` run by ``algorithm`` with agent settings changed by name (shared or its own)."""
+    return with_agent_settings(dataclasses.replace(cfg, algorithm=algorithm or cfg.algorithm), **agent_changes)
 
 
 def _chunked(cfg: RunConfig, length: int) -> dict:

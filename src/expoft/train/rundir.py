@@ -28,15 +28,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from expoft.agents.baselines_config import BaselineConfig
-from expoft.agents.config import EXPOConfig
 from expoft.encoders import EncoderConfig
 from expoft.fileio import atomic_write, move_aside
 from expoft.obs import PixelSpec
 from expoft.report.sinks import MetricSink, open_sinks
 from expoft.report.video import write_video
 from expoft.train.checkpoint import save_pytree
-from expoft.train.config import RunConfig
+from expoft.train.config import SECTIONS, RunConfig, section_type, split_agent_settings
 
 log = logging.getLogger(__name__)
 
@@ -173,19 +171,24 @@ def stop_if_diverged(metrics: dict, last_finite, run: RunDir, where: str, name: 
 
 
 def config_from_json(data: dict) -> RunConfig:
-    """Rebuild a RunConfig from its ``config.json``."""
+    """Rebuild a RunConfig from its ``config.json``. Files written before each agent owned its
+    settings (2026-12-05) hold EXPO's settings in ``agent`` and the baselines' in ``baseline``:
+    every setting goes to the section that holds it now, by its name (the flag's)."""
 
     def tuples(d: dict) -> dict:
         return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
-    agent = tuples(data["agent"])
-    if isinstance(agent.get("encoder"), dict):
-        agent["encoder"] = EncoderConfig(**tuples(agent["encoder"]))
-    fields = {**data, "agent": EXPOConfig(**agent)}
+    stored = ("baseline", *SECTIONS)
+    if not isinstance(data, dict) or not all(isinstance(data.get(s) or {}, dict) for s in stored):
+        raise ValueError(f"a run config is a map with a map per agent section {stored}, got {type(data).__name__}")
+    settings = {k: v for section in stored for k, v in tuples(data.get(section) or {}).items()}
+    if isinstance(settings.get("encoder"), dict):
+        settings["encoder"] = EncoderConfig(**tuples(settings["encoder"]))
+    fields = {k: v for k, v in data.items() if k not in stored}
+    by_section = split_agent_settings(settings)
+    fields.update({section: section_type(section)(**by_section.get(section, {})) for section in SECTIONS})
     if data.get("pixels") is not None:
         fields["pixels"] = PixelSpec(**tuples(data["pixels"]))
-    if "baseline" in data:
-        fields["baseline"] = BaselineConfig(**tuples(data["baseline"]))
     for name in ("dataset", "base_from"):
         if fields.get(name) is not None:
             fields[name] = Path(fields[name])

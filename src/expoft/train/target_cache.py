@@ -125,9 +125,9 @@ class TargetCandidateCache:
 
 
 def run_cache(cfg, buffer: ReplayBuffer) -> TargetCandidateCache | None:
-    """The cache of a run config (``cfg.agent.target_cache_refresh``), or None when it is off."""
-    a = cfg.agent
-    if a.target_cache_refresh is None:
+    """The cache of a run config (``cfg.expo.target_cache_refresh``), or None when it is off."""
+    own = cfg.expo
+    if own.target_cache_refresh is None:
         return None
-    return TargetCandidateCache(buffer, a.num_base_samples, a.exec_len * buffer.action_dim, a.target_cache_refresh,
-                                cfg.seed)  # fmt: skip
+    return TargetCandidateCache(buffer, own.num_base_samples, cfg.agent.exec_len * buffer.action_dim,
+                                own.target_cache_refresh, cfg.seed)  # fmt: skip
