@@ -15,7 +15,7 @@ from expoft.train.build import load_run_agent
 from expoft.train.checkpoint import CheckpointError, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, TINY_EXPO, preset
 from expoft.train.evaluate import paired_difference, wilson_interval
-from expoft.train.finetune import _update_calls_due
+from expoft.train.online_loop import update_calls_due as _update_calls_due
 from expoft.train.rundir import RunDir
 
 from .conftest import assert_same_leaves, metrics_rows, tensorboard_images

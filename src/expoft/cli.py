@@ -315,6 +315,53 @@ class Serve:
         server.serve_forever()
 
 
+@dataclasses.dataclass(frozen=True)
+class Learner:
+    """Own a fine-tuning run (agent, replay buffer, run folder) and serve its online phase to an
+    actor (`expoft actor`): pretraining as `expoft finetune`, then one decision per message."""
+
+    config: Annotated[RunConfig, tyro.conf.OmitArgPrefixes]
+    out: Path = Path("runs/learner")
+    """Run folder: the files of `expoft finetune`, plus learner.json (the run's id)."""
+    listen: str = "127.0.0.1:8765"
+    """HOST:PORT to serve actors on (port 0: a free one, printed)."""
+    mode: str = "sync"
+    """sync: the actor waits for each decision's update calls and weights (exactly the loop of
+    `expoft finetune`)."""
+    overwrite: bool = False
+    resume: bool = False
+    """Continue the killed run in --out from its newest checkpoint (its own config.json)."""
+    idle_timeout_s: float = 600.0
+    """Longest wait for the actor's next message before its connection is dropped."""
+    progress: bool = True
+
+    def run(self) -> None:
+        from expoft.actorlearner.learner import serve_run
+
+        summary = serve_run(self.config, self.out, self.listen, mode=self.mode, overwrite=self.overwrite,
+                            resume=self.resume, progress=self.progress, idle_timeout_s=self.idle_timeout_s)  # fmt: skip
+        print(json.dumps({k: v for k, v in summary.items() if k != "evaluations"}))
+
+
+@dataclasses.dataclass(frozen=True)
+class Actor:
+    """Act for a learner: build its run's environment and agent, act with the newest weights,
+    stream every executed decision; until the learner's run has finished."""
+
+    learner: str = "ws://127.0.0.1:8765"
+    name: str = "actor"
+    answer_timeout_s: float = 600.0
+    """Longest wait for the learner's answer to one decision (its update calls included)."""
+    retries: int = 10
+    """Reconnections (with backoff, up to 30 s apart) before the actor gives up."""
+
+    def run(self) -> None:
+        from expoft.actorlearner.actor import Actor as ActorProcess
+
+        actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries)
+        print(json.dumps({"decisions": actor.run(), **actor.latency_ms()}))
+
+
 def _with_preset(target, argv: list[str], name: str = "default"):
     """``--preset NAME`` picks the defaults, ``--method NAME`` changes them into that method's
     (`expoft.train.methods`); the other flags then override."""
@@ -333,6 +380,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
     "finetune": (lambda argv: _with_preset(Finetune, argv), "pretrain + online EXPO fine-tuning (--preset NAME)"),
     "eval": (lambda argv: tyro.cli(Eval, args=argv, prog="expoft eval"), "evaluate a run's checkpoint"),
     "serve": (lambda argv: tyro.cli(Serve, args=argv, prog="expoft serve"), "serve a run's base policy (websocket)"),
+    "learner": (lambda argv: _with_preset(Learner, argv), "own a run and serve its online phase to an actor"),
+    "actor": (lambda argv: tyro.cli(Actor, args=argv, prog="expoft actor"), "act for a learner (ws://HOST:PORT)"),
     "demo": (lambda argv: _with_preset(Demo, argv, "demo"), "the main job: fine-tune cube-single task 1 end to end"),
     "bench": (
         parse_bench,

@@ -1,0 +1,208 @@
+"""The learner process: owns the agent, the replay buffer, the run folder and its checkpoints
+(the files of `expoft finetune`), and serves an actor over a websocket.
+
+Sync mode (the default): the learner takes each decision the actor executed, makes the update
+calls due (the run's own schedule), and answers with the weights when they changed; the actor
+waits for that answer before its next decision. With one actor this is the single-process loop
+cut in two, and logs the same metrics (CPU runs are deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import websockets.exceptions
+import websockets.sync.server
+
+from expoft.actorlearner.messages import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL,
+    ProtocolError,
+    decision_from_message,
+    expect,
+    field,
+    weights_of,
+)
+from expoft.bases.wire import packb, unpackb
+from expoft.envs.ogbench_domains import get_domain
+from expoft.fileio import atomic_write
+from expoft.obs import PixelSpec
+from expoft.train.online_loop import OnlineLearner
+from expoft.train.rundir import to_jsonable
+
+log = logging.getLogger(__name__)
+
+MODES = ("sync",)
+
+
+class LearnerServer:
+    """Serve ``learner`` to one actor at a time until the run's env-step budget is spent."""
+
+    def __init__(self, learner: OnlineLearner, run_id: str, host: str = "127.0.0.1", port: int = 0, *,
+                 hello_timeout_s: float = 30.0, idle_timeout_s: float = 600.0, ping_s: float = 5.0):  # fmt: skip
+        self.learner, self.run_id = learner, run_id
+        self.hello_timeout_s, self.idle_timeout_s = hello_timeout_s, idle_timeout_s
+        self.summary: dict | None = None
+        self.failure: BaseException | None = None
+        self.finished = threading.Event()
+        self._busy = threading.Lock()
+        self._random: Any = None  # the next decision's random chunk, drawn once
+        cfg = learner.cfg
+        self.obs_dim = None if isinstance(cfg.obs_spec, PixelSpec) else int(cfg.obs_spec)
+        self.action_dim, self.exec_len = get_domain(cfg.env).action_dim, cfg.agent.exec_len
+        self._server = websockets.sync.server.serve(
+            self._handle, host, port, max_size=MAX_MESSAGE_BYTES, ping_interval=ping_s, ping_timeout=4 * ping_s,
+            compression=None,
+        )  # fmt: skip
+
+    @property
+    def port(self) -> int:
+        return self._server.socket.getsockname()[1]
+
+    def serve(self) -> dict:
+        """Serve until the run has finished; its summary."""
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread.start()
+        self.finished.wait()
+        self._server.shutdown()
+        thread.join()
+        if self.failure is not None:
+            raise self.failure
+        assert self.summary is not None
+        return self.summary
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+    # ---- one actor's connection ------------------------------------------------------------------
+    def _handle(self, ws) -> None:
+        if not self._busy.acquire(blocking=False):
+            self._refuse(ws, "this learner runs in sync mode and serves one actor at a time; another one is connected")
+            return
+        try:
+            self._session(ws)
+        except (websockets.exceptions.ConnectionClosed, TimeoutError) as exc:
+            log.warning("actor connection lost: %s", exc)
+        except ProtocolError as exc:
+            self._refuse(ws, str(exc))
+        except BaseException as exc:  # the learner itself failed: the run stops, the actor is told why
+            self.failure = exc
+            self._refuse(ws, f"the learner failed: {type(exc).__name__}: {exc}")
+            self.finished.set()
+        finally:
+            self._busy.release()
+
+    def _refuse(self, ws, message: str) -> None:
+        log.warning("refused: %s", message)
+        try:
+            ws.send(packb({"type": "error", "message": message}))
+            ws.close()
+        except websockets.exceptions.ConnectionClosed:
+            pass
+
+    def _recv(self, ws, timeout: float) -> dict:
+        raw = ws.recv(timeout=timeout)
+        if not isinstance(raw, bytes):
+            raise ProtocolError("messages are binary msgpack frames, got text")
+        try:
+            return unpackb(raw)
+        except Exception as exc:  # msgpack's errors: whatever the bytes were, they are not a message
+            raise ProtocolError(f"undecodable message: {exc}") from exc
+
+    def _random_chunk(self):
+        if self._random is None:
+            self._random = self.learner.random_chunk()
+        return self._random
+
+    def _session(self, ws) -> None:
+        hello = expect(self._recv(ws, self.hello_timeout_s), "hello")
+        if field(hello, "protocol", int) != PROTOCOL:
+            raise ProtocolError(f"protocol {hello['protocol']} is not this learner's ({PROTOCOL}); update expoft")
+        learner = self.learner
+        actor_version = -1
+        ws.send(packb({
+            "type": "welcome", "protocol": PROTOCOL, "run_id": self.run_id, "config": to_jsonable(learner.cfg),
+            "step": learner.state.step, "episodes": learner.state.episodes,
+            "version": learner.version, "weights": weights_of(learner.agent), "random_chunk": self._random_chunk(),
+            "done": learner.done,
+        }))  # fmt: skip
+        actor_version = learner.version
+        while not learner.done:
+            message = self._recv(ws, self.idle_timeout_s)
+            seq = field(expect(message, "decision"), "seq", int)
+            if seq > learner.state.step:
+                raise ProtocolError(f"the decision at env step {seq} arrived before the one at {learner.state.step}")
+            if seq == learner.state.step:  # an older one is a resend after a lost ack: answered, not taken again
+                learner.absorb(decision_from_message(message, self.obs_dim, self.action_dim, self.exec_len))
+                self._random = None
+                if learner.done:
+                    self.summary = learner.finish()
+            reply = {"type": "ack", "seq": seq, "version": learner.version, "done": learner.done,
+                     "random_chunk": None if learner.done else self._random_chunk(), "weights": None}  # fmt: skip
+            if learner.version != actor_version:
+                reply["weights"], actor_version = weights_of(learner.agent), learner.version
+            ws.send(packb(reply))
+        self.finished.set()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); port 0 picks a free one."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen must be HOST:PORT (e.g. 127.0.0.1:8765), got {listen!r}")
+    return host, int(port)
+
+
+def check_learnable(cfg) -> None:
+    """What the learner-actor split does not carry yet, refused before anything is written."""
+    if cfg.video_every:
+        raise ValueError(
+            "--video-every: training videos are filmed where the environment runs; the actor keeps no run "
+            "folder yet. Set --video-every 0 (evaluate with `expoft eval --video`)"
+        )
+    if cfg.external_base is not None:
+        raise ValueError("--external-base with a learner is not supported yet: run `expoft finetune` for it")
+
+
+def _run_id(run_dir: Path) -> str:
+    """The run's identity, kept in RUN/learner.json: weights from another run are refused."""
+    path = run_dir / "learner.json"
+    if path.exists():
+        return json.loads(path.read_text())["run_id"]
+    run_id = uuid.uuid4().hex
+    atomic_write(path, lambda f: f.write(json.dumps({"run_id": run_id}).encode()))
+    return run_id
+
+
+def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str = "sync", overwrite: bool = False,
+              resume: bool = False, progress: bool = True, on_listening: Callable[[int], None] | None = None,
+              **server_args: Any) -> dict:  # fmt: skip
+    """Pretrain (or resume) the run in ``out`` as `expoft finetune` would, then serve its online
+    phase to actors at ``listen`` until the env-step budget is collected; the run's summary.
+    ``cfg`` is ignored with ``resume`` (the run's own config.json is used)."""
+    from expoft.train.finetune import finetune
+    from expoft.train.finetune import resume as resume_run
+
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
+    host, port = parse_listen(listen)
+    if not resume:
+        check_learnable(cfg)
+
+    def online(learner: OnlineLearner) -> dict:
+        check_learnable(learner.cfg)
+        server = LearnerServer(learner, _run_id(learner.run.path), host, port, **server_args)
+        log.info("learner of %s listening on ws://%s:%d (%s mode)", learner.run.path, host, server.port, mode)
+        if on_listening is not None:
+            on_listening(server.port)
+        return server.serve()
+
+    if resume:
+        return resume_run(out, progress=progress, online=online)
+    return finetune(cfg, out, overwrite=overwrite, progress=progress, online=online)

@@ -1,0 +1,183 @@
+"""The learner-actor protocol: msgpack messages (``expoft.bases.wire``, never pickle), each
+checked on arrival, so that a malformed message is refused with a reason instead of reaching the
+replay buffer or the agent.
+
+actor -> learner                              learner -> actor
+``hello``  {protocol, actor}                  ``welcome`` {protocol, run_id, config, step, episodes,
+                                                           version, weights, random_chunk, done}
+``decision`` {seq, episode, obs [k, D],        ``ack`` {seq, version, weights (when newer than
+  actions [k, A], rewards [k], next_obs,        the actor's), random_chunk, done}
+  terminated [k], truncated [k], intervened    ``error`` {message}: the sender of a bad message
+  [k], success, episode_ended, edited,           learns what was wrong; the learner keeps serving
+  not_first, act_seconds, version}
+
+``seq`` is the run's env step at a decision's first transition (its transitions are seq, seq + 1,
+...): the learner takes the decision at its own env step, answers an older one again without
+taking it twice (a resend after a lost ack), and refuses a gap.
+``weights`` are the agent's arrays by their pytree path, with the ``run_id`` they belong to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from expoft.envs.chunks import Transition
+from expoft.train.online_loop import Decision
+
+PROTOCOL = 1
+MAX_MESSAGE_BYTES = 1 << 30
+"""Largest message either side accepts (an EXPO agent with its optimiser states is ~30 MB at the
+published sizes; a pixel agent more)."""
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the text says what is wrong."""
+
+
+def field(message: dict, name: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
+    if name not in message:
+        raise ProtocolError(f"message {message.get('type')!r} has no field {name!r}")
+    value = message[name]
+    if kind is int and isinstance(value, np.integer):
+        value = int(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ProtocolError(f"field {name!r} of {message.get('type')!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def expect(message: Any, kind: str) -> dict:
+    """``message`` if it is a map of type ``kind``; an ``error`` message raises its text."""
+    if not isinstance(message, dict) or "type" not in message:
+        raise ProtocolError(f"expected a {kind!r} message, got {type(message).__name__}")
+    if message["type"] == "error" and kind != "error":
+        raise ProtocolError(f"the other side refused: {message.get('message')}")
+    if message["type"] != kind:
+        raise ProtocolError(f"expected a {kind!r} message, got {message['type']!r}")
+    return message
+
+
+# ---- weights ---------------------------------------------------------------------------------------
+
+
+def weights_of(agent: Any) -> dict[str, np.ndarray]:
+    """Every array of ``agent`` by its pytree path."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(agent)
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def with_weights(template: Any, weights: dict) -> Any:
+    """``template`` (an agent of the run's config) holding ``weights``; every array must be there,
+    with the template's shape and dtype."""
+    if not isinstance(weights, dict):
+        raise ProtocolError(f"weights must be a map of arrays, got {type(weights).__name__}")
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    keys = [jax.tree_util.keystr(path) for path, _ in leaves]
+    missing, extra = sorted(set(keys) - set(weights)), sorted(set(weights) - set(keys))
+    if missing or extra:
+        raise ProtocolError(f"weights of another agent: missing {missing[:3]}, unexpected {extra[:3]}")
+    arrays = []
+    for key, (_, leaf) in zip(keys, leaves, strict=True):
+        value = weights[key]
+        if not isinstance(value, np.ndarray) or value.shape != np.shape(leaf) or value.dtype != np.asarray(leaf).dtype:
+            got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+            raise ProtocolError(f"weight {key}: expected {np.asarray(leaf).dtype} {np.shape(leaf)}, got {got}")
+        arrays.append(value)
+    return jax.tree_util.tree_unflatten(treedef, arrays)
+
+
+# ---- decisions -------------------------------------------------------------------------------------
+
+
+def _stack(values: list) -> Any:
+    if isinstance(values[0], dict):  # pixel observations
+        return {k: np.stack([v[k] for v in values]) for k in values[0]}
+    return np.stack(values)
+
+
+def decision_message(seq: int, episode: int, version: int, decision: Decision) -> dict:
+    ts = decision.transitions
+    return {
+        "type": "decision", "seq": seq, "episode": episode, "version": version,
+        "obs": _stack([t.observation for t in ts]), "actions": np.stack([t.action for t in ts]).astype(np.float32),
+        "rewards": np.asarray([t.reward for t in ts], np.float64),
+        "next_obs": _stack([t.next_observation for t in ts]),
+        "terminated": np.asarray([t.terminated for t in ts]), "truncated": np.asarray([t.truncated for t in ts]),
+        "intervened": np.asarray([t.intervened for t in ts]),
+        "success": bool(decision.success), "episode_ended": bool(decision.episode_ended),
+        "edited": decision.edited, "not_first": decision.not_first, "act_seconds": float(decision.act_seconds),
+    }  # fmt: skip
+
+
+def _rows(value: Any, name: str, k: int, shape: tuple, dtype_kind: str) -> Any:
+    """``value`` checked as ``[k, *shape]`` numbers (or a map of such arrays, for pixels)."""
+    if isinstance(value, dict):
+        return {
+            key: _rows(v, f"{name}[{key}]", k, np.shape(v)[1:], np.asarray(v).dtype.kind) for key, v in value.items()
+        }
+    if not isinstance(value, np.ndarray):
+        raise ProtocolError(f"{name} must be an array, got {type(value).__name__}")
+    if value.shape != (k, *shape):
+        raise ProtocolError(f"{name} has shape {value.shape}, expected {(k, *shape)}")
+    if value.dtype.kind not in dtype_kind:
+        raise ProtocolError(f"{name} has dtype {value.dtype}, expected numbers")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise ProtocolError(f"{name} holds NaN or infinite values")
+    return value
+
+
+def decision_from_message(message: dict, obs_dim: int | None, action_dim: int, exec_len: int) -> Decision:
+    """The :class:`Decision` a ``decision`` message carries, every field checked: ``obs_dim`` the
+    state size (None: pixel observations, maps of arrays), actions of ``action_dim`` in [-1, 1],
+    1 to ``exec_len`` steps, only the last may end the episode."""
+    expect(message, "decision")
+    actions = field(message, "actions", np.ndarray)
+    k = actions.shape[0] if actions.ndim == 2 else -1
+    if not 1 <= k <= exec_len:
+        raise ProtocolError(f"actions has shape {actions.shape}, expected [1..{exec_len}, {action_dim}]")
+    actions = _rows(actions, "actions", k, (action_dim,), "f")
+    if np.abs(actions).max() > 1.0 + 1e-6:
+        raise ProtocolError("actions must lie in [-1, 1]")
+    obs_shape = () if obs_dim is None else (obs_dim,)
+    obs = message.get("obs")
+    next_obs = message.get("next_obs")
+    if obs_dim is not None:
+        obs, next_obs = _rows(obs, "obs", k, obs_shape, "f"), _rows(next_obs, "next_obs", k, obs_shape, "f")
+    elif not isinstance(obs, dict) or not isinstance(next_obs, dict):
+        raise ProtocolError("pixel observations must be maps of arrays")
+    rewards = _rows(field(message, "rewards", np.ndarray), "rewards", k, (), "f")
+    flags = {name: _rows(field(message, name, np.ndarray), name, k, (), "b") for name in
+             ("terminated", "truncated", "intervened")}  # fmt: skip
+    ended = field(message, "episode_ended", bool)
+    ends = flags["terminated"] | flags["truncated"]
+    if ends[:-1].any() or bool(ends[-1]) != ended:
+        raise ProtocolError(
+            "only a decision's last step may end the episode, and episode_ended must say whether it did"
+        )
+    success = field(message, "success", bool)
+    edited, not_first = message.get("edited"), message.get("not_first")
+    if not all(v is None or isinstance(v, bool) for v in (edited, not_first)):
+        raise ProtocolError("edited and not_first must be booleans or nil")
+    act_seconds = field(message, "act_seconds", (float, int))
+
+    def obs_row(o, i):
+        return {key: v[i] for key, v in o.items()} if isinstance(o, dict) else o[i]
+
+    transitions = [
+        Transition(
+            obs_row(obs, i),
+            actions[i],
+            float(rewards[i]),
+            obs_row(next_obs, i),
+            bool(flags["terminated"][i]),
+            bool(flags["truncated"][i]),
+            bool(flags["intervened"][i]),
+        )  # fmt: skip
+        for i in range(k)
+    ]
+    return Decision(transitions, ended, success, edited, not_first, float(act_seconds))

@@ -1,0 +1,269 @@
+"""The online loop in two halves, so that acting and learning may live in two processes.
+
+- :class:`EnvSide` runs the environment: executes a decision (a chunk of actions, through the
+  interventions), resets finished episodes with the run's reset seeds, films training episodes.
+- :class:`OnlineLearner` takes what one decision produced (its transitions, whether the episode
+  ended and succeeded) into the replay buffer and makes the update calls due, logs, evaluates and
+  checkpoints, exactly as the single-process loop did in one body.
+- :func:`decide` chooses a decision's chunk: uniform random in the first ``random_steps`` (from the
+  learner's sampling generator, which the update calls share), else the agent's acting rule.
+
+``expoft finetune`` runs the three in one process (:func:`run_local`); ``expoft learner`` and
+``expoft actor`` put the environment side and the acting in another (``expoft.actorlearner``).
+In both the calls come in the same order with the same keys, which is what makes a synchronous
+actor-learner run log the metrics of the single-process one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from expoft.agents.common import act
+from expoft.envs.chunks import ActionChunks, Transition
+from expoft.envs.interventions import ScriptedIntervener
+from expoft.envs.ogbench_domains import get_domain
+from expoft.obs import add_batch_axis
+from expoft.progress import Progress
+from expoft.report.video import render_frame
+from expoft.train.build import make_run_env, update_call
+from expoft.train.config import RunConfig
+from expoft.train.evaluate import evaluate, evaluation_seed
+from expoft.train.external import step_seed
+from expoft.train.online_state import LoopState, log_row
+from expoft.train.rundir import stop_if_diverged, to_jsonable
+from expoft.train.summary import finish
+from expoft.train.target_cache import run_cache
+
+
+@dataclasses.dataclass
+class Decision:
+    """What executing one decision produced, as the learner takes it."""
+
+    transitions: Sequence[Transition]
+    episode_ended: bool
+    success: bool
+    """The last step's success flag (meaningful when the episode ended)."""
+    edited: bool | None = None
+    not_first: bool | None = None
+    """Did an edited candidate, or any candidate but the first base sample, win (EXPO's OTF)?"""
+    act_seconds: float = 0.0
+
+
+def reset_seed(cfg: RunConfig, episodes: int) -> int:
+    """Reset seed of the training episode after ``episodes`` finished ones."""
+    return cfg.seed if episodes == 0 else cfg.seed + 1_000_000 + episodes
+
+
+def crossed(prev: int, step: int, every: int) -> int:
+    """How many multiples of ``every`` lie in ``(prev, step]``."""
+    return step // every - prev // every
+
+
+def update_calls_due(cfg: RunConfig, prev: int, step: int, episode_ended: bool) -> int:
+    """Update calls due after the environment moved from step ``prev`` to ``step`` (one chunk):
+    one per multiple of the update period (``update_every``, or one decision) passed since
+    ``start_training``, or ``updates_per_episode`` when an episode has just ended."""
+    if step < cfg.start_training:
+        return 0
+    if cfg.updates_per_episode:
+        return cfg.updates_per_episode if episode_ended else 0
+    return crossed(max(prev, cfg.start_training - 1), step, cfg.update_period)
+
+
+class EnvSide:
+    """The run's training environment with action chunks, interventions and filming; starts at the
+    episode after ``episodes`` finished ones (a resumed run's)."""
+
+    def __init__(self, cfg: RunConfig, episodes: int, run=None, env=None):
+        self.cfg, self.run, self.episodes = cfg, run, episodes
+        filming = run is not None and cfg.video_every > 0
+        raw = env if env is not None else make_run_env(cfg, render=filming)
+        self.raw_env, self.filming = raw, filming
+        self.frames: list[np.ndarray] = []
+        intervener = None
+        if cfg.intervene == "scripted":
+            intervener = ScriptedIntervener(
+                raw, cfg.env, cfg.task, seed=cfg.seed, patience=cfg.intervene_patience, decay=cfg.intervene_decay
+            )
+            intervener.episodes = episodes
+        self.env = ActionChunks(raw, cfg.agent.exec_len, intervener=intervener, on_step=self._film)
+        self.obs, _ = self.env.reset(seed=reset_seed(cfg, episodes))
+        self._film()
+
+    def _film(self) -> None:
+        if self.filming and self.episodes % self.cfg.video_every == 0:
+            self.frames.append(render_frame(self.raw_env))
+
+    def execute(self, chunk: np.ndarray, step_after: int) -> tuple[list[Transition], bool, bool]:
+        """Execute ``chunk``; ``step_after``: the run's env step once it is taken (for the video's
+        time axis). Returns the transitions, whether the episode ended, and its success flag."""
+        self.obs, _, terminated, truncated, info = self.env.step(chunk)
+        transitions = info["transitions"]
+        ended = bool(terminated or truncated)
+        if ended:
+            if self.frames:
+                self.run.video(self.frames, f"episode_{self.episodes}.{self.cfg.video_format}",
+                               step_after + len(transitions))  # fmt: skip
+                self.frames.clear()
+            self.episodes += 1
+            self.obs, _ = self.env.reset(seed=reset_seed(self.cfg, self.episodes))
+            self._film()
+        return transitions, ended, bool(info["success"])
+
+
+def decide(cfg: RunConfig, agent, obs, step: int, random_chunk: np.ndarray | None, external=None):
+    """The chunk of the decision at env step ``step`` and EXPO's (edited, not_first) flags."""
+    if random_chunk is not None:
+        return random_chunk, None, None
+    batch = add_batch_axis(obs)
+    base = None if external is None else external(batch, step_seed(cfg, step))
+    a, info = act(agent, batch, jax.random.fold_in(jax.random.PRNGKey(cfg.seed + 1), step + 1), base)
+    # one transfer: indexing device arrays would dispatch an op each
+    a, edited, not_first = jax.device_get((a, info.get("edited"), info.get("not_first")))
+    flags = (None, None) if edited is None else (bool(edited[0]), bool(not_first[0]))
+    return np.asarray(a[0]), *flags
+
+
+class OnlineLearner:
+    """The learner's half of the loop: the agent, the replay buffer, the run folder."""
+
+    def __init__(self, cfg, run, agent, buffer, store, state: LoopState, eval_env, progress, clock, external=None):
+        self.cfg, self.run, self.agent, self.buffer, self.store = cfg, run, agent, buffer, store
+        self.state, self.eval_env, self.clock, self.external = state, eval_env, clock, external
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state.sampling_rng
+        self.eval_seed = evaluation_seed(cfg)
+        self.bar = Progress(cfg.env_steps, "finetune", unit="step", enabled=progress, initial=state.step)
+        self.cache = run_cache(cfg, buffer)
+        self.episode_steps = self.episode_intervened = 0
+        self.version = 0
+        """Bumped whenever update calls change the agent: the weights an actor must fetch."""
+        if state.checkpoint_due:  # the first one, before RL
+            self.checkpoint()
+
+    @property
+    def done(self) -> bool:
+        return self.state.step >= self.cfg.env_steps
+
+    def elapsed(self) -> float:
+        return self.state.elapsed_seconds + self.clock.wall()
+
+    def cpu(self) -> float:
+        return self.state.cpu_seconds + self.clock.cpu()
+
+    def random_chunk(self) -> np.ndarray | None:
+        """The next decision's chunk while ``random_steps`` last (drawn from the sampling generator
+        the update calls share, so it must be drawn here, in order), else None."""
+        if self.state.step >= self.cfg.random_steps:
+            return None
+        return self.rng.uniform(-1.0, 1.0, (self.cfg.agent.exec_len, get_domain(self.cfg.env).action_dim)).astype(
+            np.float32
+        )
+
+    def checkpoint(self) -> None:
+        state = self.state
+        if self.cache is not None:  # a resumed run starts with an empty cache: so does this one, from here
+            self.cache.flush()
+        state.sampling_rng = self.rng.bit_generator.state
+        state.metrics_bytes = self.run.metrics_bytes()
+        state.checkpoint_due = False  # as the resumed run must see it
+        saved = dataclasses.replace(state, elapsed_seconds=self.elapsed(), cpu_seconds=self.cpu())
+        self.store.save(state.step, self.agent, self.buffer, dataclasses.asdict(saved), to_jsonable(self.cfg))
+        self.run.checkpoint_written()
+
+    def absorb(self, decision: Decision) -> None:
+        """Take one executed decision: store its steps, make the update calls due, log, evaluate,
+        checkpoint at the first episode end after one is due."""
+        cfg, state, buffer, run = self.cfg, self.state, self.buffer, self.run
+        prev = state.step
+        state.act_time += decision.act_seconds
+        if decision.edited is not None:
+            state.acted_edited.append(decision.edited)
+            state.acted_not_first.append(bool(decision.not_first))
+        ended = decision.episode_ended
+        for t in decision.transitions:
+            last_of_episode = t.terminated or t.truncated
+            buffer.add(t.observation, t.action, t.reward, t.next_observation, t.terminated, last_of_episode,
+                       success=last_of_episode and decision.success, intervened=t.intervened)  # fmt: skip
+        state.step += len(decision.transitions)
+        self.episode_steps += len(decision.transitions)
+        self.episode_intervened += sum(t.intervened for t in decision.transitions)
+        if ended:
+            state.finish_episode(decision.success, self.episode_intervened / self.episode_steps)
+            self.episode_steps = self.episode_intervened = 0
+
+        step = state.step
+        calls = 0
+        if self.agent.learns_online and state.episodes >= cfg.start_episodes:
+            calls = update_calls_due(cfg, prev, step, ended)
+        if calls:
+            t0 = time.perf_counter()
+            for i in range(calls):
+                n = state.update_calls + i + 1
+                seed = step_seed(cfg, step, salt=n) if self.external is not None else None
+                new_agent, metrics = update_call(
+                    cfg, self.agent, buffer, self.rng, external=self.external, external_seed=seed, cache=self.cache,
+                    call=n,
+                )  # fmt: skip
+                stop_if_diverged(metrics, self.agent, run, f"env step {step} (update call {n})", f"last_finite_{step}",
+                                 {"env_step": step})  # fmt: skip
+                self.agent = new_agent
+                state.pending.append(metrics)
+            state.update_calls += calls
+            state.update_time += time.perf_counter() - t0
+            self.version += 1
+
+        last = step >= cfg.env_steps
+        if crossed(prev, step, cfg.log_every) or last:
+            row = log_row(state, buffer)
+            row.update({"time/update_s": state.update_time, "time/act_s": state.act_time,
+                        "time/elapsed_s": self.elapsed(), "time/cpu_s": self.cpu()})  # fmt: skip
+            run.log(row)
+            state.pending, state.acted_edited, state.acted_not_first = [], [], []
+            grad_per_s = state.update_calls * cfg.agent.utd / state.update_time if state.update_time else 0.0
+            self.bar.set(success=f"{row['train/rolling_success']:.2f}", calls=state.update_calls,
+                         grad_per_s=f"{grad_per_s:.0f}")  # fmt: skip
+        if crossed(prev, step, cfg.eval_every) or last:
+            agent, external = self.agent, self.external
+            result = evaluate(agent, self.eval_env, cfg.eval_episodes, self.eval_seed, external=external)
+            if (cfg.eval_base or last) and agent.has_base:  # the base at the end always: final_base_success
+                result |= evaluate(agent, self.eval_env, cfg.eval_episodes, self.eval_seed, policy="base",
+                                   external=external)  # fmt: skip
+            run.log({"env_step": step, **result})
+            state.evals.append({"env_step": step, **result, "time/cpu_s": self.cpu()})
+            if state.first_95 is None and result["eval/success"] >= 0.95:
+                state.first_95, state.cpu_to_95 = step, state.evals[-1]["time/cpu_s"]
+            self.bar.set(eval=f"{result['eval/success']:.2f}")
+        state.checkpoint_due |= crossed(prev, step, cfg.checkpoint_every) > 0
+        if state.checkpoint_due and ended and not last:
+            self.checkpoint()
+        self.bar.update(step - prev)
+
+    def finish(self, extra: dict[str, Any] | None = None) -> dict:
+        """The final agent and replay data (for `expoft eval`, `--base-from`, analysis), then the
+        summary. The run may end mid-episode: that episode's flags are final too, since it ends
+        with the run."""
+        self.bar.close()
+        self.checkpoint()
+        return finish(self.cfg, self.run, self.state, self.buffer, self.elapsed(), self.cpu(), extra or {})
+
+
+def run_local(learner: OnlineLearner) -> dict:
+    """The single-process loop: act, execute, learn, until the env-step budget is spent."""
+    cfg, state = learner.cfg, learner.state
+    side = EnvSide(cfg, state.episodes, learner.run)
+    while not learner.done:
+        t0 = time.perf_counter()
+        chunk, edited, not_first = decide(cfg, learner.agent, side.obs, state.step, learner.random_chunk(),
+                                          learner.external)  # fmt: skip
+        act_seconds = time.perf_counter() - t0
+        transitions, ended, success = side.execute(chunk, state.step)
+        learner.absorb(Decision(transitions, ended, success, edited, not_first, act_seconds))
+    external = learner.external
+    return learner.finish({} if external is None else {"external_base_latency_ms": external.latency_ms()})

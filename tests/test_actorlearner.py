@@ -1,0 +1,115 @@
+"""Learner and actor processes: the run's online loop cut in two over a websocket."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from expoft.actorlearner.actor import Actor
+from expoft.actorlearner.learner import serve_run
+from expoft.actorlearner.messages import ProtocolError, decision_from_message, decision_message, with_weights
+from expoft.envs.chunks import Transition
+from expoft.train.build import make_agent
+from expoft.train.config import preset
+from expoft.train.finetune import finetune
+from expoft.train.online_loop import Decision
+
+from .test_resume import comparable_rows
+
+SMALL = {"env_steps": 120, "eval_every": 60, "log_every": 30, "checkpoint_every": 60, "start_training": 40}
+
+
+def _learner_in_thread(cfg, out, **kwargs):
+    """A learner serving ``cfg`` from a thread; (thread, result dict, the port once listening)."""
+    port, result = threading.Event(), {}
+
+    def listening(p):
+        result["port"] = p
+        port.set()
+
+    def serve():
+        try:
+            result["summary"] = serve_run(cfg, out, "127.0.0.1:0", progress=False, on_listening=listening, **kwargs)
+        except BaseException as exc:  # surfaced by the test
+            result["error"] = exc
+            port.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert port.wait(300), "the learner never listened"
+    if "error" in result:
+        raise result["error"]
+    return thread, result
+
+
+@pytest.mark.parametrize("method", ["expo", "rlpd"])
+def test_sync_actor_learner_equals_single_process(tmp_path, method):
+    """Known answer: a sync learner with one actor is the single-process loop cut in two: the same
+    metrics rows (clock columns aside), on the same seeds, for an agent with a base and one
+    without (random first steps drawn by the learner, in order)."""
+    from expoft.train.methods import apply_method
+
+    cfg = apply_method(method, preset("tiny", **SMALL, random_steps=20 if method == "rlpd" else 0))
+    single = finetune(cfg, tmp_path / "single", progress=False)
+    thread, result = _learner_in_thread(cfg, tmp_path / "learner")
+    actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2)
+    decisions = actor.run()
+    thread.join(120)
+    assert "error" not in result, result.get("error")
+    assert decisions == len(actor.latencies) > 0
+    assert comparable_rows(tmp_path / "learner") == comparable_rows(tmp_path / "single")
+    assert result["summary"]["final_success"] == single["final_success"]
+    for name in ("config.json", "summary.json", "learner.json"):
+        assert (tmp_path / "learner" / name).exists(), name
+
+
+def _decision(k=2, obs_dim=3, action_dim=2, end=False):
+    rng = np.random.default_rng(0)
+    ts = [
+        Transition(
+            rng.normal(size=obs_dim).astype(np.float32),
+            rng.uniform(-1, 1, action_dim).astype(np.float32),
+            float(i),
+            rng.normal(size=obs_dim).astype(np.float32),
+            False,
+            end and i == k - 1,
+        )  # fmt: skip
+        for i in range(k)
+    ]
+    return Decision(ts, end, False, True, False, 0.001)
+
+
+def test_a_decision_message_round_trips_and_bad_ones_are_refused():
+    message = decision_message(7, 1, 3, _decision(end=True))
+    back = decision_from_message(message, 3, 2, exec_len=2)
+    assert back.episode_ended and back.edited and len(back.transitions) == 2
+    np.testing.assert_array_equal(back.transitions[1].action, message["actions"][1])
+
+    def refused(change, match, **kwargs):
+        with pytest.raises(ProtocolError, match=match):
+            decision_from_message({**message, **change}, kwargs.get("obs_dim", 3), 2, exec_len=2)
+
+    refused({"actions": message["actions"][:, :1]}, "actions has shape")
+    refused({"actions": message["actions"] * 3}, r"in \[-1, 1\]")
+    refused({"obs": np.full((2, 3), np.nan, np.float32)}, "NaN")
+    refused({"rewards": "1"}, "must be ndarray")
+    refused({"truncated": np.array([True, False])}, "only a decision's last step")
+    refused({"episode_ended": False}, "episode_ended must say")
+    refused({"type": "hello"}, "expected a 'decision'")
+    refused({}, "obs has shape", obs_dim=4)
+
+
+def test_weights_of_another_agent_are_refused():
+    cfg = preset("tiny")
+    agent = make_agent(cfg)
+    from expoft.actorlearner.messages import weights_of
+
+    weights = weights_of(agent)
+    assert with_weights(agent, weights) is not None
+    key = next(iter(weights))
+    with pytest.raises(ProtocolError, match="missing"):
+        with_weights(agent, {k: v for k, v in weights.items() if k != key})
+    with pytest.raises(ProtocolError, match="expected float32"):
+        with_weights(agent, {**weights, key: np.zeros((1, 1), np.float64)})
