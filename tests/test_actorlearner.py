@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
+import time
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from expoft.actorlearner.actor import Actor
 from expoft.actorlearner.learner import serve_run
-from expoft.actorlearner.messages import ProtocolError, decision_from_message, decision_message, with_weights
+from expoft.actorlearner.messages import (
+    ProtocolError,
+    buffer_ids,
+    decision_from_message,
+    decision_message,
+    with_weights,
+)
+from expoft.bases.toy import free_port
 from expoft.envs.chunks import Transition
-from expoft.train.build import make_agent
+from expoft.train.build import make_agent, offline_data
+from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import preset
-from expoft.train.finetune import finetune
+from expoft.train.finetune import finetune, run_buffer
 from expoft.train.online_loop import Decision
+from expoft.train.rundir import config_from_json
 
+from .conftest import metrics_rows
 from .test_resume import comparable_rows
 
 SMALL = {"env_steps": 120, "eval_every": 60, "log_every": 30, "checkpoint_every": 60, "start_training": 40}
@@ -113,3 +128,78 @@ def test_weights_of_another_agent_are_refused():
         with_weights(agent, {k: v for k, v in weights.items() if k != key})
     with pytest.raises(ProtocolError, match="expected float32"):
         with_weights(agent, {**weights, key: np.zeros((1, 1), np.float64)})
+
+
+def _journal(path):
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait_for(predicate, what, timeout=300, procs=()):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        for p in procs:
+            assert p.poll() is None, f"{p.args[3]} exited ({p.returncode}) while waiting for {what}: {p.stdout.read()}"
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_actor_learner_loses_no_transition(tmp_path):
+    """Two processes over a real socket; the actor is killed with SIGKILL mid-episode and another
+    one started, later the learner is killed with SIGKILL and restarted with --resume: the run
+    completes, every transition of every episode an actor completed is in the learner's replay
+    buffer exactly once, and the episode the dead actor left open is in it not at all."""
+    port, run = free_port(), tmp_path / "run"
+    env = {"EXPOFT_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    cli = [sys.executable, "-m", "expoft.cli"]
+    learner_cmd = [*cli, "learner", "--preset", "tiny", "--env-steps", "400", "--checkpoint-every", "100",
+                   "--out", str(run), "--listen", f"127.0.0.1:{port}", "--no-progress"]  # fmt: skip
+
+    def start(cmd):
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    def actor(journal):
+        return start([*cli, "actor", "--learner", f"ws://127.0.0.1:{port}", "--journal", str(journal)])
+
+    first, second = tmp_path / "actor1.jsonl", tmp_path / "actor2.jsonl"
+    procs = [start(learner_cmd), actor(first)]
+    try:
+        _wait_for(lambda: len(_journal(first)) >= 70, "the first actor's 70th decision", procs=procs)
+        cut = _journal(first)
+        assert not cut[-1]["ended"], "the actor was to die mid-episode"
+        procs[1].kill()
+        procs[1].wait()
+        procs[1] = actor(second)
+        _wait_for(lambda: len(_journal(second)) >= 180, "the second actor's 180th decision", procs=procs)
+        procs[0].kill()
+        procs[0].wait()
+        procs[0] = start([*cli, "learner", "--resume", "--out", str(run), "--listen", f"127.0.0.1:{port}",
+                          "--no-progress"])  # fmt: skip
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+    finally:
+        for p in procs:
+            p.kill()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] >= 400
+    assert "lost the learner" in outputs[1] and "resending" in outputs[1], outputs[1][-2000:]
+    assert any(r.get("phase") == "resume" for r in metrics_rows(run))
+
+    cfg = config_from_json(json.loads((run / "config.json").read_text()))
+    store = CheckpointStore(run / "checkpoints")
+    buffer = run_buffer(cfg, offline_data(cfg, progress=False), None)
+    store.restore(store.latest_valid(), make_agent(cfg), buffer)
+    online = buffer._online
+    held = Counter(buffer_ids(online.a["observations"][: online.size], online.a["actions"][: online.size]))
+    episodes: dict[tuple, list[dict]] = {}
+    for line in _journal(first) + _journal(second):
+        episodes.setdefault((line["session"], line["episode"]), []).append(line)
+    completed = [lines for lines in episodes.values() if lines[-1]["ended"]]
+    assert len(completed) >= 4
+    for lines in completed:
+        for i in (i for line in lines for i in line["ids"]):
+            assert held[i] == 1, f"a transition of a completed episode is held {held[i]} times"
+    open_episode = episodes[(cut[-1]["session"], cut[-1]["episode"])]
+    assert not any(held[i] for line in open_episode for i in line["ids"])
+    assert any(r.get("phase") == "episode_dropped" for r in metrics_rows(run))

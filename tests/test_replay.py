@@ -202,3 +202,28 @@ def test_successful_only_needs_a_success():
     buffer.add(np.zeros(3), np.zeros(2), 0.0, np.ones(3), False, True)
     with pytest.raises(ValueError, match="no successful episodes"):
         buffer.sample(np.random.default_rng(0), 4, discount=0.9, successful_only=True)
+
+
+def test_drop_open_episode_forgets_only_the_episode_being_written():
+    """An actor that died mid-episode: its steps leave the buffer, the finished episodes stay, and
+    the next episode is written (and flagged successful) as if the dropped one never was."""
+    buf = ReplayBuffer(3, 2, capacity=20)
+    obs = np.zeros(3, np.float32)
+
+    def add(n, end_success=None):
+        for i in range(n):
+            last = end_success is not None and i == n - 1
+            buf.add(obs + buf.total_added, np.zeros(2, np.float32), 0.0, obs, False, last, success=bool(end_success))
+
+    add(5, end_success=False)
+    add(3)  # open
+    assert buf.drop_open_episode() == 3
+    assert (buf.online_size, buf.total_added, buf.drop_open_episode()) == (5, 5, 0)
+    add(4, end_success=True)
+    assert buf.successful_steps[1] == 4 and buf.online_size == 9
+    np.testing.assert_array_equal(buf._online.a["observations"][5:9, 0], [5, 6, 7, 8])
+    wrapped = ReplayBuffer(3, 2, capacity=6)
+    for _ in range(8):  # one open episode longer than the ring: its first steps are gone
+        wrapped.add(obs, np.zeros(2, np.float32), 0.0, obs, False, False)
+    assert wrapped.drop_open_episode() == 0  # kept, closed as cut by a time limit
+    assert wrapped._online.a["episode_ends"][(wrapped._online.ptr - 1) % 6] and wrapped.online_size == 6

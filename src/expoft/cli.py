@@ -354,11 +354,14 @@ class Actor:
     """Longest wait for the learner's answer to one decision (its update calls included)."""
     retries: int = 10
     """Reconnections (with backoff, up to 30 s apart) before the actor gives up."""
+    journal: Path | None = None
+    """Append one JSON line per executed decision here (env step, episode, transition ids)."""
 
     def run(self) -> None:
         from expoft.actorlearner.actor import Actor as ActorProcess
 
-        actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries)
+        actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries,
+                             journal=self.journal)  # fmt: skip
         print(json.dumps({"decisions": actor.run(), **actor.latency_ms()}))
 
 

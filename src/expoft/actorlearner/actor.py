@@ -2,14 +2,25 @@
 
 It learns the run's config from the learner (so it builds the same environment and agent), and
 streams each executed decision; in sync mode it waits for the learner's answer (and new weights)
-before the next decision, with a deadline and keepalive pings on every wait. A lost connection is
-retried with backoff; an unanswered decision is sent again (the learner takes it once).
+before the next decision, with a deadline and keepalive pings on every wait.
+
+Nothing is lost when either side dies. The actor keeps every decision the learner has not yet
+written into a checkpoint (its outbox; the learner's answers say up to which env step it has). A
+lost connection is retried with backoff; then the learner's welcome says at which env step it
+stands: a learner that went back to its newest checkpoint gets the outbox again from there (each
+decision is taken once: they are numbered by env step), and this actor goes on with its episode.
+A new actor process starts at the learner's episode; the learner drops the episode the dead one
+left unfinished.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
+from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +34,7 @@ from expoft.actorlearner.messages import (
     decision_message,
     expect,
     field,
+    transition_ids,
     with_weights,
 )
 from expoft.bases.wire import packb, unpackb
@@ -38,13 +50,23 @@ class LearnerGone(RuntimeError):
     """The learner could not be reached within the retries."""
 
 
+def _steps(message: dict) -> int:
+    return len(message["rewards"])
+
+
 class Actor:
-    """Act for the learner at ``url`` (ws://HOST:PORT) until its run has finished."""
+    """Act for the learner at ``url`` (ws://HOST:PORT) until its run has finished.
+
+    ``journal``: a JSON-lines file that gets one line per executed decision (its env step, the
+    episode, whether it ended it, and an id per transition): what this process handed over, to
+    check against the learner's replay buffer."""
 
     def __init__(self, url: str, *, name: str = "actor", answer_timeout_s: float = 600.0, retries: int = 10,
-                 backoff_s: float = 0.5, ping_s: float = 5.0):  # fmt: skip
+                 backoff_s: float = 0.5, ping_s: float = 5.0, journal: str | Path | None = None):  # fmt: skip
         self.url, self.name = url, name
         self.answer_timeout_s, self.retries, self.backoff_s, self.ping_s = answer_timeout_s, retries, backoff_s, ping_s
+        self.session = uuid.uuid4().hex
+        self.journal = None if journal is None else Path(journal)
         self.ws: Any = None
         self.run_id: str | None = None
         self.cfg: RunConfig | None = None
@@ -52,8 +74,12 @@ class Actor:
         self.side: EnvSide | None = None
         self.version = -1
         self.step = 0
+        """The env step up to which the learner has answered."""
         self.random_chunk = None
-        self.unanswered: dict | None = None
+        self.outbox: list[dict] = []
+        """Decisions executed here and not yet in a learner checkpoint, in order."""
+        self.pending: deque[dict] = deque()
+        """Decisions of the outbox still to be (re)sent."""
         self.decisions = 0
         self.latencies: list[float] = []
         """Seconds from observation to chunk, per decision (the acting latency at the robot)."""
@@ -67,7 +93,9 @@ class Actor:
                 self.ws = websockets.sync.client.connect(self.url, max_size=MAX_MESSAGE_BYTES, compression=None,
                                                          ping_interval=self.ping_s, ping_timeout=4 * self.ping_s,
                                                          open_timeout=10, legacy=True)  # fmt: skip
-                self.ws.send(packb({"type": "hello", "protocol": PROTOCOL, "actor": self.name}))
+                self.ws.send(
+                    packb({"type": "hello", "protocol": PROTOCOL, "actor": self.name, "session": self.session})
+                )
                 return expect(self._recv(30.0), "welcome")
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 last = exc
@@ -84,7 +112,7 @@ class Actor:
         return unpackb(raw)
 
     def _welcome(self, welcome: dict) -> bool:
-        """Take a welcome: config and weights of the run; whether the run has finished."""
+        """Take a welcome (config, weights, the learner's env step); whether the run has finished."""
         if field(welcome, "protocol", int) != PROTOCOL:
             raise ProtocolError(f"the learner speaks protocol {welcome['protocol']}, this actor {PROTOCOL}")
         run_id = field(welcome, "run_id", str)
@@ -94,19 +122,26 @@ class Actor:
             self.agent = make_agent(self.cfg)
         elif run_id != self.run_id:
             raise ProtocolError(f"the learner now serves run {run_id}, this actor acted for run {self.run_id}")
+        assert self.cfg is not None
         self._take_weights(welcome)
         step = field(welcome, "step", int)
-        if self.unanswered is not None and step == self.step + len(self.unanswered["rewards"]):
-            self.step, self.unanswered = step, None  # taken before the connection dropped
-        elif self.side is None or step != self.step:
-            # a fresh actor, or a learner that went back to its checkpoint: start at its episode
+        first = self.outbox[0]["seq"] if self.outbox else self.step
+        end = self.outbox[-1]["seq"] + _steps(self.outbox[-1]) if self.outbox else self.step
+        if self.side is not None and first <= step <= end:
+            # the learner has everything before ``step``: send it the rest of this episode's story
+            self.pending = deque(m for m in self.outbox if m["seq"] >= step)
+            if self.pending:
+                log.warning("the learner is at env step %d (its checkpoint): resending %d decisions", step,
+                            len(self.pending))  # fmt: skip
+        else:  # a fresh actor, or one whose decisions the learner no longer needs: its next episode
             if self.side is not None:
                 log.warning("the learner is at env step %d, this actor at %d: starting the learner's next episode",
-                            step, self.step)  # fmt: skip
-            assert self.cfg is not None
+                            step, end)  # fmt: skip
             self.side = EnvSide(self.cfg, field(welcome, "episodes", int))
-            self.step, self.unanswered = step, None
+            self.outbox, self.pending = [], deque()
+        self.step = step
         self.random_chunk = welcome.get("random_chunk")
+        self._trim(welcome)
         return field(welcome, "done", bool)
 
     def _take_weights(self, message: dict) -> None:
@@ -115,6 +150,11 @@ class Actor:
             self.agent = with_weights(self.agent, weights)  # between decisions: the swap is atomic
             self.version = field(message, "version", int)
 
+    def _trim(self, message: dict) -> None:
+        """Forget the decisions the learner has written into a checkpoint."""
+        durable = field(message, "durable_step", int)
+        self.outbox = [m for m in self.outbox if m["seq"] + _steps(m) > durable]
+
     def latency_ms(self) -> dict[str, float]:
         """Median and 99th percentile of the acting latency so far, in milliseconds."""
         ms = 1000 * np.asarray(self.latencies or [0.0])
@@ -122,36 +162,49 @@ class Actor:
                 "act_latency_p99_ms": round(float(np.percentile(ms, 99)), 3)}  # fmt: skip
 
     # ---- the loop ------------------------------------------------------------------------------
+    def _act(self) -> dict:
+        """Choose and execute the next decision; its message (also in the outbox and the journal)."""
+        assert self.cfg is not None and self.side is not None
+        seq = self.outbox[-1]["seq"] + _steps(self.outbox[-1]) if self.outbox else self.step
+        t0 = time.perf_counter()
+        chunk, edited, not_first = decide(self.cfg, self.agent, self.side.obs, seq, self.random_chunk)
+        act_seconds = time.perf_counter() - t0
+        self.latencies.append(act_seconds)
+        episode = self.side.episodes
+        transitions, ended, success = self.side.execute(chunk, seq)
+        message = decision_message(seq, episode, self.version, Decision(transitions, ended, success, edited,
+                                                                        not_first, act_seconds))  # fmt: skip
+        if self.journal is not None:
+            with self.journal.open("a") as f:
+                f.write(json.dumps({"session": self.session, "episode": episode, "seq": seq, "ended": ended,
+                                    "ids": transition_ids(message)}) + "\n")  # fmt: skip
+        self.outbox.append(message)
+        self.decisions += 1
+        return message
+
     def run(self) -> int:
         """Act until the learner says the run is done; the number of decisions taken."""
         done = self._welcome(self._connect())
-        assert self.cfg is not None and self.side is not None
         try:
             while not done:
-                if self.unanswered is None:
-                    t0 = time.perf_counter()
-                    chunk, edited, not_first = decide(self.cfg, self.agent, self.side.obs, self.step,
-                                                      self.random_chunk)  # fmt: skip
-                    act_seconds = time.perf_counter() - t0
-                    self.latencies.append(act_seconds)
-                    episode = self.side.episodes
-                    transitions, ended, success = self.side.execute(chunk, self.step)
-                    decision = Decision(transitions, ended, success, edited, not_first, act_seconds)
-                    self.unanswered = decision_message(self.step, episode, self.version, decision)
-                    self.decisions += 1
+                if not self.pending:
+                    self.pending.append(self._act())
+                message = self.pending[0]
                 try:
-                    self.ws.send(packb(self.unanswered))
+                    self.ws.send(packb(message))
                     ack = expect(self._recv(self.answer_timeout_s), "ack")
                 except (websockets.exceptions.ConnectionClosed, TimeoutError, OSError) as exc:
                     log.warning("lost the learner (%s); reconnecting", exc)
+                    self.ws.close()
                     done = self._welcome(self._connect())
                     continue
-                if field(ack, "seq", int) != self.unanswered["seq"]:
-                    raise ProtocolError(f"the learner answered decision {ack['seq']}, not {self.unanswered['seq']}")
-                self.step += len(self.unanswered["rewards"])
-                self.unanswered = None
+                if field(ack, "seq", int) != message["seq"]:
+                    raise ProtocolError(f"the learner answered decision {ack['seq']}, not {message['seq']}")
+                self.pending.popleft()
+                self.step = message["seq"] + _steps(message)
                 self._take_weights(ack)
                 self.random_chunk = ack.get("random_chunk")
+                self._trim(ack)
                 done = field(ack, "done", bool)
         finally:
             self.ws.close()

@@ -48,6 +48,8 @@ class LearnerServer:
                  hello_timeout_s: float = 30.0, idle_timeout_s: float = 600.0, ping_s: float = 5.0):  # fmt: skip
         self.learner, self.run_id = learner, run_id
         self.hello_timeout_s, self.idle_timeout_s = hello_timeout_s, idle_timeout_s
+        self.session: str | None = None
+        """The actor process served last: another one cannot continue its episode."""
         self.summary: dict | None = None
         self.failure: BaseException | None = None
         self.finished = threading.Event()
@@ -125,10 +127,13 @@ class LearnerServer:
         if field(hello, "protocol", int) != PROTOCOL:
             raise ProtocolError(f"protocol {hello['protocol']} is not this learner's ({PROTOCOL}); update expoft")
         learner = self.learner
-        actor_version = -1
+        session = field(hello, "session", str)
+        if session != self.session:
+            learner.drop_open_episode(f"actor {self.session} left it unfinished; actor {session} took over")
+            self.session = session
         ws.send(packb({
             "type": "welcome", "protocol": PROTOCOL, "run_id": self.run_id, "config": to_jsonable(learner.cfg),
-            "step": learner.state.step, "episodes": learner.state.episodes,
+            "step": learner.state.step, "episodes": learner.state.episodes, "durable_step": learner.durable_step,
             "version": learner.version, "weights": weights_of(learner.agent), "random_chunk": self._random_chunk(),
             "done": learner.done,
         }))  # fmt: skip
@@ -144,7 +149,8 @@ class LearnerServer:
                 if learner.done:
                     self.summary = learner.finish()
             reply = {"type": "ack", "seq": seq, "version": learner.version, "done": learner.done,
-                     "random_chunk": None if learner.done else self._random_chunk(), "weights": None}  # fmt: skip
+                     "durable_step": learner.durable_step, "weights": None,
+                     "random_chunk": None if learner.done else self._random_chunk()}  # fmt: skip
             if learner.version != actor_version:
                 reply["weights"], actor_version = weights_of(learner.agent), learner.version
             ws.send(packb(reply))

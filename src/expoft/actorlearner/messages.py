@@ -3,9 +3,10 @@ checked on arrival, so that a malformed message is refused with a reason instead
 replay buffer or the agent.
 
 actor -> learner                              learner -> actor
-``hello``  {protocol, actor}                  ``welcome`` {protocol, run_id, config, step, episodes,
-                                                           version, weights, random_chunk, done}
-``decision`` {seq, episode, obs [k, D],        ``ack`` {seq, version, weights (when newer than
+``hello``  {protocol, actor, session}         ``welcome`` {protocol, run_id, config, step, episodes,
+                                                           durable_step, version, weights, random_chunk,
+                                                           done}
+``decision`` {seq, episode, obs [k, D],        ``ack`` {seq, version, durable_step, weights (when newer than
   actions [k, A], rewards [k], next_obs,        the actor's), random_chunk, done}
   terminated [k], truncated [k], intervened    ``error`` {message}: the sender of a bad message
   [k], success, episode_ended, edited,           learns what was wrong; the learner keeps serving
@@ -13,18 +14,23 @@ actor -> learner                              learner -> actor
 
 ``seq`` is the run's env step at a decision's first transition (its transitions are seq, seq + 1,
 ...): the learner takes the decision at its own env step, answers an older one again without
-taking it twice (a resend after a lost ack), and refuses a gap.
+taking it twice (a resend after a lost ack), and refuses a gap. ``durable_step``: the env step of
+the learner's newest checkpoint (an actor keeps its decisions from there, to send them again to a
+learner restarted from it). ``session`` names an actor process: a new one cannot continue the
+episode a dead one left open, which the learner then drops.
 ``weights`` are the agent's arrays by their pytree path, with the ``run_id`` they belong to.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import jax
 import numpy as np
 
 from expoft.envs.chunks import Transition
+from expoft.obs import PROPRIO
 from expoft.train.online_loop import Decision
 
 PROTOCOL = 1
@@ -181,3 +187,22 @@ def decision_from_message(message: dict, obs_dim: int | None, action_dim: int, e
         for i in range(k)
     ]
     return Decision(transitions, ended, success, edited, not_first, float(act_seconds))
+
+
+def transition_ids(message: dict) -> list[str]:
+    """An id per transition of a ``decision`` message: a digest of its observation and action as
+    the replay buffer stores them (float32), to find it there (:func:`buffer_ids`)."""
+    obs, actions = message["obs"], message["actions"]
+    if isinstance(obs, dict):
+        obs = obs[PROPRIO]
+    return [_digest(o, a) for o, a in zip(obs, actions, strict=True)]
+
+
+def buffer_ids(observations: np.ndarray, actions: np.ndarray) -> list[str]:
+    """The :func:`transition_ids` of replay-buffer rows (state or proprioception, action)."""
+    return [_digest(o, a) for o, a in zip(observations, actions, strict=True)]
+
+
+def _digest(obs: np.ndarray, action: np.ndarray) -> str:
+    data = np.asarray(obs, np.float32).tobytes() + np.asarray(action, np.float32).tobytes()
+    return hashlib.sha1(data).hexdigest()[:16]

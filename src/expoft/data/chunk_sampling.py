@@ -69,6 +69,14 @@ class Part:
     def capacity(self) -> int:
         return len(self.a["actions"])
 
+    def retract(self, n: int) -> bool:
+        """Forget the last ``n`` writes (their frames stay, unreferenced); False, and nothing
+        changed, when the ring has wrapped over them (its slots before them are gone)."""
+        if not 0 <= n <= self.size or self.size == self.capacity:
+            return False
+        self.ptr, self.size = (self.ptr - n) % self.capacity, self.size - n
+        return True
+
     def gather(self, idx: np.ndarray, chunk_len: int, discount: float) -> dict[str, np.ndarray]:
         a, cap = self.a, self.capacity
         pos = (idx[:, None] + np.arange(chunk_len)) % cap  # [B, h]

@@ -177,12 +177,8 @@ class ReplayBuffer:
             )
         if action.shape != (self.action_dim,):
             raise ValueError(f"action shape {action.shape}; expected ({self.action_dim},)")
-        for name, value in (
-            ("observation", observation),
-            ("next_observation", next_observation),
-            ("action", action),
-            ("reward", np.asarray(reward)),
-        ):
+        for name, value in (("observation", observation), ("next_observation", next_observation), ("action", action),
+                            ("reward", np.asarray(reward))):  # fmt: skip
             if not np.isfinite(value).all():
                 raise ValueError(f"non-finite {name} {value}; refusing to store it in the replay buffer")
         if np.abs(action).max() > 1.0 + 1e-5:
@@ -212,6 +208,16 @@ class ReplayBuffer:
                 a["successful"][(part.ptr - 1 - np.arange(n)) % part.capacity] = True
                 self._success_index = None
             self._episode_len = 0
+
+    def drop_open_episode(self) -> int:
+        """Forget the online episode being written (its actor died): the steps dropped; 0 when the
+        ring has wrapped (the episode is then kept, closed as cut by a time limit)."""
+        n, self._episode_len = self._episode_len, 0
+        if n and not self._online.retract(n):
+            self._online.a["episode_ends"][(self._online.ptr - 1) % self._online.capacity] = True
+            return 0
+        self.total_added -= n
+        return n
 
     def _write_frames(self, frame: np.ndarray, next_frame: np.ndarray) -> int:
         """Store an online step's frames; returns the id of its observation frame."""
@@ -415,12 +421,8 @@ class ReplayBuffer:
     def save(self, path: str | os.PathLike) -> None:
         """Write the whole online part to ``path`` (.npz, no pickle)."""
         part = self._online
-        counters = {
-            "ptr": np.int64(part.ptr),
-            "size": np.int64(part.size),
-            "episode_len": np.int64(self._episode_len),
-            "total_added": np.int64(self.total_added),
-        }
+        counters = {"ptr": np.int64(part.ptr), "size": np.int64(part.size), "episode_len": np.int64(self._episode_len),
+                    "total_added": np.int64(self.total_added)}  # fmt: skip
         extra = {} if part.frames is None else {"frames": part.frames, "frames_written": np.int64(part.frames_written)}
         # (ignore: numpy's stub types savez's **kwargs as if they could fill its allow_pickle: bool)
         atomic_write(path, lambda f: np.savez(f, **counters, **part.a, **extra))  # type: ignore[arg-type]

@@ -144,6 +144,8 @@ class OnlineLearner:
         self.episode_steps = self.episode_intervened = 0
         self.version = 0
         """Bumped whenever update calls change the agent: the weights an actor must fetch."""
+        self.durable_step = state.step
+        """Env step of the newest checkpoint: where a restarted learner resumes."""
         if state.checkpoint_due:  # the first one, before RL
             self.checkpoint()
 
@@ -176,6 +178,21 @@ class OnlineLearner:
         saved = dataclasses.replace(state, elapsed_seconds=self.elapsed(), cpu_seconds=self.cpu())
         self.store.save(state.step, self.agent, self.buffer, dataclasses.asdict(saved), to_jsonable(self.cfg))
         self.run.checkpoint_written()
+        self.durable_step = state.step
+
+    def drop_open_episode(self, why: str) -> int:
+        """Leave the episode in progress out of the replay buffer (its actor died; a new one starts
+        the episode again from the same reset): the steps dropped, logged with ``why``."""
+        steps = self.episode_steps
+        if not steps:
+            return 0
+        dropped = self.buffer.drop_open_episode()
+        self.state.dropped_episodes += 1
+        self.state.dropped_steps += dropped
+        self.episode_steps = self.episode_intervened = 0
+        self.run.log({"phase": "episode_dropped", "env_step": self.state.step, "dropped_steps": dropped,
+                      "kept_steps": steps - dropped, "why": why})  # fmt: skip
+        return dropped
 
     def absorb(self, decision: Decision) -> None:
         """Take one executed decision: store its steps, make the update calls due, log, evaluate,

@@ -43,6 +43,9 @@ class LoopState:
     metrics_bytes: int = 0
     """Length of metrics.jsonl when the checkpoint was written; later rows are replayed."""
     dataset_sha256: str = ""
+    dropped_episodes: int = 0
+    dropped_steps: int = 0
+    """Episodes (and their steps) left out of the replay buffer because their actor died in them."""
     update_time: float = 0.0
     act_time: float = 0.0
     elapsed_seconds: float = 0.0
