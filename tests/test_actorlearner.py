@@ -203,3 +203,21 @@ def test_actor_learner_loses_no_transition(tmp_path):
     open_episode = episodes[(cut[-1]["session"], cut[-1]["episode"])]
     assert not any(held[i] for line in open_episode for i in line["ids"])
     assert any(r.get("phase") == "episode_dropped" for r in metrics_rows(run))
+
+
+def test_an_actor_with_its_own_robot_env_runs_a_learner_to_the_end(tmp_path, monkeypatch):
+    """`expoft actor --robot MODULE:FUNCTION`: the template arm (the simulated cube arm behind
+    its safety limits and a file emergency stop) in place of the run's simulator."""
+    from expoft.robot.interface import load_robot
+
+    monkeypatch.setenv("EXPOFT_STOP_FILE", str(tmp_path / "STOP"))
+    cfg = preset("tiny", **SMALL)
+    thread, result = _learner_in_thread(cfg, tmp_path / "run")
+    actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2, robot=load_robot("expoft.robot.template:make"))
+    assert actor.run() > 0
+    thread.join(120)
+    assert result["summary"]["env_steps"] >= 120
+    with pytest.raises(ValueError, match="MODULE:FUNCTION"):
+        load_robot("no_colon")
+    with pytest.raises(ValueError, match="no_such_module"):
+        load_robot("no_such_module:make")

@@ -356,12 +356,17 @@ class Actor:
     """Reconnections (with backoff, up to 30 s apart) before the actor gives up."""
     journal: Path | None = None
     """Append one JSON line per executed decision here (env step, episode, transition ids)."""
+    robot: str | None = None
+    """MODULE:FUNCTION making this actor's environment from the run config (your arm, docs/robot.md);
+    default: the run's simulator."""
 
     def run(self) -> None:
         from expoft.actorlearner.actor import Actor as ActorProcess
+        from expoft.robot.interface import load_robot
 
+        robot = None if self.robot is None else load_robot(self.robot)
         actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries,
-                             journal=self.journal)  # fmt: skip
+                             journal=self.journal, robot=robot)  # fmt: skip
         print(json.dumps({"decisions": actor.run(), **actor.latency_ms()}))
 
 

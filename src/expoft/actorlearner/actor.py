@@ -11,6 +11,10 @@ stands: a learner that went back to its newest checkpoint gets the outbox again 
 decision is taken once: they are numbered by env step), and this actor goes on with its episode.
 A new actor process starts at the learner's episode; the learner drops the episode the dead one
 left unfinished.
+
+``robot``: the actor's own environment (``expoft actor --robot my_lab.arm:make``), e.g. a real arm
+behind ``expoft.robot.interface.RobotEnv`` with ``expoft.robot.safety`` limits; by default the
+run's simulator.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +67,15 @@ class Actor:
     check against the learner's replay buffer."""
 
     def __init__(self, url: str, *, name: str = "actor", answer_timeout_s: float = 600.0, retries: int = 10,
-                 backoff_s: float = 0.5, ping_s: float = 5.0, journal: str | Path | None = None):  # fmt: skip
+                 backoff_s: float = 0.5, ping_s: float = 5.0, journal: str | Path | None = None,
+                 robot: Callable[[RunConfig], Any] | None = None):  # fmt: skip
         self.url, self.name = url, name
         self.answer_timeout_s, self.retries, self.backoff_s, self.ping_s = answer_timeout_s, retries, backoff_s, ping_s
         self.session = uuid.uuid4().hex
         self.journal = None if journal is None else Path(journal)
+        self.robot = robot
+        """``robot(cfg) -> env``: this actor's own environment (a real arm behind
+        ``expoft.robot.interface.RobotEnv``, with its safety limits) instead of the run's simulator."""
         self.ws: Any = None
         self.run_id: str | None = None
         self.cfg: RunConfig | None = None
@@ -137,7 +146,8 @@ class Actor:
             if self.side is not None:
                 log.warning("the learner is at env step %d, this actor at %d: starting the learner's next episode",
                             step, end)  # fmt: skip
-            self.side = EnvSide(self.cfg, field(welcome, "episodes", int))
+            env = None if self.robot is None else self.robot(self.cfg)
+            self.side = EnvSide(self.cfg, field(welcome, "episodes", int), env=env)
             self.outbox, self.pending = [], deque()
         self.step = step
         self.random_chunk = welcome.get("random_chunk")
