@@ -221,3 +221,25 @@ def test_an_actor_with_its_own_robot_env_runs_a_learner_to_the_end(tmp_path, mon
         load_robot("no_colon")
     with pytest.raises(ValueError, match="no_such_module"):
         load_robot("no_such_module:make")
+
+
+def test_a_person_with_keys_drives_and_labels_episodes_through_the_actor(tmp_path):
+    """Synthetic key events stand in for the person: take over and drive (steps flagged
+    intervened in the learner's buffer), ask to re-record an episode (the learner drops it), and
+    label one a success (it ends there, successful)."""
+    from expoft.robot.teleop import KEYBOARD, DeviceEvent, HumanIntervener, ScriptedEvents
+
+    key = lambda k: [DeviceEvent("key", k)]  # noqa: E731
+    script = [[]] * 10 + [key("t")] + [key("w")] * 10 + [[]] * 4 + [key("x")]  # drive, then re-record
+    script += [[]] * 20 + [key("t")] + [key("d")] * 5 + [key("t")] + [[]] * 5 + [key("y")]  # drive, hand back, success
+    person = HumanIntervener(ScriptedEvents(script), KEYBOARD, 5)
+    thread, result = _learner_in_thread(preset("tiny", **SMALL), tmp_path / "run")
+    Actor(f"ws://127.0.0.1:{result['port']}", retries=2, intervener=person).run()
+    thread.join(120)
+    rows = metrics_rows(tmp_path / "run")
+    dropped = [r for r in rows if r.get("phase") == "episode_dropped"]
+    assert len(dropped) == 1 and "again" in dropped[0]["why"] and dropped[0]["dropped_steps"] == 26
+    train = [r for r in rows if "train/intervened_steps" in r]
+    # 1 + 5 steps driven in the kept episode (the key that hands back is the policy's step); 33 steps labelled
+    assert train[-1]["train/intervened_steps"] == 6 and train[-1]["train/successful_online_steps"] >= 33
+    assert person.health["takeovers"] == 2

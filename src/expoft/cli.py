@@ -359,14 +359,19 @@ class Actor:
     robot: str | None = None
     """MODULE:FUNCTION making this actor's environment from the run config (your arm, docs/robot.md);
     default: the run's simulator."""
+    teleop: str | None = None
+    """A person in the loop: keyboard (this terminal's keys) or gamepad:/dev/input/eventN
+    (docs/robot.md, keys and buttons)."""
 
     def run(self) -> None:
         from expoft.actorlearner.actor import Actor as ActorProcess
         from expoft.robot.interface import load_robot
+        from expoft.robot.teleop import make_teleop
 
         robot = None if self.robot is None else load_robot(self.robot)
+        person = None if self.teleop is None else make_teleop(self.teleop)
         actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries,
-                             journal=self.journal, robot=robot)  # fmt: skip
+                             journal=self.journal, robot=robot, intervener=person)  # fmt: skip
         print(json.dumps({"decisions": actor.run(), **actor.latency_ms()}))
 
 

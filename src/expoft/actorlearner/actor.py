@@ -19,6 +19,7 @@ run's simulator.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -45,7 +46,7 @@ from expoft.actorlearner.messages import (
 from expoft.bases.wire import packb, unpackb
 from expoft.train.build import make_agent
 from expoft.train.config import RunConfig
-from expoft.train.online_loop import Decision, EnvSide, decide
+from expoft.train.online_loop import EnvSide, decide
 from expoft.train.rundir import config_from_json
 
 log = logging.getLogger(__name__)
@@ -68,12 +69,14 @@ class Actor:
 
     def __init__(self, url: str, *, name: str = "actor", answer_timeout_s: float = 600.0, retries: int = 10,
                  backoff_s: float = 0.5, ping_s: float = 5.0, journal: str | Path | None = None,
-                 robot: Callable[[RunConfig], Any] | None = None):  # fmt: skip
+                 robot: Callable[[RunConfig], Any] | None = None, intervener: Any = None):  # fmt: skip
         self.url, self.name = url, name
         self.answer_timeout_s, self.retries, self.backoff_s, self.ping_s = answer_timeout_s, retries, backoff_s, ping_s
         self.session = uuid.uuid4().hex
         self.journal = None if journal is None else Path(journal)
         self.robot = robot
+        self.intervener = intervener
+        """A person's device (``expoft.robot.teleop.HumanIntervener``): takes over, labels episodes."""
         """``robot(cfg) -> env``: this actor's own environment (a real arm behind
         ``expoft.robot.interface.RobotEnv``, with its safety limits) instead of the run's simulator."""
         self.ws: Any = None
@@ -147,7 +150,7 @@ class Actor:
                 log.warning("the learner is at env step %d, this actor at %d: starting the learner's next episode",
                             step, end)  # fmt: skip
             env = None if self.robot is None else self.robot(self.cfg)
-            self.side = EnvSide(self.cfg, field(welcome, "episodes", int), env=env)
+            self.side = EnvSide(self.cfg, field(welcome, "episodes", int), env=env, intervener=self.intervener)
             self.outbox, self.pending = [], deque()
         self.step = step
         self.random_chunk = welcome.get("random_chunk")
@@ -181,12 +184,13 @@ class Actor:
         act_seconds = time.perf_counter() - t0
         self.latencies.append(act_seconds)
         episode = self.side.episodes
-        transitions, ended, success = self.side.execute(chunk, seq)
-        message = decision_message(seq, episode, self.version, Decision(transitions, ended, success, edited,
-                                                                        not_first, act_seconds))  # fmt: skip
+        decision = self.side.execute(chunk, seq)
+        decision = dataclasses.replace(decision, edited=edited, not_first=not_first, act_seconds=act_seconds)
+        message = decision_message(seq, episode, self.version, decision)
         if self.journal is not None:
             with self.journal.open("a") as f:
-                f.write(json.dumps({"session": self.session, "episode": episode, "seq": seq, "ended": ended,
+                f.write(json.dumps({"session": self.session, "episode": episode, "seq": seq,
+                                    "ended": decision.episode_ended and not decision.rerecord,
                                     "ids": transition_ids(message)}) + "\n")  # fmt: skip
         self.outbox.append(message)
         self.decisions += 1

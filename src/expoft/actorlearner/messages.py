@@ -117,6 +117,7 @@ def decision_message(seq: int, episode: int, version: int, decision: Decision) -
         "intervened": np.asarray([t.intervened for t in ts]),
         "success": bool(decision.success), "episode_ended": bool(decision.episode_ended),
         "edited": decision.edited, "not_first": decision.not_first, "act_seconds": float(decision.act_seconds),
+        "rerecord": bool(decision.rerecord),
     }  # fmt: skip
 
 
@@ -170,6 +171,9 @@ def decision_from_message(message: dict, obs_dim: int | None, action_dim: int, e
     if not all(v is None or isinstance(v, bool) for v in (edited, not_first)):
         raise ProtocolError("edited and not_first must be booleans or nil")
     act_seconds = field(message, "act_seconds", (float, int))
+    rerecord = message.get("rerecord", False)
+    if not isinstance(rerecord, bool) or (rerecord and not ended):
+        raise ProtocolError("rerecord must be a boolean, true only on a decision that ends its episode")
 
     def obs_row(o, i):
         return {key: v[i] for key, v in o.items()} if isinstance(o, dict) else o[i]
@@ -186,7 +190,7 @@ def decision_from_message(message: dict, obs_dim: int | None, action_dim: int, e
         )  # fmt: skip
         for i in range(k)
     ]
-    return Decision(transitions, ended, success, edited, not_first, float(act_seconds))
+    return Decision(transitions, ended, success, edited, not_first, float(act_seconds), rerecord)
 
 
 def transition_ids(message: dict) -> list[str]:

@@ -36,7 +36,9 @@ class ActionChunks(gymnasium.Wrapper):
     episode flags, and ``info`` of the last step plus ``info["transitions"]`` (one
     :class:`Transition` per executed step). ``on_step()`` is called after every inner step
     (e.g. to render a frame). An ``intervener`` is asked before every step and may replace the
-    policy's action (the transition is then flagged ``intervened``).
+    policy's action (the transition is then flagged ``intervened``). An intervener with
+    ``pop_label()`` (a person with keys) may end the episode: ``success`` (terminated, success),
+    ``failure`` (truncated) or ``rerecord`` (truncated, ``info["rerecord"]``: the learner drops it).
     """
 
     def __init__(
@@ -62,6 +64,11 @@ class ActionChunks(gymnasium.Wrapper):
             self.intervener.reset(obs, info)
         return obs, info
 
+    def _label(self) -> str | None:
+        """The episode's label from a person (``HumanIntervener.pop_label``), if one came."""
+        pop = getattr(self.intervener, "pop_label", None)
+        return None if pop is None else pop()
+
     def step(self, chunk):
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
@@ -75,6 +82,10 @@ class ActionChunks(gymnasium.Wrapper):
             override = None if self.intervener is None else self.intervener(obs, self._info, proposed)
             action = proposed if override is None else np.asarray(override, np.float32)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
+            label = self._label()
+            if label is not None:  # a person ended the episode: success, failure, or do it again
+                info = {**info, "success": label == "success", "rerecord": label == "rerecord"}
+                terminated, truncated = terminated or label == "success", truncated or label != "success"
             transitions.append(
                 Transition(
                     obs, action, float(reward), next_obs, bool(terminated), bool(truncated), override is not None

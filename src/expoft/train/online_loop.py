@@ -53,6 +53,8 @@ class Decision:
     not_first: bool | None = None
     """Did an edited candidate, or any candidate but the first base sample, win (EXPO's OTF)?"""
     act_seconds: float = 0.0
+    rerecord: bool = False
+    """A person asked to do the episode again: it is dropped, not learned from."""
 
 
 def reset_seed(cfg: RunConfig, episodes: int) -> int:
@@ -80,14 +82,13 @@ class EnvSide:
     """The run's training environment with action chunks, interventions and filming; starts at the
     episode after ``episodes`` finished ones (a resumed run's)."""
 
-    def __init__(self, cfg: RunConfig, episodes: int, run=None, env=None):
+    def __init__(self, cfg: RunConfig, episodes: int, run=None, env=None, intervener=None):
         self.cfg, self.run, self.episodes = cfg, run, episodes
         filming = run is not None and cfg.video_every > 0
         raw = env if env is not None else make_run_env(cfg, render=filming)
         self.raw_env, self.filming = raw, filming
         self.frames: list[np.ndarray] = []
-        intervener = None
-        if cfg.intervene == "scripted":
+        if intervener is None and cfg.intervene == "scripted":
             intervener = ScriptedIntervener(
                 raw, cfg.env, cfg.task, seed=cfg.seed, patience=cfg.intervene_patience, decay=cfg.intervene_decay
             )
@@ -100,21 +101,21 @@ class EnvSide:
         if self.filming and self.episodes % self.cfg.video_every == 0:
             self.frames.append(render_frame(self.raw_env))
 
-    def execute(self, chunk: np.ndarray, step_after: int) -> tuple[list[Transition], bool, bool]:
-        """Execute ``chunk``; ``step_after``: the run's env step once it is taken (for the video's
-        time axis). Returns the transitions, whether the episode ended, and its success flag."""
+    def execute(self, chunk: np.ndarray, step_before: int) -> Decision:
+        """Execute ``chunk`` (``step_before``: the run's env step before it, for the video's time
+        axis); start the next episode when this one ended (a re-recorded one again, same reset)."""
         self.obs, _, terminated, truncated, info = self.env.step(chunk)
         transitions = info["transitions"]
-        ended = bool(terminated or truncated)
+        ended, rerecord = bool(terminated or truncated), bool(info.get("rerecord", False))
         if ended:
             if self.frames:
                 self.run.video(self.frames, f"episode_{self.episodes}.{self.cfg.video_format}",
-                               step_after + len(transitions))  # fmt: skip
+                               step_before + len(transitions))  # fmt: skip
                 self.frames.clear()
-            self.episodes += 1
+            self.episodes += not rerecord
             self.obs, _ = self.env.reset(seed=reset_seed(self.cfg, self.episodes))
             self._film()
-        return transitions, ended, bool(info["success"])
+        return Decision(transitions, ended, bool(info["success"]), rerecord=rerecord)
 
 
 def decide(cfg: RunConfig, agent, obs, step: int, random_chunk: np.ndarray | None, external=None):
@@ -205,13 +206,16 @@ class OnlineLearner:
             state.acted_not_first.append(bool(decision.not_first))
         ended = decision.episode_ended
         for t in decision.transitions:
-            last_of_episode = t.terminated or t.truncated
-            buffer.add(t.observation, t.action, t.reward, t.next_observation, t.terminated, last_of_episode,
-                       success=last_of_episode and decision.success, intervened=t.intervened)  # fmt: skip
+            last_of_episode = (t.terminated or t.truncated) and not decision.rerecord
+            buffer.add(t.observation, t.action, t.reward, t.next_observation, t.terminated and last_of_episode,
+                       last_of_episode, success=last_of_episode and decision.success,
+                       intervened=t.intervened)  # fmt: skip
         state.step += len(decision.transitions)
         self.episode_steps += len(decision.transitions)
         self.episode_intervened += sum(t.intervened for t in decision.transitions)
-        if ended:
+        if decision.rerecord:
+            self.drop_open_episode("the person asked to record it again")
+        elif ended:
             state.finish_episode(decision.success, self.episode_intervened / self.episode_steps)
             self.episode_steps = self.episode_intervened = 0
 
@@ -280,7 +284,7 @@ def run_local(learner: OnlineLearner) -> dict:
         chunk, edited, not_first = decide(cfg, learner.agent, side.obs, state.step, learner.random_chunk(),
                                           learner.external)  # fmt: skip
         act_seconds = time.perf_counter() - t0
-        transitions, ended, success = side.execute(chunk, state.step)
-        learner.absorb(Decision(transitions, ended, success, edited, not_first, act_seconds))
+        decision = side.execute(chunk, state.step)
+        learner.absorb(dataclasses.replace(decision, edited=edited, not_first=not_first, act_seconds=act_seconds))
     external = learner.external
     return learner.finish({} if external is None else {"external_base_latency_ms": external.latency_ms()})
