@@ -205,6 +205,7 @@ def test_actor_learner_loses_no_transition(tmp_path):
     assert any(r.get("phase") == "episode_dropped" for r in metrics_rows(run))
 
 
+@pytest.mark.slow  # a whole learner-actor run (~40 s); the mechanics are in test_robot / test_teleop
 def test_an_actor_with_its_own_robot_env_runs_a_learner_to_the_end(tmp_path, monkeypatch):
     """`expoft actor --robot MODULE:FUNCTION`: the template arm (the simulated cube arm behind
     its safety limits and a file emergency stop) in place of the run's simulator."""
@@ -223,6 +224,7 @@ def test_an_actor_with_its_own_robot_env_runs_a_learner_to_the_end(tmp_path, mon
         load_robot("no_such_module:make")
 
 
+@pytest.mark.slow  # a whole learner-actor run (~40 s); the mechanics are in test_robot / test_teleop
 def test_a_person_with_keys_drives_and_labels_episodes_through_the_actor(tmp_path):
     """Synthetic key events stand in for the person: take over and drive (steps flagged
     intervened in the learner's buffer), ask to re-record an episode (the learner drops it), and
