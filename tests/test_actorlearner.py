@@ -59,7 +59,7 @@ def _learner_in_thread(cfg, out, **kwargs):
     return thread, result
 
 
-@pytest.mark.parametrize("method", ["expo", "rlpd"])
+@pytest.mark.parametrize("method", ["expo", pytest.param("rlpd", marks=pytest.mark.slow)])
 def test_sync_actor_learner_equals_single_process(tmp_path, method):
     """Known answer: a sync learner with one actor is the single-process loop cut in two: the same
     metrics rows (clock columns aside), on the same seeds, for an agent with a base and one
@@ -245,3 +245,19 @@ def test_a_person_with_keys_drives_and_labels_episodes_through_the_actor(tmp_pat
     # 1 + 5 steps driven in the kept episode (the key that hands back is the policy's step); 33 steps labelled
     assert train[-1]["train/intervened_steps"] == 6 and train[-1]["train/successful_online_steps"] >= 33
     assert person.health["takeovers"] == 2
+
+
+@pytest.mark.slow  # a whole learner-actor run (~30 s)
+def test_async_learner_updates_while_the_actor_acts(tmp_path):
+    """Async mode: the run finishes, the learner made update calls in its own thread and never
+    more than the schedule allows, and the actor got new weights along the way."""
+    cfg = preset("tiny", **SMALL)
+    thread, result = _learner_in_thread(cfg, tmp_path / "run", mode="async")
+    actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2)
+    actor.run()
+    thread.join(120)
+    assert "error" not in result, result.get("error")
+    summary = result["summary"]
+    allowed = (summary["env_steps"] - cfg.start_training + 1) // cfg.update_period
+    assert 0 < summary["update_calls"] <= allowed
+    assert actor.version > 0 and actor.latency_ms()["longest_stall_ms"] > 0

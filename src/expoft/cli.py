@@ -327,7 +327,8 @@ class Learner:
     """HOST:PORT to serve actors on (port 0: a free one, printed)."""
     mode: str = "sync"
     """sync: the actor waits for each decision's update calls and weights (exactly the loop of
-    `expoft finetune`)."""
+    `expoft finetune`); async: the learner updates in a thread of its own, as far as the schedule
+    allows, and the actor never waits for an update."""
     overwrite: bool = False
     resume: bool = False
     """Continue the killed run in --out from its newest checkpoint (its own config.json)."""

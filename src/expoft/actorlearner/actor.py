@@ -95,6 +95,8 @@ class Actor:
         self.decisions = 0
         self.latencies: list[float] = []
         """Seconds from observation to chunk, per decision (the acting latency at the robot)."""
+        self.waits: list[float] = []
+        """Seconds from sending a decision to the learner's answer (sync: its update calls)."""
 
     # ---- connection ----------------------------------------------------------------------------
     def _connect(self) -> dict:
@@ -171,8 +173,11 @@ class Actor:
     def latency_ms(self) -> dict[str, float]:
         """Median and 99th percentile of the acting latency so far, in milliseconds."""
         ms = 1000 * np.asarray(self.latencies or [0.0])
+        waits = 1000 * np.asarray(self.waits or [0.0])
         return {"act_latency_p50_ms": round(float(np.percentile(ms, 50)), 3),
-                "act_latency_p99_ms": round(float(np.percentile(ms, 99)), 3)}  # fmt: skip
+                "act_latency_p99_ms": round(float(np.percentile(ms, 99)), 3),
+                "answer_wait_p50_ms": round(float(np.percentile(waits, 50)), 3),
+                "longest_stall_ms": round(float(waits.max()), 3)}  # fmt: skip
 
     # ---- the loop ------------------------------------------------------------------------------
     def _act(self) -> dict:
@@ -205,8 +210,10 @@ class Actor:
                     self.pending.append(self._act())
                 message = self.pending[0]
                 try:
+                    t0 = time.perf_counter()
                     self.ws.send(packb(message))
                     ack = expect(self._recv(self.answer_timeout_s), "ack")
+                    self.waits.append(time.perf_counter() - t0)
                 except (websockets.exceptions.ConnectionClosed, TimeoutError, OSError) as exc:
                     log.warning("lost the learner (%s); reconnecting", exc)
                     self.ws.close()

@@ -5,6 +5,11 @@ Sync mode (the default): the learner takes each decision the actor executed, mak
 calls due (the run's own schedule), and answers with the weights when they changed; the actor
 waits for that answer before its next decision. With one actor this is the single-process loop
 cut in two, and logs the same metrics (CPU runs are deterministic).
+
+Async mode: the learner stores each decision and answers at once, with the newest weights; a
+thread of its own makes update calls continuously, as many as the run's schedule allows by then
+and never more (it may lag behind when updates are slower than acting). The actor never waits
+for an update.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -29,24 +35,32 @@ from expoft.actorlearner.messages import (
     field,
     weights_of,
 )
+from expoft.agents.common import update
 from expoft.bases.wire import packb, unpackb
 from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import atomic_write
 from expoft.obs import PixelSpec
 from expoft.train.online_loop import OnlineLearner
-from expoft.train.rundir import to_jsonable
+from expoft.train.rundir import stop_if_diverged, to_jsonable
 
 log = logging.getLogger(__name__)
 
-MODES = ("sync",)
+MODES = ("sync", "async")
 
 
 class LearnerServer:
     """Serve ``learner`` to one actor at a time until the run's env-step budget is spent."""
 
     def __init__(self, learner: OnlineLearner, run_id: str, host: str = "127.0.0.1", port: int = 0, *,
-                 hello_timeout_s: float = 30.0, idle_timeout_s: float = 600.0, ping_s: float = 5.0):  # fmt: skip
-        self.learner, self.run_id = learner, run_id
+                 mode: str = "sync", hello_timeout_s: float = 30.0, idle_timeout_s: float = 600.0,
+                 ping_s: float = 5.0):  # fmt: skip
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.learner, self.run_id, self.mode = learner, run_id, mode
+        self.lock = threading.Lock()
+        """Async mode: the learner's state is shared by the connection and the update thread."""
+        self._stop_learning = threading.Event()
+        self._learning: threading.Thread | None = None
         self.hello_timeout_s, self.idle_timeout_s = hello_timeout_s, idle_timeout_s
         self.session: str | None = None
         """The actor process served last: another one cannot continue its episode."""
@@ -71,7 +85,11 @@ class LearnerServer:
         """Serve until the run has finished; its summary."""
         thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         thread.start()
+        if self.mode == "async":
+            self._learning = threading.Thread(target=self._learn_continuously, daemon=True)
+            self._learning.start()
         self.finished.wait()
+        self._stop_learning.set()
         self._server.shutdown()
         thread.join()
         if self.failure is not None:
@@ -117,6 +135,31 @@ class LearnerServer:
         except Exception as exc:  # msgpack's errors: whatever the bytes were, they are not a message
             raise ProtocolError(f"undecodable message: {exc}") from exc
 
+    def _learn_continuously(self) -> None:
+        """Async mode: update calls, one after another, as far as the schedule allows by now; the
+        batches are drawn under the lock, the update itself runs outside it."""
+        learner = self.learner
+        try:
+            while not self._stop_learning.is_set():
+                with self.lock:
+                    ready = not learner.done and learner.state.update_calls < learner.calls_allowed()
+                    if ready:
+                        agent, (pool, base_batch) = learner.agent, learner.draw()
+                        n = learner.state.update_calls + 1
+                if not ready:
+                    time.sleep(0.002)
+                    continue
+                t0 = time.perf_counter()
+                new_agent, metrics = update(agent, pool._replace(last=None), base_batch, None)
+                metrics = {k: float(v) for k, v in metrics.items()}
+                with self.lock:
+                    stop_if_diverged(metrics, agent, learner.run, f"update call {n}", f"last_finite_call{n}",
+                                     {"env_step": learner.state.step})  # fmt: skip
+                    learner.take_update(new_agent, metrics, time.perf_counter() - t0)
+        except BaseException as exc:  # the run stops; the actor is told at its next message
+            self.failure = exc
+            self.finished.set()
+
     def _random_chunk(self):
         if self._random is None:
             self._random = self.learner.random_chunk()
@@ -131,28 +174,37 @@ class LearnerServer:
         if session != self.session:
             learner.drop_open_episode(f"actor {self.session} left it unfinished; actor {session} took over")
             self.session = session
-        ws.send(packb({
-            "type": "welcome", "protocol": PROTOCOL, "run_id": self.run_id, "config": to_jsonable(learner.cfg),
-            "step": learner.state.step, "episodes": learner.state.episodes, "durable_step": learner.durable_step,
-            "version": learner.version, "weights": weights_of(learner.agent), "random_chunk": self._random_chunk(),
-            "done": learner.done,
-        }))  # fmt: skip
-        actor_version = learner.version
+        with self.lock:
+            actor_version = learner.version
+            welcome = {
+                "type": "welcome", "protocol": PROTOCOL, "run_id": self.run_id, "config": to_jsonable(learner.cfg),
+                "step": learner.state.step, "episodes": learner.state.episodes, "durable_step": learner.durable_step,
+                "version": actor_version, "weights": weights_of(learner.agent), "random_chunk": self._random_chunk(),
+                "done": learner.done,
+            }  # fmt: skip
+        ws.send(packb(welcome))
         while not learner.done:
             message = self._recv(ws, self.idle_timeout_s)
             seq = field(expect(message, "decision"), "seq", int)
             if seq > learner.state.step:
                 raise ProtocolError(f"the decision at env step {seq} arrived before the one at {learner.state.step}")
             if seq == learner.state.step:  # an older one is a resend after a lost ack: answered, not taken again
-                learner.absorb(decision_from_message(message, self.obs_dim, self.action_dim, self.exec_len))
+                decision = decision_from_message(message, self.obs_dim, self.action_dim, self.exec_len)
+                with self.lock:
+                    learner.absorb(decision, learn=self.mode == "sync")
                 self._random = None
                 if learner.done:
+                    self._stop_learning.set()
+                    if self._learning is not None:
+                        self._learning.join()
                     self.summary = learner.finish()
-            reply = {"type": "ack", "seq": seq, "version": learner.version, "done": learner.done,
-                     "durable_step": learner.durable_step, "weights": None,
-                     "random_chunk": None if learner.done else self._random_chunk()}  # fmt: skip
-            if learner.version != actor_version:
-                reply["weights"], actor_version = weights_of(learner.agent), learner.version
+            with self.lock:
+                agent, version = learner.agent, learner.version
+                reply = {"type": "ack", "seq": seq, "version": version, "done": learner.done,
+                         "durable_step": learner.durable_step, "weights": None,
+                         "random_chunk": None if learner.done else self._random_chunk()}  # fmt: skip
+            if version != actor_version:
+                reply["weights"], actor_version = weights_of(agent), version
             ws.send(packb(reply))
         self.finished.set()
 
@@ -165,7 +217,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_learnable(cfg) -> None:
+def check_learnable(cfg, mode: str = "sync") -> None:
     """What the learner-actor split does not carry yet, refused before anything is written."""
     if cfg.video_every:
         raise ValueError(
@@ -174,6 +226,8 @@ def check_learnable(cfg) -> None:
         )
     if cfg.external_base is not None:
         raise ValueError("--external-base with a learner is not supported yet: run `expoft finetune` for it")
+    if mode == "async" and cfg.expo.target_cache_refresh is not None:
+        raise ValueError("--target-cache-refresh with an async learner is not supported yet: use --mode sync")
 
 
 def _run_id(run_dir: Path) -> str:
@@ -199,11 +253,11 @@ def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str
         raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
     host, port = parse_listen(listen)
     if not resume:
-        check_learnable(cfg)
+        check_learnable(cfg, mode)
 
     def online(learner: OnlineLearner) -> dict:
-        check_learnable(learner.cfg)
-        server = LearnerServer(learner, _run_id(learner.run.path), host, port, **server_args)
+        check_learnable(learner.cfg, mode)
+        server = LearnerServer(learner, _run_id(learner.run.path), host, port, mode=mode, **server_args)
         log.info("learner of %s listening on ws://%s:%d (%s mode)", learner.run.path, host, server.port, mode)
         if on_listening is not None:
             on_listening(server.port)

@@ -147,6 +147,20 @@ def with_base_from(agent, source_path: str | Path):
     return agent.replace(base=base, base_ema=source.base_ema)
 
 
+def draw_batches(cfg: RunConfig, buffer: ReplayBuffer, rng: np.random.Generator, offline_only: bool = False):
+    """``(pool, base_batch or None)``: what one update call of ``cfg``'s agent draws from ``buffer``."""
+    recipe = agent_spec(cfg.algorithm).batches(cfg.agent, offline_only)
+    pool = buffer.sample(rng, recipe.pool_size, discount=recipe.discount, chunk_len=recipe.chunk_len,
+                         num_offline=recipe.num_offline)  # fmt: skip
+    base_batch = None
+    if recipe.base_size:
+        base_batch = buffer.sample(
+            rng, recipe.base_size, discount=recipe.discount, chunk_len=recipe.base_chunk_len,
+            offline_fraction=recipe.base_offline_fraction, successful_only=recipe.base_successful_only,
+        )  # fmt: skip
+    return pool, base_batch
+
+
 def update_call(
     cfg: RunConfig,
     agent,
@@ -166,15 +180,7 @@ def update_call(
     observations with ``external_seed``. ``cache``: a ``TargetCandidateCache`` that supplies the
     base samples at the pool's next observations instead (``call``: this call's number, for its
     staleness). Returns ``(agent, metrics as floats)``."""
-    recipe = agent_spec(cfg.algorithm).batches(cfg.agent, offline_only)
-    pool = buffer.sample(rng, recipe.pool_size, discount=recipe.discount, chunk_len=recipe.chunk_len,
-                         num_offline=recipe.num_offline)  # fmt: skip
-    base_batch = None
-    if recipe.base_size:
-        base_batch = buffer.sample(
-            rng, recipe.base_size, discount=recipe.discount, chunk_len=recipe.base_chunk_len,
-            offline_fraction=recipe.base_offline_fraction, successful_only=recipe.base_successful_only,
-        )  # fmt: skip
+    pool, base_batch = draw_batches(cfg, buffer, rng, offline_only)
     next_base = None if external is None else external(pool.next_observations, external_seed, "update")
     if cache is not None:
         next_base = cache.lookup(agent, pool, call)

@@ -31,7 +31,7 @@ from expoft.envs.ogbench_domains import get_domain
 from expoft.obs import add_batch_axis
 from expoft.progress import Progress
 from expoft.report.video import render_frame
-from expoft.train.build import make_run_env, update_call
+from expoft.train.build import draw_batches, make_run_env, update_call
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate, evaluation_seed
 from expoft.train.external import step_seed
@@ -195,8 +195,9 @@ class OnlineLearner:
                       "kept_steps": steps - dropped, "why": why})  # fmt: skip
         return dropped
 
-    def absorb(self, decision: Decision) -> None:
-        """Take one executed decision: store its steps, make the update calls due, log, evaluate,
+    def absorb(self, decision: Decision, learn: bool = True) -> None:
+        """Take one executed decision: store its steps, make the update calls due (``learn``;
+        else they are left to :meth:`learn_step`, an asynchronous learner), log, evaluate,
         checkpoint at the first episode end after one is due."""
         cfg, state, buffer, run = self.cfg, self.state, self.buffer, self.run
         prev = state.step
@@ -221,7 +222,7 @@ class OnlineLearner:
 
         step = state.step
         calls = 0
-        if self.agent.learns_online and state.episodes >= cfg.start_episodes:
+        if learn and self.agent.learns_online and state.episodes >= cfg.start_episodes:
             calls = update_calls_due(cfg, prev, step, ended)
         if calls:
             t0 = time.perf_counter()
@@ -265,6 +266,29 @@ class OnlineLearner:
         if state.checkpoint_due and ended and not last:
             self.checkpoint()
         self.bar.update(step - prev)
+
+    def calls_allowed(self) -> int:
+        """Update calls the run's schedule allows by now (all of them due since the start): an
+        asynchronous learner may lag behind it, never run ahead of it."""
+        cfg, state = self.cfg, self.state
+        if not self.agent.learns_online or state.episodes < cfg.start_episodes or state.step < cfg.start_training:
+            return 0
+        if cfg.updates_per_episode:
+            return cfg.updates_per_episode * state.episodes
+        return crossed(cfg.start_training - 1, state.step, cfg.update_period)
+
+    def draw(self):
+        """The batches of the next update call (``update_call``'s draw), for an asynchronous learner
+        that updates outside its lock."""
+        return draw_batches(self.cfg, self.buffer, self.rng)
+
+    def take_update(self, agent, metrics: dict, seconds: float) -> None:
+        """Adopt the result of an asynchronous update call."""
+        self.agent = agent
+        self.state.pending.append(metrics)
+        self.state.update_calls += 1
+        self.state.update_time += seconds
+        self.version += 1
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict:
         """The final agent and replay data (for `expoft eval`, `--base-from`, analysis), then the
