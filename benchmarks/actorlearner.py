@@ -1,0 +1,137 @@
+"""Learner-actor transport (issue "EXPO-FT on a robot"): learner ingest, weight broadcast, acting
+latency. Run by hand, not by CI; one JSON line per figure with the machine and settings.
+
+- ``ingest_transitions_per_s``: a learner (state observations, cube-single sizes, no update
+  calls: start_training beyond the budget) taking decisions from a synthetic actor that sends
+  them as fast as the answers come (no environment): decode, check, replay buffer, answer, over
+  a loopback websocket. The learner side's own cost, chunks of ``--exec-len`` steps per message.
+- ``weights_mb`` / ``weights_roundtrip_ms``: the published-size EXPO agent (all arrays) encoded,
+  sent over a loopback websocket, decoded and checked into an agent: what one weight broadcast
+  costs (median of ``--repeats``).
+
+    python benchmarks/actorlearner.py                # median of 5, chunks of 1 and 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+
+import numpy as np
+import websockets.sync.client
+import websockets.sync.server
+
+from expoft.actorlearner.learner import serve_run
+from expoft.actorlearner.messages import MAX_MESSAGE_BYTES, PROTOCOL, weights_of, with_weights
+from expoft.agents.registry import create_agent
+from expoft.bases.wire import packb, unpackb
+from expoft.train.config import RunConfig, preset, with_agent_settings
+
+
+def connect(url: str):
+    return websockets.sync.client.connect(url, max_size=MAX_MESSAGE_BYTES, compression=None, legacy=True)
+
+
+def recv(ws) -> dict:
+    raw = ws.recv()
+    assert isinstance(raw, bytes)
+    return unpackb(raw)
+
+
+def emit(metric: str, value: float, unit: str, **extra) -> None:
+    print(json.dumps({"metric": metric, "value": round(value, 3), "unit": unit, "machine": platform.machine(),
+                      "cpus": os.cpu_count(), **extra}), flush=True)  # fmt: skip
+
+
+def ingest(decisions: int, exec_len: int, out: str) -> float:
+    """Transitions per second a learner takes from a synthetic actor."""
+    steps = decisions * exec_len
+    cfg = preset("tiny", env_steps=steps, start_training=10 * steps, eval_every=10 * steps, log_every=10 * steps,
+                 checkpoint_every=10 * steps, episode_steps=200)  # fmt: skip
+    cfg = with_agent_settings(cfg, chunk_len=exec_len, exec_len=exec_len)
+    port, ready = {}, threading.Event()
+
+    def listening(p: int) -> None:
+        port["p"] = p
+        ready.set()
+
+    thread = threading.Thread(
+        target=lambda: serve_run(cfg, out, "127.0.0.1:0", progress=False, on_listening=listening), daemon=True
+    )
+    thread.start()
+    ready.wait(600)
+    rng = np.random.default_rng(0)
+    ws = connect(f"ws://127.0.0.1:{port['p']}")
+    ws.send(packb({"type": "hello", "protocol": PROTOCOL, "actor": "bench", "session": "bench"}))
+    welcome = recv(ws)
+    step, start = welcome["step"], time.perf_counter()
+    for _ in range(decisions):
+        end = (step + exec_len) % 200 == 0
+        message = {
+            "type": "decision", "seq": step, "episode": step // 200, "version": 0,
+            "obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
+            "next_obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, (exec_len, 5)).astype(np.float32),
+            "rewards": np.zeros(exec_len), "terminated": np.zeros(exec_len, bool),
+            "truncated": np.arange(exec_len) == exec_len - 1 if end else np.zeros(exec_len, bool),
+            "intervened": np.zeros(exec_len, bool), "success": False, "episode_ended": end,
+            "edited": None, "not_first": None, "act_seconds": 0.0,
+        }  # fmt: skip
+        ws.send(packb(message))
+        recv(ws)
+        step += exec_len
+    seconds = time.perf_counter() - start
+    ws.close()
+    thread.join(600)
+    return steps / seconds
+
+
+def weights_roundtrip(repeats: int) -> tuple[float, float]:
+    """(MB, median ms) of one published-size agent's weights over a loopback websocket."""
+    cfg = RunConfig()
+    agent = create_agent("expo", cfg.agent, 28, 5, 0, cfg.expo)
+    template = create_agent("expo", cfg.agent, 28, 5, 1, cfg.expo)
+
+    def echo(ws):
+        for raw in ws:
+            ws.send(raw)
+
+    server = websockets.sync.server.serve(echo, "127.0.0.1", 0, max_size=MAX_MESSAGE_BYTES, compression=None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.socket.getsockname()[1]
+    ws = connect(f"ws://127.0.0.1:{port}")
+    times, size = [], 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data = packb({"weights": weights_of(agent)})
+        ws.send(data)
+        with_weights(template, recv(ws)["weights"])
+        times.append(time.perf_counter() - start)
+        size = len(data)
+    ws.close()
+    server.shutdown()
+    return size / 2**20, 1000 * float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decisions", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    for exec_len in (1, 5):
+        with tempfile.TemporaryDirectory() as out:
+            rates = [ingest(args.decisions, exec_len, f"{out}/run{i}") for i in range(3)]
+        emit("ingest_transitions_per_s", float(np.median(rates)), "transitions/s", exec_len=exec_len,
+             decisions=args.decisions, actors=1, runs=3)  # fmt: skip
+    mb, ms = weights_roundtrip(args.repeats)
+    emit("weights_mb", mb, "MiB", agent="expo published (10 critics 256x3, base 256x3, edit 256x3)")
+    emit("weights_roundtrip_ms", ms, "ms", repeats=args.repeats, what="encode, loopback send and echo, decode, check")
+
+
+if __name__ == "__main__":
+    main()
