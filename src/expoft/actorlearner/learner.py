@@ -172,7 +172,8 @@ class LearnerServer:
         learner = self.learner
         session = field(hello, "session", str)
         if session != self.session:
-            learner.drop_open_episode(f"actor {self.session} left it unfinished; actor {session} took over")
+            with self.lock:  # async: the update thread samples the buffer
+                learner.drop_open_episode(f"actor {self.session} left it unfinished; actor {session} took over")
             self.session = session
         with self.lock:
             actor_version = learner.version
