@@ -11,6 +11,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import websockets.exceptions
+import websockets.sync.client
 
 from expoft.actorlearner.actor import Actor
 from expoft.actorlearner.learner import serve_run
@@ -33,6 +35,8 @@ from expoft.train.rundir import config_from_json
 from .conftest import metrics_rows
 from .test_resume import comparable_rows
 
+LIMIT = 1 << 20
+"""The learners of these tests take messages of at most 1 MiB (a tiny run's decisions are far smaller)."""
 SMALL = {"env_steps": 120, "eval_every": 60, "log_every": 30, "checkpoint_every": 60, "start_training": 40}
 
 
@@ -68,7 +72,8 @@ def test_sync_actor_learner_equals_single_process(tmp_path, method):
 
     cfg = apply_method(method, preset("tiny", **SMALL, random_steps=20 if method == "rlpd" else 0))
     single = finetune(cfg, tmp_path / "single", progress=False)
-    thread, result = _learner_in_thread(cfg, tmp_path / "learner")
+    thread, result = _learner_in_thread(cfg, tmp_path / "learner", max_message_bytes=LIMIT)
+    _bad_clients_are_refused(result["port"])  # ... and change nothing: the metrics below still match
     actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2)
     decisions = actor.run()
     thread.join(120)
@@ -78,6 +83,36 @@ def test_sync_actor_learner_equals_single_process(tmp_path, method):
     assert result["summary"]["final_success"] == single["final_success"]
     for name in ("config.json", "summary.json", "learner.json"):
         assert (tmp_path / "learner" / name).exists(), name
+
+
+def _bad_clients_are_refused(port: int) -> None:
+    """Malformed input at a serving learner: each sender gets an error that says what is wrong,
+    and the learner goes on serving."""
+    from expoft.bases.wire import packb, unpackb
+
+    url = f"ws://127.0.0.1:{port}"
+
+    def refusal(*messages) -> str:
+        with websockets.sync.client.connect(url, max_size=None, compression=None) as ws:
+            for message in messages:
+                ws.send(message)
+            reply = unpackb(ws.recv(timeout=30))
+            while reply["type"] == "welcome":
+                reply = unpackb(ws.recv(timeout=30))
+        assert reply["type"] == "error", reply
+        return reply["message"]
+
+    assert "undecodable" in refusal(b"\xc1 not msgpack")
+    assert "expected a 'hello'" in refusal(packb({"type": "decision"}))
+    assert "protocol 99" in refusal(packb({"type": "hello", "protocol": 99, "actor": "x", "session": "s"}))
+    hello = packb({"type": "hello", "protocol": 1, "actor": "bad", "session": "bad"})
+    bad_shape = {"type": "decision", "seq": 0, "obs": np.zeros((1, 99), np.float32), "actions": np.zeros((1, 5))}
+    assert "shape" in refusal(hello, packb(bad_shape))
+    with websockets.sync.client.connect(url, max_size=None, compression=None) as ws:  # oversized: cut off
+        ws.send(b"\x00" * (LIMIT + 1))
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # "message too big"
 
 
 def _decision(k=2, obs_dim=3, action_dim=2, end=False):

@@ -53,7 +53,7 @@ class LearnerServer:
 
     def __init__(self, learner: OnlineLearner, run_id: str, host: str = "127.0.0.1", port: int = 0, *,
                  mode: str = "sync", hello_timeout_s: float = 30.0, idle_timeout_s: float = 600.0,
-                 ping_s: float = 5.0):  # fmt: skip
+                 ping_s: float = 5.0, max_message_bytes: int = MAX_MESSAGE_BYTES):  # fmt: skip
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.learner, self.run_id, self.mode = learner, run_id, mode
@@ -73,7 +73,7 @@ class LearnerServer:
         self.obs_dim = None if isinstance(cfg.obs_spec, PixelSpec) else int(cfg.obs_spec)
         self.action_dim, self.exec_len = get_domain(cfg.env).action_dim, cfg.agent.exec_len
         self._server = websockets.sync.server.serve(
-            self._handle, host, port, max_size=MAX_MESSAGE_BYTES, ping_interval=ping_s, ping_timeout=4 * ping_s,
+            self._handle, host, port, max_size=max_message_bytes, ping_interval=ping_s, ping_timeout=4 * ping_s,
             compression=None,
         )  # fmt: skip
 
