@@ -288,7 +288,10 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
              "--no-progress", *extra]  # fmt: skip
     assert main(["finetune", *flags, "--out", str(tmp_path / "straight")]) == 0
 
-    env = {**os.environ, "EXPOFT_DATA_DIR": str(tmp_path / "data"), "JAX_PLATFORMS": "cpu"}
+    # The killed processes get an XLA cache of their own: JAX writes an entry in place (not by
+    # rename), so a SIGKILL during a write leaves a cut entry, and reading one aborts the reader.
+    env = {**os.environ, "EXPOFT_DATA_DIR": str(tmp_path / "data"), "JAX_PLATFORMS": "cpu",
+           "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla-cache")}  # fmt: skip
     run = tmp_path / "killed"
     rng = np.random.default_rng(0)
     kills, args = [], ["finetune", *flags, "--out", str(run)]
