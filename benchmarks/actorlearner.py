@@ -27,9 +27,9 @@ import websockets.sync.client
 import websockets.sync.server
 
 from expoft.actorlearner.learner import serve_run
-from expoft.actorlearner.messages import MAX_MESSAGE_BYTES, PROTOCOL, weights_of, with_weights
+from expoft.actorlearner.messages import MAX_MESSAGE_BYTES, PROTOCOL, decode, weights_of, with_weights
 from expoft.agents.registry import create_agent
-from expoft.bases.wire import packb, unpackb
+from expoft.bases.wire import packb
 from expoft.train.config import RunConfig, preset, with_agent_settings
 
 
@@ -38,9 +38,7 @@ def connect(url: str):
 
 
 def recv(ws) -> dict:
-    raw = ws.recv()
-    assert isinstance(raw, bytes)
-    return unpackb(raw)
+    return decode(ws.recv())
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:

@@ -38,12 +38,13 @@ from expoft.actorlearner.messages import (
     PROTOCOL,
     ProtocolError,
     decision_message,
+    decode,
     expect,
     field,
     transition_ids,
     with_weights,
 )
-from expoft.bases.wire import packb, unpackb
+from expoft.bases.wire import packb
 from expoft.train.build import make_agent
 from expoft.train.config import RunConfig
 from expoft.train.online_loop import EnvSide, decide
@@ -75,10 +76,10 @@ class Actor:
         self.session = uuid.uuid4().hex
         self.journal = None if journal is None else Path(journal)
         self.robot = robot
-        self.intervener = intervener
-        """A person's device (``expoft.robot.teleop.HumanIntervener``): takes over, labels episodes."""
         """``robot(cfg) -> env``: this actor's own environment (a real arm behind
         ``expoft.robot.interface.RobotEnv``, with its safety limits) instead of the run's simulator."""
+        self.intervener = intervener
+        """A person's device (``expoft.robot.teleop.HumanIntervener``): takes over, labels episodes."""
         self.ws: Any = None
         self.run_id: str | None = None
         self.cfg: RunConfig | None = None
@@ -120,10 +121,7 @@ class Actor:
         raise LearnerGone(f"no learner at {self.url} after {self.retries} retries: {last}")
 
     def _recv(self, timeout: float) -> dict:
-        raw = self.ws.recv(timeout=timeout)
-        if not isinstance(raw, bytes):
-            raise ProtocolError("messages are binary msgpack frames, got text")
-        return unpackb(raw)
+        return decode(self.ws.recv(timeout=timeout))
 
     def _welcome(self, welcome: dict) -> bool:
         """Take a welcome (config, weights, the learner's env step); whether the run has finished."""
@@ -171,7 +169,8 @@ class Actor:
         self.outbox = [m for m in self.outbox if m["seq"] + _steps(m) > durable]
 
     def latency_ms(self) -> dict[str, float]:
-        """Median and 99th percentile of the acting latency so far, in milliseconds."""
+        """Acting latency (median, 99th percentile) and the wait for the learner's answers (median,
+        longest) so far, in milliseconds."""
         ms = 1000 * np.asarray(self.latencies or [0.0])
         waits = 1000 * np.asarray(self.waits or [0.0])
         return {"act_latency_p50_ms": round(float(np.percentile(ms, 50)), 3),

@@ -31,12 +31,13 @@ from expoft.actorlearner.messages import (
     PROTOCOL,
     ProtocolError,
     decision_from_message,
+    decode,
     expect,
     field,
     weights_of,
 )
 from expoft.agents.common import update
-from expoft.bases.wire import packb, unpackb
+from expoft.bases.wire import packb
 from expoft.envs.ogbench_domains import get_domain
 from expoft.fileio import atomic_write
 from expoft.obs import PixelSpec
@@ -97,13 +98,10 @@ class LearnerServer:
         assert self.summary is not None
         return self.summary
 
-    def close(self) -> None:
-        self._server.shutdown()
-
     # ---- one actor's connection ------------------------------------------------------------------
     def _handle(self, ws) -> None:
         if not self._busy.acquire(blocking=False):
-            self._refuse(ws, "this learner runs in sync mode and serves one actor at a time; another one is connected")
+            self._refuse(ws, "this learner serves one actor at a time; another one is connected")
             return
         try:
             self._session(ws)
@@ -127,13 +125,7 @@ class LearnerServer:
             pass
 
     def _recv(self, ws, timeout: float) -> dict:
-        raw = ws.recv(timeout=timeout)
-        if not isinstance(raw, bytes):
-            raise ProtocolError("messages are binary msgpack frames, got text")
-        try:
-            return unpackb(raw)
-        except Exception as exc:  # msgpack's errors: whatever the bytes were, they are not a message
-            raise ProtocolError(f"undecodable message: {exc}") from exc
+        return decode(ws.recv(timeout=timeout))
 
     def _learn_continuously(self) -> None:
         """Async mode: update calls, one after another, as far as the schedule allows by now; the
@@ -142,7 +134,7 @@ class LearnerServer:
         try:
             while not self._stop_learning.is_set():
                 with self.lock:
-                    ready = not learner.done and learner.state.update_calls < learner.calls_allowed()
+                    ready = not learner.done and learner.state.update_calls < learner.calls_due
                     if ready:
                         agent, (pool, base_batch) = learner.agent, learner.draw()
                         n = learner.state.update_calls + 1

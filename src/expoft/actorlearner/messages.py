@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from expoft.bases.wire import unpackb
 from expoft.envs.chunks import Transition
 from expoft.obs import PROPRIO
 from expoft.train.online_loop import Decision
@@ -41,6 +42,17 @@ published sizes; a pixel agent more)."""
 
 class ProtocolError(ValueError):
     """A message that does not follow the protocol; the text says what is wrong."""
+
+
+def decode(raw: Any) -> Any:
+    """One received frame as a message (what ``expect`` checks next); text or bytes that are not
+    msgpack are refused."""
+    if not isinstance(raw, bytes):
+        raise ProtocolError("messages are binary msgpack frames, got text")
+    try:
+        return unpackb(raw)
+    except Exception as exc:  # msgpack's errors: whatever the bytes were, they are not a message
+        raise ProtocolError(f"undecodable message: {exc}") from exc
 
 
 def field(message: dict, name: str, kind: type | tuple[type, ...]) -> Any:
@@ -124,9 +136,7 @@ def decision_message(seq: int, episode: int, version: int, decision: Decision) -
 def _rows(value: Any, name: str, k: int, shape: tuple, dtype_kind: str) -> Any:
     """``value`` checked as ``[k, *shape]`` numbers (or a map of such arrays, for pixels)."""
     if isinstance(value, dict):
-        return {
-            key: _rows(v, f"{name}[{key}]", k, np.shape(v)[1:], np.asarray(v).dtype.kind) for key, v in value.items()
-        }
+        return {key: _rows(v, f"{name}[{key}]", k, np.shape(v)[1:], "uif") for key, v in value.items()}
     if not isinstance(value, np.ndarray):
         raise ProtocolError(f"{name} must be an array, got {type(value).__name__}")
     if value.shape != (k, *shape):

@@ -10,7 +10,7 @@ import dataclasses
 
 from expoft.encoders import EncoderConfig
 from expoft.policies import BASE_POLICIES
-from expoft.validation import require_at_least
+from expoft.validation import require_at_least, require_positive
 
 BASE_TRAINING = ("all", "successes", "frozen")
 
@@ -102,9 +102,7 @@ class AgentConfig:
             raise ValueError(f"offline_fraction must lie in [0, 1], got {self.offline_fraction}")
         if not 0.0 < self.tau <= 1.0 or not 0.0 < self.base_ema <= 1.0:
             raise ValueError("tau and base_ema must lie in (0, 1]")
-        for name in ("actor_lr", "actor_init_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        require_positive(self, "actor_lr", "actor_init_temperature")
         if not self.actor_hidden or min(self.actor_hidden) < 1:
             raise ValueError(f"actor_hidden needs at least one layer of width >= 1, got {self.actor_hidden}")
         if self.target_pool_size is not None:

@@ -1,2 +1,3 @@
 """A robot behind a gymnasium-style interface (``interface.RobotEnv``), the safety limits every
-arm needs (``safety``), and the OGBench cube arm behind the same interface (``sim``)."""
+arm needs (``safety``), a person's keyboard or gamepad (``teleop``), and a template for your arm
+that runs as shipped on the OGBench cube arm (``template``)."""

@@ -40,8 +40,8 @@ class RobotEnv(Protocol):
 
 
 def hold_still(env: Any) -> None:
-    """Ask the arm to stop where it is, if its driver can (``safe_stop()``); an emergency stop and
-    an actor that gives up call this."""
+    """Ask the arm to stop where it is, if its driver can (``safe_stop()``); the emergency stop of
+    ``expoft.robot.safety.SafetyWrapper`` calls this."""
     stop = getattr(getattr(env, "unwrapped", env), "safe_stop", None)
     if callable(stop):
         stop()

@@ -21,7 +21,7 @@ from expoft.envs.ogbench_domains import check_reward, check_task, get_domain
 from expoft.obs import PixelSpec
 from expoft.report.sinks import WANDB_MODES, check_backends
 from expoft.report.video import VIDEO_FORMATS
-from expoft.validation import require_at_least
+from expoft.validation import require_at_least, require_positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,8 +224,7 @@ class RunConfig:
         check_disturb("demo_disturb", self.demo_disturb, self.env)
         if self.demo_seed is not None and self.demo_seed < 0:
             raise ValueError(f"demo_seed must be >= 0 (or None: the run's seed), got {self.demo_seed}")
-        if not self.external_timeout_s > 0:
-            raise ValueError(f"external_timeout_s must be > 0, got {self.external_timeout_s}")
+        require_positive(self, "external_timeout_s")
         if self.video_format not in VIDEO_FORMATS:
             raise ValueError(f"video_format must be one of {VIDEO_FORMATS}, got {self.video_format!r}")
         check_backends(self.log)

@@ -147,6 +147,9 @@ class OnlineLearner:
         """Bumped whenever update calls change the agent: the weights an actor must fetch."""
         self.durable_step = state.step
         """Env step of the newest checkpoint: where a restarted learner resumes."""
+        self.calls_due = state.update_calls
+        """Update calls the run's schedule has made due so far: an asynchronous learner
+        (``learn=False`` in :meth:`absorb`) makes them in its own time, never more."""
         if state.checkpoint_due:  # the first one, before RL
             self.checkpoint()
 
@@ -197,8 +200,8 @@ class OnlineLearner:
 
     def absorb(self, decision: Decision, learn: bool = True) -> None:
         """Take one executed decision: store its steps, make the update calls due (``learn``;
-        else they are left to :meth:`learn_step`, an asynchronous learner), log, evaluate,
-        checkpoint at the first episode end after one is due."""
+        else they only count in ``calls_due``, for an asynchronous learner: :meth:`draw`,
+        :meth:`take_update`), log, evaluate, checkpoint at the first episode end after one is due."""
         cfg, state, buffer, run = self.cfg, self.state, self.buffer, self.run
         prev = state.step
         state.act_time += decision.act_seconds
@@ -221,9 +224,11 @@ class OnlineLearner:
             self.episode_steps = self.episode_intervened = 0
 
         step = state.step
-        calls = 0
-        if learn and self.agent.learns_online and state.episodes >= cfg.start_episodes:
-            calls = update_calls_due(cfg, prev, step, ended)
+        due = 0
+        if self.agent.learns_online and state.episodes >= cfg.start_episodes:
+            due = update_calls_due(cfg, prev, step, ended)
+        self.calls_due += due
+        calls = due if learn else 0
         if calls:
             t0 = time.perf_counter()
             for i in range(calls):
@@ -266,16 +271,6 @@ class OnlineLearner:
         if state.checkpoint_due and ended and not last:
             self.checkpoint()
         self.bar.update(step - prev)
-
-    def calls_allowed(self) -> int:
-        """Update calls the run's schedule allows by now (all of them due since the start): an
-        asynchronous learner may lag behind it, never run ahead of it."""
-        cfg, state = self.cfg, self.state
-        if not self.agent.learns_online or state.episodes < cfg.start_episodes or state.step < cfg.start_training:
-            return 0
-        if cfg.updates_per_episode:
-            return cfg.updates_per_episode * state.episodes
-        return crossed(cfg.start_training - 1, state.step, cfg.update_period)
 
     def draw(self):
         """The batches of the next update call (``update_call``'s draw), for an asynchronous learner
