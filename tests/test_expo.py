@@ -221,6 +221,45 @@ def test_tanh_gaussian_log_prob_and_edit_correction():
     np.testing.assert_allclose(log_prob_action - log_prob, -d * np.log(beta))
 
 
+def step_by_step_sample(policy, params, rng, obs, n):
+    """The sampling chains as first written: the whole network on every row at every step."""
+    cond = jnp.broadcast_to(obs[:, None], (obs.shape[0], n, obs.shape[-1]))
+    if isinstance(policy, FlowPolicy):
+        x, dt = jax.random.normal(rng, (obs.shape[0], n, policy.action_dim)), 1.0 / policy.steps
+        for k in range(policy.steps):
+            x = x + dt * policy.net.apply(params, cond, x, jnp.full(x.shape[:-1], k * dt))
+        return jnp.clip(x, -1.0, 1.0)
+    betas, alphas, alpha_bar, alpha_bar_prev = policy._schedule()
+    init_key, key = jax.random.split(rng)
+    x = jax.random.normal(init_key, (obs.shape[0], n, policy.action_dim))
+    for t in reversed(range(policy.steps)):
+        key, noise_key = jax.random.split(key)
+        eps = policy.net.apply(params, cond, x, jnp.full(x.shape[:-1], t / policy.steps))
+        x0 = jnp.clip((x - jnp.sqrt(1.0 - alpha_bar[t]) * eps) / jnp.sqrt(alpha_bar[t]), -1.0, 1.0)
+        var = betas[t] * (1.0 - alpha_bar_prev[t]) / (1.0 - alpha_bar[t])
+        x = (jnp.sqrt(alpha_bar_prev[t]) * betas[t] * x0 + jnp.sqrt(alphas[t]) * (1.0 - alpha_bar_prev[t]) * x) / (
+            1.0 - alpha_bar[t]
+        ) + (jnp.sqrt(var) if t > 0 else 0.0) * jax.random.normal(noise_key, x.shape)
+    return jnp.clip(x, -1.0, 1.0)
+
+
+@pytest.mark.parametrize("policy_cls", [FlowPolicy, DiffusionPolicy])
+def test_sampling_chain_equals_the_step_by_step_network(policy_cls, monkeypatch):
+    """The sampler's shortcuts (input layer split by its inputs, rows in blocks) change speed,
+    not samples: same noise, same actions as the whole network applied at every step."""
+    monkeypatch.setattr("expoft.policies.denoising.SAMPLE_BLOCK_ROWS", 12)  # blocks of 4 obs, a rest of 1
+    policy = policy_cls(action_dim=3, steps=5, width=32, blocks=2, time_features=16)
+    params = policy.init(jax.random.PRNGKey(0), 4)
+    # random, not zero, output layers: the velocity must matter
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+    obs = jax.random.normal(jax.random.PRNGKey(2), (9, 4))
+    got = policy.sample(params, jax.random.PRNGKey(3), obs, 3)
+    want = step_by_step_sample(policy, params, jax.random.PRNGKey(3), obs, 3)
+    assert got.shape == (9, 3, 3)
+    assert float(jnp.std(want)) > 0.2
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
 @pytest.mark.parametrize("policy_cls", [FlowPolicy, DiffusionPolicy])
 def test_base_policy_reproduces_a_bimodal_distribution(policy_cls):
     """Half the demonstrations go left (-0.6), half right (+0.6): samples must show both modes."""

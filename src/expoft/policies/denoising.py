@@ -5,6 +5,7 @@ the base's own image encoder, trained by the imitation loss only)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -12,9 +13,14 @@ import jax.numpy as jnp
 from flax.typing import VariableDict
 
 from expoft.encoders import EncoderConfig, PixelEncoder, encode
-from expoft.nets import DenoisingNet
+from expoft.nets import DenoisingNet, conditioned_denoiser
 from expoft.obs import ObsSpec, PixelSpec
 from expoft.obs import zeros as blank_obs
+
+SAMPLE_BLOCK_ROWS = 2048
+"""Rows (observations x samples) the sampling chain runs at once. Blocks of this size keep a
+layer's activations (2048 x 256 floats, 2 MB) in cache; the whole update pool at once (5120
+observations x 8 samples) ran 2.1x slower on one core of this machine (2026-12-05)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,3 +62,16 @@ class DenoisingPolicy:
         if not isinstance(obs, dict):
             return params, obs
         return params["net"], encode(self.encoder, params["encoder"], obs, rng)
+
+    def chain(self, params: Any, cond: jax.Array, per_row: Any, run: Callable) -> jax.Array:
+        """``run(f, *row)`` for every observation, where ``f(x [N, d], t)`` is the network under
+        that observation's conditioning (``conditioned_denoiser``) and ``row`` its slices of the
+        arrays ``per_row`` (leading axis B, as ``cond [B, F]``); blocks of SAMPLE_BLOCK_ROWS rows.
+        Row results do not depend on the blocking: it changes speed, not samples."""
+        num_samples = jax.tree.leaves(per_row)[0].shape[1]
+
+        def one(args):
+            c, row = args
+            return run(conditioned_denoiser(self.net, params, c), *row)
+
+        return jax.lax.map(one, (cond, per_row), batch_size=max(1, SAMPLE_BLOCK_ROWS // num_samples))

@@ -54,25 +54,29 @@ class DiffusionPolicy(DenoisingPolicy):
         if steps not in (None, self.steps):
             raise ValueError(f"DDPM samples with its {self.steps} training steps; got steps={steps}")
         betas, alphas, alpha_bar, alpha_bar_prev = self._schedule()
-        params, obs = self.condition(params, obs)
-        obs = jnp.broadcast_to(obs[:, None], (obs.shape[0], num_samples, obs.shape[-1]))
+        params, cond = self.condition(params, obs)
         init_key, loop_key = jax.random.split(rng)
-        x = jax.random.normal(init_key, (*obs.shape[:-1], self.action_dim))
+        x = jax.random.normal(init_key, (cond.shape[0], num_samples, self.action_dim))
 
-        def step(i, carry):
-            x, key = carry
-            t = self.steps - 1 - i
+        def draw(key, _):  # every step's noise up front, from the key chain a step-by-step loop splits
             key, noise_key = jax.random.split(key)
-            eps = self.net.apply(params, obs, x, jnp.full(x.shape[:-1], t / self.steps))
-            x0 = jnp.clip((x - jnp.sqrt(1.0 - alpha_bar[t]) * eps) / jnp.sqrt(alpha_bar[t]), -1.0, 1.0)
-            coef_x0 = jnp.sqrt(alpha_bar_prev[t]) * betas[t] / (1.0 - alpha_bar[t])
-            coef_xt = jnp.sqrt(alphas[t]) * (1.0 - alpha_bar_prev[t]) / (1.0 - alpha_bar[t])
-            var = betas[t] * (1.0 - alpha_bar_prev[t]) / (1.0 - alpha_bar[t])
-            noise = jnp.where(t > 0, jnp.sqrt(var), 0.0) * jax.random.normal(noise_key, x.shape)
-            return coef_x0 * x0 + coef_xt * x + noise, key
+            return key, jax.random.normal(noise_key, x.shape)
 
-        x, _ = jax.lax.fori_loop(0, self.steps, step, (x, loop_key))
-        return jnp.clip(x, -1.0, 1.0)
+        _, noises = jax.lax.scan(draw, loop_key, length=self.steps)  # [T, B, N, d]
+
+        def run(f, x, noises):
+            def step(i, x):
+                t = self.steps - 1 - i
+                eps = f(x, t / self.steps)
+                x0 = jnp.clip((x - jnp.sqrt(1.0 - alpha_bar[t]) * eps) / jnp.sqrt(alpha_bar[t]), -1.0, 1.0)
+                coef_x0 = jnp.sqrt(alpha_bar_prev[t]) * betas[t] / (1.0 - alpha_bar[t])
+                coef_xt = jnp.sqrt(alphas[t]) * (1.0 - alpha_bar_prev[t]) / (1.0 - alpha_bar[t])
+                var = betas[t] * (1.0 - alpha_bar_prev[t]) / (1.0 - alpha_bar[t])
+                return coef_x0 * x0 + coef_xt * x + jnp.where(t > 0, jnp.sqrt(var), 0.0) * noises[i]
+
+            return jnp.clip(jax.lax.fori_loop(0, self.steps, step, x), -1.0, 1.0)
+
+        return self.chain(params, cond, (x, jnp.moveaxis(noises, 0, 1)), run)
 
     def decode(self, params: dict, obs: jax.Array, noise: jax.Array, steps: int | None = None) -> jax.Array:
         """Deterministic noise -> action map (DDIM with eta = 0 on the same schedule and network):

@@ -34,8 +34,14 @@ class FlowPolicy(DenoisingPolicy):
         """``[B, D] -> [B, num_samples, d]``; ``steps`` overrides the Euler step count."""
         net_params, cond = self.condition(params, obs)
         noise = jax.random.normal(rng, (cond.shape[0], num_samples, self.action_dim))
-        cond = jnp.broadcast_to(cond[:, None], (cond.shape[0], num_samples, cond.shape[-1]))
-        return self._integrate(net_params, cond, noise, steps)
+        steps = steps or self.steps
+        dt = 1.0 / steps
+
+        def run(f, x):
+            x = jax.lax.fori_loop(0, steps, lambda k, x: x + dt * f(x, k * dt), x)
+            return jnp.clip(x, -1.0, 1.0)
+
+        return self.chain(net_params, cond, (noise,), run)
 
     def decode(self, params: dict, obs: jax.Array, noise: jax.Array, steps: int | None = None) -> jax.Array:
         """The deterministic map from noise x0 to an action: obs ``[..., D]``, noise ``[..., d]``
