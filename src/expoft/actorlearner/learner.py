@@ -103,18 +103,25 @@ class LearnerServer:
         if not self._busy.acquire(blocking=False):
             self._refuse(ws, "this learner serves one actor at a time; another one is connected")
             return
+        refusal = self._serve_session(ws)
+        self._busy.release()  # before the refusal goes out: its sender may connect again at once
+        if refusal is not None:
+            self._refuse(ws, refusal)
+        if self.failure is not None:  # after the actor was told why
+            self.finished.set()
+
+    def _serve_session(self, ws) -> str | None:
+        """Serve one connection; why it is refused, if it is."""
         try:
             self._session(ws)
         except (websockets.exceptions.ConnectionClosed, TimeoutError) as exc:
             log.warning("actor connection lost: %s", exc)
         except ProtocolError as exc:
-            self._refuse(ws, str(exc))
+            return str(exc)
         except BaseException as exc:  # the learner itself failed: the run stops, the actor is told why
             self.failure = exc
-            self._refuse(ws, f"the learner failed: {type(exc).__name__}: {exc}")
-            self.finished.set()
-        finally:
-            self._busy.release()
+            return f"the learner failed: {type(exc).__name__}: {exc}"
+        return None
 
     def _refuse(self, ws, message: str) -> None:
         log.warning("refused: %s", message)
