@@ -177,7 +177,7 @@ TIERS = {
     ),
     "smoke": (
         "test_train", "test_resume", "test_offline_rl", "test_external_base", "test_pixel_bases", "test_pixel_run",
-        "test_actorlearner",
+        "test_actorlearner", "test_fleet",
     ),
 }  # fmt: skip
 

@@ -329,6 +329,8 @@ class Learner:
     """sync: the actor waits for each decision's update calls and weights (exactly the loop of
     `expoft finetune`); async: the learner updates in a thread of its own, as far as the schedule
     allows, and the actor never waits for an update."""
+    actors: int = 1
+    """Actor processes served at once, each with its own --slot (more than 1: --mode async)."""
     overwrite: bool = False
     resume: bool = False
     """Continue the killed run in --out from its newest checkpoint (its own config.json)."""
@@ -339,8 +341,9 @@ class Learner:
     def run(self) -> None:
         from expoft.actorlearner.learner import serve_run
 
-        summary = serve_run(self.config, self.out, self.listen, mode=self.mode, overwrite=self.overwrite,
-                            resume=self.resume, progress=self.progress, idle_timeout_s=self.idle_timeout_s)  # fmt: skip
+        summary = serve_run(self.config, self.out, self.listen, mode=self.mode, actors=self.actors,
+                            overwrite=self.overwrite, resume=self.resume, progress=self.progress,
+                            idle_timeout_s=self.idle_timeout_s)  # fmt: skip
         print(json.dumps({k: v for k, v in summary.items() if k != "evaluations"}))
 
 
@@ -351,6 +354,8 @@ class Actor:
 
     learner: str = "ws://127.0.0.1:8765"
     name: str = "actor"
+    slot: int = 0
+    """This actor's place at a learner of several (`expoft learner --actors N`): 0..N-1, one each."""
     answer_timeout_s: float = 600.0
     """Longest wait for the learner's answer to one decision (its update calls included)."""
     retries: int = 10
@@ -372,7 +377,7 @@ class Actor:
         robot = None if self.robot is None else load_robot(self.robot)
         person = None if self.teleop is None else make_teleop(self.teleop)
         actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries,
-                             journal=self.journal, robot=robot, intervener=person)  # fmt: skip
+                             journal=self.journal, robot=robot, intervener=person, slot=self.slot)  # fmt: skip
         print(json.dumps({"decisions": actor.run(), **actor.latency_ms()}))
 
 

@@ -70,8 +70,10 @@ class Actor:
 
     def __init__(self, url: str, *, name: str = "actor", answer_timeout_s: float = 600.0, retries: int = 10,
                  backoff_s: float = 0.5, ping_s: float = 5.0, journal: str | Path | None = None,
-                 robot: Callable[[RunConfig], Any] | None = None, intervener: Any = None):  # fmt: skip
-        self.url, self.name = url, name
+                 robot: Callable[[RunConfig], Any] | None = None, intervener: Any = None, slot: int = 0):  # fmt: skip
+        self.url, self.name, self.slot = url, name, slot
+        """``slot``: this actor's place at a learner of several actors (``--actors N``): its own
+        reset seeds, acting stream and numbering of decisions."""
         self.answer_timeout_s, self.retries, self.backoff_s, self.ping_s = answer_timeout_s, retries, backoff_s, ping_s
         self.session = uuid.uuid4().hex
         self.journal = None if journal is None else Path(journal)
@@ -109,7 +111,15 @@ class Actor:
                                                          ping_interval=self.ping_s, ping_timeout=4 * self.ping_s,
                                                          open_timeout=10, legacy=True)  # fmt: skip
                 self.ws.send(
-                    packb({"type": "hello", "protocol": PROTOCOL, "actor": self.name, "session": self.session})
+                    packb(
+                        {
+                            "type": "hello",
+                            "protocol": PROTOCOL,
+                            "actor": self.name,
+                            "session": self.session,
+                            "slot": self.slot,
+                        }
+                    )
                 )
                 return expect(self._recv(30.0), "welcome")
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
@@ -150,7 +160,9 @@ class Actor:
                 log.warning("the learner is at env step %d, this actor at %d: starting the learner's next episode",
                             step, end)  # fmt: skip
             env = None if self.robot is None else self.robot(self.cfg)
-            self.side = EnvSide(self.cfg, field(welcome, "episodes", int), env=env, intervener=self.intervener)
+            self.side = EnvSide(
+                self.cfg, field(welcome, "episodes", int), env=env, intervener=self.intervener, slot=self.slot
+            )
             self.outbox, self.pending = [], deque()
         self.step = step
         self.random_chunk = welcome.get("random_chunk")
@@ -184,7 +196,7 @@ class Actor:
         assert self.cfg is not None and self.side is not None
         seq = self.outbox[-1]["seq"] + _steps(self.outbox[-1]) if self.outbox else self.step
         t0 = time.perf_counter()
-        chunk, edited, not_first = decide(self.cfg, self.agent, self.side.obs, seq, self.random_chunk)
+        chunk, edited, not_first = decide(self.cfg, self.agent, self.side.obs, seq, self.random_chunk, slot=self.slot)
         act_seconds = time.perf_counter() - t0
         self.latencies.append(act_seconds)
         episode = self.side.episodes
@@ -193,7 +205,7 @@ class Actor:
         message = decision_message(seq, episode, self.version, decision)
         if self.journal is not None:
             with self.journal.open("a") as f:
-                f.write(json.dumps({"session": self.session, "episode": episode, "seq": seq,
+                f.write(json.dumps({"session": self.session, "slot": self.slot, "episode": episode, "seq": seq,
                                     "ended": decision.episode_ended and not decision.rerecord,
                                     "ids": transition_ids(message)}) + "\n")  # fmt: skip
         self.outbox.append(message)

@@ -91,6 +91,7 @@ class LearnerServer:
             self._learning.start()
         self.finished.wait()
         self._stop_learning.set()
+        self._last_answers()
         self._server.shutdown()
         thread.join()
         if self.failure is not None:
@@ -98,20 +99,20 @@ class LearnerServer:
         assert self.summary is not None
         return self.summary
 
+    def _last_answers(self) -> None:
+        """Before the server shuts down: one actor was told the run is done; nothing else waits."""
+
     # ---- one actor's connection ------------------------------------------------------------------
     def _handle(self, ws) -> None:
-        if not self._busy.acquire(blocking=False):
-            self._refuse(ws, "this learner serves one actor at a time; another one is connected")
-            return
         refusal = self._serve_session(ws)
-        self._busy.release()  # before the refusal goes out: its sender may connect again at once
         if refusal is not None:
             self._refuse(ws, refusal)
         if self.failure is not None:  # after the actor was told why
             self.finished.set()
 
     def _serve_session(self, ws) -> str | None:
-        """Serve one connection; why it is refused, if it is."""
+        """Serve one connection; why it is refused, if it is (its actor slot is free by then: the
+        sender may connect again at once)."""
         try:
             self._session(ws)
         except (websockets.exceptions.ConnectionClosed, TimeoutError) as exc:
@@ -122,6 +123,12 @@ class LearnerServer:
             self.failure = exc
             return f"the learner failed: {type(exc).__name__}: {exc}"
         return None
+
+    def _hello(self, ws) -> dict:
+        hello = expect(self._recv(ws, self.hello_timeout_s), "hello")
+        if field(hello, "protocol", int) != PROTOCOL:
+            raise ProtocolError(f"protocol {hello['protocol']} is not this learner's ({PROTOCOL}); update expoft")
+        return hello
 
     def _refuse(self, ws, message: str) -> None:
         log.warning("refused: %s", message)
@@ -165,10 +172,18 @@ class LearnerServer:
         return self._random
 
     def _session(self, ws) -> None:
-        hello = expect(self._recv(ws, self.hello_timeout_s), "hello")
-        if field(hello, "protocol", int) != PROTOCOL:
-            raise ProtocolError(f"protocol {hello['protocol']} is not this learner's ({PROTOCOL}); update expoft")
+        if not self._busy.acquire(blocking=False):
+            raise ProtocolError("this learner serves one actor at a time; another one is connected")
+        try:
+            self._one_actor(ws, self._hello(ws))
+        finally:
+            self._busy.release()
+
+    def _one_actor(self, ws, hello: dict) -> None:
         learner = self.learner
+        if hello.get("slot", 0) != 0:
+            raise ProtocolError(f"actor slot {hello['slot']!r}: this learner serves one actor (slot 0); start it "
+                                "with --actors N for several")  # fmt: skip
         session = field(hello, "session", str)
         if session != self.session:
             with self.lock:  # async: the update thread samples the buffer
@@ -240,25 +255,34 @@ def _run_id(run_dir: Path) -> str:
     return run_id
 
 
-def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str = "sync", overwrite: bool = False,
-              resume: bool = False, progress: bool = True, on_listening: Callable[[int], None] | None = None,
-              **server_args: Any) -> dict:  # fmt: skip
+def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str = "sync", actors: int = 1,
+              overwrite: bool = False, resume: bool = False, progress: bool = True,
+              on_listening: Callable[[int], None] | None = None, **server_args: Any) -> dict:  # fmt: skip
     """Pretrain (or resume) the run in ``out`` as `expoft finetune` would, then serve its online
     phase to actors at ``listen`` until the env-step budget is collected; the run's summary.
+    ``actors`` > 1: that many actor processes at once (async mode, ``expoft.actorlearner.fleet``).
     ``cfg`` is ignored with ``resume`` (the run's own config.json is used)."""
+    from expoft.actorlearner.fleet import FleetServer
     from expoft.train.finetune import finetune
     from expoft.train.finetune import resume as resume_run
 
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
+    if actors < 1 or (actors > 1 and mode != "async"):
+        raise ValueError(f"--actors must be 1, or more with --mode async; got --actors {actors} --mode {mode}")
     host, port = parse_listen(listen)
     if not resume:
         check_learnable(cfg, mode)
 
     def online(learner: OnlineLearner) -> dict:
         check_learnable(learner.cfg, mode)
-        server = LearnerServer(learner, _run_id(learner.run.path), host, port, mode=mode, **server_args)
-        log.info("learner of %s listening on ws://%s:%d (%s mode)", learner.run.path, host, server.port, mode)
+        run_id = _run_id(learner.run.path)
+        if actors > 1:
+            server: LearnerServer = FleetServer(learner, run_id, host, port, actors=actors, **server_args)
+        else:
+            server = LearnerServer(learner, run_id, host, port, mode=mode, **server_args)
+        log.info("learner of %s listening on ws://%s:%d (%s mode, %d actor%s)", learner.run.path, host, server.port,
+                 mode, actors, "s" * (actors > 1))  # fmt: skip
         if on_listening is not None:
             on_listening(server.port)
         return server.serve()

@@ -57,9 +57,14 @@ class Decision:
     """A person asked to do the episode again: it is dropped, not learned from."""
 
 
-def reset_seed(cfg: RunConfig, episodes: int) -> int:
-    """Reset seed of the training episode after ``episodes`` finished ones."""
-    return cfg.seed if episodes == 0 else cfg.seed + 1_000_000 + episodes
+SLOT_SEED_STRIDE = 10_000_000
+"""Reset seeds of actor slot k start k strides above slot 0's: the actors of one learner see
+different episodes (slot 0's are the single-actor run's)."""
+
+
+def reset_seed(cfg: RunConfig, episodes: int, slot: int = 0) -> int:
+    """Reset seed of the training episode after ``episodes`` finished ones (of actor ``slot``)."""
+    return (cfg.seed if episodes == 0 else cfg.seed + 1_000_000 + episodes) + slot * SLOT_SEED_STRIDE
 
 
 def crossed(prev: int, step: int, every: int) -> int:
@@ -82,19 +87,24 @@ class EnvSide:
     """The run's training environment with action chunks, interventions and filming; starts at the
     episode after ``episodes`` finished ones (a resumed run's)."""
 
-    def __init__(self, cfg: RunConfig, episodes: int, run=None, env=None, intervener=None):
-        self.cfg, self.run, self.episodes = cfg, run, episodes
+    def __init__(self, cfg: RunConfig, episodes: int, run=None, env=None, intervener=None, slot: int = 0):
+        self.cfg, self.run, self.episodes, self.slot = cfg, run, episodes, slot
         filming = run is not None and cfg.video_every > 0
         raw = env if env is not None else make_run_env(cfg, render=filming)
         self.raw_env, self.filming = raw, filming
         self.frames: list[np.ndarray] = []
         if intervener is None and cfg.intervene == "scripted":
             intervener = ScriptedIntervener(
-                raw, cfg.env, cfg.task, seed=cfg.seed, patience=cfg.intervene_patience, decay=cfg.intervene_decay
+                raw,
+                cfg.env,
+                cfg.task,
+                seed=cfg.seed + slot * SLOT_SEED_STRIDE,
+                patience=cfg.intervene_patience,
+                decay=cfg.intervene_decay,
             )
             intervener.episodes = episodes
         self.env = ActionChunks(raw, cfg.agent.exec_len, intervener=intervener, on_step=self._film)
-        self.obs, _ = self.env.reset(seed=reset_seed(cfg, episodes))
+        self.obs, _ = self.env.reset(seed=reset_seed(cfg, episodes, slot))
         self._film()
 
     def _film(self) -> None:
@@ -113,18 +123,22 @@ class EnvSide:
                                step_before + len(transitions))  # fmt: skip
                 self.frames.clear()
             self.episodes += not rerecord
-            self.obs, _ = self.env.reset(seed=reset_seed(self.cfg, self.episodes))
+            self.obs, _ = self.env.reset(seed=reset_seed(self.cfg, self.episodes, self.slot))
             self._film()
         return Decision(transitions, ended, bool(info["success"]), rerecord=rerecord)
 
 
-def decide(cfg: RunConfig, agent, obs, step: int, random_chunk: np.ndarray | None, external=None):
-    """The chunk of the decision at env step ``step`` and EXPO's (edited, not_first) flags."""
+def decide(cfg: RunConfig, agent, obs, step: int, random_chunk: np.ndarray | None, external=None, slot: int = 0):
+    """The chunk of the decision at env step ``step`` (of actor ``slot``) and EXPO's (edited,
+    not_first) flags."""
     if random_chunk is not None:
         return random_chunk, None, None
     batch = add_batch_axis(obs)
     base = None if external is None else external(batch, step_seed(cfg, step))
-    a, info = act(agent, batch, jax.random.fold_in(jax.random.PRNGKey(cfg.seed + 1), step + 1), base)
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed + 1), step + 1)
+    if slot:  # slot 0 keeps the single-actor run's stream
+        key = jax.random.fold_in(key, slot)
+    a, info = act(agent, batch, key, base)
     # one transfer: indexing device arrays would dispatch an op each
     a, edited, not_first = jax.device_get((a, info.get("edited"), info.get("not_first")))
     flags = (None, None) if edited is None else (bool(edited[0]), bool(not_first[0]))

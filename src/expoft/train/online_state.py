@@ -46,6 +46,9 @@ class LoopState:
     dropped_episodes: int = 0
     dropped_steps: int = 0
     """Episodes (and their steps) left out of the replay buffer because their actor died in them."""
+    actors: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    """Several actors (``expoft learner --actors N``): per actor slot, the env steps and episodes
+    of it that are in the replay buffer (whole episodes only): where each actor resumes."""
     update_time: float = 0.0
     act_time: float = 0.0
     elapsed_seconds: float = 0.0
