@@ -5,17 +5,23 @@ latency. Run by hand, not by CI; one JSON line per figure with the machine and s
   calls: start_training beyond the budget) taking decisions from a synthetic actor that sends
   them as fast as the answers come (no environment): decode, check, replay buffer, answer, over
   a loopback websocket. The learner side's own cost, chunks of ``--exec-len`` steps per message.
+- ``fleet_ingest_transitions_per_s``: the same with ``--actors`` synthetic actor processes at a
+  learner of several actors (async, ``expoft learner --actors N``; episodes staged per actor and
+  written whole at their end), messages encoded before the clock starts: the learner's rate with
+  N connections, from the go signal until the budget (N x decisions) is in its buffer.
 - ``weights_mb`` / ``weights_roundtrip_ms``: the published-size EXPO agent (all arrays) encoded,
   sent over a loopback websocket, decoded and checked into an agent: what one weight broadcast
   costs (median of ``--repeats``).
 
     python benchmarks/actorlearner.py                # median of 5, chunks of 1 and 5
+    python benchmarks/actorlearner.py --actors 1 2 4 --only-fleet
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -89,6 +95,75 @@ def ingest(decisions: int, exec_len: int, out: str) -> float:
     return steps / seconds
 
 
+def _messages(slot: int, decisions: int, exec_len: int, episode: int = 200) -> list[bytes]:
+    """A synthetic actor's decisions, encoded: random states, episodes of ``episode`` steps."""
+    rng = np.random.default_rng(slot)
+    out, step = [], 0
+    for _ in range(decisions):
+        end = (step + exec_len) % episode == 0
+        out.append(packb({
+            "type": "decision", "seq": step, "episode": step // episode, "version": 0,
+            "obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
+            "next_obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, (exec_len, 5)).astype(np.float32),
+            "rewards": np.zeros(exec_len), "terminated": np.zeros(exec_len, bool),
+            "truncated": np.arange(exec_len) == exec_len - 1 if end else np.zeros(exec_len, bool),
+            "intervened": np.zeros(exec_len, bool), "success": False, "episode_ended": end,
+            "edited": None, "not_first": None, "act_seconds": 0.0,
+        }))  # fmt: skip
+        step += exec_len
+    return out
+
+
+def _synthetic_actor(url: str, slot: int, decisions: int, exec_len: int, ready, go) -> None:
+    messages = _messages(slot, decisions, exec_len)
+    ws = connect(url)
+    ws.send(packb({"type": "hello", "protocol": PROTOCOL, "actor": "bench", "session": f"bench{slot}", "slot": slot}))
+    recv(ws)
+    ready.release()
+    go.wait()
+    for message in messages:
+        ws.send(message)
+        if recv(ws)["done"]:
+            break
+    ws.close()
+
+
+def fleet_ingest(actors: int, decisions: int, exec_len: int, out: str) -> float:
+    """Transitions per second a learner of ``actors`` actors takes from as many synthetic actor
+    processes, each sending ``decisions`` decisions (episodes of 200 steps), rounded down to whole
+    episodes: the learner counts an episode's steps at its end."""
+    decisions = max(1, decisions * exec_len // 200) * 200 // exec_len
+    steps = actors * decisions * exec_len
+    cfg = preset("tiny", env_steps=steps, start_training=10 * steps, eval_every=10 * steps, log_every=10 * steps,
+                 checkpoint_every=10 * steps, episode_steps=200)  # fmt: skip
+    cfg = with_agent_settings(cfg, chunk_len=exec_len, exec_len=exec_len)
+    port, listening, result = {}, threading.Event(), {}
+
+    def serve() -> None:
+        result["summary"] = serve_run(cfg, out, "127.0.0.1:0", mode="async", actors=actors, progress=False,
+                                      on_listening=lambda p: (port.update(p=p), listening.set()))  # fmt: skip
+        result["end"] = time.perf_counter()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    listening.wait(600)
+    spawn = multiprocessing.get_context("spawn")
+    ready, go = spawn.Semaphore(0), spawn.Event()
+    procs = [spawn.Process(target=_synthetic_actor, args=(f"ws://127.0.0.1:{port['p']}", k, decisions, exec_len,
+                                                         ready, go)) for k in range(actors)]  # fmt: skip
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.acquire()
+    start = time.perf_counter()
+    go.set()
+    thread.join(600)
+    for p in procs:
+        p.join(60)
+    return result["summary"]["env_steps"] / (result["end"] - start)
+
+
 def weights_roundtrip(repeats: int) -> tuple[float, float]:
     """(MB, median ms) of one published-size agent's weights over a loopback websocket."""
     cfg = RunConfig()
@@ -120,7 +195,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--actors", type=int, nargs="*", default=[1, 2, 4], help="fleet sizes for fleet ingest")
+    parser.add_argument("--only-fleet", action="store_true", help="measure the fleet ingest only")
     args = parser.parse_args()
+    for n in args.actors:
+        with tempfile.TemporaryDirectory() as out:
+            rates = [fleet_ingest(n, args.decisions // n, 5, f"{out}/run{i}") for i in range(3)]
+        emit("fleet_ingest_transitions_per_s", float(np.median(rates)), "transitions/s", exec_len=5, actors=n,
+             decisions=args.decisions, runs=3, affinity=len(os.sched_getaffinity(0)))  # fmt: skip
+    if args.only_fleet:
+        return
     for exec_len in (1, 5):
         with tempfile.TemporaryDirectory() as out:
             rates = [ingest(args.decisions, exec_len, f"{out}/run{i}") for i in range(3)]

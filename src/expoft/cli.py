@@ -331,6 +331,12 @@ class Learner:
     allows, and the actor never waits for an update."""
     actors: int = 1
     """Actor processes served at once, each with its own --slot (more than 1: --mode async)."""
+    ray: bool = False
+    """Start the --actors on Ray (pip install 'expoft[ray]'): a local Ray, or --ray-address's cluster."""
+    ray_address: str | None = None
+    """A running Ray cluster (e.g. 10.0.0.5:6379); none: a local Ray started for this run."""
+    ray_cpus_per_actor: float = 1.0
+    """CPUs Ray reserves per actor (fractions place several actors per core)."""
     overwrite: bool = False
     resume: bool = False
     """Continue the killed run in --out from its newest checkpoint (its own config.json)."""
@@ -341,7 +347,8 @@ class Learner:
     def run(self) -> None:
         from expoft.actorlearner.learner import serve_run
 
-        summary = serve_run(self.config, self.out, self.listen, mode=self.mode, actors=self.actors,
+        summary = serve_run(self.config, self.out, self.listen, mode=self.mode, actors=self.actors, ray=self.ray,
+                            ray_address=self.ray_address, ray_cpus_per_actor=self.ray_cpus_per_actor,
                             overwrite=self.overwrite, resume=self.resume, progress=self.progress,
                             idle_timeout_s=self.idle_timeout_s)  # fmt: skip
         print(json.dumps({k: v for k, v in summary.items() if k != "evaluations"}))

@@ -256,11 +256,14 @@ def _run_id(run_dir: Path) -> str:
 
 
 def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str = "sync", actors: int = 1,
+              ray: bool = False, ray_address: str | None = None, ray_cpus_per_actor: float = 1.0,
               overwrite: bool = False, resume: bool = False, progress: bool = True,
               on_listening: Callable[[int], None] | None = None, **server_args: Any) -> dict:  # fmt: skip
     """Pretrain (or resume) the run in ``out`` as `expoft finetune` would, then serve its online
     phase to actors at ``listen`` until the env-step budget is collected; the run's summary.
     ``actors`` > 1: that many actor processes at once (async mode, ``expoft.actorlearner.fleet``).
+    ``ray``: start the ``actors`` on Ray (a local Ray, or the cluster at ``ray_address``); the
+    summary then lists each one's decisions and latencies under ``actors``.
     ``cfg`` is ignored with ``resume`` (the run's own config.json is used)."""
     from expoft.actorlearner.fleet import FleetServer
     from expoft.train.finetune import finetune
@@ -271,6 +274,11 @@ def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str
     if actors < 1 or (actors > 1 and mode != "async"):
         raise ValueError(f"--actors must be 1, or more with --mode async; got --actors {actors} --mode {mode}")
     host, port = parse_listen(listen)
+    if ray:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("--ray needs Ray: pip install 'expoft[ray]' (or ray==2.60.0)")
     if not resume:
         check_learnable(cfg, mode)
 
@@ -285,7 +293,13 @@ def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str
                  mode, actors, "s" * (actors > 1))  # fmt: skip
         if on_listening is not None:
             on_listening(server.port)
-        return server.serve()
+        if not ray:
+            return server.serve()
+        from expoft.actorlearner.ray_actors import RayActors, reachable_url
+
+        fleet = RayActors(reachable_url(host, server.port), actors, ray_address, ray_cpus_per_actor).start()
+        summary = server.serve()
+        return {**summary, "actors": fleet.results()}
 
     if resume:
         return resume_run(out, progress=progress, online=online)
