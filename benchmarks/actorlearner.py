@@ -138,12 +138,19 @@ def fleet_ingest(actors: int, decisions: int, exec_len: int, out: str) -> float:
     cfg = preset("tiny", env_steps=steps, start_training=10 * steps, eval_every=10 * steps, log_every=10 * steps,
                  checkpoint_every=10 * steps, episode_steps=200)  # fmt: skip
     cfg = with_agent_settings(cfg, chunk_len=exec_len, exec_len=exec_len)
-    port, listening, result = {}, threading.Event(), {}
+    port: dict[str, int] = {}
+    listening = threading.Event()
+    summary: dict[str, dict] = {}
+    end: list[float] = []
+
+    def on_listening(p: int) -> None:
+        port["p"] = p
+        listening.set()
 
     def serve() -> None:
-        result["summary"] = serve_run(cfg, out, "127.0.0.1:0", mode="async", actors=actors, progress=False,
-                                      on_listening=lambda p: (port.update(p=p), listening.set()))  # fmt: skip
-        result["end"] = time.perf_counter()
+        summary["run"] = serve_run(cfg, out, "127.0.0.1:0", mode="async", actors=actors, progress=False,
+                                   on_listening=on_listening)  # fmt: skip
+        end.append(time.perf_counter())
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -161,7 +168,7 @@ def fleet_ingest(actors: int, decisions: int, exec_len: int, out: str) -> float:
     thread.join(600)
     for p in procs:
         p.join(60)
-    return result["summary"]["env_steps"] / (result["end"] - start)
+    return summary["run"]["env_steps"] / (end[0] - start)
 
 
 def weights_roundtrip(repeats: int) -> tuple[float, float]:

@@ -49,7 +49,7 @@ class RayActors:
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
             self._started_ray = True
-        remote = ray.remote(num_cpus=self.cpus_per_actor, max_restarts=3, max_task_retries=3)(ActorWorker)
+        remote: Any = ray.remote(num_cpus=self.cpus_per_actor, max_restarts=3, max_task_retries=3)(ActorWorker)
         workers = [remote.remote() for _ in range(self.count)]
         self._futures = [w.run.remote(self.url, k, self.options) for k, w in enumerate(workers)]
         log.info("started %d actors on Ray for %s", self.count, self.url)
