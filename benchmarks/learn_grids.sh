@@ -16,8 +16,9 @@
 #       both tasks (3 seeds each, paired by seed: same data, same pretrained base).
 #   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
 #       expo (chunks of 5, see EXPO_CHUNKS), expo-ft, qc, bc under the protocol's budget.
-#       On the exact update (one core each) EXPO-FT costs ~3.1 CPU hours per 5k env steps,
-#       chunked EXPO ~2.5 and QC (32 samples) ~5.5; LEARN_ARGS adds flags to every run (the
+#       On the exact update (one core each) EXPO-FT costs ~2 CPU hours per 5k env steps since
+#       the faster sampler of 2026-12-05 (3.1 before; chunked EXPO and QC, 2.5 and 5.5 before,
+#       about 1.7x less too); LEARN_ARGS adds flags to every run (the
 #       cache, once validated), and the bench records them. The expo-ft runs of
 #       cache-p1-<env>-exact are the same command as learn-p1-<env>'s: copy their run folders
 #       (runs/cache-p1-<env>-exact/runs/expo-ft/seedS) into runs/learn-p1-<env>/runs/expo-ft/
