@@ -78,6 +78,9 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
     assert main(["nonsense"]) == 2
     assert main([]) == 2
+    # an actor whose learner cannot be reached: its reason, exit 1, no traceback
+    assert main(["actor", "--learner", "ws://127.0.0.1:9", "--retries", "0"]) == 1
+    assert "no learner at ws://127.0.0.1:9 after 0 retries" in capsys.readouterr().err
 
 
 def test_console_script_is_installed():

@@ -443,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError, RenderError) as e:
         print(f"expoft: error: {e}", file=sys.stderr)
         return 2
+    except ConnectionError as e:  # a peer that cannot be reached (an actor's learner): not a usage error
+        print(f"expoft: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

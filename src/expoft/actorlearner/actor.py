@@ -53,8 +53,8 @@ from expoft.train.rundir import config_from_json
 log = logging.getLogger(__name__)
 
 
-class LearnerGone(RuntimeError):
-    """The learner could not be reached within the retries."""
+class LearnerGone(ConnectionError):
+    """The learner could not be reached within the retries (`expoft actor` exits 1 with this message)."""
 
 
 def _steps(message: dict) -> int:
