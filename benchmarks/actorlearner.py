@@ -32,8 +32,8 @@ import numpy as np
 import websockets.sync.client
 import websockets.sync.server
 
-from expoft.actorlearner.learner import serve_run
 from expoft.actorlearner.messages import MAX_MESSAGE_BYTES, PROTOCOL, decode, weights_of, with_weights
+from expoft.actorlearner.serve import serve_run
 from expoft.agents.registry import create_agent
 from expoft.bases.wire import packb
 from expoft.train.config import RunConfig, preset, with_agent_settings

@@ -15,7 +15,6 @@ import websockets.exceptions
 import websockets.sync.client
 
 from expoft.actorlearner.actor import Actor
-from expoft.actorlearner.learner import serve_run
 from expoft.actorlearner.messages import (
     ProtocolError,
     buffer_ids,
@@ -23,6 +22,7 @@ from expoft.actorlearner.messages import (
     decision_message,
     with_weights,
 )
+from expoft.actorlearner.serve import serve_run
 from expoft.bases.toy import free_port
 from expoft.envs.chunks import Transition
 from expoft.train.build import make_agent, offline_data
@@ -287,9 +287,19 @@ def test_a_person_with_keys_drives_and_labels_episodes_through_the_actor(tmp_pat
 
 
 @pytest.mark.slow  # a whole learner-actor run (~30 s)
-def test_async_learner_updates_while_the_actor_acts(tmp_path):
+def test_async_learner_updates_while_the_actor_acts(tmp_path, monkeypatch):
     """Async mode: the run finishes, the learner made update calls in its own thread and never
-    more than the schedule allows, and the actor got new weights along the way."""
+    more than the schedule allows, the actor got new weights along the way, and it never waited
+    for an evaluation (each made 3 s slower here): they run in a thread of their own."""
+    from expoft.train.online_loop import OnlineLearner
+
+    evaluation = OnlineLearner.evaluation
+
+    def slow_evaluation(self, agent, last=False):
+        time.sleep(3.0)
+        return evaluation(self, agent, last)
+
+    monkeypatch.setattr(OnlineLearner, "evaluation", slow_evaluation)
     cfg = preset("tiny", **SMALL)
     thread, result = _learner_in_thread(cfg, tmp_path / "run", mode="async")
     actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2)
@@ -299,4 +309,7 @@ def test_async_learner_updates_while_the_actor_acts(tmp_path):
     summary = result["summary"]
     allowed = (summary["env_steps"] - cfg.start_training + 1) // cfg.update_period
     assert 0 < summary["update_calls"] <= allowed
-    assert actor.version > 0 and actor.latency_ms()["longest_stall_ms"] > 0
+    assert actor.version > 0 and 0 < actor.latency_ms()["longest_stall_ms"] < 2000
+    evals = [r["env_step"] for r in metrics_rows(tmp_path / "run") if "eval/success" in r]
+    assert evals == [0, 60, 120], evals  # before RL, at eval_every, and the last one, in order
+    assert summary["final_base_success"] is not None

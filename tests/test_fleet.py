@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from expoft.actorlearner.learner import serve_run
 from expoft.actorlearner.messages import buffer_ids
+from expoft.actorlearner.serve import serve_run
 from expoft.bases.toy import free_port
 from expoft.train.build import make_agent, offline_data
 from expoft.train.checkpoint import CheckpointStore

@@ -317,8 +317,7 @@ class Serve:
 
 @dataclasses.dataclass(frozen=True)
 class Learner:
-    """Own a fine-tuning run (agent, replay buffer, run folder) and serve its online phase to an
-    actor (`expoft actor`): pretraining as `expoft finetune`, then one decision per message."""
+    """Own a run (agent, buffer, run folder; pretrained as by `expoft finetune`), serve actors its online phase."""
 
     config: Annotated[RunConfig, tyro.conf.OmitArgPrefixes]
     out: Path = Path("runs/learner")
@@ -326,15 +325,13 @@ class Learner:
     listen: str = "127.0.0.1:8765"
     """HOST:PORT to serve actors on (port 0: a free one, printed)."""
     mode: str = "sync"
-    """sync: the actor waits for each decision's update calls and weights (exactly the loop of
-    `expoft finetune`); async: the learner updates in a thread of its own, as far as the schedule
-    allows, and the actor never waits for an update."""
+    """sync: the actor waits for each decision's update calls and weights (the loop of `expoft finetune`);
+    async: the learner updates (and evaluates) in threads of its own; actors never wait for them."""
     actors: int = 1
     """Actor processes served at once, each with its own --slot (more than 1: --mode async)."""
     ray: bool = False
     """Start the --actors on Ray (pip install 'expoft[ray]'): a local Ray, or --ray-address's cluster."""
     ray_address: str | None = None
-    """A running Ray cluster (e.g. 10.0.0.5:6379); none: a local Ray started for this run."""
     ray_cpus_per_actor: float = 1.0
     """CPUs Ray reserves per actor (fractions place several actors per core)."""
     overwrite: bool = False
@@ -345,7 +342,7 @@ class Learner:
     progress: bool = True
 
     def run(self) -> None:
-        from expoft.actorlearner.learner import serve_run
+        from expoft.actorlearner.serve import serve_run
 
         summary = serve_run(self.config, self.out, self.listen, mode=self.mode, actors=self.actors, ray=self.ray,
                             ray_address=self.ray_address, ray_cpus_per_actor=self.ray_cpus_per_actor,

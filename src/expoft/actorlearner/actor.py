@@ -99,7 +99,8 @@ class Actor:
         self.latencies: list[float] = []
         """Seconds from observation to chunk, per decision (the acting latency at the robot)."""
         self.waits: list[float] = []
-        """Seconds from sending a decision to the learner's answer (sync: its update calls)."""
+        """Seconds from sending a decision to the learner's answer (sync: its update calls), while
+        the run goes on: not the last answer, which waits for the learner to finish the run."""
 
     # ---- connection ----------------------------------------------------------------------------
     def _connect(self) -> dict:
@@ -224,7 +225,8 @@ class Actor:
                     t0 = time.perf_counter()
                     self.ws.send(packb(message))
                     ack = expect(self._recv(self.answer_timeout_s), "ack")
-                    self.waits.append(time.perf_counter() - t0)
+                    if not ack.get("done"):
+                        self.waits.append(time.perf_counter() - t0)
                 except (websockets.exceptions.ConnectionClosed, TimeoutError, OSError) as exc:
                     log.warning("lost the learner (%s); reconnecting", exc)
                     self.ws.close()

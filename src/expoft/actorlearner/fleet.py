@@ -172,9 +172,7 @@ class FleetServer(LearnerServer):
         with self._finishing:
             if self.summary is not None:
                 return
-            self._stop_learning.set()
-            if self._learning is not None:  # outside self.lock: the update thread may be waiting for it
-                self._learning.join()
+            self._stop_background()
             with self.lock:
                 for j, other in enumerate(self.slots):
                     if other.staged:

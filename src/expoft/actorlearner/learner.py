@@ -14,13 +14,9 @@ for an update.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import websockets.exceptions
@@ -39,7 +35,6 @@ from expoft.actorlearner.messages import (
 from expoft.agents.common import update
 from expoft.bases.wire import packb
 from expoft.envs.ogbench_domains import get_domain
-from expoft.fileio import atomic_write
 from expoft.obs import PixelSpec
 from expoft.train.online_loop import OnlineLearner
 from expoft.train.rundir import stop_if_diverged, to_jsonable
@@ -61,7 +56,9 @@ class LearnerServer:
         self.lock = threading.Lock()
         """Async mode: the learner's state is shared by the connection and the update thread."""
         self._stop_learning = threading.Event()
+        """Async mode: the update thread stops; the evaluation thread makes what is queued, then stops."""
         self._learning: threading.Thread | None = None
+        self._evaluating: threading.Thread | None = None
         self.hello_timeout_s, self.idle_timeout_s = hello_timeout_s, idle_timeout_s
         self.session: str | None = None
         """The actor process served last: another one cannot continue its episode."""
@@ -87,8 +84,11 @@ class LearnerServer:
         thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         thread.start()
         if self.mode == "async":
+            self.learner.defer_evaluations = True
             self._learning = threading.Thread(target=self._learn_continuously, daemon=True)
+            self._evaluating = threading.Thread(target=self._evaluate_continuously, daemon=True)
             self._learning.start()
+            self._evaluating.start()
         self.finished.wait()
         self._stop_learning.set()
         self._last_answers()
@@ -166,6 +166,36 @@ class LearnerServer:
             self.failure = exc
             self.finished.set()
 
+    def _evaluate_continuously(self) -> None:
+        """Async mode: the queued evaluations (``OnlineLearner.evaluations_due``), in order, outside
+        the lock: actors and update calls go on meanwhile."""
+        learner = self.learner
+        try:
+            while True:
+                with self.lock:
+                    job = learner.evaluations_due[0] if learner.evaluations_due else None
+                if job is None:
+                    if self._stop_learning.is_set():
+                        return
+                    time.sleep(0.01)
+                    continue
+                step, agent, last = job
+                result = learner.evaluation(agent, last)
+                with self.lock:
+                    learner.evaluations_due.pop(0)
+                    learner.record_evaluation(step, result)
+        except BaseException as exc:  # the run stops; the actor is told at its next message
+            self.failure = exc
+            self.finished.set()
+
+    def _stop_background(self) -> None:
+        """The run's budget is collected: stop updating, make the evaluations still queued (the
+        last one among them). Not under the lock: both threads take it."""
+        self._stop_learning.set()
+        for thread in (self._learning, self._evaluating):
+            if thread is not None:
+                thread.join()
+
     def _random_chunk(self):
         if self._random is None:
             self._random = self.learner.random_chunk()
@@ -209,9 +239,7 @@ class LearnerServer:
                     learner.absorb(decision, learn=self.mode == "sync")
                 self._random = None
                 if learner.done:
-                    self._stop_learning.set()
-                    if self._learning is not None:
-                        self._learning.join()
+                    self._stop_background()
                     self.summary = learner.finish()
             with self.lock:
                 agent, version = learner.agent, learner.version
@@ -222,85 +250,3 @@ class LearnerServer:
                 reply["weights"], actor_version = weights_of(agent), version
             ws.send(packb(reply))
         self.finished.set()
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` -> (host, port); port 0 picks a free one."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--listen must be HOST:PORT (e.g. 127.0.0.1:8765), got {listen!r}")
-    return host, int(port)
-
-
-def check_learnable(cfg, mode: str = "sync") -> None:
-    """What the learner-actor split does not carry yet, refused before anything is written."""
-    if cfg.video_every:
-        raise ValueError(
-            "--video-every: training videos are filmed where the environment runs; the actor keeps no run "
-            "folder yet. Set --video-every 0 (evaluate with `expoft eval --video`)"
-        )
-    if cfg.external_base is not None:
-        raise ValueError("--external-base with a learner is not supported yet: run `expoft finetune` for it")
-    if mode == "async" and cfg.expo.target_cache_refresh is not None:
-        raise ValueError("--target-cache-refresh with an async learner is not supported yet: use --mode sync")
-
-
-def _run_id(run_dir: Path) -> str:
-    """The run's identity, kept in RUN/learner.json: weights from another run are refused."""
-    path = run_dir / "learner.json"
-    if path.exists():
-        return json.loads(path.read_text())["run_id"]
-    run_id = uuid.uuid4().hex
-    atomic_write(path, lambda f: f.write(json.dumps({"run_id": run_id}).encode()))
-    return run_id
-
-
-def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str = "sync", actors: int = 1,
-              ray: bool = False, ray_address: str | None = None, ray_cpus_per_actor: float = 1.0,
-              overwrite: bool = False, resume: bool = False, progress: bool = True,
-              on_listening: Callable[[int], None] | None = None, **server_args: Any) -> dict:  # fmt: skip
-    """Pretrain (or resume) the run in ``out`` as `expoft finetune` would, then serve its online
-    phase to actors at ``listen`` until the env-step budget is collected; the run's summary.
-    ``actors`` > 1: that many actor processes at once (async mode, ``expoft.actorlearner.fleet``).
-    ``ray``: start the ``actors`` on Ray (a local Ray, or the cluster at ``ray_address``); the
-    summary then lists each one's decisions and latencies under ``actors``.
-    ``cfg`` is ignored with ``resume`` (the run's own config.json is used)."""
-    from expoft.actorlearner.fleet import FleetServer
-    from expoft.train.finetune import finetune
-    from expoft.train.finetune import resume as resume_run
-
-    if mode not in MODES:
-        raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
-    if actors < 1 or (actors > 1 and mode != "async"):
-        raise ValueError(f"--actors must be 1, or more with --mode async; got --actors {actors} --mode {mode}")
-    host, port = parse_listen(listen)
-    if ray:
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise ValueError("--ray needs Ray: pip install 'expoft[ray]' (or ray==2.60.0)")
-    if not resume:
-        check_learnable(cfg, mode)
-
-    def online(learner: OnlineLearner) -> dict:
-        check_learnable(learner.cfg, mode)
-        run_id = _run_id(learner.run.path)
-        if actors > 1:
-            server: LearnerServer = FleetServer(learner, run_id, host, port, actors=actors, **server_args)
-        else:
-            server = LearnerServer(learner, run_id, host, port, mode=mode, **server_args)
-        log.info("learner of %s listening on ws://%s:%d (%s mode, %d actor%s)", learner.run.path, host, server.port,
-                 mode, actors, "s" * (actors > 1))  # fmt: skip
-        if on_listening is not None:
-            on_listening(server.port)
-        if not ray:
-            return server.serve()
-        from expoft.actorlearner.ray_actors import RayActors, reachable_url
-
-        fleet = RayActors(reachable_url(host, server.port), actors, ray_address, ray_cpus_per_actor).start()
-        summary = server.serve()
-        return {**summary, "actors": fleet.results()}
-
-    if resume:
-        return resume_run(out, progress=progress, online=online)
-    return finetune(cfg, out, overwrite=overwrite, progress=progress, online=online)

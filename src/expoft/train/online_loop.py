@@ -164,6 +164,13 @@ class OnlineLearner:
         self.calls_due = state.update_calls
         """Update calls the run's schedule has made due so far: an asynchronous learner
         (``learn=False`` in :meth:`absorb`) makes them in its own time, never more."""
+        self.defer_evaluations = False
+        """An asynchronous learner evaluates in a thread of its own, off the lock its actors wait on:
+        :meth:`absorb` then queues each evaluation (the agent as of its env step, and whether it is
+        the run's last) in ``evaluations_due``, and the run finishes once they are made."""
+        self.evaluations_due: list[tuple[int, Any, bool]] = [(s, agent, False) for s in state.evaluations_due]
+        """Queued evaluations; those a checkpoint still had queued are made by the resumed run with
+        its restored agent."""
         if state.checkpoint_due:  # the first one, before RL
             self.checkpoint()
 
@@ -271,20 +278,38 @@ class OnlineLearner:
             self.bar.set(success=f"{row['train/rolling_success']:.2f}", calls=state.update_calls,
                          grad_per_s=f"{grad_per_s:.0f}")  # fmt: skip
         if crossed(prev, step, cfg.eval_every) or last:
-            agent, external = self.agent, self.external
-            result = evaluate(agent, self.eval_env, cfg.eval_episodes, self.eval_seed, external=external)
-            if (cfg.eval_base or last) and agent.has_base:  # the base at the end always: final_base_success
-                result |= evaluate(agent, self.eval_env, cfg.eval_episodes, self.eval_seed, policy="base",
-                                   external=external)  # fmt: skip
-            run.log({"env_step": step, **result})
-            state.evals.append({"env_step": step, **result, "time/cpu_s": self.cpu()})
-            if state.first_95 is None and result["eval/success"] >= 0.95:
-                state.first_95, state.cpu_to_95 = step, state.evals[-1]["time/cpu_s"]
-            self.bar.set(eval=f"{result['eval/success']:.2f}")
+            if self.defer_evaluations:
+                self.evaluations_due.append((step, self.agent, last))
+                state.evaluations_due.append(step)
+            else:
+                for queued, agent, _ in self.evaluations_due:  # queued by an async learner before a restart
+                    self.record_evaluation(queued, self.evaluation(agent))
+                self.evaluations_due = []
+                self.record_evaluation(step, self.evaluation(self.agent, last))
         state.checkpoint_due |= crossed(prev, step, cfg.checkpoint_every) > 0
         if state.checkpoint_due and ended and not last:
             self.checkpoint()
         self.bar.update(step - prev)
+
+    def evaluation(self, agent, last: bool = False) -> dict:
+        """Evaluate ``agent`` (OTF, and its base alone when the run asks for it and always at the
+        end: final_base_success); reads nothing the acting or learning sides change."""
+        cfg, external = self.cfg, self.external
+        result = evaluate(agent, self.eval_env, cfg.eval_episodes, self.eval_seed, external=external)
+        if (cfg.eval_base or last) and agent.has_base:
+            result |= evaluate(agent, self.eval_env, cfg.eval_episodes, self.eval_seed, policy="base",
+                               external=external)  # fmt: skip
+        return result
+
+    def record_evaluation(self, step: int, result: dict) -> None:
+        state = self.state
+        self.run.log({"env_step": step, **result})
+        state.evals.append({"env_step": step, **result, "time/cpu_s": self.cpu()})
+        if step in state.evaluations_due:
+            state.evaluations_due.remove(step)
+        if state.first_95 is None and result["eval/success"] >= 0.95:
+            state.first_95, state.cpu_to_95 = step, state.evals[-1]["time/cpu_s"]
+        self.bar.set(eval=f"{result['eval/success']:.2f}")
 
     def draw(self):
         """The batches of the next update call (``update_call``'s draw), for an asynchronous learner

@@ -32,6 +32,8 @@ class LoopState:
     """Per training decision since the last log row: did a candidate other than the first base
     sample win (the critic changed the action)?"""
     evals: list[dict] = dataclasses.field(default_factory=list)
+    evaluations_due: list[int] = dataclasses.field(default_factory=list)
+    """Env steps of evaluations an asynchronous learner has queued and not yet made."""
     first_95: int | None = None
     cpu_to_95: float | None = None
     """CPU seconds (:class:`Clock`) at the evaluation ``first_95``."""
