@@ -75,17 +75,7 @@ def ingest(decisions: int, exec_len: int, out: str) -> float:
     welcome = recv(ws)
     step, start = welcome["step"], time.perf_counter()
     for _ in range(decisions):
-        end = (step + exec_len) % 200 == 0
-        message = {
-            "type": "decision", "seq": step, "episode": step // 200, "version": 0,
-            "obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
-            "next_obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
-            "actions": rng.uniform(-1, 1, (exec_len, 5)).astype(np.float32),
-            "rewards": np.zeros(exec_len), "terminated": np.zeros(exec_len, bool),
-            "truncated": np.arange(exec_len) == exec_len - 1 if end else np.zeros(exec_len, bool),
-            "intervened": np.zeros(exec_len, bool), "success": False, "episode_ended": end,
-            "edited": None, "not_first": None, "act_seconds": 0.0,
-        }  # fmt: skip
+        message = synthetic_decision(rng, step, exec_len)
         ws.send(packb(message))
         recv(ws)
         step += exec_len
@@ -95,28 +85,25 @@ def ingest(decisions: int, exec_len: int, out: str) -> float:
     return steps / seconds
 
 
-def _messages(slot: int, decisions: int, exec_len: int, episode: int = 200) -> list[bytes]:
-    """A synthetic actor's decisions, encoded: random states, episodes of ``episode`` steps."""
-    rng = np.random.default_rng(slot)
-    out, step = [], 0
-    for _ in range(decisions):
-        end = (step + exec_len) % episode == 0
-        out.append(packb({
-            "type": "decision", "seq": step, "episode": step // episode, "version": 0,
-            "obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
-            "next_obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
-            "actions": rng.uniform(-1, 1, (exec_len, 5)).astype(np.float32),
-            "rewards": np.zeros(exec_len), "terminated": np.zeros(exec_len, bool),
-            "truncated": np.arange(exec_len) == exec_len - 1 if end else np.zeros(exec_len, bool),
-            "intervened": np.zeros(exec_len, bool), "success": False, "episode_ended": end,
-            "edited": None, "not_first": None, "act_seconds": 0.0,
-        }))  # fmt: skip
-        step += exec_len
-    return out
+def synthetic_decision(rng: np.random.Generator, step: int, exec_len: int, episode: int = 200) -> dict:
+    """A decision message of random cube-single-sized states at env step ``step``; episodes of
+    ``episode`` steps."""
+    end = (step + exec_len) % episode == 0
+    return {
+        "type": "decision", "seq": step, "episode": step // episode, "version": 0,
+        "obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
+        "next_obs": rng.normal(size=(exec_len, 28)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (exec_len, 5)).astype(np.float32),
+        "rewards": np.zeros(exec_len), "terminated": np.zeros(exec_len, bool),
+        "truncated": np.arange(exec_len) == exec_len - 1 if end else np.zeros(exec_len, bool),
+        "intervened": np.zeros(exec_len, bool), "success": False, "episode_ended": end,
+        "edited": None, "not_first": None, "act_seconds": 0.0,
+    }  # fmt: skip
 
 
 def _synthetic_actor(url: str, slot: int, decisions: int, exec_len: int, ready, go) -> None:
-    messages = _messages(slot, decisions, exec_len)
+    rng = np.random.default_rng(slot)
+    messages = [packb(synthetic_decision(rng, k * exec_len, exec_len)) for k in range(decisions)]
     ws = connect(url)
     ws.send(packb({"type": "hello", "protocol": PROTOCOL, "actor": "bench", "session": f"bench{slot}", "slot": slot}))
     recv(ws)
