@@ -189,6 +189,9 @@ class FleetServer(LearnerServer):
             state = self.learner.state
             state.dropped_episodes += 1
             state.dropped_steps += steps
+            # the next episode end writes a checkpoint: a learner restarted from an older one would
+            # send this slot's actor back before the drop, to steps that actor no longer holds
+            state.checkpoint_due = True
             self.learner.run.log({"phase": "episode_dropped", "env_step": state.step, "slot": k,
                                   "dropped_steps": steps, "kept_steps": 0, "why": why})  # fmt: skip
             log.warning("slot %d: dropped an episode of %d steps: %s", k, steps, why)
