@@ -22,10 +22,9 @@ import time
 from typing import Any
 
 from expoft.actorlearner.learner import LearnerServer
-from expoft.actorlearner.messages import PROTOCOL, ProtocolError, decision_from_message, expect, field, weights_of
+from expoft.actorlearner.messages import ProtocolError, decision_from_message, expect, field
 from expoft.bases.wire import packb
 from expoft.train.online_loop import Decision
-from expoft.train.rundir import to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +72,11 @@ class FleetServer(LearnerServer):
         for k, (settled, episodes) in learner.state.actors.items():
             if int(k) < actors:
                 self.slots[int(k)] = Slot(settled, episodes, durable=settled)
-        self._connected = 0
         self._finishing = threading.Lock()
 
     def _last_answers(self) -> None:
         deadline = time.monotonic() + LAST_ANSWERS_S
-        while self._connected and time.monotonic() < deadline:
+        while any(slot.busy.locked() for slot in self.slots) and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def _session(self, ws) -> None:
@@ -92,13 +90,9 @@ class FleetServer(LearnerServer):
         slot = self.slots[k]
         if not slot.busy.acquire(blocking=False):
             raise ProtocolError(f"actor slot {k} is served to another actor process; give each actor its own --slot")
-        with self.lock:
-            self._connected += 1
         try:
             self._serve_slot(ws, k, slot, field(hello, "session", str))
         finally:
-            with self.lock:
-                self._connected -= 1
             slot.busy.release()
 
     def _serve_slot(self, ws, k: int, slot: Slot, session: str) -> None:
@@ -110,13 +104,8 @@ class FleetServer(LearnerServer):
                         k, slot, f"actor {slot.session} of slot {k} left it unfinished; actor {session} took over"
                     )
                 slot.session = session
-            version = learner.version
-            welcome = {
-                "type": "welcome", "protocol": PROTOCOL, "run_id": self.run_id, "config": to_jsonable(learner.cfg),
-                "slot": k, "step": slot.accepted, "episodes": slot.episodes, "durable_step": slot.durable,
-                "version": version, "weights": weights_of(learner.agent), "random_chunk": self._random_for(slot),
-                "done": learner.done,
-            }  # fmt: skip
+            welcome = self._welcome(slot.accepted, slot.episodes, slot.durable, self._random_for(slot), slot=k)
+        version = welcome["version"]
         ws.send(packb(welcome))
         while True:
             message = self._recv(ws, self.idle_timeout_s)
@@ -130,11 +119,8 @@ class FleetServer(LearnerServer):
                         )
                     if seq == slot.accepted:  # an older one is a resend after a lost ack: answered, not taken again
                         self._take(k, slot, decision)
-                reply = {"type": "ack", "seq": seq, "version": learner.version, "done": learner.done,
-                         "durable_step": slot.durable, "weights": None,
-                         "random_chunk": None if learner.done else self._random_for(slot)}  # fmt: skip
-                if learner.version != version:
-                    reply["weights"], version = weights_of(learner.agent), learner.version
+                reply, agent = self._ack(seq, slot.durable, None if learner.done else self._random_for(slot))
+            version = self._with_new_weights(reply, agent, version)
             if reply["done"]:
                 self._finish()
             ws.send(packb(reply))
@@ -186,14 +172,10 @@ class FleetServer(LearnerServer):
         slot.staged = []
         self._record_slots()
         if steps:
-            state = self.learner.state
-            state.dropped_episodes += 1
-            state.dropped_steps += steps
+            self.learner.report_dropped(steps, 0, why, slot=k)
             # the next episode end writes a checkpoint: a learner restarted from an older one would
             # send this slot's actor back before the drop, to steps that actor no longer holds
-            state.checkpoint_due = True
-            self.learner.run.log({"phase": "episode_dropped", "env_step": state.step, "slot": k,
-                                  "dropped_steps": steps, "kept_steps": 0, "why": why})  # fmt: skip
+            self.learner.state.checkpoint_due = True
             log.warning("slot %d: dropped an episode of %d steps: %s", k, steps, why)
 
     def _record_slots(self) -> None:

@@ -201,6 +201,30 @@ class LearnerServer:
             self._random = self.learner.random_chunk()
         return self._random
 
+    def _welcome(self, step: int, episodes: int, durable: int, random_chunk: Any, **extra: Any) -> dict:
+        """The answer to an actor's hello (under the lock): where its actor stands (``step``,
+        ``episodes``, ``durable``: the env step up to which a checkpoint holds its decisions), the
+        run's config and the newest weights."""
+        learner = self.learner
+        return {"type": "welcome", "protocol": PROTOCOL, "run_id": self.run_id, "config": to_jsonable(learner.cfg),
+                **extra, "step": step, "episodes": episodes, "durable_step": durable, "version": learner.version,
+                "weights": weights_of(learner.agent), "random_chunk": random_chunk, "done": learner.done}  # fmt: skip
+
+    def _ack(self, seq: int, durable: int, random_chunk: Any) -> tuple[dict, Any]:
+        """The answer to decision ``seq`` (under the lock) and the agent as of it; the weights go in
+        with :meth:`_with_new_weights`, outside the lock (serialising them takes ~0.1 s)."""
+        learner = self.learner
+        reply = {"type": "ack", "seq": seq, "version": learner.version, "done": learner.done,
+                 "durable_step": durable, "weights": None, "random_chunk": random_chunk}  # fmt: skip
+        return reply, learner.agent
+
+    @staticmethod
+    def _with_new_weights(reply: dict, agent: Any, actor_version: int) -> int:
+        """Put ``agent``'s weights into ``reply`` if the actor's are older; the actor's version now."""
+        if reply["version"] != actor_version:
+            reply["weights"], actor_version = weights_of(agent), reply["version"]
+        return actor_version
+
     def _session(self, ws) -> None:
         if not self._busy.acquire(blocking=False):
             raise ProtocolError("this learner serves one actor at a time; another one is connected")
@@ -220,13 +244,9 @@ class LearnerServer:
                 learner.drop_open_episode(f"actor {self.session} left it unfinished; actor {session} took over")
             self.session = session
         with self.lock:
-            actor_version = learner.version
-            welcome = {
-                "type": "welcome", "protocol": PROTOCOL, "run_id": self.run_id, "config": to_jsonable(learner.cfg),
-                "step": learner.state.step, "episodes": learner.state.episodes, "durable_step": learner.durable_step,
-                "version": actor_version, "weights": weights_of(learner.agent), "random_chunk": self._random_chunk(),
-                "done": learner.done,
-            }  # fmt: skip
+            welcome = self._welcome(learner.state.step, learner.state.episodes, learner.durable_step,
+                                    self._random_chunk())  # fmt: skip
+        actor_version = welcome["version"]
         ws.send(packb(welcome))
         while not learner.done:
             message = self._recv(ws, self.idle_timeout_s)
@@ -242,11 +262,7 @@ class LearnerServer:
                     self._stop_background()
                     self.summary = learner.finish()
             with self.lock:
-                agent, version = learner.agent, learner.version
-                reply = {"type": "ack", "seq": seq, "version": version, "done": learner.done,
-                         "durable_step": learner.durable_step, "weights": None,
-                         "random_chunk": None if learner.done else self._random_chunk()}  # fmt: skip
-            if version != actor_version:
-                reply["weights"], actor_version = weights_of(agent), version
+                reply, agent = self._ack(seq, learner.durable_step, None if learner.done else self._random_chunk())
+            actor_version = self._with_new_weights(reply, agent, actor_version)
             ws.send(packb(reply))
         self.finished.set()

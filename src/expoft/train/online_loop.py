@@ -198,6 +198,7 @@ class OnlineLearner:
         if self.cache is not None:  # a resumed run starts with an empty cache: so does this one, from here
             self.cache.flush()
         state.sampling_rng = self.rng.bit_generator.state
+        state.evaluations_due = [step for step, _, _ in self.evaluations_due]
         state.metrics_bytes = self.run.metrics_bytes()
         state.checkpoint_due = False  # as the resumed run must see it
         saved = dataclasses.replace(state, elapsed_seconds=self.elapsed(), cpu_seconds=self.cpu())
@@ -212,12 +213,17 @@ class OnlineLearner:
         if not steps:
             return 0
         dropped = self.buffer.drop_open_episode()
+        self.episode_steps = self.episode_intervened = 0
+        self.report_dropped(dropped, steps - dropped, why)
+        return dropped
+
+    def report_dropped(self, dropped: int, kept: int, why: str, **extra: Any) -> None:
+        """Count an episode left out of the replay buffer (``dropped`` of its steps; ``kept``: those
+        already learned from) and log it as an ``episode_dropped`` row with ``why``."""
         self.state.dropped_episodes += 1
         self.state.dropped_steps += dropped
-        self.episode_steps = self.episode_intervened = 0
-        self.run.log({"phase": "episode_dropped", "env_step": self.state.step, "dropped_steps": dropped,
-                      "kept_steps": steps - dropped, "why": why})  # fmt: skip
-        return dropped
+        self.run.log({"phase": "episode_dropped", "env_step": self.state.step, **extra, "dropped_steps": dropped,
+                      "kept_steps": kept, "why": why})  # fmt: skip
 
     def absorb(self, decision: Decision, learn: bool = True) -> None:
         """Take one executed decision: store its steps, make the update calls due (``learn``;
@@ -280,7 +286,6 @@ class OnlineLearner:
         if crossed(prev, step, cfg.eval_every) or last:
             if self.defer_evaluations:
                 self.evaluations_due.append((step, self.agent, last))
-                state.evaluations_due.append(step)
             else:
                 for queued, agent, _ in self.evaluations_due:  # queued by an async learner before a restart
                     self.record_evaluation(queued, self.evaluation(agent))
@@ -305,8 +310,6 @@ class OnlineLearner:
         state = self.state
         self.run.log({"env_step": step, **result})
         state.evals.append({"env_step": step, **result, "time/cpu_s": self.cpu()})
-        if step in state.evaluations_due:
-            state.evaluations_due.remove(step)
         if state.first_95 is None and result["eval/success"] >= 0.95:
             state.first_95, state.cpu_to_95 = step, state.evals[-1]["time/cpu_s"]
         self.bar.set(eval=f"{result['eval/success']:.2f}")

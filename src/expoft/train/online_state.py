@@ -33,7 +33,8 @@ class LoopState:
     sample win (the critic changed the action)?"""
     evals: list[dict] = dataclasses.field(default_factory=list)
     evaluations_due: list[int] = dataclasses.field(default_factory=list)
-    """Env steps of evaluations an asynchronous learner has queued and not yet made."""
+    """Env steps of evaluations an asynchronous learner had queued and not yet made (written at a
+    checkpoint from ``OnlineLearner.evaluations_due``)."""
     first_95: int | None = None
     cpu_to_95: float | None = None
     """CPU seconds (:class:`Clock`) at the evaluation ``first_95``."""
