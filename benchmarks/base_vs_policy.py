@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from expoft.bench.stats import load_bench
-from expoft.train.build import load_run_agent, make_run_env
+from expoft.envs.run_env import make_run_env
+from expoft.train.build import load_run_agent
 from expoft.train.evaluate import evaluate, evaluation_seed
 
 

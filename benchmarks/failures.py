@@ -31,7 +31,8 @@ import jax
 import numpy as np
 
 from expoft.envs.ogbench_domains import get_domain
-from expoft.train.build import load_run_agent, make_run_env
+from expoft.envs.run_env import make_run_env
+from expoft.train.build import load_run_agent
 
 TABLE_Z = 0.02  # the cube's height at rest on the table
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from expoft.bench.plan import play_steps
 from expoft.bench.protocols import PROTOCOLS, with_domain_reward
 from expoft.envs.ogbench_domains import get_domain
+from expoft.envs.run_env import make_run_env
 from expoft.fileio import read_metrics
-from expoft.train.build import make_agent, make_run_env, offline_data
+from expoft.train.build import make_agent, offline_data
 from expoft.train.config import preset
 from expoft.train.evaluate import evaluate, evaluation_seed
 from expoft.train.finetune import run_buffer

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from expoft.bench import parse_bench
+from expoft.cli_runtime import Actor, Learner, Record, Serve
 from expoft.data.convert import Export, Import
 from expoft.data.dataset import dataset_paths, labelled_path, load_dataset, save_dataset
 from expoft.data.describe import describe
@@ -289,102 +290,6 @@ class Demo:
         print(f"{'run folder':<16} {out}  (learning_curve.png, summary.json, metrics.jsonl)")
 
 
-@dataclasses.dataclass(frozen=True)
-class Serve:
-    """Serve the (EMA) base of a run folder's latest checkpoint over a websocket (openpi's wire
-    format, docs/bases.md), for `expoft finetune --external-base ws://HOST:PORT`."""
-
-    run_dir: tyro.conf.Positional[Path]
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token: str | None = None
-    """Require 'Authorization: Api-Key TOKEN' of every client (default: $EXPOFT_TOKEN)."""
-    max_message_mb: float = 32.0
-    """Largest request frame taken, in MiB."""
-
-    def run(self) -> None:
-        import os
-
-        from expoft.bases.server import PolicyServer
-        from expoft.train.build import run_base
-
-        token = self.token if self.token is not None else os.environ.get("EXPOFT_TOKEN")
-        max_bytes = int(self.max_message_mb * 2**20)
-        server = PolicyServer(run_base(self.run_dir), self.host, self.port, token=token, max_message_bytes=max_bytes)
-        print(f"serving the base of {self.run_dir} on {server.url}", flush=True)
-        server.serve_forever()
-
-
-@dataclasses.dataclass(frozen=True)
-class Learner:
-    """Own a run (agent, buffer, run folder; pretrained as by `expoft finetune`), serve actors its online phase."""
-
-    config: Annotated[RunConfig, tyro.conf.OmitArgPrefixes]
-    out: Path = Path("runs/learner")
-    """Run folder: the files of `expoft finetune`, plus learner.json (the run's id)."""
-    listen: str = "127.0.0.1:8765"
-    """HOST:PORT to serve actors on (port 0: a free one, printed)."""
-    mode: str = "sync"
-    """sync: the actor waits for each decision's update calls and weights (the loop of `expoft finetune`);
-    async: the learner updates (and evaluates) in threads of its own; actors never wait for them."""
-    actors: int = 1
-    """Actor processes served at once, each with its own --slot (more than 1: --mode async)."""
-    ray: bool = False
-    """Start the --actors on Ray (pip install 'expoft[ray]'): a local Ray, or --ray-address's cluster."""
-    ray_address: str | None = None
-    ray_cpus_per_actor: float = 1.0
-    """CPUs Ray reserves per actor (fractions place several actors per core)."""
-    overwrite: bool = False
-    resume: bool = False
-    """Continue the killed run in --out from its newest checkpoint (its own config.json)."""
-    idle_timeout_s: float = 600.0
-    """Longest wait for the actor's next message before its connection is dropped."""
-    progress: bool = True
-
-    def run(self) -> None:
-        from expoft.actorlearner.serve import serve_run
-
-        summary = serve_run(self.config, self.out, self.listen, mode=self.mode, actors=self.actors, ray=self.ray,
-                            ray_address=self.ray_address, ray_cpus_per_actor=self.ray_cpus_per_actor,
-                            overwrite=self.overwrite, resume=self.resume, progress=self.progress,
-                            idle_timeout_s=self.idle_timeout_s)  # fmt: skip
-        print(json.dumps({k: v for k, v in summary.items() if k != "evaluations"}))
-
-
-@dataclasses.dataclass(frozen=True)
-class Actor:
-    """Act for a learner: build its run's environment and agent, act with the newest weights,
-    stream every executed decision; until the learner's run has finished."""
-
-    learner: str = "ws://127.0.0.1:8765"
-    name: str = "actor"
-    slot: int = 0
-    """This actor's place at a learner of several (`expoft learner --actors N`): 0..N-1, one each."""
-    answer_timeout_s: float = 600.0
-    """Longest wait for the learner's answer to one decision (its update calls included)."""
-    retries: int = 10
-    """Reconnections (with backoff, up to 30 s apart) before the actor gives up."""
-    journal: Path | None = None
-    """Append one JSON line per executed decision here (env step, episode, transition ids)."""
-    robot: str | None = None
-    """MODULE:FUNCTION making this actor's environment from the run config (your arm, docs/robot.md);
-    default: the run's simulator."""
-    teleop: str | None = None
-    """A person in the loop: keyboard (this terminal's keys) or gamepad:/dev/input/eventN
-    (docs/robot.md, keys and buttons)."""
-
-    def run(self) -> None:
-        from expoft.actorlearner.actor import Actor as ActorProcess
-        from expoft.robot.interface import load_robot
-        from expoft.robot.teleop import make_teleop
-
-        robot = None if self.robot is None else load_robot(self.robot)
-        person = None if self.teleop is None else make_teleop(self.teleop)
-        actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries,
-                             journal=self.journal, robot=robot, intervener=person, slot=self.slot)  # fmt: skip
-        print(json.dumps({"decisions": actor.run(), **actor.latency_ms()}))
-
-
 def _with_preset(target, argv: list[str], name: str = "default"):
     """``--preset NAME`` picks the defaults, ``--method NAME`` changes them into that method's
     (`expoft.train.methods`); the other flags then override."""
@@ -405,6 +310,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
     "serve": (lambda argv: tyro.cli(Serve, args=argv, prog="expoft serve"), "serve a run's base policy (websocket)"),
     "learner": (lambda argv: _with_preset(Learner, argv), "own a run and serve its online phase to an actor"),
     "actor": (lambda argv: tyro.cli(Actor, args=argv, prog="expoft actor"), "act for a learner (ws://HOST:PORT)"),
+    "record": (lambda argv: _with_preset(Record, argv), "record demonstrations by a person (keyboard, gamepad)"),
     "demo": (lambda argv: _with_preset(Demo, argv, "demo"), "the main job: fine-tune cube-single task 1 end to end"),
     "bench": (
         parse_bench,

@@ -66,7 +66,7 @@ class TerminalKeys:
 
         self.fd = 0 if fd is None else fd
         if not os.isatty(self.fd):
-            raise ValueError("keyboard interventions read a terminal: run the actor in one (stdin is not a tty)")
+            raise ValueError("the keyboard is read from a terminal: run expoft in one (stdin is not a tty)")
         self._saved = termios.tcgetattr(self.fd)
         tty.setcbreak(self.fd)  # keys arrive one by one, unechoed; Ctrl-C still interrupts
 
@@ -184,6 +184,11 @@ class HumanIntervener:
         label, self.label = self.label, None
         return label
 
+    @property
+    def gripper(self) -> float:
+        """The gripper command while the person drives: -1 open, +1 closed (kept across episodes)."""
+        return self._gripper
+
     def _take(self, on: bool) -> None:
         if on and not self.active:
             self.health["takeovers"] += 1
@@ -254,6 +259,10 @@ class LazyActionDim:
 
     def pop_label(self) -> str | None:
         return None if self.person is None else self.person.pop_label()
+
+    @property
+    def gripper(self) -> float:
+        return -1.0 if self.person is None else self.person.gripper
 
     def __call__(self, obs, info, proposed) -> np.ndarray | None:
         if self.person is None:

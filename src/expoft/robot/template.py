@@ -8,13 +8,16 @@ As shipped, ``make`` returns the simulated OGBench cube arm behind the same safe
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import gymnasium
 import numpy as np
 
+from expoft.envs.run_env import make_run_env
 from expoft.robot.safety import FileStop, SafetyLimits, SafetyWrapper
-from expoft.train.build import make_run_env
-from expoft.train.config import RunConfig
+
+if TYPE_CHECKING:
+    from expoft.train.config import RunConfig
 
 
 class MyArm(gymnasium.Env):

@@ -18,7 +18,6 @@ from expoft.data.generate import DemosConfig, get_or_generate
 from expoft.data.labels import label_for_task
 from expoft.data.replay import ReplayBuffer
 from expoft.data.transitions import Dataset, DatasetError
-from expoft.envs.make import make_env
 from expoft.envs.ogbench_domains import get_domain
 from expoft.obs import PIXELS, PROPRIO, PixelSpec
 from expoft.train.checkpoint import load_pytree
@@ -69,17 +68,6 @@ def make_agent(cfg: RunConfig):
     """A fresh agent of ``cfg.algorithm`` for ``cfg.env`` (on pixels with ``cfg.pixels``)."""
     domain = get_domain(cfg.env)
     return create_agent(cfg.algorithm, cfg.agent, cfg.obs_spec, domain.action_dim, cfg.seed, cfg.options)
-
-
-def make_run_env(cfg: RunConfig, render: bool = False):
-    """The run's environment: state observations, or pixel ones with ``cfg.pixels``."""
-    if cfg.pixels is None:
-        return make_env(cfg.env, cfg.task, render=render, episode_steps=cfg.episode_steps, reward=cfg.reward)
-    from expoft.envs.pixels import make_pixel_env  # MuJoCo rendering: only pixel runs need it
-
-    return make_pixel_env(
-        cfg.env, cfg.task, cfg.pixels, episode_steps=cfg.episode_steps, render=render, reward=cfg.reward
-    )
 
 
 def offline_frames(cfg: RunConfig, ds: Dataset, progress: bool = True) -> np.ndarray | None:

@@ -114,8 +114,9 @@ class RunConfig:
     """If > 0: this many update calls at the end of each episode instead (EXPO-FT's schedule;
     `update_every` is then ignored)."""
     intervene: str = "none"
-    """none, or scripted: OGBench's oracle takes over when the policy is stuck (simulated
-    human interventions; see `expoft.envs.interventions.ScriptedIntervener`)."""
+    """none; scripted: OGBench's oracle takes over when the policy is stuck (simulated human
+    interventions; see `expoft.envs.interventions.ScriptedIntervener`); keys: the same, typed by a
+    simulated person on the keyboard a real one uses (`expoft.robot.typist.SimulatedTypist`)."""
     intervene_patience: int = 40
     """Steps without progress towards the goal before the scripted intervener may take over."""
     intervene_decay: float = 0.98
@@ -201,8 +202,8 @@ class RunConfig:
         if self.external_base is not None and self.base_from is not None:
             raise ValueError("--external-base and --base-from both name the base; pass one")
         check_reward(self.reward)
-        if self.intervene not in ("none", "scripted"):
-            raise ValueError(f"intervene must be 'none' or 'scripted', got {self.intervene!r}")
+        if self.intervene not in ("none", "scripted", "keys"):
+            raise ValueError(f"intervene must be 'none', 'scripted' or 'keys', got {self.intervene!r}")
         if not 0.0 < self.intervene_decay <= 1.0:
             raise ValueError(f"intervene_decay must lie in (0, 1], got {self.intervene_decay}")
         require_at_least(

@@ -13,9 +13,10 @@ import numpy as np
 
 from expoft.agents.common import evaluation_step
 from expoft.envs.chunks import ActionChunks
+from expoft.envs.run_env import make_run_env
 from expoft.obs import add_batch_axis
 from expoft.report.video import check_video_path, render_frame, write_video
-from expoft.train.build import load_run_agent, make_run_env
+from expoft.train.build import load_run_agent
 from expoft.train.config import RunConfig
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ import numpy as np
 from expoft.data.replay import ReplayBuffer
 from expoft.data.transitions import Dataset
 from expoft.envs.ogbench_domains import get_domain
-from expoft.train.build import make_agent, make_run_env, offline_data, offline_frames, with_base_from
+from expoft.envs.run_env import make_run_env
+from expoft.train.build import make_agent, offline_data, offline_frames, with_base_from
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate, evaluation_seed

@@ -28,10 +28,12 @@ from expoft.agents.common import act
 from expoft.envs.chunks import ActionChunks, Transition
 from expoft.envs.interventions import ScriptedIntervener
 from expoft.envs.ogbench_domains import get_domain
+from expoft.envs.run_env import make_run_env
 from expoft.obs import add_batch_axis
 from expoft.progress import Progress
 from expoft.report.video import render_frame
-from expoft.train.build import draw_batches, make_run_env, update_call
+from expoft.robot.typist import SimulatedTypist
+from expoft.train.build import draw_batches, update_call
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate, evaluation_seed
 from expoft.train.external import step_seed
@@ -93,7 +95,7 @@ class EnvSide:
         raw = env if env is not None else make_run_env(cfg, render=filming)
         self.raw_env, self.filming = raw, filming
         self.frames: list[np.ndarray] = []
-        if intervener is None and cfg.intervene == "scripted":
+        if intervener is None and cfg.intervene in ("scripted", "keys"):
             intervener = ScriptedIntervener(
                 raw,
                 cfg.env,
@@ -103,6 +105,8 @@ class EnvSide:
                 decay=cfg.intervene_decay,
             )
             intervener.episodes = episodes
+            if cfg.intervene == "keys":  # the same expert, typed on a keyboard
+                intervener = SimulatedTypist(intervener, get_domain(cfg.env).action_dim)
         self.env = ActionChunks(raw, cfg.agent.exec_len, intervener=intervener, on_step=self._film)
         self.obs, _ = self.env.reset(seed=reset_seed(cfg, episodes, slot))
         self._film()

@@ -1,0 +1,20 @@
+"""The environment a run's config asks for: state observations, or pixel ones."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from expoft.envs.make import make_env
+from expoft.envs.pixels import make_pixel_env
+
+if TYPE_CHECKING:  # annotations only: train builds on envs, not the other way round
+    from expoft.train.config import RunConfig
+
+
+def make_run_env(cfg: RunConfig, render: bool = False):
+    """The run's environment: state observations, or pixel ones with ``cfg.pixels``."""
+    if cfg.pixels is None:
+        return make_env(cfg.env, cfg.task, render=render, episode_steps=cfg.episode_steps, reward=cfg.reward)
+    return make_pixel_env(
+        cfg.env, cfg.task, cfg.pixels, episode_steps=cfg.episode_steps, render=render, reward=cfg.reward
+    )
