@@ -12,7 +12,7 @@ import pytest
 
 from expoft.data.transitions import TASK_FIELDS, make_dataset
 from expoft.fileio import read_metrics
-from expoft.train.checkpoint import load_pytree
+from expoft.pytree_io import load_pytree
 
 
 def assert_same_leaves(a, b) -> None:
@@ -173,7 +173,7 @@ TIERS = {
     "unit": (
         "test_dataset", "test_generate", "test_interop", "test_chunks", "test_pixel_replay", "test_pixels_env",
         "test_bases", "test_registry", "test_logging", "test_cli", "test_bench", "test_interventions", "test_layout",
-        "test_robot", "test_teleop", "test_record",
+        "test_robot", "test_teleop", "test_record", "test_success_detector",
     ),
     "smoke": (
         "test_train", "test_resume", "test_offline_rl", "test_external_base", "test_pixel_bases", "test_pixel_run",

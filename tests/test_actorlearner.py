@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -136,6 +137,9 @@ def test_a_decision_message_round_trips_and_bad_ones_are_refused():
     back = decision_from_message(message, 3, 2, exec_len=2)
     assert back.episode_ended and back.edited and len(back.transitions) == 2
     np.testing.assert_array_equal(back.transitions[1].action, message["actions"][1])
+    assert back.simulator_success is None  # no learned detector
+    judged = decision_message(7, 1, 3, dataclasses.replace(_decision(end=True), simulator_success=True))
+    assert decision_from_message(judged, 3, 2, exec_len=2).simulator_success is True
 
     def refused(change, match, **kwargs):
         with pytest.raises(ProtocolError, match=match):
@@ -148,6 +152,7 @@ def test_a_decision_message_round_trips_and_bad_ones_are_refused():
     refused({"truncated": np.array([True, False])}, "only a decision's last step")
     refused({"episode_ended": False}, "episode_ended must say")
     refused({"type": "hello"}, "expected a 'decision'")
+    refused({"simulator_success": 1}, "simulator_success must be")
     refused({}, "obs has shape", obs_dim=4)
 
 

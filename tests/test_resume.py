@@ -24,8 +24,9 @@ from expoft.cli import main
 from expoft.data.dataset import load_dataset, save_dataset
 from expoft.data.replay import ReplayBuffer
 from expoft.data.transitions import make_dataset
+from expoft.pytree_io import load_pytree, save_pytree
 from expoft.train.build import load_run_agent, make_agent, offline_data
-from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore, load_pytree, save_pytree
+from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore
 from expoft.train.config import TINY_AGENT, TINY_EXPO, preset
 from expoft.train.finetune import check_dataset, finetune, resume
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only

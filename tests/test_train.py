@@ -10,9 +10,9 @@ import pytest
 
 from expoft.agents.expo import EXPOAgent, act
 from expoft.cli import main
+from expoft.pytree_io import CheckpointError, load_pytree, save_pytree
 from expoft.report.video import read_video
 from expoft.train.build import load_run_agent
-from expoft.train.checkpoint import CheckpointError, load_pytree, save_pytree
 from expoft.train.config import TINY_AGENT, TINY_EXPO, preset
 from expoft.train.evaluate import paired_difference, wilson_interval
 from expoft.train.online_loop import update_calls_due as _update_calls_due

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from expoft.bench import parse_bench
-from expoft.cli_runtime import Actor, Learner, Record, Serve
+from expoft.cli_runtime import Actor, Learner, Record, RewardCommand, Serve
 from expoft.data.convert import Export, Import
 from expoft.data.dataset import dataset_paths, labelled_path, load_dataset, save_dataset
 from expoft.data.describe import describe
@@ -311,6 +311,10 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
     "learner": (lambda argv: _with_preset(Learner, argv), "own a run and serve its online phase to an actor"),
     "actor": (lambda argv: tyro.cli(Actor, args=argv, prog="expoft actor"), "act for a learner (ws://HOST:PORT)"),
     "record": (lambda argv: _with_preset(Record, argv), "record demonstrations by a person (keyboard, gamepad)"),
+    "reward": (
+        lambda argv: tyro.cli(RewardCommand, args=argv, prog="expoft reward"),
+        "train and evaluate a learned success detector (an image classifier)",
+    ),
     "demo": (lambda argv: _with_preset(Demo, argv, "demo"), "the main job: fine-tune cube-single task 1 end to end"),
     "bench": (
         parse_bench,

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import tyro
 
+from expoft.reward.classifier import DetectorConfig
 from expoft.train.config import RunConfig
 
 
@@ -167,3 +168,62 @@ class Record:
                 close()  # a terminal back out of raw mode
             env.close()
         print(json.dumps({**dataclasses.asdict(done), "path": str(done.path)}))
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardTrain:
+    """Train a success detector (an image classifier) on a dataset's frames: the last frames of its
+    successful episodes are positives, the rest negatives; the last episodes are held out and its
+    precision and recall on them reported. Use it with `--success-detector DIR` in a pixel run."""
+
+    dataset: tyro.conf.Positional[Path]
+    """Dataset whose frames exist or can be rendered (`expoft data render`, or a LeRobot import)."""
+    out: Path = Path("detectors/success")
+    image_size: int = 48
+    """The frames the run observes (the `pixels` preset: 48)."""
+    cameras: tuple[str, ...] = ("front_pixels",)
+    config: Annotated[DetectorConfig, tyro.conf.OmitArgPrefixes] = DetectorConfig()
+    overwrite: bool = False
+    progress: bool = True
+
+    def run(self) -> None:
+        from expoft.data.dataset import load_dataset
+        from expoft.data.frames import frames_for
+        from expoft.obs import PixelSpec
+        from expoft.reward.classifier import CONFIG_FILE, train_detector
+
+        if (self.out / CONFIG_FILE).exists() and not self.overwrite:
+            raise FileExistsError(f"{self.out} already holds a detector: pass --overwrite or another --out")
+        spec = PixelSpec(image_size=self.image_size, cameras=tuple(self.cameras))
+        ds = load_dataset(self.dataset)
+        frames = frames_for(self.dataset, spec, progress=self.progress)
+        detector, report = train_detector(ds, frames, spec, self.config, progress=self.progress)
+        detector.meta.update(dataset=str(self.dataset), env=ds.meta.get("env"), task=ds.meta.get("task"))
+        detector.save(self.out)
+        print(json.dumps({"out": str(self.out), **report}))
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardEval:
+    """Precision and recall of a trained detector on every episode of another dataset."""
+
+    detector: tyro.conf.Positional[Path]
+    dataset: tyro.conf.Positional[Path]
+    progress: bool = True
+
+    def run(self) -> None:
+        from expoft.data.dataset import load_dataset
+        from expoft.data.frames import frames_for
+        from expoft.reward.classifier import SuccessClassifier, evaluate_detector, frame_labels
+
+        detector = SuccessClassifier.load(self.detector)
+        ds = load_dataset(self.dataset)
+        frames = frames_for(self.dataset, detector.spec, progress=self.progress)
+        labels, episode = frame_labels(ds, detector.cfg)
+        report = evaluate_detector(detector, frames, labels, episode, ds.episode_success, first=0)
+        print(json.dumps({"detector": str(self.detector), "dataset": str(self.dataset), **report}))
+
+
+RewardCommand = (
+    Annotated[RewardTrain, tyro.conf.subcommand("train")] | Annotated[RewardEval, tyro.conf.subcommand("eval")]
+)

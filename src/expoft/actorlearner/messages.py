@@ -129,7 +129,7 @@ def decision_message(seq: int, episode: int, version: int, decision: Decision) -
         "intervened": np.asarray([t.intervened for t in ts]),
         "success": bool(decision.success), "episode_ended": bool(decision.episode_ended),
         "edited": decision.edited, "not_first": decision.not_first, "act_seconds": float(decision.act_seconds),
-        "rerecord": bool(decision.rerecord),
+        "rerecord": bool(decision.rerecord), "simulator_success": decision.simulator_success,
     }  # fmt: skip
 
 
@@ -184,6 +184,9 @@ def decision_from_message(message: dict, obs_dim: int | None, action_dim: int, e
     rerecord = message.get("rerecord", False)
     if not isinstance(rerecord, bool) or (rerecord and not ended):
         raise ProtocolError("rerecord must be a boolean, true only on a decision that ends its episode")
+    simulator_success = message.get("simulator_success")
+    if simulator_success is not None and not isinstance(simulator_success, bool):
+        raise ProtocolError("simulator_success must be a boolean or nil")
 
     def obs_row(o, i):
         return {key: v[i] for key, v in o.items()} if isinstance(o, dict) else o[i]
@@ -200,7 +203,7 @@ def decision_from_message(message: dict, obs_dim: int | None, action_dim: int, e
         )  # fmt: skip
         for i in range(k)
     ]
-    return Decision(transitions, ended, success, edited, not_first, float(act_seconds), rerecord)
+    return Decision(transitions, ended, success, edited, not_first, float(act_seconds), rerecord, simulator_success)
 
 
 def transition_ids(message: dict) -> list[str]:

@@ -44,6 +44,7 @@ class SuccessReward(gymnasium.Wrapper):
 
     def step(self, action):
         obs, env_reward, _, truncated, info = self.env.step(np.asarray(action, np.float64))
+        info["simulator_success"] = bool(info["success"])  # kept for reports when a detector decides
         success = self._detector(info)
         info["success"] = success
         reward = float(env_reward) if self._reward == "ogbench" else float(success)

@@ -20,7 +20,7 @@ from expoft.data.replay import ReplayBuffer
 from expoft.data.transitions import Dataset, DatasetError
 from expoft.envs.ogbench_domains import get_domain
 from expoft.obs import PIXELS, PROPRIO, PixelSpec
-from expoft.train.checkpoint import load_pytree
+from expoft.pytree_io import load_pytree
 from expoft.train.config import RunConfig
 from expoft.train.rundir import config_from_json, latest_checkpoint
 

@@ -69,6 +69,10 @@ class RunConfig:
     """Learn from camera images (plus proprioception) instead of the state: image size and
     cameras (cube domains, EXPO only; the offline data's frames are rendered from its states
     and cached). None: state observations."""
+    success_detector: Path | None = None
+    """A learned success detector (`expoft reward train`, its folder): the training episodes'
+    success, reward and end come from it on the camera frames instead of from the simulator, as on
+    a robot (pixel runs, sparse reward). Evaluations still use the simulator's success."""
     external_base: str | None = None
     """URL of a policy server (ws://HOST:PORT, docs/bases.md) whose model is the base policy,
     instead of expoft's own (EXPO with --base-training frozen; no pretraining here)."""
@@ -222,6 +226,8 @@ class RunConfig:
                     f"pixel observations work with {sorted(n for n, a in AGENTS.items() if a.pixels)}, "
                     f"not {self.algorithm!r}"
                 )
+        if self.success_detector is not None and (self.pixels is None or self.reward != "sparse"):
+            raise ValueError("--success-detector judges camera frames: it needs --pixels and the sparse reward")
         check_disturb("demo_disturb", self.demo_disturb, self.env)
         if self.demo_seed is not None and self.demo_seed < 0:
             raise ValueError(f"demo_seed must be >= 0 (or None: the run's seed), got {self.demo_seed}")

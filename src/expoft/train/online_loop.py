@@ -28,10 +28,10 @@ from expoft.agents.common import act
 from expoft.envs.chunks import ActionChunks, Transition
 from expoft.envs.interventions import ScriptedIntervener
 from expoft.envs.ogbench_domains import get_domain
-from expoft.envs.run_env import make_run_env
 from expoft.obs import add_batch_axis
 from expoft.progress import Progress
 from expoft.report.video import render_frame
+from expoft.reward.learned_success import make_training_env
 from expoft.robot.typist import SimulatedTypist
 from expoft.train.build import draw_batches, update_call
 from expoft.train.config import RunConfig
@@ -57,6 +57,9 @@ class Decision:
     act_seconds: float = 0.0
     rerecord: bool = False
     """A person asked to do the episode again: it is dropped, not learned from."""
+    simulator_success: bool | None = None
+    """With a learned success detector (``success`` is its): did the simulator see the task reached
+    in this episode (reported, never learned from)? None without one."""
 
 
 SLOT_SEED_STRIDE = 10_000_000
@@ -92,7 +95,7 @@ class EnvSide:
     def __init__(self, cfg: RunConfig, episodes: int, run=None, env=None, intervener=None, slot: int = 0):
         self.cfg, self.run, self.episodes, self.slot = cfg, run, episodes, slot
         filming = run is not None and cfg.video_every > 0
-        raw = env if env is not None else make_run_env(cfg, render=filming)
+        raw = env if env is not None else make_training_env(cfg, render=filming)
         self.raw_env, self.filming = raw, filming
         self.frames: list[np.ndarray] = []
         if intervener is None and cfg.intervene in ("scripted", "keys"):
@@ -129,7 +132,8 @@ class EnvSide:
             self.episodes += not rerecord
             self.obs, _ = self.env.reset(seed=reset_seed(self.cfg, self.episodes, self.slot))
             self._film()
-        return Decision(transitions, ended, bool(info["success"]), rerecord=rerecord)
+        simulator = info.get("simulator_success") if self.cfg.success_detector is not None else None
+        return Decision(transitions, ended, bool(info["success"]), rerecord=rerecord, simulator_success=simulator)
 
 
 def decide(cfg: RunConfig, agent, obs, step: int, random_chunk: np.ndarray | None, external=None, slot: int = 0):
@@ -251,7 +255,8 @@ class OnlineLearner:
         if decision.rerecord:
             self.drop_open_episode("the person asked to record it again")
         elif ended:
-            state.finish_episode(decision.success, self.episode_intervened / self.episode_steps)
+            state.finish_episode(decision.success, self.episode_intervened / self.episode_steps,
+                                 decision.simulator_success)  # fmt: skip
             self.episode_steps = self.episode_intervened = 0
 
         step = state.step

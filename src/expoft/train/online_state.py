@@ -52,6 +52,10 @@ class LoopState:
     actors: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     """Several actors (``expoft learner --actors N``): per actor slot, the env steps and episodes
     of it that are in the replay buffer (whole episodes only): where each actor resumes."""
+    detector_false_success: int = 0
+    detector_missed: int = 0
+    """Episodes a learned success detector ended as successes that the simulator did not see
+    reached, and episodes where the simulator saw it but the detector never fired."""
     update_time: float = 0.0
     act_time: float = 0.0
     elapsed_seconds: float = 0.0
@@ -59,7 +63,10 @@ class LoopState:
     cpu_seconds: float = 0.0
     """CPU time of the sessions before this one (see :class:`Clock`)."""
 
-    def finish_episode(self, success: bool, intervened_fraction: float) -> None:
+    def finish_episode(self, success: bool, intervened_fraction: float, simulator_success: bool | None = None) -> None:
+        if simulator_success is not None:  # a learned detector said `success`
+            self.detector_false_success += success and not simulator_success
+            self.detector_missed += simulator_success and not success
         self.episodes += 1
         self.total_successes += int(success)
         self.episodes_with_intervention += intervened_fraction > 0
@@ -80,6 +87,8 @@ def log_row(state: LoopState, buffer: ReplayBuffer) -> dict:
         "train/intervened_steps": buffer.intervened_steps,
         "train/intervention_rate": float(np.mean(state.recent_interventions)) if state.recent_interventions else 0.0,
         "train/episodes_with_intervention": state.episodes_with_intervention,
+        "train/detector_false_success": state.detector_false_success,
+        "train/detector_missed": state.detector_missed,
     }
     if state.pending:
         row.update({k: float(np.mean([m[k] for m in state.pending])) for k in state.pending[0]})

@@ -24,8 +24,9 @@ from expoft.data.dataset import array_sha256
 from expoft.data.transitions import Dataset
 from expoft.envs.ogbench_domains import get_domain
 from expoft.envs.run_env import make_run_env
+from expoft.pytree_io import save_pytree
 from expoft.train.build import make_agent, offline_data, offline_frames
-from expoft.train.checkpoint import CheckpointStore, SaveTimer, save_pytree
+from expoft.train.checkpoint import CheckpointStore, SaveTimer
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate, evaluation_seed
 from expoft.train.imitation import PretrainPoint, pretrain_base

@@ -31,9 +31,9 @@ import numpy as np
 from expoft.encoders import EncoderConfig
 from expoft.fileio import atomic_write, move_aside
 from expoft.obs import PixelSpec
+from expoft.pytree_io import save_pytree
 from expoft.report.sinks import MetricSink, open_sinks
 from expoft.report.video import write_video
-from expoft.train.checkpoint import save_pytree
 from expoft.train.config import SECTIONS, RunConfig, section_type, split_agent_settings
 
 log = logging.getLogger(__name__)
