@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from expoft.cli import main
@@ -71,3 +72,26 @@ def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, renderin
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     with Image.open(video) as im:
         assert im.size == (RENDER_SIZE, RENDER_SIZE) and im.n_frames == result["eval/episode_length"] + 1
+
+
+@pytest.mark.slow  # a whole pixel run with its renders (~40 s alone, 140 s on a loaded machine)
+def test_a_pixel_run_whose_success_a_learned_detector_decides(tmp_path, rendering, monkeypatch):
+    """tiny-pixels with --success-detector: a detector trained on the run's own demo frames ends
+    the training episodes (its disagreements with the simulator are logged); the run completes
+    and its evaluations still use the simulator's success."""
+    from expoft.data.frames import frames_for
+    from expoft.reward.classifier import DetectorConfig, train_detector
+    from expoft.train.build import offline_data
+
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    base = dataclasses.replace(preset("tiny-pixels"), demo_episodes=4, env_steps=100, eval_every=100)
+    ds = offline_data(base, progress=False)
+    small = DetectorConfig(steps=5, batch_size=8, channels=(8,), feature_dim=8, holdout=0.25)
+    detector, _ = train_detector(ds, frames_for(ds, base.pixels, progress=False), base.pixels, small, progress=False)
+    detector.save(tmp_path / "det")
+    cfg = dataclasses.replace(base, success_detector=tmp_path / "det")
+    summary = finetune(cfg, tmp_path / "run", progress=False)
+    assert summary["env_steps"] >= 100
+    rows = [r for r in metrics_rows(tmp_path / "run") if "train/detector_false_success" in r]
+    assert rows and all(r["train/detector_false_success"] <= r["train/episodes"] for r in rows)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["success_detector"] == str(tmp_path / "det")
