@@ -318,3 +318,31 @@ def test_async_learner_updates_while_the_actor_acts(tmp_path, monkeypatch):
     evals = [r["env_step"] for r in metrics_rows(tmp_path / "run") if "eval/success" in r]
     assert evals == [0, 60, 120], evals  # before RL, at eval_every, and the last one, in order
     assert summary["final_base_success"] is not None
+
+
+@pytest.mark.slow  # a base server, a single-process run and a learner run (~45 s)
+def test_a_learner_and_its_actor_around_an_external_base(tmp_path):
+    """`expoft learner --external-base ws://...`: the actor asks the base server for its own
+    candidates, the learner for its targets' and evaluations'; with the same seeds a sync run is
+    the single-process run (the toy base draws from the request's seed)."""
+    import subprocess
+
+    from expoft.bases.toy import demo_command, free_port
+    from expoft.train.config import TINY_AGENT
+
+    port = free_port()
+    server = subprocess.Popen(demo_command(port, 28, 5, chunk_len=1), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        cfg = preset("tiny", **SMALL, agent=dataclasses.replace(TINY_AGENT, base_training="frozen"),
+                     external_base=f"ws://127.0.0.1:{port}")  # fmt: skip
+        finetune(cfg, tmp_path / "single", progress=False)
+        thread, result = _learner_in_thread(cfg, tmp_path / "learner")
+        actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2)
+        assert actor.run() > 0 and actor.external.latency_ms()["act"]["calls"] > 0
+        thread.join(120)
+    finally:
+        server.kill()
+    assert "error" not in result, result.get("error")
+    assert comparable_rows(tmp_path / "learner") == comparable_rows(tmp_path / "single")
+    assert result["summary"]["external_base_latency_ms"]["update"]["calls"] > 0

@@ -47,6 +47,7 @@ from expoft.actorlearner.messages import (
 from expoft.bases.wire import packb
 from expoft.train.build import make_agent
 from expoft.train.config import RunConfig
+from expoft.train.external import external_candidates
 from expoft.train.online_loop import EnvSide, decide
 from expoft.train.rundir import config_from_json
 
@@ -86,6 +87,8 @@ class Actor:
         self.run_id: str | None = None
         self.cfg: RunConfig | None = None
         self.agent: Any = None
+        self.external: Any = None
+        """The run's external base (``cfg.external_base``), asked here for this actor's candidates."""
         self.side: EnvSide | None = None
         self.version = -1
         self.step = 0
@@ -143,6 +146,8 @@ class Actor:
             self.run_id = run_id
             self.cfg = config_from_json(field(welcome, "config", dict))
             self.agent = make_agent(self.cfg)
+            # an external base (a VLA behind a server): this actor asks it for its own candidates
+            self.external = external_candidates(self.cfg)
         elif run_id != self.run_id:
             raise ProtocolError(f"the learner now serves run {run_id}, this actor acted for run {self.run_id}")
         assert self.cfg is not None
@@ -197,7 +202,8 @@ class Actor:
         assert self.cfg is not None and self.side is not None
         seq = self.outbox[-1]["seq"] + _steps(self.outbox[-1]) if self.outbox else self.step
         t0 = time.perf_counter()
-        chunk, edited, not_first = decide(self.cfg, self.agent, self.side.obs, seq, self.random_chunk, slot=self.slot)
+        chunk, edited, not_first = decide(self.cfg, self.agent, self.side.obs, seq, self.random_chunk, self.external,
+                                          slot=self.slot)  # fmt: skip
         act_seconds = time.perf_counter() - t0
         self.latencies.append(act_seconds)
         episode = self.side.episodes

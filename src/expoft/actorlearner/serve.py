@@ -33,8 +33,6 @@ def check_learnable(cfg, mode: str = "sync") -> None:
             "--video-every: training videos are filmed where the environment runs; the actor keeps no run "
             "folder yet. Set --video-every 0 (evaluate with `expoft eval --video`)"
         )
-    if cfg.external_base is not None:
-        raise ValueError("--external-base with a learner is not supported yet: run `expoft finetune` for it")
     if mode == "async" and cfg.expo.target_cache_refresh is not None:
         raise ValueError("--target-cache-refresh with an async learner is not supported yet: use --mode sync")
 

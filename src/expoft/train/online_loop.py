@@ -142,7 +142,7 @@ def decide(cfg: RunConfig, agent, obs, step: int, random_chunk: np.ndarray | Non
     if random_chunk is not None:
         return random_chunk, None, None
     batch = add_batch_axis(obs)
-    base = None if external is None else external(batch, step_seed(cfg, step))
+    base = None if external is None else external(batch, step_seed(cfg, step + slot * SLOT_SEED_STRIDE))
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed + 1), step + 1)
     if slot:  # slot 0 keeps the single-actor run's stream
         key = jax.random.fold_in(key, slot)
@@ -342,7 +342,10 @@ class OnlineLearner:
         with the run."""
         self.bar.close()
         self.checkpoint()
-        return finish(self.cfg, self.run, self.state, self.buffer, self.elapsed(), self.cpu(), extra or {})
+        extra = dict(extra or {})
+        if self.external is not None:  # this process's calls (a learner's: targets and evaluations)
+            extra["external_base_latency_ms"] = self.external.latency_ms()
+        return finish(self.cfg, self.run, self.state, self.buffer, self.elapsed(), self.cpu(), extra)
 
 
 def run_local(learner: OnlineLearner) -> dict:
@@ -356,5 +359,4 @@ def run_local(learner: OnlineLearner) -> dict:
         act_seconds = time.perf_counter() - t0
         decision = side.execute(chunk, state.step)
         learner.absorb(dataclasses.replace(decision, edited=edited, not_first=not_first, act_seconds=act_seconds))
-    external = learner.external
-    return learner.finish({} if external is None else {"external_base_latency_ms": external.latency_ms()})
+    return learner.finish()
