@@ -141,3 +141,34 @@ def test_record_command_with_the_simulated_typist(tmp_path, capsys):
     assert main(["record", "--preset", "tiny", "--teleop", "simulated", "--out", str(out)]) == 2
     assert "--append" in capsys.readouterr().err
     assert load_dataset(out).num_transitions == ds.num_transitions  # the refused call touched nothing
+
+
+def test_record_with_cameras_writes_every_states_frame_beside_the_data(tmp_path, rendering):
+    """On the pixel env: the dataset holds the simulator's states, the frames file beside it holds
+    each state's camera frame in the frames layout (the frame the env showed at that state), and
+    a pixel run's offline data reads them; --append extends both."""
+    from expoft.data.frames import frames_for
+    from expoft.envs.pixels import make_pixel_env, render_state
+    from expoft.obs import PixelSpec
+
+    spec = PixelSpec(image_size=32)
+    env = make_pixel_env("cube-single", 1, spec, episode_steps=15)
+    domain = get_domain("cube-single")
+    out = tmp_path / "pix.npz"
+
+    def typist(seed):
+        director = TaskDirector(env, domain, task_goal("cube-single", 1), np.random.default_rng(seed))
+        return SimulatedTypist(AlwaysDrive(director), A)
+
+    record(env, typist(0), 2, out, meta=META, pixels=spec, progress=False)
+    ds, frames = load_dataset(out), frames_for(out, spec, progress=False)
+    assert ds.observations.shape[1] == domain.obs_dim and frames.shape == (ds.num_transitions + 2, 32, 32, 3)
+    rows = ds.frame_rows()
+    for j in (0, 5, ds.num_transitions - 1):  # the next state's frame is the one rendered at its qpos
+        np.testing.assert_array_equal(frames[rows[j] + 1], render_state(env, ds.next_qpos[j]))
+    record(env, typist(1), 1, out, meta=META, pixels=spec, append=True, progress=False)
+    grown = load_dataset(out)
+    assert frames_for(out, spec, progress=False).shape[0] == grown.num_transitions + 3
+    assert not list(tmp_path.glob("*.bak*"))  # the recorder rewrites its own files without backups
+    with pytest.raises(ValueError, match="--pixels"):
+        record(env, typist(2), 1, tmp_path / "other.npz", meta=META, progress=False)

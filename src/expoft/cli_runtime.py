@@ -161,7 +161,7 @@ class Record:
                 "robot": self.robot}  # fmt: skip
         try:
             done = record(env, person, self.episodes, self.out, meta=meta, seed=cfg.seed, append=self.append,
-                          progress=self.progress)  # fmt: skip
+                          pixels=cfg.pixels, progress=self.progress)  # fmt: skip
         finally:
             close = getattr(getattr(person, "source", None), "close", None)
             if close is not None:

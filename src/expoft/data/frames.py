@@ -94,10 +94,16 @@ def generator_config(ds: Dataset) -> GenConfig:
 
 
 def dataset_digest(ds: Dataset) -> str:
-    """A fingerprint of everything the frames depend on (a cache made for other data is stale)."""
-    cfg = generator_config(ds)
+    """A fingerprint of everything the frames depend on (a cache made for other data is stale).
+    Data expoft did not generate (recorded, imported) is fingerprinted by its arrays alone: its
+    frames come with it (``save_frames``) and cannot be rendered again."""
     h = hashlib.sha256()
-    h.update(json.dumps({"config": dataclasses.asdict(cfg), "version": GENERATOR_VERSION}, sort_keys=True).encode())
+    try:
+        cfg = generator_config(ds)
+    except FramesError:
+        h.update(json.dumps({"kind": ds.meta.get("kind")}, sort_keys=True).encode())
+    else:
+        h.update(json.dumps({"config": dataclasses.asdict(cfg), "version": GENERATOR_VERSION}, sort_keys=True).encode())
     for name in ("observations", "episode_ends", "next_qpos"):
         value = getattr(ds, name)
         h.update(f"{name}:{'-' if value is None else array_sha256(value)};".encode())
@@ -246,14 +252,18 @@ def _save(frames: np.ndarray, npz: Path, meta_path: Path, ds: Dataset, spec: Pix
     atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
 
 
-def save_frames(frames: np.ndarray, dataset_path: str | os.PathLike, ds: Dataset, spec: PixelSpec) -> Path:
-    """Cache frames obtained elsewhere (decoded from a LeRobot dataset's videos) beside the dataset
-    at ``dataset_path``, as :func:`get_or_render` would have: pixel runs then use them."""
+def save_frames(frames: np.ndarray, dataset_path: str | os.PathLike, ds: Dataset, spec: PixelSpec,
+                backup: bool = True) -> Path:  # fmt: skip
+    """Cache frames obtained elsewhere (decoded from a LeRobot dataset's videos, recorded by
+    ``expoft record``) beside the dataset at ``dataset_path``, as :func:`get_or_render` would have:
+    pixel runs then use them. ``backup``: keep files it replaces as ``*.bak`` (a recorder that
+    rewrites its own growing file does not)."""
     want = (num_frames(ds), *spec.image_shape)
     if frames.shape != want or frames.dtype != np.uint8:
         raise FramesError(f"frames of shape {frames.shape} {frames.dtype}, expected {want} uint8")
     npz, meta_path = frames_paths(dataset_path, spec)
-    keep_as_backup(npz, meta_path)
+    if backup:
+        keep_as_backup(npz, meta_path)
     _save(frames, npz, meta_path, ds, spec, dataset_digest(ds), 0.0)
     return npz
 

@@ -9,7 +9,9 @@ episode is discarded and the same reset comes again).
 
 Each kept episode is written at once with the ones before it (``save_dataset``: the whole file,
 atomically), so a crash or Ctrl-C loses at most the episode under way; ``append`` continues a
-file of the same environment and task.
+file of the same environment and task. With camera observations the dataset holds the state
+vectors (the simulator's state, or the arm's proprioception) and the frames go beside it
+(``expoft.data.frames``: every state's frame, ready for pixel runs and ``expoft reward train``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from expoft.data.dataset import dataset_paths, load_dataset, save_dataset
+from expoft.data.frames import frames_for, save_frames
 from expoft.data.transitions import DatasetError, make_dataset
 from expoft.envs.chunks import ActionChunks
+from expoft.obs import PIXELS, PROPRIO, PixelSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,36 +57,49 @@ def _hold(person, action_dim: int, gripper_dim: int | None) -> np.ndarray:
     return hold
 
 
+def _state(obs, info) -> np.ndarray:
+    """The state vector kept for an observation: the observation itself, or with cameras the
+    simulator's state (``info["state"]``) or else the arm's proprioception."""
+    if not isinstance(obs, dict):
+        return np.asarray(obs, np.float32)
+    return np.asarray(info["state"] if "state" in info else obs[PROPRIO], np.float32)
+
+
 def _one_episode(chunks: ActionChunks, person, seed: int, action_dim: int, gripper_dim: int | None, reward: str):
-    """(arrays of the driven steps, success, label) of one attempt; the arrays are None when the
-    person never drove."""
+    """(arrays of the driven steps, their camera frames or None, success, label) of one attempt;
+    the arrays are None when the person never drove."""
     obs, info = chunks.reset(seed=seed)
-    if not isinstance(obs, np.ndarray):
-        raise ValueError(
-            "expoft record writes state observations (a vector); this environment gives "
-            f"{type(obs).__name__} observations (cameras). Record the arm's state, or render frames "
-            "from the simulator afterwards (`expoft data render`)"
-        )
     steps: list = []
     qpos: list = []
+    states: list = []  # the state vector of each step's observation and of the last next observation
+    frames: list = []
+    before = info
     while True:
         _, _, terminated, truncated, info = chunks.step(_hold(person, action_dim, gripper_dim)[None])
         (t,) = info["transitions"]
         if steps or t.intervened:
+            if not steps:
+                states.append(_state(t.observation, before))
+                if isinstance(t.observation, dict):
+                    frames.append(t.observation[PIXELS])
             steps.append(t)
+            states.append(_state(t.next_observation, info))
+            if isinstance(t.next_observation, dict):
+                frames.append(t.next_observation[PIXELS])
             if "qpos" in info:
                 qpos.append(np.asarray(info["qpos"], np.float32))
+        before = info
         if terminated or truncated:
             break
     success = bool(info["success"])
     if not steps:
-        return None, success, info.get("rerecord", False)
+        return None, None, success, info.get("rerecord", False)
     rewards = np.array([t.reward for t in steps], np.float32)
     if reward == "sparse" and success:  # a person's success key ends the episode: its last step is the success
         rewards[-1] = 1.0
     arrays = {
-        "observations": np.stack([t.observation for t in steps]).astype(np.float32),
-        "next_observations": np.stack([t.next_observation for t in steps]).astype(np.float32),
+        "observations": np.stack(states[:-1]),
+        "next_observations": np.stack(states[1:]),
         "actions": np.stack([t.action for t in steps]).astype(np.float32),
         "rewards": rewards,
         "terminals": np.array([t.terminated for t in steps]) & success,
@@ -91,19 +108,22 @@ def _one_episode(chunks: ActionChunks, person, seed: int, action_dim: int, gripp
     }
     if len(qpos) == len(steps):
         arrays["next_qpos"] = np.stack(qpos)
-    return arrays, success, bool(info.get("rerecord", False))
+    return arrays, (np.stack(frames) if frames else None), success, bool(info.get("rerecord", False))
 
 
 def record(env, person, episodes: int, out: str | Path, *, meta: dict, seed: int = 0, append: bool = False,
-           gripper_dim: int | None = -1, progress: bool = True) -> Recording:  # fmt: skip
+           pixels: PixelSpec | None = None, gripper_dim: int | None = -1,
+           progress: bool = True) -> Recording:  # fmt: skip
     """Record ``episodes`` kept episodes of ``person`` (an intervener with ``pop_label``) driving
     ``env`` into the dataset ``out``. ``meta``: the file's env, task and reward (and anything to
     remember: the device); an existing ``out`` is refused unless ``append`` (then its env, task
-    and reward must match)."""
+    and reward must match). ``pixels``: the cameras of an env with camera observations; their
+    frames are written beside the dataset (``expoft.data.frames``), the state vectors into it."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     npz, _ = dataset_paths(out)
     previous: dict[str, np.ndarray] = {}
+    frames: np.ndarray | None = None
     if npz.exists():
         if not append:
             raise FileExistsError(f"{npz} already exists: pass --append to add episodes to it, or another --out")
@@ -116,6 +136,8 @@ def record(env, person, episodes: int, out: str | Path, *, meta: dict, seed: int
                 f"{npz} was recorded for other settings ({differ}: file vs now); record into another --out"
             )
         previous = {k: v for k, v in old.arrays().items()}
+        if pixels is not None:
+            frames = frames_for(npz, pixels, progress=False)
     elif append:
         log.info("%s does not exist yet: a new file is started", npz)
     action_dim = int(np.prod(env.action_space.shape))
@@ -125,7 +147,7 @@ def record(env, person, episodes: int, out: str | Path, *, meta: dict, seed: int
     reward = meta.get("reward", "sparse")
     while done.kept < episodes:
         index = held + done.kept
-        arrays, success, rerecord = _one_episode(
+        arrays, seen, success, rerecord = _one_episode(
             chunks, person, reset_seed(seed, index), action_dim, gripper_dim, reward
         )
         if rerecord or arrays is None:
@@ -138,8 +160,15 @@ def record(env, person, episodes: int, out: str | Path, *, meta: dict, seed: int
         if previous and set(arrays) != set(previous):
             raise DatasetError(f"episode {index} has fields {sorted(arrays)}, the file {sorted(previous)}: "
                                "record into another --out")  # fmt: skip
+        if (seen is None) != (pixels is None):
+            raise ValueError("the environment's observations have cameras: pass the run's --pixels" if pixels is None
+                             else "--pixels was given, but the environment's observations have no cameras")  # fmt: skip
         previous = {k: np.concatenate([previous[k], v]) if previous else v for k, v in arrays.items()}
-        save_dataset(make_dataset(previous, dict(meta), str(npz)), npz, overwrite=True)
+        ds = make_dataset(previous, dict(meta), str(npz))
+        save_dataset(ds, npz, overwrite=True)
+        if seen is not None and pixels is not None:  # the frames file names the dataset it belongs to: after it
+            frames = seen if frames is None else np.concatenate([frames, seen])
+            save_frames(frames, npz, ds, pixels, backup=False)
         done.kept += 1
         done.successes += success
         if progress:
