@@ -20,6 +20,9 @@ arm=${1:?arm: async, sync, single, keys or scripted}
 seed=${2:?seed}
 RUNS_DIR=${RUNS_DIR:-runs}
 PRESET=${PRESET:-demo}  # PRESET=tiny: a smoke test of this script (seconds)
+# The simulated arm is held to a robot's pace (env steps per second; `expoft actor --hz`): an
+# unpaced simulator outruns an async learner on this CPU, which a real arm never does.
+HZ=${HZ:-10}
 LEARNER_CPU=${LEARNER_CPU:-1}
 ACTOR_CPU=${ACTOR_CPU:-0}
 out=$RUNS_DIR/robot-$PRESET/$arm/seed$seed
@@ -50,7 +53,7 @@ case "$arm" in
       kill -0 "$learner" 2> /dev/null || { echo "the learner died: $out.learner.log" >&2; exit 1; }
       sleep 5
     done
-    taskset -c "$ACTOR_CPU" .venv/bin/expoft actor --learner "ws://127.0.0.1:$port" --retries 60 \
+    taskset -c "$ACTOR_CPU" .venv/bin/expoft actor --learner "ws://127.0.0.1:$port" --retries 60 --hz "$HZ" \
       > "$out.actor.log" 2>&1 || true
     wait "$learner"
     tail -n 1 "$out.actor.log" > "$out/actor.json"

@@ -75,11 +75,15 @@ def test_sync_actor_learner_equals_single_process(tmp_path, method):
     single = finetune(cfg, tmp_path / "single", progress=False)
     thread, result = _learner_in_thread(cfg, tmp_path / "learner", max_message_bytes=LIMIT)
     _bad_clients_are_refused(result["port"])  # ... and change nothing: the metrics below still match
-    actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2)
+    actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2, hz=600.0)  # a robot's pace: sleeps only
+    t0 = time.perf_counter()
     decisions = actor.run()
+    assert time.perf_counter() - t0 >= cfg.env_steps / 600.0
     thread.join(120)
     assert "error" not in result, result.get("error")
     assert decisions == len(actor.latencies) > 0
+    with pytest.raises(ValueError, match="--hz"):
+        Actor("ws://127.0.0.1:1", hz=0.0)
     assert comparable_rows(tmp_path / "learner") == comparable_rows(tmp_path / "single")
     assert result["summary"]["final_success"] == single["final_success"]
     for name in ("config.json", "summary.json", "learner.json"):

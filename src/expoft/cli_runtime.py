@@ -97,6 +97,9 @@ class Actor:
     teleop: str | None = None
     """A person in the loop: keyboard (this terminal's keys) or gamepad:/dev/input/eventN
     (docs/robot.md, keys and buttons)."""
+    hz: float | None = None
+    """Hold the simulator to this many env steps per second, as a robot's control loop would
+    (default: as fast as it goes; a real arm's driver paces itself)."""
 
     def run(self) -> None:
         from expoft.actorlearner.actor import Actor as ActorProcess
@@ -106,7 +109,8 @@ class Actor:
         robot = None if self.robot is None else load_robot(self.robot)
         person = None if self.teleop is None else make_teleop(self.teleop)
         actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries,
-                             journal=self.journal, robot=robot, intervener=person, slot=self.slot)  # fmt: skip
+                             journal=self.journal, robot=robot, intervener=person, slot=self.slot,
+                             hz=self.hz)  # fmt: skip
         print(json.dumps({"decisions": actor.run(), **actor.latency_ms()}))
 
 

@@ -71,7 +71,8 @@ class Actor:
 
     def __init__(self, url: str, *, name: str = "actor", answer_timeout_s: float = 600.0, retries: int = 10,
                  backoff_s: float = 0.5, ping_s: float = 5.0, journal: str | Path | None = None,
-                 robot: Callable[[RunConfig], Any] | None = None, intervener: Any = None, slot: int = 0):  # fmt: skip
+                 robot: Callable[[RunConfig], Any] | None = None, intervener: Any = None, slot: int = 0,
+                 hz: float | None = None):  # fmt: skip
         self.url, self.name, self.slot = url, name, slot
         """``slot``: this actor's place at a learner of several actors (``--actors N``): its own
         reset seeds, acting stream and numbering of decisions."""
@@ -81,6 +82,12 @@ class Actor:
         self.robot = robot
         """``robot(cfg) -> env``: this actor's own environment (a real arm behind
         ``expoft.robot.interface.RobotEnv``, with its safety limits) instead of the run's simulator."""
+        if hz is not None and not hz > 0:
+            raise ValueError(f"--hz must be > 0 (env steps per second), got {hz}")
+        self.hz = hz
+        """Hold a simulator to this many env steps per second, as a robot's control loop would
+        (None: as fast as it goes). A real arm's driver paces itself; leave it None there."""
+        self._due = 0.0
         self.intervener = intervener
         """A person's device (``expoft.robot.teleop.HumanIntervener``): takes over, labels episodes."""
         self.ws: Any = None
@@ -208,6 +215,10 @@ class Actor:
         self.latencies.append(act_seconds)
         episode = self.side.episodes
         decision = self.side.execute(chunk, seq)
+        if self.hz is not None:  # a robot's pace: the next decision after these steps' control periods
+            now = time.perf_counter()
+            self._due = max(now, self._due) + len(decision.transitions) / self.hz
+            time.sleep(max(0.0, self._due - now))
         decision = dataclasses.replace(decision, edited=edited, not_first=not_first, act_seconds=act_seconds)
         message = decision_message(seq, episode, self.version, decision)
         if self.journal is not None:
