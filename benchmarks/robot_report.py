@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="RUNS/robot-<preset>: one folder per arm, seed<S> in each")
     parser.add_argument("--plot", type=Path, help="success against env steps per arm (mean over seeds)")
     parser.add_argument("--plot-runs", type=Path, help="one curve per run (e.g. the keys and scripted arms)")
+    parser.add_argument("--plot-interventions", type=Path, help="share of recent episodes' steps a person drove")
     parser.add_argument("--arms", nargs="*", help="only these arms")
     args = parser.parse_args()
     groups: dict[str, list[Path]] = {}
@@ -99,6 +100,31 @@ def main() -> None:
         runs = {f"{arm} seed{json.loads((r / 'config.json').read_text())['seed']}": r for arm, rs in groups.items()
                 for r in rs}  # fmt: skip
         plot_learning_curves(runs, args.plot_runs, title=f"{args.root.name}: success per run")
+    if args.plot_interventions:
+        plot_interventions(groups, args.plot_interventions)
+
+
+def plot_interventions(groups: dict[str, list[Path]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for arm, runs in groups.items():
+        for run in runs:
+            rows = [r for r in read_metrics(run) if "train/intervention_rate" in r]
+            seed = json.loads((run / "config.json").read_text())["seed"]
+            ax.plot(
+                [r["env_step"] for r in rows], [r["train/intervention_rate"] for r in rows], label=f"{arm} seed{seed}"
+            )
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("steps driven by the person\n(mean over the last 20 episodes)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
