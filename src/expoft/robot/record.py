@@ -68,7 +68,7 @@ def _state(obs, info) -> np.ndarray:
 def _one_episode(chunks: ActionChunks, person, seed: int, action_dim: int, gripper_dim: int | None, reward: str):
     """(arrays of the driven steps, their camera frames or None, success, label) of one attempt;
     the arrays are None when the person never drove."""
-    obs, info = chunks.reset(seed=seed)
+    _, info = chunks.reset(seed=seed)
     steps: list = []
     qpos: list = []
     states: list = []  # the state vector of each step's observation and of the last next observation
