@@ -195,12 +195,13 @@ class Actor:
 
     def latency_ms(self) -> dict[str, float]:
         """Acting latency (median, 99th percentile) and the wait for the learner's answers (median,
-        longest) so far, in milliseconds."""
+        99th percentile, longest) so far, in milliseconds."""
         ms = 1000 * np.asarray(self.latencies or [0.0])
         waits = 1000 * np.asarray(self.waits or [0.0])
         return {"act_latency_p50_ms": round(float(np.percentile(ms, 50)), 3),
                 "act_latency_p99_ms": round(float(np.percentile(ms, 99)), 3),
                 "answer_wait_p50_ms": round(float(np.percentile(waits, 50)), 3),
+                "answer_wait_p99_ms": round(float(np.percentile(waits, 99)), 3),
                 "longest_stall_ms": round(float(waits.max()), 3)}  # fmt: skip
 
     # ---- the loop ------------------------------------------------------------------------------
