@@ -28,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     detector = SuccessClassifier.load(args.detector)
     ds = load_dataset(args.dataset)
-    if ds.next_qpos is None:
-        raise SystemExit("the dataset has no next_qpos: the cube's distance cannot be computed")
+    if ds.next_qpos is None or ds.episode_success is None:
+        raise SystemExit("the dataset needs next_qpos and episode_success (the cube's distance, the truth)")
     frames = frames_for(args.dataset, detector.spec, progress=False)
     _, episode = frame_labels(ds, detector.cfg)
     domain = get_domain(ds.meta["env"])

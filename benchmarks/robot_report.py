@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def run_line(arm: str, run: Path) -> dict:
 
 def arm_line(arm: str, lines: list[dict]) -> dict:
     done = [x for x in lines if x["finished"]]
-    out = {
+    out: dict[str, Any] = {
         "arm": arm,
         "seeds": [x["seed"] for x in done],
         "unfinished": [x["seed"] for x in lines if not x["finished"]],
@@ -97,9 +98,12 @@ def main() -> None:
         plot_mean_curves({arm: runs for arm, runs in groups.items() if runs}, args.plot,
                          title=f"{args.root.name}: success (mean over seeds)")  # fmt: skip
     if args.plot_runs:
-        runs = {f"{arm} seed{json.loads((r / 'config.json').read_text())['seed']}": r for arm, rs in groups.items()
-                for r in rs}  # fmt: skip
-        plot_learning_curves(runs, args.plot_runs, title=f"{args.root.name}: success per run")
+        labelled: dict[str, str | Path] = {
+            f"{arm} seed{json.loads((r / 'config.json').read_text())['seed']}": r
+            for arm, rs in groups.items()
+            for r in rs
+        }
+        plot_learning_curves(labelled, args.plot_runs, title=f"{args.root.name}: success per run")
     if args.plot_interventions:
         plot_interventions(groups, args.plot_interventions)
 

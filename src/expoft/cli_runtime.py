@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import tyro
 
@@ -158,7 +158,7 @@ class Record:
             rng = np.random.default_rng(cfg.seed)
             np.random.seed(cfg.seed)  # OGBench's oracles draw from numpy's global generator
             director = TaskDirector(env, domain, task_goal(domain.name, cfg.task), rng)
-            person = SimulatedTypist(AlwaysDrive(director), domain.action_dim)
+            person: Any = SimulatedTypist(AlwaysDrive(director), domain.action_dim)
         else:
             person = make_teleop(self.teleop)
         meta = {"kind": "recorded", "env": cfg.env, "task": cfg.task, "reward": cfg.reward, "device": self.teleop,
@@ -223,7 +223,8 @@ class RewardEval:
         detector = SuccessClassifier.load(self.detector)
         ds = load_dataset(self.dataset)
         frames = frames_for(self.dataset, detector.spec, progress=self.progress)
-        labels, episode = frame_labels(ds, detector.cfg)
+        labels, episode = frame_labels(ds, detector.cfg)  # refuses data without episode_success
+        assert ds.episode_success is not None
         report = evaluate_detector(detector, frames, labels, episode, ds.episode_success, first=0)
         print(json.dumps({"detector": str(self.detector), "dataset": str(self.dataset), **report}))
 

@@ -14,7 +14,6 @@ if TYPE_CHECKING:  # annotations only: train builds on envs, not the other way r
 def make_run_env(cfg: RunConfig, render: bool = False, detector: SuccessDetector = env_success):
     """The run's environment: state observations, or pixel ones with ``cfg.pixels``; ``detector``:
     its success (the simulator's flag, by default)."""
-    kwargs = {"episode_steps": cfg.episode_steps, "render": render, "reward": cfg.reward, "detector": detector}
     if cfg.pixels is None:
-        return make_env(cfg.env, cfg.task, **kwargs)
-    return make_pixel_env(cfg.env, cfg.task, cfg.pixels, **kwargs)
+        return make_env(cfg.env, cfg.task, detector, render, cfg.episode_steps, cfg.reward)
+    return make_pixel_env(cfg.env, cfg.task, cfg.pixels, cfg.episode_steps, detector, render, cfg.reward)

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import flax.linen as nn
 import jax
@@ -109,7 +110,7 @@ class SuccessClassifier:
     def __init__(self, cfg: DetectorConfig, spec: PixelSpec, params, meta: dict | None = None):
         self.cfg, self.spec, self.params, self.meta = cfg, spec, params, dict(meta or {})
         net = SuccessNet(cfg.encoder)
-        self._prob = jax.jit(lambda p, x: jax.nn.sigmoid(net.apply(p, x)))
+        self._prob = jax.jit(lambda p, x: jax.nn.sigmoid(cast(jax.Array, net.apply(p, x))))
 
     def probability(self, pixels: np.ndarray, batch: int = 512) -> np.ndarray:
         pixels = np.asarray(pixels)
