@@ -210,14 +210,13 @@ def evaluate_detector(detector: SuccessClassifier, frames: np.ndarray, labels: n
     each: a successful episode ended at its success (``on_time``: first fired on a positive or
     left-out state), before it (``early``: a false success in a run) or never (``missed``); an
     unsuccessful one falsely ended (``false_success``)."""
-    held = episode >= first
-    rows = np.flatnonzero(held & (labels >= 0))
-    fired = detector.probability(frames[rows]) >= detector.cfg.threshold
+    all_rows = np.flatnonzero(episode >= first)
+    all_fired = detector.probability(frames[all_rows]) >= detector.cfg.threshold  # once: both reports read it
+    judged = labels[all_rows] >= 0  # left-out states count in neither precision nor recall
+    rows, fired = all_rows[judged], all_fired[judged]
     truth = labels[rows] == 1
     tp, fp, fn = int((fired & truth).sum()), int((fired & ~truth).sum()), int((~fired & truth).sum())
     counts = {"on_time": 0, "early": 0, "missed": 0, "false_success": 0, "quiet_failure": 0}
-    all_rows = np.flatnonzero(held)
-    all_fired = detector.probability(frames[all_rows]) >= detector.cfg.threshold
     for e in range(first, int(episode.max()) + 1):
         mine = episode[all_rows] == e
         fires = np.flatnonzero(all_fired[mine])

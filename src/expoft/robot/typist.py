@@ -42,6 +42,10 @@ class SimulatedTypist:
     def health(self) -> dict:
         return self.person.health
 
+    @property
+    def gripper(self) -> float:
+        return self.person.gripper
+
     def poll(self) -> list[DeviceEvent]:
         """The person's side of the keyboard (``HumanIntervener`` reads it)."""
         events, self._events = self._events, []
