@@ -299,16 +299,25 @@ def test_a_person_with_keys_drives_and_labels_episodes_through_the_actor(tmp_pat
 def test_async_learner_updates_while_the_actor_acts(tmp_path, monkeypatch):
     """Async mode: the run finishes, the learner made update calls in its own thread and never
     more than the schedule allows, the actor got new weights along the way, and it never waited
-    for an evaluation (each made 3 s slower here): they run in a thread of their own."""
+    for an evaluation or a checkpoint (each made 3 s slower here): they run in threads of their
+    own, and a checkpoint becomes the durable one only once it is written."""
+    from expoft.actorlearner.learner import CHECKPOINT_WRITER
     from expoft.train.online_loop import OnlineLearner
 
-    evaluation = OnlineLearner.evaluation
+    evaluation, write = OnlineLearner.evaluation, CheckpointStore.write
+    writers = []
 
     def slow_evaluation(self, agent, last=False):
         time.sleep(3.0)
         return evaluation(self, agent, last)
 
+    def slow_write(self, pending):
+        writers.append((pending.step, threading.current_thread().name))
+        time.sleep(3.0)
+        return write(self, pending)
+
     monkeypatch.setattr(OnlineLearner, "evaluation", slow_evaluation)
+    monkeypatch.setattr(CheckpointStore, "write", slow_write)
     cfg = preset("tiny", **SMALL)
     thread, result = _learner_in_thread(cfg, tmp_path / "run", mode="async")
     actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2)
@@ -322,6 +331,10 @@ def test_async_learner_updates_while_the_actor_acts(tmp_path, monkeypatch):
     evals = [r["env_step"] for r in metrics_rows(tmp_path / "run") if "eval/success" in r]
     assert evals == [0, 60, 120], evals  # before RL, at eval_every, and the last one, in order
     assert summary["final_base_success"] is not None
+    # before RL (before the server starts) and the final one in place; the one due at 60 by the writer
+    assert [name for _, name in writers[1:-1]] == [CHECKPOINT_WRITER], writers
+    assert 60 <= writers[1][0] < 120 and writers[-1][0] == 120
+    assert CheckpointStore(tmp_path / "run" / "checkpoints").steps() == [0, writers[1][0], 120]
 
 
 @pytest.mark.slow  # a base server, a single-process run and a learner run (~45 s)

@@ -96,6 +96,35 @@ def test_checkpoints_keep_the_newest_and_restore_agent_and_buffer(tmp_path):
     np.testing.assert_array_equal(copy._online.a["observations"][:40], buffer._online.a["observations"][:40])
 
 
+def test_a_prepared_checkpoint_holds_the_run_as_it_was_when_taken(tmp_path):
+    """An asynchronous learner takes a checkpoint under its lock and writes it later: what was
+    added in between is not in it, nothing is on disk before the write, and written in order the
+    checkpoints restore as saved ones do."""
+    agent = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 3, 2, seed=0)
+    later_agent = EXPOAgent.create(TINY_AGENT, TINY_EXPO, 3, 2, seed=1)
+    buffer = ReplayBuffer(3, 2, capacity=100)
+    store = CheckpointStore(tmp_path / "checkpoints", keep=3)
+    fill(buffer, 0, 10)
+    first = store.prepare(10, agent, buffer, {"step": 10})
+    fill(buffer, 10, 10)
+    second = store.prepare(20, later_agent, buffer, {"step": 20})
+    fill(buffer, 20, 5)  # not in any checkpoint
+    assert store.steps() == []
+    store.write(first)
+    assert store.steps() == [10]
+    store.write(second)
+    record = store.latest_valid()
+    assert record["env_step"] == 20 and record["buffer"]["total_added"] == 20
+    copy = ReplayBuffer(3, 2, capacity=100)
+    restored = store.restore(record, EXPOAgent.create(TINY_AGENT, TINY_EXPO, 3, 2, seed=5), copy)
+    assert_same_leaves(later_agent, restored)
+    assert copy.total_added == 20
+    np.testing.assert_array_equal(copy._online.a["observations"][:20], buffer._online.a["observations"][:20])
+    # the next checkpoint continues where the restored one ends
+    fill(copy, 20, 5)
+    assert int(store.prepare(25, agent, copy, {"step": 25}).segment["start"]) == 20
+
+
 @pytest.mark.parametrize("damage", ["truncated agent", "truncated state", "missing segment", "old format"])
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, damage):
     _, _, store = _store_with_checkpoints(tmp_path)

@@ -24,6 +24,7 @@ from typing import Any
 from expoft.actorlearner.learner import LearnerServer
 from expoft.actorlearner.messages import ProtocolError, decision_from_message, expect, field
 from expoft.bases.wire import packb
+from expoft.train.checkpoint import PendingCheckpoint
 from expoft.train.online_loop import Decision
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class FleetServer(LearnerServer):
             if int(k) < actors:
                 self.slots[int(k)] = Slot(settled, episodes, durable=settled)
         self._finishing = threading.Lock()
+        learner.on_durable.append(self._checkpoint_durable)
 
     def _last_answers(self) -> None:
         deadline = time.monotonic() + LAST_ANSWERS_S
@@ -146,12 +148,14 @@ class FleetServer(LearnerServer):
         slot.settled += sum(len(d.transitions) for d in episode)
         slot.episodes += 1
         self._record_slots()  # before the episode's last decision: a checkpoint there must hold it
-        durable = learner.durable_step
         for d in episode:
             learner.absorb(d, learn=False)
-        if learner.durable_step != durable:  # a checkpoint was written: what it holds of every slot
-            for s in self.slots:
-                s.durable = s.settled
+
+    def _checkpoint_durable(self, pending: PendingCheckpoint) -> None:
+        """A checkpoint is on disk (under the lock): each slot's actor may forget what it holds."""
+        for k, (settled, _) in pending.state["actors"].items():
+            if int(k) < len(self.slots):
+                self.slots[int(k)].durable = settled
 
     def _finish(self) -> None:
         """Once the budget is collected (by whichever actor): the run's summary, then shut down."""

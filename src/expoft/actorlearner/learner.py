@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import websockets.exceptions
@@ -36,12 +37,15 @@ from expoft.agents.common import update
 from expoft.bases.wire import packb
 from expoft.envs.ogbench_domains import get_domain
 from expoft.obs import PixelSpec
+from expoft.train.checkpoint import PendingCheckpoint
 from expoft.train.online_loop import OnlineLearner
 from expoft.train.rundir import stop_if_diverged, to_jsonable
 
 log = logging.getLogger(__name__)
 
 MODES = ("sync", "async")
+CHECKPOINT_WRITER = "expoft-checkpoint-writer"
+"""The name of an asynchronous learner's thread that writes checkpoints."""
 
 
 class LearnerServer:
@@ -59,6 +63,7 @@ class LearnerServer:
         """Async mode: the update thread stops; the evaluation thread makes what is queued, then stops."""
         self._learning: threading.Thread | None = None
         self._evaluating: threading.Thread | None = None
+        self._writing: threading.Thread | None = None
         self.hello_timeout_s, self.idle_timeout_s = hello_timeout_s, idle_timeout_s
         self.session: str | None = None
         """The actor process served last: another one cannot continue its episode."""
@@ -84,11 +89,13 @@ class LearnerServer:
         thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         thread.start()
         if self.mode == "async":
-            self.learner.defer_evaluations = True
+            self.learner.defer_evaluations = self.learner.defer_checkpoints = True
             self._learning = threading.Thread(target=self._learn_continuously, daemon=True)
             self._evaluating = threading.Thread(target=self._evaluate_continuously, daemon=True)
-            self._learning.start()
-            self._evaluating.start()
+            self._writing = threading.Thread(target=self._write_checkpoints_continuously, daemon=True,
+                                             name=CHECKPOINT_WRITER)  # fmt: skip
+            for background in (self._learning, self._evaluating, self._writing):
+                background.start()
         self.finished.wait()
         self._stop_learning.set()
         self._last_answers()
@@ -170,31 +177,55 @@ class LearnerServer:
         """Async mode: the queued evaluations (``OnlineLearner.evaluations_due``), in order, outside
         the lock: actors and update calls go on meanwhile."""
         learner = self.learner
+
+        def evaluate(job: tuple[int, Any, bool]) -> None:
+            step, agent, last = job
+            result = learner.evaluation(agent, last)
+            with self.lock:
+                learner.evaluations_due.pop(0)
+                learner.record_evaluation(step, result)
+
+        self._drain(learner.evaluations_due, evaluate, 0.01)
+
+    def _write_checkpoints_continuously(self) -> None:
+        """Async mode: the checkpoints taken under the lock (``OnlineLearner.checkpoints_due``),
+        written in order outside it; each becomes the durable one once it is on disk."""
+        learner = self.learner
+
+        def write(pending: PendingCheckpoint) -> None:
+            learner.store.write(pending)
+            with self.lock:
+                learner.checkpoints_due.pop(0)
+                learner.checkpoint_durable(pending)
+
+        self._drain(learner.checkpoints_due, write, 0.005)
+
+    def _drain(self, queue: list, work: Callable[[Any], None], idle_s: float) -> None:
+        """A background thread's loop: ``work`` on the head of ``queue`` (which ``work`` pops, under
+        the lock, once done) until the run stops and nothing is queued."""
         try:
             while True:
                 with self.lock:
-                    job = learner.evaluations_due[0] if learner.evaluations_due else None
+                    job = queue[0] if queue else None
                 if job is None:
                     if self._stop_learning.is_set():
                         return
-                    time.sleep(0.01)
+                    time.sleep(idle_s)
                     continue
-                step, agent, last = job
-                result = learner.evaluation(agent, last)
-                with self.lock:
-                    learner.evaluations_due.pop(0)
-                    learner.record_evaluation(step, result)
+                work(job)
         except BaseException as exc:  # the run stops; the actor is told at its next message
             self.failure = exc
             self.finished.set()
 
     def _stop_background(self) -> None:
-        """The run's budget is collected: stop updating, make the evaluations still queued (the
-        last one among them). Not under the lock: both threads take it."""
+        """The run's budget is collected: stop updating, make the evaluations and write the
+        checkpoints still queued (the last evaluation among them); the final checkpoint is then
+        written in place. Not under the lock: the threads take it."""
         self._stop_learning.set()
-        for thread in (self._learning, self._evaluating):
+        for thread in (self._learning, self._evaluating, self._writing):
             if thread is not None:
                 thread.join()
+        self.learner.defer_checkpoints = False
 
     def _random_chunk(self):
         if self._random is None:

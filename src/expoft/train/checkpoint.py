@@ -6,6 +6,7 @@ structure says where each array goes, and every shape and dtype is checked.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -56,6 +57,21 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+@dataclasses.dataclass(frozen=True)
+class PendingCheckpoint:
+    """A checkpoint taken but not yet written (:meth:`CheckpointStore.prepare`)."""
+
+    step: int
+    agent: Any
+    """The agent as of ``step``: its arrays are immutable, the run goes on with new ones."""
+    segment: dict[str, Any] | None
+    """The online transitions added since the previous prepared checkpoint, copied out."""
+    total_added: int
+    capacity: int
+    state: dict
+    config: dict | None
+
+
 class CheckpointStore:
     """The ``checkpoints/`` folder of a run.
 
@@ -75,13 +91,26 @@ class CheckpointStore:
         self.dir = Path(directory)
         self.keep = keep
         self._segments: list[dict] = []  # segments of the buffer as saved so far
+        self._prepared_to = 0  # transitions a prepared checkpoint holds (written or not yet)
 
     # ---- writing -----------------------------------------------------------
     def save(self, step: int, agent: Any, buffer, state: dict, config: dict | None = None) -> Path:
         """Write a checkpoint; ``buffer`` must be between episodes (its success flags final);
         ``config``: the run's resolved config, kept with the checkpoint."""
+        return self.write(self.prepare(step, agent, buffer, state, config))
+
+    def prepare(self, step: int, agent: Any, buffer, state: dict, config: dict | None = None) -> PendingCheckpoint:
+        """What a checkpoint at ``step`` holds, taken now (the buffer's new transitions copied out),
+        so that :meth:`write` may run later, in another thread, while the run goes on. Pending
+        checkpoints must be written in the order they were prepared."""
+        segment = buffer.segment(self._prepared_to) if buffer.total_added > self._prepared_to else None
+        self._prepared_to = buffer.total_added
+        return PendingCheckpoint(step, agent, segment, buffer.total_added, buffer.capacity, state, config)
+
+    def write(self, pending: PendingCheckpoint) -> Path:
+        """Write a prepared checkpoint (see :meth:`prepare`); the state file last."""
         try:
-            return self._save(step, agent, buffer, state, config)
+            return self._write(pending)
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
@@ -89,14 +118,13 @@ class CheckpointStore:
             kept = f"the checkpoint of step {previous} is intact" if previous is not None else "no earlier checkpoint"
             raise OSError(
                 errno.ENOSPC,
-                f"no space left on device while writing the checkpoint of env step {step} into {self.dir} "
+                f"no space left on device while writing the checkpoint of env step {pending.step} into {self.dir} "
                 f"({kept}); free some space, then continue with `expoft finetune --resume {self.dir.parent}`",
             ) from e
 
-    def _save(self, step: int, agent: Any, buffer, state: dict, config: dict | None) -> Path:
-        saved_to = self._segments[-1]["end"] if self._segments else 0
-        if buffer.total_added > saved_to:
-            arrays = buffer.segment(saved_to)
+    def _write(self, pending: PendingCheckpoint) -> Path:
+        arrays, step = pending.segment, pending.step
+        if arrays is not None:
             name = f"online_{int(arrays['start'])}_{int(arrays['end'])}.npz"
             path = atomic_write(self.dir / "buffer" / name, lambda f: np.savez(f, **arrays))
             self._segments.append(
@@ -108,17 +136,18 @@ class CheckpointStore:
                 }  # fmt: skip
             )
         # Only the segments whose transitions the ring still holds are needed to rebuild it.
-        needed = [s for s in self._segments if s["end"] > buffer.total_added - buffer.capacity]
+        needed = [s for s in self._segments if s["end"] > pending.total_added - pending.capacity]
         agent_path = save_pytree(
-            agent, self.dir / f"agent_{step}.npz", env_step=np.int64(step), format_version=np.int64(FORMAT_VERSION)
-        )
+            pending.agent, self.dir / f"agent_{step}.npz", env_step=np.int64(step),
+            format_version=np.int64(FORMAT_VERSION),
+        )  # fmt: skip
         record = {
             "format_version": FORMAT_VERSION,
             "env_step": step,
             "agent": {"file": agent_path.name, "sha256": file_sha256(agent_path)},
-            "buffer": {"total_added": buffer.total_added, "segments": needed},
-            "state": state,
-            "config": config,
+            "buffer": {"total_added": pending.total_added, "segments": needed},
+            "state": pending.state,
+            "config": pending.config,
         }
         path = atomic_write(self.dir / f"state_{step}.json", lambda f: f.write(json.dumps(record).encode()))
         self._prune()
@@ -274,6 +303,7 @@ class CheckpointStore:
                 f"{record['buffer']['total_added']}"
             )
         self._segments = list(record["buffer"]["segments"])
+        self._prepared_to = buffer.total_added
         # Newer checkpoints were unusable; the run replays from here. Keep their files for a look.
         for step in self.steps():
             if step > record["env_step"]:

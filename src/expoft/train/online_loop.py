@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -34,6 +34,7 @@ from expoft.report.video import render_frame
 from expoft.reward.learned_success import make_training_env
 from expoft.robot.typist import SimulatedTypist
 from expoft.train.build import draw_batches, update_call
+from expoft.train.checkpoint import PendingCheckpoint
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate, evaluation_seed
 from expoft.train.external import step_seed
@@ -179,6 +180,14 @@ class OnlineLearner:
         self.evaluations_due: list[tuple[int, Any, bool]] = [(s, agent, False) for s in state.evaluations_due]
         """Queued evaluations; those a checkpoint still had queued are made by the resumed run with
         its restored agent."""
+        self.defer_checkpoints = False
+        """An asynchronous learner writes checkpoints in a thread of its own, off the lock its actors
+        wait on (a 30 MiB agent takes a second to write): :meth:`checkpoint` then takes what the
+        checkpoint holds and queues it in ``checkpoints_due``; ``durable_step`` moves once it is
+        written (:meth:`checkpoint_durable`)."""
+        self.checkpoints_due: list[PendingCheckpoint] = []
+        self.on_durable: list[Callable[[PendingCheckpoint], None]] = []
+        """Called with each checkpoint once it is on disk."""
         if state.checkpoint_due:  # the first one, before RL
             self.checkpoint()
 
@@ -202,6 +211,8 @@ class OnlineLearner:
         )
 
     def checkpoint(self) -> None:
+        """Take a checkpoint of the run as it stands: written at once, or, with
+        ``defer_checkpoints``, queued in ``checkpoints_due`` for a writer thread."""
         state = self.state
         if self.cache is not None:  # a resumed run starts with an empty cache: so does this one, from here
             self.cache.flush()
@@ -210,9 +221,20 @@ class OnlineLearner:
         state.metrics_bytes = self.run.metrics_bytes()
         state.checkpoint_due = False  # as the resumed run must see it
         saved = dataclasses.replace(state, elapsed_seconds=self.elapsed(), cpu_seconds=self.cpu())
-        self.store.save(state.step, self.agent, self.buffer, dataclasses.asdict(saved), to_jsonable(self.cfg))
+        pending = self.store.prepare(state.step, self.agent, self.buffer, dataclasses.asdict(saved),
+                                     to_jsonable(self.cfg))  # fmt: skip
+        if self.defer_checkpoints:
+            self.checkpoints_due.append(pending)
+        else:
+            self.store.write(pending)
+            self.checkpoint_durable(pending)
+
+    def checkpoint_durable(self, pending: PendingCheckpoint) -> None:
+        """``pending`` is on disk: a restarted learner resumes from it (``durable_step``)."""
         self.run.checkpoint_written()
-        self.durable_step = state.step
+        self.durable_step = pending.step
+        for hook in self.on_durable:
+            hook(pending)
 
     def drop_open_episode(self, why: str) -> int:
         """Leave the episode in progress out of the replay buffer (its actor died; a new one starts
