@@ -170,5 +170,10 @@ def test_record_with_cameras_writes_every_states_frame_beside_the_data(tmp_path,
     grown = load_dataset(out)
     assert frames_for(out, spec, progress=False).shape[0] == grown.num_transitions + 3
     assert not list(tmp_path.glob("*.bak*"))  # the recorder rewrites its own files without backups
-    with pytest.raises(ValueError, match="--pixels"):
-        record(env, typist(2), 1, tmp_path / "other.npz", meta=META, progress=False)
+    # refused before the first reset, from the observation space: nobody drives an episode for nothing
+    # (person None: it is never asked)
+    with pytest.raises(ValueError, match="have cameras: pass the run's --pixels"):
+        record(env, None, 1, tmp_path / "other.npz", meta=META, progress=False)
+    with pytest.raises(ValueError, match="no cameras"):
+        record(make_env("cube-single", 1), None, 1, tmp_path / "other.npz", meta=META, pixels=spec, progress=False)
+    assert not (tmp_path / "other.npz").exists()

@@ -111,6 +111,13 @@ def _one_episode(chunks: ActionChunks, person, seed: int, action_dim: int, gripp
     return arrays, (np.stack(frames) if frames else None), success, bool(info.get("rerecord", False))
 
 
+def _check_cameras(has_cameras: bool, pixels: PixelSpec | None) -> None:
+    if has_cameras and pixels is None:
+        raise ValueError("the environment's observations have cameras: pass the run's --pixels")
+    if pixels is not None and not has_cameras:
+        raise ValueError("--pixels was given, but the environment's observations have no cameras")
+
+
 def record(env, person, episodes: int, out: str | Path, *, meta: dict, seed: int = 0, append: bool = False,
            pixels: PixelSpec | None = None, gripper_dim: int | None = -1,
            progress: bool = True) -> Recording:  # fmt: skip
@@ -121,6 +128,9 @@ def record(env, person, episodes: int, out: str | Path, *, meta: dict, seed: int
     frames are written beside the dataset (``expoft.data.frames``), the state vectors into it."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    space = getattr(env.observation_space, "spaces", None)
+    if space is not None or pixels is not None:  # before anyone drives: a person's episode is not spent on it
+        _check_cameras(space is not None and PIXELS in space, pixels)
     npz, _ = dataset_paths(out)
     previous: dict[str, np.ndarray] = {}
     frames: np.ndarray | None = None
@@ -160,9 +170,7 @@ def record(env, person, episodes: int, out: str | Path, *, meta: dict, seed: int
         if previous and set(arrays) != set(previous):
             raise DatasetError(f"episode {index} has fields {sorted(arrays)}, the file {sorted(previous)}: "
                                "record into another --out")  # fmt: skip
-        if (seen is None) != (pixels is None):
-            raise ValueError("the environment's observations have cameras: pass the run's --pixels" if pixels is None
-                             else "--pixels was given, but the environment's observations have no cameras")  # fmt: skip
+        _check_cameras(seen is not None, pixels)
         previous = {k: np.concatenate([previous[k], v]) if previous else v for k, v in arrays.items()}
         ds = make_dataset(previous, dict(meta), str(npz))
         save_dataset(ds, npz, overwrite=True)
