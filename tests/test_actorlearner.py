@@ -90,6 +90,29 @@ def test_sync_actor_learner_equals_single_process(tmp_path, method):
         assert (tmp_path / "learner" / name).exists(), name
 
 
+@pytest.mark.slow  # two short runs that render (~40 s)
+def test_an_actor_films_the_training_episodes_a_single_process_run_films(tmp_path, rendering):
+    """`expoft learner --video-every K`: the actor runs the environment, so it films; the same
+    episodes, frame for frame, as the single-process run of the same config writes into its run
+    folder, into the actor's --video-dir/<run id>/slot0/."""
+    from expoft.report.video import read_video
+
+    cfg = preset("tiny", env_steps=60, eval_every=60, log_every=30, checkpoint_every=60, start_training=40,
+                 episode_steps=20, video_every=2, video_format="mp4")  # fmt: skip
+    finetune(cfg, tmp_path / "single", progress=False)
+    thread, result = _learner_in_thread(cfg, tmp_path / "learner")
+    Actor(f"ws://127.0.0.1:{result['port']}", retries=2, video_dir=tmp_path / "videos").run()
+    thread.join(120)
+    assert "error" not in result, result.get("error")
+    (filmed,) = (tmp_path / "videos").glob("*/slot0")
+    names = sorted(p.name for p in filmed.iterdir())
+    assert names == ["episode_0.mp4", "episode_2.mp4"]  # 3 episodes of 20 steps, every 2nd
+    assert names == sorted(p.name for p in (tmp_path / "single" / "videos").iterdir())
+    for name in names:
+        np.testing.assert_array_equal(read_video(filmed / name), read_video(tmp_path / "single" / "videos" / name))
+    assert filmed.parent.name == json.loads((tmp_path / "learner" / "learner.json").read_text())["run_id"][:12]
+
+
 def _bad_clients_are_refused(port: int) -> None:
     """Malformed input at a serving learner: each sender gets an error that says what is wrong,
     and the learner goes on serving."""

@@ -100,6 +100,9 @@ class Actor:
     hz: float | None = None
     """Hold the simulator to this many env steps per second, as a robot's control loop would
     (default: as fast as it goes; a real arm's driver paces itself)."""
+    video_dir: Path = Path("actor-videos")
+    """Where the training episodes the run films (`expoft learner --video-every N`) are written:
+    <run id>/slot<K>/episode_<n>.<gif|mp4>."""
 
     def run(self) -> None:
         from expoft.actorlearner.actor import Actor as ActorProcess
@@ -110,7 +113,7 @@ class Actor:
         person = None if self.teleop is None else make_teleop(self.teleop)
         actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries,
                              journal=self.journal, robot=robot, intervener=person, slot=self.slot,
-                             hz=self.hz)  # fmt: skip
+                             hz=self.hz, video_dir=self.video_dir)  # fmt: skip
         print(json.dumps({"decisions": actor.run(), **actor.latency_ms()}))
 
 

@@ -45,6 +45,7 @@ from expoft.actorlearner.messages import (
     with_weights,
 )
 from expoft.bases.wire import packb
+from expoft.report.video import write_video
 from expoft.train.build import make_agent
 from expoft.train.config import RunConfig
 from expoft.train.external import external_candidates
@@ -62,6 +63,17 @@ def _steps(message: dict) -> int:
     return len(message["rewards"])
 
 
+class VideoFolder:
+    """Where an actor writes the training episodes it films (what ``RunDir.video`` is to a
+    single-process run: the same names, ``episode_<n>.<gif|mp4>``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def video(self, frames, name: str, step: int, fps: int = 20) -> Path:
+        return write_video(frames, self.path / name, fps)
+
+
 class Actor:
     """Act for the learner at ``url`` (ws://HOST:PORT) until its run has finished.
 
@@ -72,7 +84,7 @@ class Actor:
     def __init__(self, url: str, *, name: str = "actor", answer_timeout_s: float = 600.0, retries: int = 10,
                  backoff_s: float = 0.5, ping_s: float = 5.0, journal: str | Path | None = None,
                  robot: Callable[[RunConfig], Any] | None = None, intervener: Any = None, slot: int = 0,
-                 hz: float | None = None):  # fmt: skip
+                 hz: float | None = None, video_dir: str | Path | None = "actor-videos"):  # fmt: skip
         self.url, self.name, self.slot = url, name, slot
         """``slot``: this actor's place at a learner of several actors (``--actors N``): its own
         reset seeds, acting stream and numbering of decisions."""
@@ -85,6 +97,9 @@ class Actor:
         if hz is not None and not hz > 0:
             raise ValueError(f"--hz must be > 0 (env steps per second), got {hz}")
         self.hz = hz
+        self.video_dir = None if video_dir is None else Path(video_dir)
+        """Where the training episodes the run films (its ``video_every``) are written, in
+        ``<run id>/slot<K>/``: this actor runs the environment, the learner never sees a frame."""
         """Hold a simulator to this many env steps per second, as a robot's control loop would
         (None: as fast as it goes). A real arm's driver paces itself; leave it None there."""
         self._due = 0.0
@@ -173,9 +188,12 @@ class Actor:
                 log.warning("the learner is at env step %d, this actor at %d: starting the learner's next episode",
                             step, end)  # fmt: skip
             env = None if self.robot is None else self.robot(self.cfg)
-            self.side = EnvSide(
-                self.cfg, field(welcome, "episodes", int), env=env, intervener=self.intervener, slot=self.slot
-            )
+            videos = None
+            if self.cfg.video_every and self.video_dir is not None:
+                videos = VideoFolder(self.video_dir / self.run_id[:12] / f"slot{self.slot}")
+                log.info("filming every %d-th training episode into %s", self.cfg.video_every, videos.path)
+            self.side = EnvSide(self.cfg, field(welcome, "episodes", int), run=videos, env=env,
+                                intervener=self.intervener, slot=self.slot)  # fmt: skip
             self.outbox, self.pending = [], deque()
         self.step = step
         self.random_chunk = welcome.get("random_chunk")

@@ -28,11 +28,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def check_learnable(cfg, mode: str = "sync") -> None:
     """What the learner-actor split does not carry yet, refused before anything is written."""
-    if cfg.video_every:
-        raise ValueError(
-            "--video-every: training videos are filmed where the environment runs; the actor keeps no run "
-            "folder yet. Set --video-every 0 (evaluate with `expoft eval --video`)"
-        )
     if mode == "async" and cfg.expo.target_cache_refresh is not None:
         raise ValueError("--target-cache-refresh with an async learner is not supported yet: use --mode sync")
 
