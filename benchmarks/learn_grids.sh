@@ -14,6 +14,10 @@
 #       candidates, and with the target-candidate cache (--target-cache-refresh $CACHE_REFRESH).
 #       The cache may become a default only if the cached arm learns as the exact one does on
 #       both tasks (3 seeds each, paired by seed: same data, same pretrained base).
+#   online-base-p1-cube-single
+#       EXPO-FT as in cache-p1-cube-single-exact, but its TD-target candidates drawn by the online
+#       base (--target-base online, the published code's rule) instead of the EMA copy it acts
+#       with; paired by seed with cache-p1-cube-single-exact (same data, same pretrained base).
 #   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
 #       expo (chunks of 5, see EXPO_CHUNKS), expo-ft, qc, bc under the protocol's budget.
 #       On the exact update (one core each) EXPO-FT costs ~2 CPU hours per 5k env steps since
@@ -53,13 +57,15 @@ grid_args() {
       env=${1#cache-p1-}
       GRID=(--methods expo-ft --protocol p1 --env "${env%-cached}" --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH") ;;
+    online-base-p1-cube-single)
+      GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3 --method-args "expo-ft=--target-base=online") ;;
     learn-p1-cube-single | learn-p1-cube-double)
       GRID=(--methods "$LEARN_METHODS" --protocol p1 --env "${1#learn-p1-}" --seeds 3 --method-args "expo=$EXPO_CHUNKS") ;;
     learn-p2-scene)
       GRID=(--methods "$LEARN_METHODS" --protocol p2 --env scene --task 1 --seeds 3 --method-args "expo=$EXPO_CHUNKS") ;;
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
-        "cache-p1-cube-double-exact cache-p1-cube-double-cached learn-p1-cube-single learn-p1-cube-double" \
+        "cache-p1-cube-double-exact cache-p1-cube-double-cached online-base-p1-cube-single learn-p1-cube-single learn-p1-cube-double" \
         "learn-p2-scene" >&2
       return 2 ;;
   esac

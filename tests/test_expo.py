@@ -346,3 +346,25 @@ def test_frozen_chunked_base_needs_no_base_batch():
     assert "base/loss" not in metrics and np.isfinite(float(metrics["critic/loss"]))
     for a, b in zip(jax.tree.leaves(agent.base_ema), jax.tree.leaves(new.base_ema), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_target_base_names_the_copy_that_draws_target_candidates():
+    """``target_base="online"`` (the published code's rule): TD-target candidates are samples of the
+    base as trained, acting keeps the EMA copy; ``"ema"``: both from the EMA copy. Known answer:
+    an agent whose EMA copy differs from its online base."""
+    other = EXPOAgent.create(TINY, OWN, OBS, ACT, seed=7)
+    obs = jax.random.normal(jax.random.PRNGKey(0), (4, OBS))
+    key = jax.random.PRNGKey(3)
+    drawn = {}
+    for rule in ("ema", "online"):
+        agent = EXPOAgent.create(TINY, dataclasses.replace(OWN, target_base=rule), OBS, ACT)
+        agent = agent.replace(base_ema=other.base.params)  # the two copies now differ
+        online = agent.candidates(key, obs, base_params=agent.base.params)
+        ema = agent.candidates(key, obs)
+        assert not np.allclose(online, ema)
+        drawn[rule] = np.asarray(agent.target_candidates(key, obs))
+        np.testing.assert_array_equal(drawn[rule], online if rule == "online" else ema)
+        acted, _ = agent.act(obs, key)  # acting: the EMA copy whatever the rule
+        np.testing.assert_array_equal(acted, EXPOAgent.act(agent.replace(options=OWN), obs, key)[0])
+    with pytest.raises(ValueError, match="target_base"):
+        dataclasses.replace(OWN, target_base="newest")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import flax.struct
 import jax
@@ -56,6 +56,8 @@ from expoft.obs import ObsSpec, is_pixels
 from expoft.obs import zeros as blank_obs
 from expoft.validation import require_at_least
 
+TARGET_BASES = ("ema", "online")
+
 
 @dataclasses.dataclass(frozen=True)
 class EXPOConfig:
@@ -84,6 +86,14 @@ class EXPOConfig:
     every noise on the mean action E[a|s] (the optimal velocity at t = 0 is E[a|s] - x0), so
     all candidates collapse to one off-support action on multimodal data
     (tests/test_target_fidelity.py). Kept only to reproduce the grids run before 2026-12-05."""
+    target_base: Literal["ema", "online"] = "ema"
+    """Which copy of the base draws the TD-target candidates: ``ema`` (the acting copy; ours so
+    far) or ``online`` (the base as trained, as the published code does: its
+    ``sample_batch_actions`` samples ``actor.params``, its acting ``target_actor.params``). A
+    deviation kept as the default until a screen shows which learns better: with EMA rate 0.001
+    and one base step per decision, the EMA lags the online base by ~1000 decisions, most of a P1
+    run, so the targets never see what the base learns online. The target-candidate cache
+    draws from the same copy."""
     targets_per_call: bool = False
     """Speed option that changes what is learned (off by default): choose and value the target
     candidates once per update call (target critic as of the call's start) instead of at every
@@ -105,6 +115,8 @@ class EXPOConfig:
             raise ValueError(f"edit_scale must lie in (0, 2], got {self.edit_scale}")
         if self.target_cache_refresh is not None:
             require_at_least(self, 1, "target_cache_refresh")
+        if self.target_base not in TARGET_BASES:
+            raise ValueError(f"target_base must be one of {TARGET_BASES}, got {self.target_base!r}")
 
     def check(self, config: AgentConfig) -> None:
         """What these settings need of the shared ones."""
@@ -164,16 +176,23 @@ class EXPOAgent(WithBase):
 
     # ---- the OTF rule ----------------------------------------------------
     def candidates(
-        self, rng: jax.Array, obs: jax.Array, steps: int | None = None, base: jax.Array | None = None
+        self,
+        rng: jax.Array,
+        obs: jax.Array,
+        steps: int | None = None,
+        base: jax.Array | None = None,
+        base_params: Any = None,
     ) -> jax.Array:
-        """``[B, D] -> [B, N + M, exec_dim]``: the executed part of N base samples (EMA base),
-        then M edited copies of the first M. ``base [B, N, exec_dim]``: base samples drawn
-        elsewhere (an external base, ``expoft.bases``) instead of the base's own."""
+        """``[B, D] -> [B, N + M, exec_dim]``: the executed part of N base samples (of
+        ``base_params``, default the EMA base), then M edited copies of the first M. ``base [B, N,
+        exec_dim]``: base samples drawn elsewhere (an external base, ``expoft.bases``) instead of
+        the base's own."""
         cfg = self.options
         k_base, k_edit = jax.random.split(rng)
         if base is None:
             kwargs = {} if steps is None else {"steps": steps}
-            base = self.base_policy.sample(self.base_ema, k_base, obs, cfg.num_base_samples, **kwargs)
+            params = self.base_ema if base_params is None else base_params
+            base = self.base_policy.sample(params, k_base, obs, cfg.num_base_samples, **kwargs)
             base = base[..., : self.exec_dim]
         elif base.shape[1:] != (cfg.num_base_samples, self.exec_dim):
             raise ValueError(
@@ -230,9 +249,15 @@ class EXPOAgent(WithBase):
 
     def target_candidates(self, rng: jax.Array, next_obs: Any, base: jax.Array | None = None) -> jax.Array:
         """The OTF candidates of TD targets at ``next_obs``: ``[B, N + M, exec_dim]``, drawn as for
-        acting (the base's full sampling chain) unless ``target_flow_steps`` says otherwise."""
+        acting (the base's full sampling chain) unless ``target_flow_steps`` says otherwise, by the
+        copy of the base ``target_base`` names."""
         steps = self.options.target_flow_steps if self.config.base == "flow" else None
-        return self.candidates(rng, next_obs, steps, base=base)
+        return self.candidates(rng, next_obs, steps, base=base, base_params=self.target_base_params)
+
+    @property
+    def target_base_params(self) -> Any:
+        """The parameters of the base copy that draws TD-target candidates (``target_base``)."""
+        return self.base.params if self.options.target_base == "online" else self.base_ema
 
     def backup_value(
         self, rng: jax.Array, next_obs: Any, candidates: jax.Array, critic_params: Any = None

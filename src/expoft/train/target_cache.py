@@ -35,8 +35,9 @@ from expoft.data.replay import ReplayBuffer
 
 @functools.partial(jax.jit, static_argnames="num_samples")
 def _base_samples(agent, obs: jax.Array, key: jax.Array, num_samples: int) -> jax.Array:
-    """``[B, num_samples, exec_dim]``: the executed part of the EMA base's samples."""
-    return agent.base_policy.sample(agent.base_ema, key, obs, num_samples)[..., : agent.exec_dim]
+    """``[B, num_samples, exec_dim]``: the executed part of the samples of the base copy that
+    draws TD-target candidates (``EXPOConfig.target_base``)."""
+    return agent.base_policy.sample(agent.target_base_params, key, obs, num_samples)[..., : agent.exec_dim]
 
 
 def _bucket(n: int) -> int:
