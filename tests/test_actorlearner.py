@@ -381,8 +381,40 @@ def test_a_learner_and_its_actor_around_an_external_base(tmp_path):
         actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2)
         assert actor.run() > 0 and actor.external.latency_ms()["act"]["calls"] > 0
         thread.join(120)
+        # async: the update thread asks the server for its targets' samples too, one call per update
+        thread, async_result = _learner_in_thread(cfg, tmp_path / "async", mode="async")
+        Actor(f"ws://127.0.0.1:{async_result['port']}", retries=2).run()
+        thread.join(120)
     finally:
         server.kill()
     assert "error" not in result, result.get("error")
     assert comparable_rows(tmp_path / "learner") == comparable_rows(tmp_path / "single")
-    assert result["summary"]["external_base_latency_ms"]["update"]["calls"] > 0
+    summary = result["summary"]
+    assert summary["external_base_latency_ms"]["update"]["calls"] == summary["update_calls"] > 0
+    assert "error" not in async_result, async_result.get("error")
+    summary = async_result["summary"]
+    assert summary["external_base_latency_ms"]["update"]["calls"] == summary["update_calls"] > 0
+
+
+@pytest.mark.slow  # a learner-actor run (~25 s)
+def test_an_async_learner_takes_target_candidates_from_the_cache(tmp_path, monkeypatch):
+    """`--target-cache-refresh` under an async learner: every update call looks its base samples up
+    in the cache, as of the buffer it drew the pool from, while the actor adds transitions."""
+    from expoft.train.target_cache import TargetCandidateCache
+
+    lookup, looked_up = TargetCandidateCache.lookup, []
+
+    def recording(self, agent, pool, call, total_added=None):
+        looked_up.append((call, total_added))
+        return lookup(self, agent, pool, call, total_added)
+
+    monkeypatch.setattr(TargetCandidateCache, "lookup", recording)
+    cfg = preset("tiny", **SMALL)
+    cfg = dataclasses.replace(cfg, expo=dataclasses.replace(cfg.expo, target_cache_refresh=2))
+    thread, result = _learner_in_thread(cfg, tmp_path / "run", mode="async")
+    Actor(f"ws://127.0.0.1:{result['port']}", retries=2).run()
+    thread.join(120)
+    assert "error" not in result, result.get("error")
+    calls = result["summary"]["update_calls"]
+    assert [c for c, _ in looked_up] == list(range(1, calls + 1)) and calls > 0
+    assert all(cfg.start_training <= total <= cfg.env_steps for _, total in looked_up)

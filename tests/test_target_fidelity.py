@@ -178,13 +178,17 @@ def test_target_cache_reuses_entries_for_refresh_calls_then_redraws():
         rows = redrawn[pool.last == slot]
         assert (rows == rows[0]).all()
     cache.flush()
-    cache.lookup(agent, pool, call=4)
+    redrawn_after_flush = cache.lookup(agent, pool, call=4)
     assert cache.computed == 3 * len(np.unique(pool.last))
-    # a new step overwrites the oldest ring slot: its entry is forgotten, the others are kept
+    # a new step overwrites the oldest ring slot: its entry is forgotten, the others are kept; a
+    # learner that drew the pool before the step came (async) looks it up as of the draw
     slot = buffer.total_added % buffer.capacity
+    drawn = buffer.total_added
     buffer.add(np.zeros(2, np.float32), np.zeros(1, np.float32), 0.0, np.ones(2, np.float32), False, False)
     held = cache.filled_at["online"].copy()
-    cache._forget_overwritten()
+    np.testing.assert_array_equal(cache.lookup(agent, pool, call=5, total_added=drawn), redrawn_after_flush)
+    assert np.array_equal(cache.filled_at["online"], held)
+    cache._forget_overwritten(buffer.total_added)
     assert cache.filled_at["online"][slot] == -1
     assert np.array_equal(np.delete(cache.filled_at["online"], slot), np.delete(held, slot))
     with pytest.raises(ValueError, match="target_cache_refresh must be >= 1"):

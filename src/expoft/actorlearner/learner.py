@@ -33,11 +33,12 @@ from expoft.actorlearner.messages import (
     field,
     weights_of,
 )
-from expoft.agents.common import update
 from expoft.bases.wire import packb
 from expoft.envs.ogbench_domains import get_domain
 from expoft.obs import PixelSpec
+from expoft.train.build import next_base_samples, update_on
 from expoft.train.checkpoint import PendingCheckpoint
+from expoft.train.external import step_seed
 from expoft.train.online_loop import OnlineLearner
 from expoft.train.rundir import stop_if_diverged, to_jsonable
 
@@ -150,21 +151,25 @@ class LearnerServer:
 
     def _learn_continuously(self) -> None:
         """Async mode: update calls, one after another, as far as the schedule allows by now; the
-        batches are drawn under the lock, the update itself runs outside it."""
+        batches are drawn under the lock, the base samples from outside (an external base, the
+        target-candidate cache) and the update itself outside it."""
         learner = self.learner
+        external = learner.external
         try:
             while not self._stop_learning.is_set():
                 with self.lock:
                     ready = not learner.done and learner.state.update_calls < learner.calls_due
                     if ready:
                         agent, (pool, base_batch) = learner.agent, learner.draw()
-                        n = learner.state.update_calls + 1
+                        n, drawn = learner.state.update_calls + 1, learner.buffer.total_added
+                        seed = None if external is None else step_seed(learner.cfg, learner.state.step, salt=n)
                 if not ready:
                     time.sleep(0.002)
                     continue
                 t0 = time.perf_counter()
-                new_agent, metrics = update(agent, pool._replace(last=None), base_batch, None)
-                metrics = {k: float(v) for k, v in metrics.items()}
+                next_base = next_base_samples(agent, pool, external=external, external_seed=seed,
+                                              cache=learner.cache, call=n, total_added=drawn)  # fmt: skip
+                new_agent, metrics = update_on(agent, pool, base_batch, next_base)
                 with self.lock:
                     stop_if_diverged(metrics, agent, learner.run, f"update call {n}", f"last_finite_call{n}",
                                      {"env_step": learner.state.step})  # fmt: skip

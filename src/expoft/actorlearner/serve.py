@@ -26,12 +26,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_learnable(cfg, mode: str = "sync") -> None:
-    """What the learner-actor split does not carry yet, refused before anything is written."""
-    if mode == "async" and cfg.expo.target_cache_refresh is not None:
-        raise ValueError("--target-cache-refresh with an async learner is not supported yet: use --mode sync")
-
-
 def _run_id(run_dir: Path) -> str:
     """The run's identity, kept in RUN/learner.json: weights from another run are refused."""
     path = run_dir / "learner.json"
@@ -65,11 +59,8 @@ def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str
 
         if importlib.util.find_spec("ray") is None:
             raise ValueError("--ray needs Ray: pip install 'expoft[ray]' (or ray==2.60.0)")
-    if not resume:
-        check_learnable(cfg, mode)
 
     def online(learner: OnlineLearner) -> dict:
-        check_learnable(learner.cfg, mode)
         run_id = _run_id(learner.run.path)
         if actors > 1:
             server: LearnerServer = FleetServer(learner, run_id, host, port, actors=actors, **server_args)

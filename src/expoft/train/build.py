@@ -164,14 +164,29 @@ def update_call(
     """One update call of the agent on batches drawn from ``buffer``: the pool of executed
     chunks (offline and online rows as the agent's config mixes them) and, when the base learns
     from its own data, the base's batch. ``offline_only``: every row from the offline data (the
-    offline phase). ``external``: the external base, asked for its samples at the pool's next
-    observations with ``external_seed``. ``cache``: a ``TargetCandidateCache`` that supplies the
-    base samples at the pool's next observations instead (``call``: this call's number, for its
-    staleness). Returns ``(agent, metrics as floats)``."""
+    offline phase). ``external``, ``external_seed``, ``cache``, ``call``: see
+    :func:`next_base_samples`. Returns ``(agent, metrics as floats)``."""
     pool, base_batch = draw_batches(cfg, buffer, rng, offline_only)
-    next_base = None if external is None else external(pool.next_observations, external_seed, "update")
+    next_base = next_base_samples(agent, pool, external=external, external_seed=external_seed, cache=cache, call=call)
+    return update_on(agent, pool, base_batch, next_base)
+
+
+def next_base_samples(agent, pool, *, external=None, external_seed: int | None = None, cache=None, call: int = 0,
+                      total_added: int | None = None):  # fmt: skip
+    """The base samples at ``pool``'s next observations that an update call takes from outside
+    its compiled function, or None (it draws them itself): the external base's (``external``,
+    asked with ``external_seed``), or those of a ``TargetCandidateCache`` (``cache``; ``call``:
+    the update call's number, for the entries' staleness; ``total_added``: the buffer's count
+    when ``pool`` was drawn, for a learner that adds transitions meanwhile)."""
+    if external is not None:
+        return external(pool.next_observations, external_seed, "update")
     if cache is not None:
-        next_base = cache.lookup(agent, pool, call)
+        return cache.lookup(agent, pool, call, total_added)
+    return None
+
+
+def update_on(agent, pool, base_batch, next_base):
+    """``(agent, metrics as floats)`` of one update call on drawn batches."""
     new_agent, metrics = update(agent, pool._replace(last=None), base_batch, next_base)
     return new_agent, {k: float(v) for k, v in metrics.items()}  # float() waits for the work: honest timing
 

@@ -59,13 +59,15 @@ class TargetCandidateCache:
         self.samples = {name: np.zeros((0, num_samples, exec_dim), np.float32) for name in self.parts}
         self.filled_at = {name: np.zeros(0, np.int64) for name in self.parts}
         self.seen_online = buffer.total_added
+        self._flush_due = False
         self.computed = 0
         """Entries computed so far (the cost this cache leaves)."""
 
     def flush(self) -> None:
-        """Forget every entry (at every checkpoint: a resumed run starts from an empty cache too)."""
-        for name in self.parts:
-            self.filled_at[name][:] = -1
+        """Forget every entry before the next look-up (at every checkpoint: a resumed run starts
+        from an empty cache too). Only marked here: an asynchronous learner's checkpoint calls
+        it while its update thread may be inside :meth:`lookup`."""
+        self._flush_due = True
 
     def _hold(self, name: str, slot: int) -> None:
         """Room up to ``slot``: grown by doubling (the online ring's capacity, 1M by default, is
@@ -80,9 +82,10 @@ class TargetCandidateCache:
         filled[:size] = self.filled_at[name]
         self.samples[name], self.filled_at[name] = samples, filled
 
-    def _forget_overwritten(self) -> None:
-        """Online slots written since the last look-up hold other transitions now."""
-        total, cap = self.buffer.total_added, self.buffer.capacity
+    def _forget_overwritten(self, total: int) -> None:
+        """Online slots written since the last look-up (up to ``total`` transitions added) hold
+        other transitions now."""
+        cap = self.buffer.capacity
         held = self.filled_at["online"]
         if total - self.seen_online >= cap:
             held[:] = -1
@@ -91,13 +94,19 @@ class TargetCandidateCache:
             held[slots[slots < len(held)]] = -1
         self.seen_online = total
 
-    def lookup(self, agent, pool: ChunkBatch, call: int) -> np.ndarray:
+    def lookup(self, agent, pool: ChunkBatch, call: int, total_added: int | None = None) -> np.ndarray:
         """The base samples at the pool's next observations, ``[P, num_samples, exec_dim]``,
         computing the entries that are missing or older than ``refresh`` calls with ``agent``'s
-        EMA base. ``call``: the number of this update call (1, 2, ...) in the run."""
+        base (``EXPOConfig.target_base``). ``call``: the number of this update call (1, 2, ...)
+        in the run; ``total_added``: the buffer's count when ``pool`` was drawn (default: now),
+        so that slots overwritten since are not taken for the pool's transitions."""
         if pool.last is None:
             raise ValueError("the pool carries no chunk end slots (ChunkBatch.last): draw it with ReplayBuffer.sample")
-        self._forget_overwritten()
+        if self._flush_due:
+            for name in self.parts:
+                self.filled_at[name][:] = -1
+            self._flush_due = False
+        self._forget_overwritten(self.buffer.total_added if total_added is None else total_added)
         out = np.empty((len(pool.last), self.num_samples, self.exec_dim), np.float32)
         for name, rows in (("offline", np.flatnonzero(pool.offline)), ("online", np.flatnonzero(~pool.offline))):
             if not len(rows):
