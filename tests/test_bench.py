@@ -122,7 +122,7 @@ def write_run(
     if diagnostics is not None:  # "EXPO that learns": paired policy - base, calibration, the ratio run
         summary["final_policy_minus_base"] = diagnostics["policy_minus_base"]
         summary["critic_steps_per_env_step"], summary["actor_steps_per_env_step"] = 20.0, 1.0
-        evals[-1].update(first_q=0.5, first_return=0.4, q_return_corr=0.6)
+        evals[-1].update(first_q=0.5, first_return=0.4, q_return_corr=0.6, q_spread=0.02, q_member_std=0.05)
     (run_dir / "summary.json").write_text(json.dumps(summary))
     config = {"seed": seed, "env": "cube-single", **({"reward": reward} if reward else {})}
     (run_dir / "config.json").write_text(json.dumps(config))
@@ -216,8 +216,8 @@ def test_report_figures(synthetic_bench, capsys):
     assert cells[:5] == ["expo", "3/3", "0.50 [0.25, 0.75]", "0.77 [0.39, 1.00]", "0.95 [0.83, 1.00]"]
     assert cells[5:10] == ["333 (3/3)", "1,333 (3/3)", "2,000 (2/3)", "12.5 (2/3)", "0.40"]
     # policy - base: 0.2 +- t(2) * 0.1 / sqrt(3) = 0.2 +- 0.248
-    assert cells[10:13] == ["+0.20 [-0.05, +0.45]", "0.50 / 0.40 (r 0.60)", "20.00 / 1.00"]
-    assert cells[13:] == ["2.0", "1.7", "20.0", "0.70"]
+    assert cells[10:14] == ["+0.20 [-0.05, +0.45]", "0.50 / 0.40 (r 0.60)", "0.020 / 0.050", "20.00 / 1.00"]
+    assert cells[14:] == ["2.0", "1.7", "20.0", "0.70"]
     assert "| qc | 2/3 (1 failed) |" in table and "– (0/2)" in table
     assert "| bc | 1/1 | 0.40 (n=1) | – | 0.42 (n=1) |" in table
     bc_row = next(line for line in table.splitlines() if line.startswith("| bc |"))

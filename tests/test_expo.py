@@ -368,3 +368,27 @@ def test_target_base_names_the_copy_that_draws_target_candidates():
         np.testing.assert_array_equal(acted, EXPOAgent.act(agent.replace(options=OWN), obs, key)[0])
     with pytest.raises(ValueError, match="target_base"):
         dataclasses.replace(OWN, target_base="newest")
+
+
+def test_act_eval_acts_as_act_and_says_whether_the_critic_tells_candidates_apart():
+    """Known answers: the evaluation rule takes the acting rule's action for the same key; its
+    ``q_spread`` is max - min over the candidates of the whole target ensemble's mean Q and
+    ``q_member_std`` the members' std (mean over candidates); a fresh (zero) critic tells nothing apart."""
+    agent = EXPOAgent.create(TINY, OWN, OBS, ACT)
+    obs = jax.random.normal(jax.random.PRNGKey(0), (3, OBS))
+    key = jax.random.PRNGKey(4)
+    _, fresh = agent.act_eval(obs, key)
+    np.testing.assert_allclose(fresh["q_spread"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(fresh["q_member_std"], 0.0, atol=1e-6)
+    other = EXPOAgent.create(TINY, dataclasses.replace(OWN), OBS, ACT, seed=3)
+    target = jax.tree.map(lambda p: p + 0.1 * jnp.sign(p + 1e-3), other.critic.params)  # nonzero outputs
+    agent = agent.replace(target_critic=target)
+    acted, _ = agent.act(obs, key)
+    evaluated, info = agent.act_eval(obs, key)
+    np.testing.assert_array_equal(evaluated, acted)
+    cands = agent.candidates(jax.random.split(key)[0], obs)
+    q = critic_ensemble(TINY).apply(target, jnp.broadcast_to(obs[:, None], (*cands.shape[:2], OBS)), cands)
+    mean = q.mean(axis=0)
+    np.testing.assert_allclose(info["q_spread"], mean.max(-1) - mean.min(-1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(info["q_member_std"], q.std(axis=0).mean(-1), rtol=1e-4, atol=1e-6)
+    assert (np.asarray(info["q_spread"]) > 0).all()

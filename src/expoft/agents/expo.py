@@ -234,15 +234,32 @@ class EXPOAgent(WithBase):
     learns_online = True
 
     def act_eval(self, obs: jax.Array, rng: jax.Array, base: jax.Array | None = None) -> tuple[jax.Array, dict]:
-        """EXPO evaluates with the same OTF rule it acts with."""
-        return self.act(obs, rng, base)
+        """EXPO evaluates with the same OTF rule it acts with (the same actions for the same key).
+        Its info adds whether the critic can tell the candidates apart at all: ``q_spread``, max
+        minus min over candidates of the whole target ensemble's mean Q, beside
+        ``q_member_std``, the members' disagreement (std over members, mean over candidates). An
+        argmax over candidates whose spread is far below the members' disagreement follows noise."""
+        k_cand, k_score = jax.random.split(rng)
+        cands = self.candidates(k_cand, obs, base=base)
+        actions, info = self._select(k_score, obs, cands)
+        every, target = jnp.arange(self.config.num_critics), self.target_critic
+        if isinstance(obs, dict):  # pixels: encoded once, then broadcast over the candidates
+            q = critic_ensemble(self.config, pixels=True).apply_subset(target, every, obs, cands)  # [E, B, C]
+        else:
+            q = critic_ensemble(self.config).apply_subset(target, every, broadcast_rows(obs, cands), cands)
+        mean = q.mean(axis=0)
+        info["q_spread"] = mean.max(axis=-1) - mean.min(axis=-1)
+        info["q_member_std"] = q.std(axis=0).mean(axis=-1)
+        return actions, info
 
     def act(self, obs: jax.Array, rng: jax.Array, base: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """OTF action (executed chunk, ``[B, exec_dim]``) for observations ``[B, D]``; info says
         whether an edited candidate won. ``base``: base samples from an external base."""
         k_cand, k_score = jax.random.split(rng)
-        cands = self.candidates(k_cand, obs, base=base)
-        scores = self.score(k_score, obs, cands)
+        return self._select(k_score, obs, self.candidates(k_cand, obs, base=base))
+
+    def _select(self, rng: jax.Array, obs: jax.Array, cands: jax.Array) -> tuple[jax.Array, dict]:
+        scores = self.score(rng, obs, cands)
         actions, index = q_guided_select(cands, scores)
         edited = index >= self.options.num_base_samples
         return actions, {"edited": edited, "not_first": index != 0, "q": scores.max(axis=-1)}

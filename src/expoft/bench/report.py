@@ -70,6 +70,7 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
     head += [f"success @{_step_label(s)}" for s in checkpoints]
     head += [f"steps to {round(t * 100)}%" for t in THRESHOLDS]
     head += ["CPU min to 95%", "base alone", "policy − base (last)", "Q / return (last)"]
+    head += ["Q spread / member std (last)"]
     head += ["critic / actor steps per env step"]
     head += ["CPU min/run", "wall min/run", "grad steps/s", "edited acts"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -83,6 +84,7 @@ def markdown_table(stats: Sequence[dict], checkpoints: Sequence[int]) -> str:
             _num(s.get("bc_success"), ".2f"),
             format_difference(s.get("policy_minus_base")),
             format_calibration(s),
+            f"{_num(s.get('q_spread'), '.3f')} / {_num(s.get('q_member_std'), '.3f')}",
             f"{_num(s.get('critic_steps_per_env_step'), '.2f')} / {_num(s.get('actor_steps_per_env_step'), '.2f')}",
             _num(s.get("cpu_minutes"), ".1f"),
             _num(s.get("wall_minutes"), ".1f"),

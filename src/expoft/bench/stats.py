@@ -281,6 +281,9 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
     stats["q_return_corr"] = mean_of([e.get("q_return_corr") for e in last])
     stats["first_q"] = mean_of([e.get("first_q") for e in last])
     stats["first_return"] = mean_of([e.get("first_return") for e in last])
+    # can the critic tell the candidates apart: their spread against the members' disagreement
+    stats["q_spread"] = mean_of([e.get("q_spread") for e in last])
+    stats["q_member_std"] = mean_of([e.get("q_member_std") for e in last])
     for key in ("critic_steps_per_env_step", "actor_steps_per_env_step"):
         stats[key] = mean_of([r.finished_summary.get(key) for r in done])
     return stats

@@ -72,6 +72,7 @@ def evaluate(
         check_video_path(video)
     key = jax.random.PRNGKey(seed)
     successes, lengths, returns, edited, not_first, frames = [], [], [], [], [], []
+    spread, member_std = [], []  # can the critic tell the candidates apart (EXPO's act_eval)
     first_q, discounted = [], []  # critic calibration: Q of each episode's first decision vs its return
     gamma = agent.config.discount
     filming = False
@@ -95,10 +96,14 @@ def evaluate(
                 base = None if policy == "base" or external is None else external(batch, draw)
                 key, action, info = evaluation_step(agent, batch, key, base, policy)
                 # one transfer of what is read here: indexing device arrays dispatches an op each
-                action, info = jax.device_get((action, {k: info[k] for k in ("edited", "not_first", "q") if k in info}))
+                read = ("edited", "not_first", "q", "q_spread", "q_member_std")
+                action, info = jax.device_get((action, {k: info[k] for k in read if k in info}))
                 if "edited" in info:
                     edited.append(bool(info["edited"][0]))
                     not_first.append(bool(info["not_first"][0]))
+                if "q_spread" in info:
+                    spread.append(float(info["q_spread"][0]))
+                    member_std.append(float(info["q_member_std"][0]))
                 if steps == 0 and "q" in info:
                     first_q.append(float(info["q"][0]))
             obs, reward, terminated, truncated, step_info = chunked.step(np.asarray(action[0]))
@@ -130,6 +135,9 @@ def evaluate(
     if edited:
         result[f"{prefix}/edited_frac"] = float(np.mean(edited))
         result[f"{prefix}/not_first_frac"] = float(np.mean(not_first))
+    if spread:  # means over every decision of the evaluation
+        result[f"{prefix}/q_spread"] = float(np.mean(spread))
+        result[f"{prefix}/q_member_std"] = float(np.mean(member_std))
     if first_q:
         result.update(calibration(first_q, discounted, prefix))
     return result

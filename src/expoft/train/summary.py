@@ -83,7 +83,8 @@ def finish(
     return summary
 
 
-CALIBRATION = ("eval/first_q", "eval/first_return", "eval/q_return_corr", "eval/not_first_frac")
+CALIBRATION = ("eval/first_q", "eval/first_return", "eval/q_return_corr", "eval/not_first_frac", "eval/q_spread",
+               "eval/q_member_std")  # fmt: skip
 """Evaluation diagnostics copied into the summary's evaluations (see ``expoft.train.evaluate.calibration``)."""
 
 
