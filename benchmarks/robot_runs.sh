@@ -3,7 +3,8 @@
 # `demo` preset: 9k env steps, evaluations every 1k, 50 episodes), each resumable:
 #
 #   bash benchmarks/robot_runs.sh async SEED    # `expoft learner --mode async` + `expoft actor`
-#   bash benchmarks/robot_runs.sh sync SEED     # `expoft learner --mode sync` + `expoft actor`
+#   HZ=1000 bash benchmarks/robot_runs.sh sync SEED  # `expoft learner --mode sync` + `expoft actor` (a sync
+#                                               # actor waits for the updates: no need to pace it)
 #   bash benchmarks/robot_runs.sh single SEED   # `expoft demo`: the same run in one process
 #   bash benchmarks/robot_runs.sh keys SEED     # single process, --intervene keys (typed person)
 #   bash benchmarks/robot_runs.sh scripted SEED # single process, --intervene scripted
