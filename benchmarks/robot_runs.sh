@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The acceptance runs of issue "EXPO-FT on a robot" (cube-single task 1, state observations, the
-# `demo` preset: 9k env steps, evaluations every 1k, 50 episodes), each resumable:
+# `demo` preset: 9k env steps, evaluations every 3k, 50 episodes), each resumable:
 #
 #   bash benchmarks/robot_runs.sh async SEED    # `expoft learner --mode async` + `expoft actor`
 #   HZ=1000 bash benchmarks/robot_runs.sh sync SEED  # `expoft learner --mode sync` + `expoft actor` (a sync
