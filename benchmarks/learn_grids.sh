@@ -71,18 +71,24 @@ grid_args() {
   esac
 }
 
-[ $# -gt 0 ] || { grid_args help; exit 2; }
-for name in "$@"; do grid_args "$name"; done
-failed=()
-for name in "$@"; do
-  grid_args "$name"
-  status=0
-  $expoft bench "${GRID[@]}" --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "$RUNS_DIR/$name" \
-    --jobs "$JOBS" "${PIN[@]}" --single-thread || status=$?
-  $expoft bench export "$RUNS_DIR/$name" "benchmarks/results/$name"
-  [ "$status" -eq 0 ] || failed+=("$name")
-done
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "grids with failed runs (see their logs, then rerun this script): ${failed[*]}" >&2
-  exit 1
-fi
+# The whole run is one function, parsed before it starts: bash reads a script as it goes, so an
+# edit of this file (a git pull) during a grid of hours would otherwise break the running one.
+main() {
+  [ $# -gt 0 ] || { grid_args help; exit 2; }
+  local name status failed=()
+  for name in "$@"; do grid_args "$name"; done
+  for name in "$@"; do
+    grid_args "$name"
+    status=0
+    $expoft bench "${GRID[@]}" --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "$RUNS_DIR/$name" \
+      --jobs "$JOBS" "${PIN[@]}" --single-thread || status=$?
+    $expoft bench export "$RUNS_DIR/$name" "benchmarks/results/$name"
+    [ "$status" -eq 0 ] || failed+=("$name")
+  done
+  if [ ${#failed[@]} -gt 0 ]; then
+    echo "grids with failed runs (see their logs, then rerun this script): ${failed[*]}" >&2
+    exit 1
+  fi
+}
+main "$@"
+exit
