@@ -9,5 +9,7 @@ bash scripts/setup.sh
 .venv/bin/mypy  # src/expoft and benchmarks (pyproject.toml)
 # Two workers (pytest-xdist): much of the suite is single-threaded (XLA compiles, env steps), so
 # the 2-core CI machine runs it in ~9 instead of ~12 minutes. The slowest tests are listed at the
-# end: the default suite must stay under 10 minutes (mark longer work `slow`).
-.venv/bin/python -m pytest -q -n 2 --durations=12 "$@"
+# end: the default suite must stay under 10 minutes (mark longer work `slow`). worksteal: a worker
+# that runs out of tests takes queued ones from the other, so two long tests do not end up last on
+# one worker.
+.venv/bin/python -m pytest -q -n 2 --dist worksteal --durations=12 "$@"

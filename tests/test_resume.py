@@ -306,7 +306,12 @@ def _finetune_process(args: list[str], env: dict) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)  # fmt: skip
 
 
-@pytest.mark.parametrize("extra", [[], ["--target-cache-refresh", "4"]], ids=["exact", "target-cache"])
+@pytest.mark.parametrize(
+    "extra",
+    # the cache (an option, off by default) in the slow tier: the default suite stays under 10 min
+    [[], pytest.param(["--target-cache-refresh", "4"], marks=pytest.mark.slow)],
+    ids=["exact", "target-cache"],
+)
 def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, extra):
     """SIGKILL a training process several times at random moments (after its first checkpoint:
     inside update calls, evaluations or checkpoint writes alike), resume each time, and compare
