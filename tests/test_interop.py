@@ -138,6 +138,7 @@ def test_lerobot_written_elsewhere_and_bad_folders(demos_file, cube_demos, tmp_p
         import_lerobot(out, "cube-single")
 
 
+@pytest.mark.slow  # ~40 s; the state round trip and the bad-data refusals stay in the default suite
 def test_lerobot_pixels_round_trip_trains_a_pixel_base(demos_file, cube_demos, tmp_path, rendering, monkeypatch):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "L"

@@ -291,6 +291,7 @@ def test_eval_writes_a_video(tmp_path, monkeypatch, capsys):
     assert ".gif or .mp4" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two runs that film (~55 s); test_eval_writes_a_video keeps video writing in the default suite
 def test_training_videos_of_every_kth_episode(tmp_path, monkeypatch):
     if not _can_render():
         pytest.skip("no offscreen OpenGL (EGL) on this machine")
