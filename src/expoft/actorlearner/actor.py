@@ -97,11 +97,11 @@ class Actor:
         if hz is not None and not hz > 0:
             raise ValueError(f"--hz must be > 0 (env steps per second), got {hz}")
         self.hz = hz
+        """Hold a simulator to this many env steps per second, as a robot's control loop would
+        (None: as fast as it goes). A real arm's driver paces itself; leave it None there."""
         self.video_dir = None if video_dir is None else Path(video_dir)
         """Where the training episodes the run films (its ``video_every``) are written, in
         ``<run id>/slot<K>/``: this actor runs the environment, the learner never sees a frame."""
-        """Hold a simulator to this many env steps per second, as a robot's control loop would
-        (None: as fast as it goes). A real arm's driver paces itself; leave it None there."""
         self._due = 0.0
         self.intervener = intervener
         """A person's device (``expoft.robot.teleop.HumanIntervener``): takes over, labels episodes."""

@@ -239,9 +239,7 @@ class EXPOAgent(WithBase):
         minus min over candidates of the whole target ensemble's mean Q, beside
         ``q_member_std``, the members' disagreement (std over members, mean over candidates). An
         argmax over candidates whose spread is far below the members' disagreement follows noise."""
-        k_cand, k_score = jax.random.split(rng)
-        cands = self.candidates(k_cand, obs, base=base)
-        actions, info = self._select(k_score, obs, cands)
+        actions, info, cands = self._otf(obs, rng, base)
         every, target = jnp.arange(self.config.num_critics), self.target_critic
         if isinstance(obs, dict):  # pixels: encoded once, then broadcast over the candidates
             q = critic_ensemble(self.config, pixels=True).apply_subset(target, every, obs, cands)  # [E, B, C]
@@ -255,14 +253,17 @@ class EXPOAgent(WithBase):
     def act(self, obs: jax.Array, rng: jax.Array, base: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """OTF action (executed chunk, ``[B, exec_dim]``) for observations ``[B, D]``; info says
         whether an edited candidate won. ``base``: base samples from an external base."""
-        k_cand, k_score = jax.random.split(rng)
-        return self._select(k_score, obs, self.candidates(k_cand, obs, base=base))
+        actions, info, _ = self._otf(obs, rng, base)
+        return actions, info
 
-    def _select(self, rng: jax.Array, obs: jax.Array, cands: jax.Array) -> tuple[jax.Array, dict]:
-        scores = self.score(rng, obs, cands)
+    def _otf(self, obs: jax.Array, rng: jax.Array, base: jax.Array | None) -> tuple[jax.Array, dict, jax.Array]:
+        """The OTF rule: ``(actions, info, candidates [B, C, exec_dim])``."""
+        k_cand, k_score = jax.random.split(rng)
+        cands = self.candidates(k_cand, obs, base=base)
+        scores = self.score(k_score, obs, cands)
         actions, index = q_guided_select(cands, scores)
         edited = index >= self.options.num_base_samples
-        return actions, {"edited": edited, "not_first": index != 0, "q": scores.max(axis=-1)}
+        return actions, {"edited": edited, "not_first": index != 0, "q": scores.max(axis=-1)}, cands
 
     def target_candidates(self, rng: jax.Array, next_obs: Any, base: jax.Array | None = None) -> jax.Array:
         """The OTF candidates of TD targets at ``next_obs``: ``[B, N + M, exec_dim]``, drawn as for

@@ -128,9 +128,8 @@ def record(env, person, episodes: int, out: str | Path, *, meta: dict, seed: int
     frames are written beside the dataset (``expoft.data.frames``), the state vectors into it."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
-    space = getattr(env.observation_space, "spaces", None)
-    if space is not None or pixels is not None:  # before anyone drives: a person's episode is not spent on it
-        _check_cameras(space is not None and PIXELS in space, pixels)
+    # before anyone drives (a person's episode is not spent on it); each episode is checked again below
+    _check_cameras(PIXELS in getattr(env.observation_space, "spaces", {}), pixels)
     npz, _ = dataset_paths(out)
     previous: dict[str, np.ndarray] = {}
     frames: np.ndarray | None = None

@@ -43,6 +43,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+DECISION_INFO = ("edited", "not_first", "q", "q_spread", "q_member_std")
+"""What an evaluation reads of each decision's info (those an agent reports)."""
+
+
 def evaluation_seed(cfg: RunConfig) -> int:
     """First reset seed of a run's evaluations: fixed, and disjoint from its training resets."""
     return 10_000 + 1000 * cfg.seed
@@ -96,8 +100,7 @@ def evaluate(
                 base = None if policy == "base" or external is None else external(batch, draw)
                 key, action, info = evaluation_step(agent, batch, key, base, policy)
                 # one transfer of what is read here: indexing device arrays dispatches an op each
-                read = ("edited", "not_first", "q", "q_spread", "q_member_std")
-                action, info = jax.device_get((action, {k: info[k] for k in read if k in info}))
+                action, info = jax.device_get((action, {k: info[k] for k in DECISION_INFO if k in info}))
                 if "edited" in info:
                     edited.append(bool(info["edited"][0]))
                     not_first.append(bool(info["not_first"][0]))
