@@ -313,8 +313,9 @@ def _finetune_process(args: list[str], env: dict) -> subprocess.Popen:
     ids=["exact", "target-cache"],
 )
 def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, extra):
-    """SIGKILL a training process several times at random moments (after its first checkpoint:
-    inside update calls, evaluations or checkpoint writes alike), resume each time, and compare
+    """Stop a training process once by SIGTERM (it stops at the next episode end, with a checkpoint
+    there), then SIGKILL it twice at random moments (after a checkpoint: inside update calls,
+    evaluations or checkpoint writes alike), resume each time, and compare
     every non-timing metric and the final agent with an uninterrupted run of the same seed; also
     with the target-candidate cache, which a checkpoint empties in both runs."""
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
@@ -330,10 +331,11 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
     run = tmp_path / "killed"
     rng = np.random.default_rng(0)
     kills, args = [], ["finetune", *flags, "--out", str(run)]
-    for _ in range(3):
+    for round in range(3):
         proc = _finetune_process(args, env)
         store = CheckpointStore(run / "checkpoints")
-        start = store.latest_step() if store.steps() else -1
+        # the first stop is a SIGTERM, after a checkpoint of the online phase (the handler is set)
+        start = max(store.latest_step() if store.steps() else -1, 0 if round == 0 else -1)
         # A guard against a hung child only: under CPU contention (a bench beside the tests) the
         # first checkpoint, after start-up, pretraining and compilation, took over two minutes.
         deadline = time.time() + 600
@@ -343,8 +345,16 @@ def test_kill_9_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatc
         time.sleep(rng.uniform(0.0, 2.0))
         if proc.poll() is not None:
             break  # finished before the kill
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        if round == 0:  # stops at the next episode end, with a checkpoint there
+            before = CheckpointStore(run / "checkpoints").latest_step()
+            proc.send_signal(signal.SIGTERM)
+            if proc.wait() == 0:
+                break  # its last episode ended first
+            assert proc.returncode == 143
+            assert CheckpointStore(run / "checkpoints").latest_step() > before
+        else:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         kills.append(CheckpointStore(run / "checkpoints").latest_step())
         args = ["finetune", "--resume", str(run), "--no-progress"]
     assert len(kills) >= 2, f"the run finished before being killed enough: kills after steps {kills}"

@@ -36,6 +36,7 @@ from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate_run
 from expoft.train.finetune import finetune, resume
 from expoft.train.methods import base_config, split_preset_and_method
+from expoft.train.online_loop import StoppedAtCheckpoint
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 
 log = logging.getLogger("expoft")
@@ -353,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as e:  # a peer that cannot be reached (an actor's learner): not a usage error
         print(f"expoft: error: {e}", file=sys.stderr)
         return 1
+    except StoppedAtCheckpoint as e:  # asked to stop; 143 = 128 + SIGTERM, as a process ended by it
+        print(f"expoft: {e}", file=sys.stderr)
+        return 143
     return 0
 
 

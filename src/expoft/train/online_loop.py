@@ -16,9 +16,13 @@ actor-learner run log the metrics of the single-process one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -42,6 +46,14 @@ from expoft.train.online_state import LoopState, log_row
 from expoft.train.rundir import stop_if_diverged, to_jsonable
 from expoft.train.summary import finish
 from expoft.train.target_cache import run_cache
+
+log = logging.getLogger(__name__)
+
+
+class StoppedAtCheckpoint(Exception):
+    """The run was asked to stop (SIGTERM) and stopped at the next episode end, after writing a
+    checkpoint there: ``expoft finetune --resume`` continues it as a run that was never stopped
+    would have gone on (as from any checkpoint)."""
 
 
 @dataclasses.dataclass
@@ -188,6 +200,10 @@ class OnlineLearner:
         self.checkpoints_due: list[PendingCheckpoint] = []
         self.on_durable: list[Callable[[PendingCheckpoint], None]] = []
         """Called with each checkpoint once it is on disk."""
+        self.stop_requested = False
+        """Set by :func:`stop_on_sigterm`: checkpoint at the next episode end, then raise
+        :class:`StoppedAtCheckpoint` (a single-process run; an environment cannot be saved
+        mid-episode, so the stop waits for the episode to end)."""
         if state.checkpoint_due:  # the first one, before RL
             self.checkpoint()
 
@@ -323,8 +339,14 @@ class OnlineLearner:
                 self.evaluations_due = []
                 self.record_evaluation(step, self.evaluation(self.agent, last))
         state.checkpoint_due |= crossed(prev, step, cfg.checkpoint_every) > 0
-        if state.checkpoint_due and ended and not last:
+        if (state.checkpoint_due or self.stop_requested) and ended and not last:
             self.checkpoint()
+            if self.stop_requested and not self.defer_checkpoints:
+                self.bar.close()
+                raise StoppedAtCheckpoint(
+                    f"stopped by SIGTERM at env step {step} (an episode end), with a checkpoint there: continue "
+                    f"with `expoft finetune --resume {self.run.path}`"
+                )
         self.bar.update(step - prev)
 
     def evaluation(self, agent, last: bool = False) -> dict:
@@ -370,8 +392,36 @@ class OnlineLearner:
         return finish(self.cfg, self.run, self.state, self.buffer, self.elapsed(), self.cpu(), extra)
 
 
+@contextlib.contextmanager
+def stop_on_sigterm(learner: OnlineLearner) -> Iterator[None]:
+    """Within the block, the first SIGTERM asks ``learner`` to stop at the next episode end with a
+    checkpoint (what a scheduler's or a bench's stop sends: the work since the last scheduled
+    checkpoint is kept); a second one ends the process at once, as SIGTERM does by default.
+    Ctrl-C (SIGINT) is left as it is: it stops at once. Outside the main thread: nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum, frame):
+        learner.stop_requested = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the second one is not waited for
+        log.warning("SIGTERM: stopping at the next episode end with a checkpoint (SIGTERM again: stop now)")
+
+    previous = signal.signal(signal.SIGTERM, request)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_local(learner: OnlineLearner) -> dict:
-    """The single-process loop: act, execute, learn, until the env-step budget is spent."""
+    """The single-process loop: act, execute, learn, until the env-step budget is spent (or a
+    SIGTERM asks it to stop at an episode end: :func:`stop_on_sigterm`)."""
+    with stop_on_sigterm(learner):
+        return _run_local(learner)
+
+
+def _run_local(learner: OnlineLearner) -> dict:
     cfg, state = learner.cfg, learner.state
     side = EnvSide(cfg, state.episodes, learner.run)
     while not learner.done:
