@@ -27,6 +27,10 @@
 #       cache-p1-<env>-exact are the same command as learn-p1-<env>'s: copy their run folders
 #       (runs/cache-p1-<env>-exact/runs/expo-ft/seedS) into runs/learn-p1-<env>/runs/expo-ft/
 #       instead of running them twice (the bench skips a run folder that has summary.json).
+#   expo-ft-p2-scene
+#       learn-p2-scene's expo-ft runs alone (the same command), first: where the base alone is weak
+#       (0.0-0.2) the critic-guided choice has the most room; copy its run folders into
+#       runs/learn-p2-scene/runs/expo-ft/ as above.
 # Every run evaluates its base alone at every evaluation too (expoft bench's default), so the
 # report shows policy - base, paired by reset seed, and the critic's calibration.
 set -euo pipefail
@@ -63,10 +67,12 @@ grid_args() {
       GRID=(--methods "$LEARN_METHODS" --protocol p1 --env "${1#learn-p1-}" --seeds 3 --method-args "expo=$EXPO_CHUNKS") ;;
     learn-p2-scene)
       GRID=(--methods "$LEARN_METHODS" --protocol p2 --env scene --task 1 --seeds 3 --method-args "expo=$EXPO_CHUNKS") ;;
+    expo-ft-p2-scene)
+      GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3) ;;
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
         "cache-p1-cube-double-exact cache-p1-cube-double-cached online-base-p1-cube-single learn-p1-cube-single learn-p1-cube-double" \
-        "learn-p2-scene" >&2
+        "learn-p2-scene expo-ft-p2-scene" >&2
       return 2 ;;
   esac
 }
