@@ -277,11 +277,17 @@ def minibatch_indices(cfg, rng: jax.Array) -> jax.Array:
 def subset_min(cfg, params: Any, rng: jax.Array, obs: Any, actions: jax.Array) -> jax.Array:
     """Min over ``cfg.critic_subset`` random members of the ensemble ``params``: obs ``[B, D]``
     (or pixel observations), actions ``[B, ..., d]`` -> ``[B, ...]`` (the same members for every row)."""
+    members = critic_ensemble(cfg, pixels=isinstance(obs, dict)).random_members(rng, cfg.critic_subset)
+    return members_q(cfg, params, members, obs, actions).min(axis=0)
+
+
+def members_q(cfg, params: Any, members: jax.Array, obs: Any, actions: jax.Array) -> jax.Array:
+    """Q of the ensemble ``params``' ``members`` (indices ``[m]``): obs ``[B, D]`` (or pixel
+    observations), actions ``[B, ..., d]`` -> ``[m, B, ...]``."""
     ensemble = critic_ensemble(cfg, pixels=isinstance(obs, dict))
-    members = ensemble.random_members(rng, cfg.critic_subset)
     if not isinstance(ensemble, EncodedEnsemble):  # pixels are encoded first, then broadcast
         obs = broadcast_rows(obs, actions)
-    return ensemble.apply_subset(params, members, obs, actions).min(axis=0)
+    return ensemble.apply_subset(params, members, obs, actions)
 
 
 def check_pool(cfg, pool, action_dim: int):

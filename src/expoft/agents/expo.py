@@ -39,6 +39,7 @@ from expoft.agents.common import (
     check_pool,
     critic_ensemble,
     critic_steps,
+    members_q,
     minibatch_indices,
     new_base,
     q_guided_select,
@@ -240,11 +241,7 @@ class EXPOAgent(WithBase):
         ``q_member_std``, the members' disagreement (std over members, mean over candidates). An
         argmax over candidates whose spread is far below the members' disagreement follows noise."""
         actions, info, cands = self._otf(obs, rng, base)
-        every, target = jnp.arange(self.config.num_critics), self.target_critic
-        if isinstance(obs, dict):  # pixels: encoded once, then broadcast over the candidates
-            q = critic_ensemble(self.config, pixels=True).apply_subset(target, every, obs, cands)  # [E, B, C]
-        else:
-            q = critic_ensemble(self.config).apply_subset(target, every, broadcast_rows(obs, cands), cands)
+        q = members_q(self.config, self.target_critic, jnp.arange(self.config.num_critics), obs, cands)  # [E, B, C]
         mean = q.mean(axis=0)
         info["q_spread"] = mean.max(axis=-1) - mean.min(axis=-1)
         info["q_member_std"] = q.std(axis=0).mean(axis=-1)
