@@ -9,12 +9,14 @@ latency. Run by hand, not by CI; one JSON line per figure with the machine and s
   learner of several actors (async, ``expoft learner --actors N``; episodes staged per actor and
   written whole at their end), messages encoded before the clock starts: the learner's rate with
   N connections, from the go signal until the budget (N x decisions) is in its buffer.
-- ``weights_mb`` / ``weights_roundtrip_ms``: the published-size EXPO agent (all arrays) encoded,
-  sent over a loopback websocket, decoded and checked into an agent: what one weight broadcast
-  costs (median of ``--repeats``).
+- ``weights_mb`` / ``weights_roundtrip_ms``: the weights of the published-size EXPO agent (the
+  arrays an actor acts with: EMA base, edit policy, target critics) encoded, sent over a
+  loopback websocket, decoded and checked into an agent: what one weight broadcast costs
+  (median of ``--repeats``).
 
     python benchmarks/actorlearner.py                # median of 5, chunks of 1 and 5
     python benchmarks/actorlearner.py --actors 1 2 4 --only-fleet
+    python benchmarks/actorlearner.py --only-weights --repeats 9
 """
 
 from __future__ import annotations
@@ -191,21 +193,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--actors", type=int, nargs="*", default=[1, 2, 4], help="fleet sizes for fleet ingest")
     parser.add_argument("--only-fleet", action="store_true", help="measure the fleet ingest only")
+    parser.add_argument("--only-weights", action="store_true", help="measure the weight broadcast only")
     args = parser.parse_args()
-    for n in args.actors:
+    for n in [] if args.only_weights else args.actors:
         with tempfile.TemporaryDirectory() as out:
             rates = [fleet_ingest(n, args.decisions // n, 5, f"{out}/run{i}") for i in range(3)]
         emit("fleet_ingest_transitions_per_s", float(np.median(rates)), "transitions/s", exec_len=5, actors=n,
              decisions=args.decisions, runs=3, affinity=len(os.sched_getaffinity(0)))  # fmt: skip
     if args.only_fleet:
         return
-    for exec_len in (1, 5):
+    for exec_len in () if args.only_weights else (1, 5):
         with tempfile.TemporaryDirectory() as out:
             rates = [ingest(args.decisions, exec_len, f"{out}/run{i}") for i in range(3)]
         emit("ingest_transitions_per_s", float(np.median(rates)), "transitions/s", exec_len=exec_len,
              decisions=args.decisions, actors=1, runs=3)  # fmt: skip
     mb, ms = weights_roundtrip(args.repeats)
-    emit("weights_mb", mb, "MiB", agent="expo published (10 critics 256x3, base 256x3, edit 256x3)")
+    emit(
+        "weights_mb",
+        mb,
+        "MiB",
+        agent="expo published (10 critics 256x3, base 256x3, edit 256x3)",
+        arrays="what acting reads: EMA base, edit policy, target critics",
+    )
     emit("weights_roundtrip_ms", ms, "ms", repeats=args.repeats, what="encode, loopback send and echo, decode, check")
 
 

@@ -183,6 +183,49 @@ def test_a_decision_message_round_trips_and_bad_ones_are_refused():
     refused({}, "obs has shape", obs_dim=4)
 
 
+@pytest.mark.parametrize("algorithm", ["expo", "expo-pixels", "rlpd", "fql", "dsrl", "residual", "bc"])
+def test_an_actor_gets_exactly_the_arrays_it_acts_with(algorithm):
+    """The weights sent to actors are the arrays the acting rule reads: with every other array of
+    the agent set to NaN the actions are the same, bit for bit, and an actor's agent given them
+    (``with_weights``) acts as the learner's does. EXPO's are its EMA base, its edit policy's
+    parameters and its target critic: not its online networks or optimiser states."""
+    import jax
+
+    from expoft.actorlearner.messages import acting_keys, weights_of
+    from expoft.agents import create_agent
+    from expoft.obs import PixelSpec
+    from expoft.obs import zeros as blank_obs
+    from expoft.train.config import PRESETS, TINY_AGENT, TINY_EXPO
+
+    pixels = algorithm == "expo-pixels"
+    algorithm = algorithm.removesuffix("-pixels")
+    cfg = PRESETS["tiny-pixels"].agent if pixels else TINY_AGENT
+    cfg = dataclasses.replace(cfg, base_training="frozen" if algorithm in ("dsrl", "residual") else "all")
+    spec = PixelSpec(image_size=32, proprio_dim=3) if pixels else 6
+    learner = create_agent(algorithm, cfg, spec, 2, 0, TINY_EXPO if algorithm == "expo" else None)
+    actor = create_agent(algorithm, cfg, spec, 2, 1, TINY_EXPO if algorithm == "expo" else None)  # other init
+    rng = np.random.default_rng(0)
+    obs = jax.tree.map(lambda x: rng.uniform(0, 255 if x.dtype == np.uint8 else 1, x.shape).astype(x.dtype),
+                       blank_obs(spec, 4))  # fmt: skip
+    key = jax.random.PRNGKey(3)
+    expected = np.asarray(learner.act(obs, key)[0])
+
+    keys = acting_keys(learner)
+    paths = jax.tree_util.tree_flatten_with_path(learner)[0]
+    assert keys and keys <= {jax.tree_util.keystr(p) for p, _ in paths}
+    poisoned = jax.tree_util.tree_map_with_path(
+        lambda p, x: x if jax.tree_util.keystr(p) in keys or not np.issubdtype(np.asarray(x).dtype, np.floating)
+        else np.full(np.shape(x), np.nan, np.asarray(x).dtype), learner)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(poisoned.act(obs, key)[0]), expected)
+    np.testing.assert_array_equal(np.asarray(with_weights(actor, weights_of(learner)).act(obs, key)[0]), expected)
+    if algorithm == "expo":  # on pixels the edit policy also reads the online critic's image encoder
+        groups = {"base_ema", "edit", "target_critic"} | ({"critic"} if pixels else set())
+        assert {k.split("[")[0].split(".")[1] for k in keys} == groups
+        assert all(".opt_state" not in k for k in keys)
+        sent = sum(a.nbytes for a in weights_of(learner).values())
+        assert sent < 0.4 * sum(np.asarray(x).nbytes for _, x in paths)
+
+
 def test_weights_of_another_agent_are_refused():
     cfg = preset("tiny")
     agent = make_agent(cfg)

@@ -18,7 +18,8 @@ taking it twice (a resend after a lost ack), and refuses a gap. ``durable_step``
 the learner's newest checkpoint (an actor keeps its decisions from there, to send them again to a
 learner restarted from it). ``session`` names an actor process: a new one cannot continue the
 episode a dead one left open, which the learner then drops.
-``weights`` are the agent's arrays by their pytree path, with the ``run_id`` they belong to.
+``weights`` are the arrays the agent acts with (not its online networks or optimiser states), by
+their pytree path, with the ``run_id`` they belong to.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.extend.core import Literal
 
 from expoft.bases.wire import unpackb
 from expoft.envs.chunks import Transition
 from expoft.obs import PROPRIO
+from expoft.obs import zeros as blank_obs
 from expoft.train.online_loop import Decision
 
 PROTOCOL = 1
@@ -84,29 +87,78 @@ def expect(message: Any, kind: str) -> dict:
 
 
 def weights_of(agent: Any) -> dict[str, np.ndarray]:
-    """Every array of ``agent`` by its pytree path."""
+    """The arrays ``agent``'s acting rule reads (:func:`acting_keys`), by their pytree path: what
+    an actor needs of new weights. An EXPO agent's are its EMA base, its edit policy's parameters
+    and its target critic, about a quarter of its 30 MiB (the online networks and the optimiser
+    states stay with the learner)."""
+    keys = acting_keys(agent)
     leaves, _ = jax.tree_util.tree_flatten_with_path(agent)
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+    return {k: np.asarray(leaf) for path, leaf in leaves if (k := jax.tree_util.keystr(path)) in keys}
 
 
 def with_weights(template: Any, weights: dict) -> Any:
-    """``template`` (an agent of the run's config) holding ``weights``; every array must be there,
-    with the template's shape and dtype."""
+    """``template`` (an agent of the run's config) holding ``weights``: exactly the arrays of its
+    acting rule (:func:`weights_of`), each with the template's shape and dtype; its other arrays
+    stay as they are (acting never reads them)."""
     if not isinstance(weights, dict):
         raise ProtocolError(f"weights must be a map of arrays, got {type(weights).__name__}")
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     keys = [jax.tree_util.keystr(path) for path, _ in leaves]
-    missing, extra = sorted(set(keys) - set(weights)), sorted(set(weights) - set(keys))
+    wanted = acting_keys(template)
+    missing, extra = sorted(wanted - set(weights)), sorted(set(weights) - wanted)
     if missing or extra:
         raise ProtocolError(f"weights of another agent: missing {missing[:3]}, unexpected {extra[:3]}")
     arrays = []
     for key, (_, leaf) in zip(keys, leaves, strict=True):
+        if key not in wanted:
+            arrays.append(leaf)
+            continue
         value = weights[key]
         if not isinstance(value, np.ndarray) or value.shape != np.shape(leaf) or value.dtype != np.asarray(leaf).dtype:
             got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
             raise ProtocolError(f"weight {key}: expected {np.asarray(leaf).dtype} {np.shape(leaf)}, got {got}")
         arrays.append(value)
     return jax.tree_util.tree_unflatten(treedef, arrays)
+
+
+_ACTING_KEYS: dict[Any, frozenset[str]] = {}
+
+
+def acting_keys(agent: Any) -> frozenset[str]:
+    """The pytree paths of the arrays ``agent.act`` reads, found from its traced program (inputs
+    no output depends on are left out), so it holds for every agent without a list to keep up to
+    date. Conservative: inside loops and branches every input of a used step counts. The same
+    for every agent of one config (cached by the pytree's structure, which holds the config)."""
+    treedef = jax.tree_util.tree_structure(agent)
+    if treedef not in _ACTING_KEYS:
+        leaves, _ = jax.tree_util.tree_flatten_with_path(agent)
+        obs = blank_obs(agent.obs_dim)
+
+        def acting(arrays):
+            return jax.tree_util.tree_unflatten(treedef, arrays).act(obs, jax.random.PRNGKey(0))
+
+        closed = jax.make_jaxpr(acting)([leaf for _, leaf in leaves])
+        used = _used_inputs(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+        _ACTING_KEYS[treedef] = frozenset(jax.tree_util.keystr(p) for (p, _), u in zip(leaves, used, strict=True) if u)
+    return _ACTING_KEYS[treedef]
+
+
+def _used_inputs(jaxpr: Any, used_outputs: list[bool]) -> list[bool]:
+    """Which of ``jaxpr``'s inputs the outputs marked in ``used_outputs`` depend on: a walk back
+    from them, into nested jit calls (whose unused inputs are dropped too); any other step with a
+    used output (a loop, a branch) or with effects uses all of its inputs."""
+    used = {v for v, u in zip(jaxpr.outvars, used_outputs, strict=True) if u and not isinstance(v, Literal)}
+    for eqn in reversed(jaxpr.eqns):
+        outs = [v in used for v in eqn.outvars]
+        if not any(outs) and not eqn.effects:
+            continue
+        inner = eqn.params.get("jaxpr")
+        if eqn.primitive.name in ("pjit", "jit", "closed_call") and inner is not None:
+            ins = [v for v, u in zip(eqn.invars, _used_inputs(inner.jaxpr, outs), strict=True) if u]
+        else:
+            ins = eqn.invars
+        used.update(v for v in ins if not isinstance(v, Literal))
+    return [v in used for v in jaxpr.invars]
 
 
 # ---- decisions -------------------------------------------------------------------------------------
