@@ -112,15 +112,18 @@ def test_several_actors_are_refused_where_they_cannot_work(tmp_path):
 
 
 @pytest.mark.slow  # a local Ray and a whole learner run (~50 s)
-def test_ray_starts_the_actors_and_they_finish_the_run(tmp_path, monkeypatch):
+def test_ray_starts_the_actors_and_they_finish_the_run(tmp_path, monkeypatch, rendering):
     """`expoft learner --actors 2 --ray`: a local Ray starts both actor processes, each in its
-    slot; the run ends at its budget and the summary lists what each actor did."""
+    slot; the run ends at its budget and the summary lists what each actor did; the training
+    videos are in the run's folder (not in a Ray worker's working folder)."""
     pytest.importorskip("ray")
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
-    cfg = preset("tiny", env_steps=300)
+    cfg = preset("tiny", env_steps=300, video_every=1000)
     summary = serve_run(cfg, tmp_path / "run", "127.0.0.1:0", mode="async", actors=2, ray=True,
                         ray_cpus_per_actor=0.5, progress=False)  # fmt: skip
     assert summary["env_steps"] >= 300
     assert sorted(a["slot"] for a in summary["actors"]) == [0, 1]
     assert all(a["decisions"] > 0 for a in summary["actors"])
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["env_steps"] >= 300
+    films = sorted(p.relative_to(tmp_path / "run") for p in (tmp_path / "run" / "actor-videos").rglob("episode_0.*"))
+    assert [f.parts[-2] for f in films] == ["slot0", "slot1"]  # each slot's first episode

@@ -74,7 +74,9 @@ def serve_run(cfg, out: str | Path, listen: str = "127.0.0.1:8765", *, mode: str
             return server.serve()
         from expoft.actorlearner.ray_actors import RayActors, reachable_url
 
-        fleet = RayActors(reachable_url(host, server.port), actors, ray_address, ray_cpus_per_actor).start()
+        # training videos (--video-every) into the run's folder, not into a Ray worker's working folder
+        options = {"video_dir": str(learner.run.path.resolve() / "actor-videos")}
+        fleet = RayActors(reachable_url(host, server.port), actors, ray_address, ray_cpus_per_actor, options).start()
         summary = server.serve()
         return {**summary, "actors": fleet.results()}
 
