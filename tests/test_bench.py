@@ -686,6 +686,15 @@ def test_smoke_bench_then_skip(tmp_path, capsys):
     assert "all runs have finished" in printed and "| expo | 1/1 |" in printed
     assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in logs} == logs
     assert {p: p.stat().st_mtime_ns for p in summaries} == summaries
+    assert "differs from the config" not in printed
+
+    # a finished run of another config in its place (copied in from another grid): kept, but said
+    written = out / "runs/expo/seed0/config.json"
+    written.write_text(json.dumps({**json.loads(written.read_text()), "env_steps": 300}))
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "runs/expo/seed0/config.json differs from the config this bench plans for expo seed 0" in printed
+    assert "expo-no-edit/seed0/config.json differs" not in printed
 
 
 def test_nominal_step_puts_chunked_evaluations_on_the_grid():

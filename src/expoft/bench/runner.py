@@ -319,11 +319,16 @@ def execute(
     todo: collections.deque[tuple[PlannedRun, str]] = collections.deque()
     for run in runs:
         state = run_state(run.run_dir)
+        existing = run.run_dir / "config.json"
+        # a finished run copied in from another bench (the same command in another grid) is checked too
+        differs = existing.exists() and not same_config(json.loads(existing.read_text()), run.config)
         if state == "finished":
             print(f"skip {run.label}: finished ({run.run_dir})", flush=True)
+            if differs:
+                print(f"warning: {existing} differs from the config this bench plans for {run.label}: its result "
+                      "is not this bench's run", flush=True)  # fmt: skip
             continue
-        existing = run.run_dir / "config.json"
-        if state in ("resume", "restart") and not same_config(json.loads(existing.read_text()), run.config):
+        if differs:
             print(f"warning: {existing} differs from the config this bench plans for {run.label} (changed code or "
                   "defaults?); resuming with the run's own config", flush=True)  # fmt: skip
         todo.append((run, state))
