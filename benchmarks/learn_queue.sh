@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Issue "EXPO that learns": its whole compute plan as two lanes, one per core, each a list of the
+# grids of benchmarks/learn_grids.sh run in order. A plan of days on a 2-core CPU, so it is made
+# to be stopped and started again:
+#
+#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh start    # both lanes, in the background
+#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh status   # where every run stands
+#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh stop     # before the machine goes away
+#
+# `start` again continues: every grid skips its finished runs and resumes killed ones. `stop`
+# loses no work: each run gets SIGTERM and goes on to its next episode end, checkpoints there and
+# exits (up to a few minutes; a run still pretraining is stopped at once and resumes from its
+# pretraining checkpoint). Lanes log to $RUNS_DIR/queue-lane<K>.log.
+#
+# Before a learn-* grid, the finished expo-ft runs it shares with an earlier grid (the same
+# command: cache-p1-<env>-exact, expo-ft-p2-scene) are copied into it, so none is run twice; the
+# bench warns if a copied run's config is not the one it plans.
+set -euo pipefail
+
+LANE0=(cache-p1-cube-single-exact cache-p1-cube-double-cached online-base-p1-cube-single learn-p1-cube-single)
+LANE1=(expo-ft-p2-scene cache-p1-cube-double-exact learn-p1-cube-double learn-p2-scene)
+
+# The expo-ft runs of a learn-* grid that an earlier grid made.
+shared_source() {
+  case "$1" in
+    learn-p1-cube-single) echo cache-p1-cube-single-exact ;;
+    learn-p1-cube-double) echo cache-p1-cube-double-exact ;;
+    learn-p2-scene) echo expo-ft-p2-scene ;;
+  esac
+}
+
+copy_shared() {  # $1: a grid; copies the finished expo-ft runs of its source grid that it lacks
+  local source seed_dir seed dest
+  source=$(shared_source "$1")
+  [ -n "$source" ] || return 0
+  for seed_dir in "$RUNS_DIR/$source/runs/expo-ft"/seed*/; do
+    [ -f "$seed_dir/summary.json" ] || continue
+    seed=$(basename "$seed_dir")
+    dest=$RUNS_DIR/$1/runs/expo-ft/$seed
+    [ -e "$dest" ] && continue
+    mkdir -p "$(dirname "$dest")"
+    cp -a "$seed_dir" "$dest.partial" && mv "$dest.partial" "$dest"
+    [ -f "$RUNS_DIR/$source/runs/expo-ft/$seed.log" ] && cp -a "$RUNS_DIR/$source/runs/expo-ft/$seed.log" "$dest.log"
+    echo "$(date -u +%FT%TZ) copied $source/runs/expo-ft/$seed into $1"
+  done
+}
+
+lane() {  # $1: core; the rest: grids
+  local core=$1 grid
+  shift
+  for grid in "$@"; do
+    if [ -e "$RUNS_DIR/queue.stop" ]; then
+      echo "$(date -u +%FT%TZ) lane of core $core: stopped before $grid"
+      return 0
+    fi
+    copy_shared "$grid"
+    echo "$(date -u +%FT%TZ) lane of core $core: $grid"
+    JOBS=1 nice -n 5 taskset -c "$core" bash benchmarks/learn_grids.sh "$grid" ||
+      echo "$(date -u +%FT%TZ) lane of core $core: $grid stopped or has failed runs (see its logs)"
+  done
+  echo "$(date -u +%FT%TZ) lane of core $core: done"
+}
+
+benches() {  # pids of the benches of this RUNS_DIR
+  pgrep -f "expoft bench .*--out $RUNS_DIR/" || true
+}
+
+main() {
+  cd "$(dirname "$0")/.."
+  RUNS_DIR=$(realpath -m "${RUNS_DIR:-runs}")
+  export RUNS_DIR
+  case "${1:-}" in
+    start)
+      [ -z "$(benches)" ] || { echo "benches of $RUNS_DIR are running already: $(benches | xargs)" >&2; exit 1; }
+      [ -x .venv/bin/expoft ] || bash scripts/setup.sh
+      mkdir -p "$RUNS_DIR"
+      rm -f "$RUNS_DIR/queue.stop"
+      nohup bash "$0" lane 0 "${LANE0[@]}" >> "$RUNS_DIR/queue-lane0.log" 2>&1 &
+      nohup bash "$0" lane 1 "${LANE1[@]}" >> "$RUNS_DIR/queue-lane1.log" 2>&1 &
+      echo "started; logs: $RUNS_DIR/queue-lane0.log, $RUNS_DIR/queue-lane1.log"
+      ;;
+    lane)
+      shift
+      lane "$@"
+      ;;
+    stop)
+      touch "$RUNS_DIR/queue.stop"
+      local pids
+      pids=$(benches)
+      [ -n "$pids" ] || { echo "no bench of $RUNS_DIR is running"; exit 0; }
+      kill -TERM $pids
+      echo "asked $(echo $pids | wc -w) benches to stop at their runs' next episode ends; waiting"
+      while [ -n "$(benches)" ]; do sleep 5; done
+      echo "stopped"
+      ;;
+    status)
+      .venv/bin/python - "$RUNS_DIR" "${LANE0[@]}" "${LANE1[@]}" << 'EOF'
+import json
+import sys
+from pathlib import Path
+
+runs_dir = Path(sys.argv[1])
+for grid in sys.argv[2:]:
+    runs = sorted((runs_dir / grid / "runs").glob("*/seed*/config.json"))
+    print(f"{grid}: {'not started' if not runs else ''}")
+    for config in runs:
+        run = config.parent
+        done = (run / "summary.json").exists()
+        step = 0
+        if (run / "metrics.jsonl").exists():
+            for line in (run / "metrics.jsonl").read_text().splitlines():
+                try:
+                    step = max(step, int(json.loads(line).get("env_step", 0)))
+                except (ValueError, TypeError):
+                    pass
+        print(f"  {run.parent.name} {run.name}: {'finished' if done else f'at env step {step}'}")
+EOF
+      ;;
+    *)
+      echo "usage: RUNS_DIR=DIR bash benchmarks/learn_queue.sh start|status|stop" >&2
+      exit 2
+      ;;
+  esac
+}
+main "$@"
+exit
