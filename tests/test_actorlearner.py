@@ -193,6 +193,7 @@ def test_an_actor_gets_exactly_the_arrays_it_acts_with(algorithm):
 
     from expoft.actorlearner.messages import acting_keys, weights_of
     from expoft.agents import create_agent
+    from expoft.agents.common import act
     from expoft.obs import PixelSpec
     from expoft.obs import zeros as blank_obs
     from expoft.train.config import PRESETS, TINY_AGENT, TINY_EXPO
@@ -208,7 +209,7 @@ def test_an_actor_gets_exactly_the_arrays_it_acts_with(algorithm):
     obs = jax.tree.map(lambda x: rng.uniform(0, 255 if x.dtype == np.uint8 else 1, x.shape).astype(x.dtype),
                        blank_obs(spec, 4))  # fmt: skip
     key = jax.random.PRNGKey(3)
-    expected = np.asarray(learner.act(obs, key)[0])
+    expected = np.asarray(act(learner, obs, key)[0])  # jitted: one compilation for the three agents
 
     keys = acting_keys(learner)
     paths = jax.tree_util.tree_flatten_with_path(learner)[0]
@@ -216,8 +217,8 @@ def test_an_actor_gets_exactly_the_arrays_it_acts_with(algorithm):
     poisoned = jax.tree_util.tree_map_with_path(
         lambda p, x: x if jax.tree_util.keystr(p) in keys or not np.issubdtype(np.asarray(x).dtype, np.floating)
         else np.full(np.shape(x), np.nan, np.asarray(x).dtype), learner)  # fmt: skip
-    np.testing.assert_array_equal(np.asarray(poisoned.act(obs, key)[0]), expected)
-    np.testing.assert_array_equal(np.asarray(with_weights(actor, weights_of(learner)).act(obs, key)[0]), expected)
+    np.testing.assert_array_equal(np.asarray(act(poisoned, obs, key)[0]), expected)
+    np.testing.assert_array_equal(np.asarray(act(with_weights(actor, weights_of(learner)), obs, key)[0]), expected)
     if algorithm == "expo":  # on pixels the edit policy also reads the online critic's image encoder
         groups = {"base_ema", "edit", "target_critic"} | ({"critic"} if pixels else set())
         assert {k.split("[")[0].split(".")[1] for k in keys} == groups
