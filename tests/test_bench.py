@@ -674,6 +674,7 @@ def test_smoke_bench_then_skip(tmp_path, capsys):
     assert "success @0 | success @200 |" in table
     assert "Tuning (flags given to single methods, beyond the protocol's): expo-no-edit: `--eval-episodes 1`" in table
     assert (out / "report/learning_curves.png").stat().st_size > 10_000
+    assert (out / "report/policy_vs_base.png").stat().st_size > 10_000  # each method against its base alone
     commands = (out / "report/commands.txt").read_text()
     assert "--method expo-no-edit --seed 0 --env cube-single --task 1 --env-steps 200" in commands
 

@@ -9,6 +9,7 @@ at any time, also while runs are still going (unfinished runs are counted, not u
     DIR/report/table.csv           the same figures, every common checkpoint, machine-readable
     DIR/report/summary.jsonl       one JSON line per method with the headline figures
     DIR/report/learning_curves.png success vs environment steps, one line per method
+    DIR/report/policy_vs_base.png  each method's policy against its own base alone (same reset seeds)
     DIR/report/configs/            each run's resolved config.json (METHOD_seedS.json)
     DIR/report/commands.txt        the bench command and every command it ran
 """
@@ -338,7 +339,7 @@ def render_report(
     lines = [headline(s) for s in stats]
     (out / "summary.jsonl").write_text("".join(json.dumps(h) + "\n" for h in lines))
 
-    from expoft.report.compare import plot_method_curves  # matplotlib only when rendering
+    from expoft.report.compare import plot_method_curves, plot_policy_vs_base  # matplotlib only when rendering
 
     plot_method_curves(
         {s["method"]: _curve(s) for s in stats if s["finished"]},
@@ -346,6 +347,12 @@ def render_report(
         title=f"{title} (band: seed min-max)".strip(),
         levels=_levels(stats),
     )
+    paired: dict[str, list[Path]] = {}  # methods whose finished runs evaluated their base alone
+    for r in runs:
+        if r.finished and r.finished_summary.get("final_base_success") is not None:
+            paired.setdefault(r.method, []).append(r.run_dir)
+    if paired:
+        plot_policy_vs_base(paired, out / "policy_vs_base.png")
     for r in runs:
         config = r.run_dir / "config.json"
         if config.exists():
@@ -355,5 +362,6 @@ def render_report(
         print(table)
         for h in lines:
             print(json.dumps(h))
-        print(f"report: {out}/ (table.md, seeds.md, table.csv, learning_curves.png, configs/, commands.txt)")
+        print(f"report: {out}/ (table.md, seeds.md, table.csv, learning_curves.png, policy_vs_base.png, configs/, "
+              "commands.txt)")  # fmt: skip
     return {s["method"]: s for s in stats}
