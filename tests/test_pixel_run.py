@@ -27,8 +27,10 @@ def comparable(rows: list[dict]) -> list[dict]:
 def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, rendering, monkeypatch, capsys):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     # videos of training episodes: from the scene camera, next to the observations' own cameras
+    # 50-step episodes: every evaluation renders each step (most of this test's time), and nothing
+    # tested here needs longer ones
     cfg = dataclasses.replace(
-        preset("tiny-pixels"), env_steps=150, checkpoint_every=75, eval_every=150, video_every=1000
+        preset("tiny-pixels"), env_steps=150, checkpoint_every=75, eval_every=150, video_every=1000, episode_steps=50
     )  # fmt: skip
     full = tmp_path / "full"
     summary = finetune(cfg, full, progress=False)
