@@ -5,7 +5,7 @@
 #   bash benchmarks/robot_runs.sh async SEED    # `expoft learner --mode async` + `expoft actor`
 #   HZ=1000 bash benchmarks/robot_runs.sh sync SEED  # `expoft learner --mode sync` + `expoft actor` (a sync
 #                                               # actor waits for the updates: no need to pace it)
-#   bash benchmarks/robot_runs.sh single SEED   # `expoft demo`: the same run in one process
+#   bash benchmarks/robot_runs.sh single SEED   # `expoft demo --intervene none`: the same run in one process
 #   bash benchmarks/robot_runs.sh keys SEED     # single process, --intervene keys (typed person)
 #   bash benchmarks/robot_runs.sh scripted SEED # single process, --intervene scripted
 #
@@ -36,7 +36,8 @@ main() {
   mkdir -p "$(dirname "$out")"
   case "$arm" in
     single | keys | scripted)
-      extra=()
+      # the demo preset has a simulated person since 2026-12-06: the single arm is the run without
+      extra=(--intervene none)
       [ "$arm" != single ] && extra=(--intervene "$arm")
       resume=()
       [ -f "$out/config.json" ] && resume=(--resume)
@@ -49,7 +50,7 @@ main() {
       resume=()
       [ -f "$out/config.json" ] && resume=(--resume)
       taskset -c "$LEARNER_CPU" .venv/bin/expoft learner --preset "$PRESET" --seed "$seed" --out "$out" \
-        --listen "127.0.0.1:$port" --mode "$arm" --no-progress "${resume[@]}" > "$out.learner.log" 2>&1 &
+        --listen "127.0.0.1:$port" --mode "$arm" --intervene none --no-progress "${resume[@]}" > "$out.learner.log" 2>&1 &
       learner=$!
       # The learner pretrains (or restores) first and listens only then.
       until grep -q "listening on" "$out.learner.log"; do

@@ -227,6 +227,22 @@ def test_an_actor_gets_exactly_the_arrays_it_acts_with(algorithm):
         assert sent < 0.4 * sum(np.asarray(x).nbytes for _, x in paths)
 
 
+def test_a_robot_actor_refuses_the_simulated_person():
+    """The demo preset's simulated person (OGBench's oracle) reads the simulator: an actor with a
+    robot of its own and no person is refused with what to do; with --teleop, or none asked, it is not."""
+    from expoft.actorlearner.actor import check_person
+
+    demo = preset("demo")
+    assert demo.intervene == "scripted"
+    robot = object()
+    for intervene in ("scripted", "keys"):
+        with pytest.raises(ValueError, match="--intervene none, or give this actor a person with --teleop"):
+            check_person(dataclasses.replace(demo, intervene=intervene), robot, None)
+    check_person(demo, robot, intervener=object())  # a person at the keys
+    check_person(demo, None, None)  # the simulator: the oracle can drive it
+    check_person(dataclasses.replace(demo, intervene="none"), robot, None)
+
+
 def test_weights_of_another_agent_are_refused():
     cfg = preset("tiny")
     agent = make_agent(cfg)

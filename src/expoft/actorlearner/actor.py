@@ -74,6 +74,17 @@ class VideoFolder:
         return write_video(frames, self.path / name, fps)
 
 
+def check_person(cfg: RunConfig, robot: Any, intervener: Any) -> None:
+    """Refuse a run that asks for the simulated person (``intervene`` scripted or keys: OGBench's
+    oracle, which reads the simulator's state) on an actor with a robot of its own and no person."""
+    if robot is not None and intervener is None and cfg.intervene in ("scripted", "keys"):
+        raise ValueError(
+            f"the learner's run asks for the simulated person (intervene={cfg.intervene!r}, as the demo preset "
+            "does), which drives the simulator only: start the learner with --intervene none, or give this actor "
+            "a person with --teleop"
+        )
+
+
 class Actor:
     """Act for the learner at ``url`` (ws://HOST:PORT) until its run has finished.
 
@@ -187,6 +198,7 @@ class Actor:
             if self.side is not None:
                 log.warning("the learner is at env step %d, this actor at %d: starting the learner's next episode",
                             step, end)  # fmt: skip
+            check_person(self.cfg, self.robot, self.intervener)
             env = None if self.robot is None else self.robot(self.cfg)
             videos = None
             if self.cfg.video_every and self.video_dir is not None:
