@@ -9,8 +9,10 @@
 #
 # `start` again continues: every grid skips its finished runs and resumes killed ones. `stop`
 # loses no work: each run gets SIGTERM and goes on to its next episode end, checkpoints there and
-# exits (up to a few minutes; a run still pretraining is stopped at once and resumes from its
-# pretraining checkpoint). Lanes log to $RUNS_DIR/queue-lane<K>.log.
+# exits (a run still pretraining is stopped at once and resumes from its pretraining checkpoint).
+# An episode may last long: a failing 750-step scene episode of exact EXPO-FT takes ~15 minutes;
+# after STOP_WAIT seconds (default 600) the runs still in one are stopped at once (back to their
+# newest checkpoint on resume). Lanes log to $RUNS_DIR/queue-lane<K>.log.
 #
 # Before a learn-* grid, the finished expo-ft runs it shares with an earlier grid (the same
 # command: cache-p1-<env>-exact, expo-ft-p2-scene) are copied into it, so none is run twice; the
@@ -68,6 +70,7 @@ benches() {  # pids of the benches of this RUNS_DIR
 main() {
   cd "$(dirname "$0")/.."
   RUNS_DIR=$(realpath -m "${RUNS_DIR:-runs}")
+  STOP_WAIT=${STOP_WAIT:-600}
   export RUNS_DIR
   case "${1:-}" in
     start)
@@ -89,8 +92,14 @@ main() {
       pids=$(benches)
       [ -n "$pids" ] || { echo "no bench of $RUNS_DIR is running"; exit 0; }
       kill -TERM $pids
-      echo "asked $(echo $pids | wc -w) benches to stop at their runs' next episode ends; waiting"
-      while [ -n "$(benches)" ]; do sleep 5; done
+      echo "asked $(echo $pids | wc -w) benches to stop at their runs' next episode ends; waiting (at most ${STOP_WAIT}s)"
+      local waited=0
+      while [ -n "$(benches)" ] && [ "$waited" -lt "$STOP_WAIT" ]; do sleep 5; waited=$((waited + 5)); done
+      if [ -n "$(benches)" ]; then  # an episode still running: a second SIGTERM stops a run at once
+        echo "runs still in an episode after ${STOP_WAIT}s: stopping them now (they resume from their newest checkpoint)"
+        pkill -TERM -f "expoft finetune .*--out $RUNS_DIR/" || true
+        while [ -n "$(benches)" ]; do sleep 5; done
+      fi
       echo "stopped"
       ;;
     status)
