@@ -87,7 +87,7 @@ main() {
       lane "$@"
       ;;
     stop)
-      touch "$RUNS_DIR/queue.stop"
+      [ -d "$RUNS_DIR" ] && touch "$RUNS_DIR/queue.stop"  # lanes start no further grid
       local pids
       pids=$(benches)
       [ -n "$pids" ] || { echo "no bench of $RUNS_DIR is running"; exit 0; }
