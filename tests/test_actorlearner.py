@@ -183,7 +183,11 @@ def test_a_decision_message_round_trips_and_bad_ones_are_refused():
     refused({}, "obs has shape", obs_dim=4)
 
 
-@pytest.mark.parametrize("algorithm", ["expo", "expo-pixels", "rlpd", "fql", "dsrl", "residual", "bc"])
+@pytest.mark.parametrize(
+    "algorithm",
+    # the pixel agent (~10 s) in the slow tier: the default suite stays under 10 minutes
+    ["expo", pytest.param("expo-pixels", marks=pytest.mark.slow), "rlpd", "fql", "dsrl", "residual", "bc"],
+)
 def test_an_actor_gets_exactly_the_arrays_it_acts_with(algorithm):
     """The weights sent to actors are the arrays the acting rule reads: with every other array of
     the agent set to NaN the actions are the same, bit for bit, and an actor's agent given them
