@@ -39,6 +39,7 @@ cd "$(dirname "$0")/.."
 expoft=${EXPOFT:-.venv/bin/expoft}  # EXPOFT=echo: print the commands only
 CACHE_REFRESH=20
 RUNS_DIR=${RUNS_DIR:-runs}
+# ONLY=bc,expo:0: only these runs of the grid this time (expoft bench --only), e.g. to fit a session
 # JOBS=1: one run at a time, not pinned by the bench (pin it yourself: two grids side by side,
 #   JOBS=1 taskset -c 0 bash benchmarks/learn_grids.sh A & JOBS=1 taskset -c 1 bash benchmarks/learn_grids.sh B)
 JOBS=${JOBS:-2}
@@ -87,7 +88,7 @@ main() {
     grid_args "$name"
     status=0
     $expoft bench "${GRID[@]}" --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "$RUNS_DIR/$name" \
-      --jobs "$JOBS" "${PIN[@]}" --single-thread || status=$?
+      --jobs "$JOBS" "${PIN[@]}" --single-thread ${ONLY:+--only "$ONLY"} || status=$?
     $expoft bench export "$RUNS_DIR/$name" "benchmarks/results/$name"
     [ "$status" -eq 0 ] || failed+=("$name")
   done

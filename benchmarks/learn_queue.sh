@@ -19,8 +19,17 @@
 # bench warns if a copied run's config is not the one it plans.
 set -euo pipefail
 
-LANE0=(cache-p1-cube-single-exact cache-p1-cube-double-cached online-base-p1-cube-single learn-p1-cube-single)
-LANE1=(expo-ft-p2-scene cache-p1-cube-double-exact learn-p1-cube-double learn-p2-scene)
+# A lane item is GRID or GRID@RUNS (RUNS: `expoft bench --only`, e.g. learn-p1-cube-single@bc):
+# only those runs of the grid now, the rest by a later item. A session is ~3 hours and its
+# machine may not keep RUNS_DIR: items that finish within ~2.5 hours on one core come first
+# (P1 EXPO-FT ~2 h, chunked EXPO ~1.5 h, BC minutes); a run that does not (QC P1 ~3 h, P2 scene
+# runs longer) finishes only where RUNS_DIR is kept from one session to the next.
+# A grid belongs to one lane (two benches cannot share a folder). The cube-double arms come early:
+# where the base alone is weaker than on cube-single the critic has room to show a gain.
+LANE0=(cache-p1-cube-single-exact learn-p1-cube-single@bc learn-p1-cube-single@expo online-base-p1-cube-single
+  learn-p1-cube-single)
+LANE1=(cache-p1-cube-double-cached learn-p1-cube-double@bc cache-p1-cube-double-exact learn-p1-cube-double@expo
+  learn-p1-cube-double expo-ft-p2-scene learn-p2-scene)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
@@ -31,10 +40,21 @@ shared_source() {
   esac
 }
 
+seed_from_export() {  # $1: a grid; a fresh machine starts from the grid's export, if it has one
+  # The export (benchmarks/results/<grid>, in git) holds every finished run without checkpoints:
+  # with it, a grid whose RUNS_DIR was lost reruns only its unfinished runs, from their start.
+  local export=benchmarks/results/$1
+  [ ! -e "$RUNS_DIR/$1" ] && [ -f "$export/bench.json" ] || return 0
+  cp -a "$export" "$RUNS_DIR/$1.partial" && mv "$RUNS_DIR/$1.partial" "$RUNS_DIR/$1"
+  echo "$(date -u +%FT%TZ) $1: not in $RUNS_DIR; started from its export $export" \
+    "($(find "$RUNS_DIR/$1/runs" -name summary.json 2> /dev/null | wc -l) finished runs)"
+}
+
 copy_shared() {  # $1: a grid; copies the finished expo-ft runs of its source grid that it lacks
   local source seed_dir seed dest
   source=$(shared_source "$1")
   [ -n "$source" ] || return 0
+  seed_from_export "$source"
   for seed_dir in "$RUNS_DIR/$source/runs/expo-ft"/seed*/; do
     [ -f "$seed_dir/summary.json" ] || continue
     seed=$(basename "$seed_dir")
@@ -47,18 +67,22 @@ copy_shared() {  # $1: a grid; copies the finished expo-ft runs of its source gr
   done
 }
 
-lane() {  # $1: core; the rest: grids
-  local core=$1 grid
+lane() {  # $1: core; the rest: lane items (GRID or GRID@RUNS)
+  local core=$1 item grid only
   shift
-  for grid in "$@"; do
+  for item in "$@"; do
     if [ -e "$RUNS_DIR/queue.stop" ]; then
-      echo "$(date -u +%FT%TZ) lane of core $core: stopped before $grid"
+      echo "$(date -u +%FT%TZ) lane of core $core: stopped before $item"
       return 0
     fi
+    grid=${item%%@*}
+    only=${item#"$grid"}
+    only=${only#@}
+    seed_from_export "$grid"
     copy_shared "$grid"
-    echo "$(date -u +%FT%TZ) lane of core $core: $grid"
-    JOBS=1 nice -n 5 taskset -c "$core" bash benchmarks/learn_grids.sh "$grid" ||
-      echo "$(date -u +%FT%TZ) lane of core $core: $grid stopped or has failed runs (see its logs)"
+    echo "$(date -u +%FT%TZ) lane of core $core: $item"
+    ONLY=$only JOBS=1 nice -n 5 taskset -c "$core" bash benchmarks/learn_grids.sh "$grid" ||
+      echo "$(date -u +%FT%TZ) lane of core $core: $item stopped or has failed runs (see its logs)"
   done
   echo "$(date -u +%FT%TZ) lane of core $core: done"
 }
@@ -109,7 +133,7 @@ import sys
 from pathlib import Path
 
 runs_dir = Path(sys.argv[1])
-for grid in sys.argv[2:]:
+for grid in dict.fromkeys(item.split("@")[0] for item in sys.argv[2:]):  # lane items -> grids, once each
     runs = sorted((runs_dir / grid / "runs").glob("*/seed*/config.json"))
     print(f"{grid}: {'not started' if not runs else ''}")
     for config in runs:

@@ -121,6 +121,7 @@ def write_run(
         summary["cpu_seconds"] = own_cpu
     if diagnostics is not None:  # "EXPO that learns": paired policy - base, calibration, the ratio run
         summary["final_policy_minus_base"] = diagnostics["policy_minus_base"]
+        summary["final_base_success"] = round(evals[-1]["success"] - diagnostics["policy_minus_base"], 6)
         summary["critic_steps_per_env_step"], summary["actor_steps_per_env_step"] = 20.0, 1.0
         evals[-1].update(first_q=0.5, first_return=0.4, q_return_corr=0.6, q_spread=0.02, q_member_std=0.05)
     (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -218,6 +219,9 @@ def test_report_figures(synthetic_bench, capsys):
     # policy - base: 0.2 +- t(2) * 0.1 / sqrt(3) = 0.2 +- 0.248
     assert cells[10:14] == ["+0.20 [-0.05, +0.45]", "0.50 / 0.40 (r 0.60)", "0.020 / 0.050", "20.00 / 1.00"]
     assert cells[14:] == ["2.0", "1.7", "20.0", "0.70"]
+    # the base alone at the last evaluation: 0.8, 0.76, 0.7
+    assert stats["expo"]["final_base_success"]["mean"] == pytest.approx(0.7533, abs=1e-4)
+    assert stats["expo"]["final_base_success"]["n"] == 3 and "final_base_success" not in stats["qc"]
     assert "| qc | 2/3 (1 failed) |" in table and "– (0/2)" in table
     assert "| bc | 1/1 | 0.40 (n=1) | – | 0.42 (n=1) |" in table
     bc_row = next(line for line in table.splitlines() if line.startswith("| bc |"))
@@ -657,8 +661,18 @@ def test_smoke_bench_then_skip(tmp_path, capsys):
     out = tmp_path / "smoke"
     args = ["bench", "--methods", "expo,expo-no-edit", "--preset", "tiny", "--seeds", "1", "--env-steps", "200"]
     args += ["--method-args", "expo-no-edit=--eval-episodes 1", "--out", str(out)]
+    assert main([*args, "--only", "expo:1"]) == 2  # checked before the folder is made
+    assert "seed must be one of 0..0" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--only", "qc"]) == 2
+    assert "names method 'qc', not one of this bench's: expo, expo-no-edit" in capsys.readouterr().err
+    # --only: one run of the grid now, the rest by the same command later (the bench is the same)
+    assert main([*args, "--only", "expo-no-edit:0"]) == 0
+    printed = capsys.readouterr().out
+    assert "--only expo-no-edit:0: 1 of the 2 runs this time: expo-no-edit seed 0" in printed
+    assert (out / "runs/expo-no-edit/seed0/summary.json").exists() and not (out / "runs/expo/seed0").exists()
     assert main(args) == 0
     printed = capsys.readouterr().out
+    assert "skip expo-no-edit seed 0: finished" in printed
     table = (out / "report/table.md").read_text()
     for method in ("expo", "expo-no-edit"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))

@@ -117,6 +117,10 @@ class Bench:
     (bench.json, runs/, logs/, report/) to --out/replaced-<time>/. Nothing is deleted."""
     report: bool = True
     """Render the report at the end."""
+    only: str = ""
+    """Run only these runs of the grid this time: comma-separated METHOD or METHOD:SEED (e.g.
+    "bc,expo:0"). The grid stays the same (bench.json plans every run; a later call without --only
+    continues the rest): for work that must fit a session, the cheap runs or one long one first."""
     eval_base: bool = True
     """Evaluate every run's base alone at every evaluation too, on the same reset seeds as the
     policy: the report's "policy − base" (what the critic-guided rule adds to its own base)."""
@@ -206,6 +210,22 @@ def check_args(args: Bench) -> tuple[list[str], Protocol, dict]:
     return methods, proto, arguments
 
 
+def select_runs(runs: list[PlannedRun], only: str, methods: list[str], seeds: int) -> list[PlannedRun]:
+    """The runs ``--only`` names (all of them without it), in the plan's order."""
+    if not only.strip():
+        return runs
+    wanted: set[tuple[str, int | None]] = set()
+    for entry in (e.strip() for e in only.split(",")):
+        method, colon, seed_text = entry.partition(":")
+        if method not in methods:
+            known = ", ".join(methods)
+            raise ValueError(f"--only: {entry!r} names method {method!r}, not one of this bench's: {known}")
+        if colon and not (seed_text.isdigit() and int(seed_text) < seeds):
+            raise ValueError(f"--only: {entry!r}: the seed must be one of 0..{seeds - 1} (METHOD or METHOD:SEED)")
+        wanted.add((method, int(seed_text) if colon else None))
+    return [r for r in runs if (r.method, r.seed) in wanted or (r.method, None) in wanted]
+
+
 def resolve_protocol(args: Bench) -> Protocol:
     if args.protocol not in ("p1", "p2"):
         raise ValueError(f"--protocol must be p1 or p2, got {args.protocol!r}")
@@ -239,6 +259,7 @@ def run_bench(args: Bench) -> None:
     # Everything is planned (and every run's flags parsed) before the folder is touched.
     steps, dataset = play_steps(proto, env_name, args.task, args.jobs)
     runs = plan(args, methods, proto, env_name, dataset, out)
+    chosen = select_runs(runs, args.only, methods, args.seeds)
     demos = {r.demos for r in runs if r.demos is not None}
     steps = demo_steps(demos, args.jobs) + steps
     env, changes = child_env(args.single_thread)
@@ -285,7 +306,10 @@ def run_bench(args: Bench) -> None:
         write_json(out / "bench.json", bench)
         print(f"bench: {len(methods)} methods x {args.seeds} seeds = {len(runs)} runs, {args.jobs} at a time; "
               f"protocol {proto.name}: {proto.describe()}; {out}/bench.json", flush=True)  # fmt: skip
-        failures = execute(runs, steps, env, out, args.jobs, lock_fd, slots)
+        if len(chosen) < len(runs):
+            print(f"--only {args.only}: {len(chosen)} of the {len(runs)} runs this time: "
+                  f"{', '.join(r.label for r in chosen)}", flush=True)  # fmt: skip
+        failures = execute(chosen, steps, env, out, args.jobs, lock_fd, slots)
     finally:
         os.close(lock_fd)
     if args.report:

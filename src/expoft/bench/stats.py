@@ -241,12 +241,12 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
             "max": max(p[step] for p in per_run),
             "n": len(per_run),
         }
-    finals = [
-        float(r.finished_summary["final_success"]) for r in done if r.finished_summary.get("final_success") is not None
-    ]
-    if finals:
-        mean, low, high = t_interval(finals)
-        stats["final_success"] = {"mean": mean, "low": _clip01(low), "high": _clip01(high), "n": len(finals)}
+    # the last evaluation of the policy, and of its base alone on the same reset seeds
+    for key in ("final_success", "final_base_success"):
+        finals = [float(r.finished_summary[key]) for r in done if r.finished_summary.get(key) is not None]
+        if finals:
+            mean, low, high = t_interval(finals)
+            stats[key] = {"mean": mean, "low": _clip01(low), "high": _clip01(high), "n": len(finals)}
     for threshold in THRESHOLDS:
         reached = [s for s in (steps_to_threshold(r.evaluations, threshold) for r in done) if s is not None]
         stats[f"steps_to_{round(threshold * 100)}"] = {
@@ -276,6 +276,7 @@ def method_stats(runs: Sequence[RunRecord]) -> dict:
     paired = [s for s in (r.finished_summary.get("final_policy_minus_base") for r in done) if s is not None]
     if paired:
         mean, low, high = t_interval(paired)
+        low, high = (None, None) if low is None or high is None else (max(-1.0, low), min(1.0, high))
         stats["policy_minus_base"] = {"mean": mean, "low": low, "high": high, "n": len(paired)}
     last = [r.evaluations[-1] for r in done if r.evaluations]
     stats["q_return_corr"] = mean_of([e.get("q_return_corr") for e in last])

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from expoft.fileio import read_metrics  # noqa: E402
-from expoft.report.plots import _save_success_axes  # noqa: E402
+from expoft.report.plots import _save_success_axes, save_figure, style_success_axes  # noqa: E402
 from expoft.report.steps import nominal_step, run_grid  # noqa: E402
 
 
@@ -70,16 +70,6 @@ def plot_policy_vs_base(groups: Mapping[str, Sequence[str | Path]], out: str | P
                 steps = sorted(values)
                 ax.plot(steps, [np.mean(values[s]) for s in steps], style, color=color, linewidth=2.2, marker="o",
                         markersize=3, label=f"{name} (mean of {len(runs)})")  # fmt: skip
-        ax.set_title(label, fontsize="medium")
-        ax.set_xlabel("environment steps")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="lower right", fontsize="small")
-    axes[0][0].set_ylabel("success rate")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+        with plt.rc_context({"axes.titlesize": "medium", "legend.fontsize": "small"}):
+            style_success_axes(ax, label, ylabel=ax is axes[0][0])
+    return save_figure(fig, out, dpi=110)

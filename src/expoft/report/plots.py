@@ -76,16 +76,28 @@ def _grid_curve(run_dir: str | Path) -> dict[str, list[float]]:
     return curve
 
 
-def _save_success_axes(fig, ax, title: str, out: str | Path) -> Path:
+def style_success_axes(ax, title: str = "", ylabel: bool = True) -> None:
+    """Success (0-1) against environment steps: labels, limits, grid, title and legend."""
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("success rate")
+    if ylabel:
+        ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:  # a bench without finished runs has no lines yet
         ax.legend(loc="lower right")
+
+
+def save_figure(fig, out: str | Path, dpi: int = 120) -> Path:
+    """Lay out, write as PNG (making its folder) and close: figures are many in a bench."""
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=120)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
+
+
+def _save_success_axes(fig, ax, title: str, out: str | Path) -> Path:
+    style_success_axes(ax, title)
+    return save_figure(fig, out)

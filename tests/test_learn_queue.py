@@ -1,0 +1,45 @@
+"""benchmarks/learn_queue.sh: a lane on a fresh machine starts each grid from its export in git
+(finished runs are not run again), shares finished expo-ft runs with the learn grid, and passes a
+lane item's runs to `expoft bench --only`. The bench itself is replaced by `echo` (EXPOFT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPORT = ROOT / "benchmarks/results/cache-p1-cube-single-exact"
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="the queue pins lanes with taskset (util-linux)")
+def test_a_lane_on_a_fresh_machine_starts_from_the_exports(tmp_path):
+    finished = sorted(p.parent.name for p in EXPORT.glob("runs/expo-ft/seed*/summary.json"))
+    assert finished, f"{EXPORT} holds no finished run to start from"
+    env = {**os.environ, "RUNS_DIR": str(tmp_path), "EXPOFT": "echo"}
+    lane = ["bash", "benchmarks/learn_queue.sh", "lane", "0", "cache-p1-cube-single-exact", "learn-p1-cube-single@bc"]
+    done = subprocess.run(lane, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"cache-p1-cube-single-exact: not in {tmp_path}; started from its export" in out
+    for seed in finished:  # the export's finished runs, as they are in git
+        run = tmp_path / "cache-p1-cube-single-exact/runs/expo-ft" / seed
+        assert json.loads((run / "summary.json").read_text()) == json.loads(
+            (EXPORT / "runs/expo-ft" / seed / "summary.json").read_text()
+        )
+        assert (tmp_path / "learn-p1-cube-single/runs/expo-ft" / seed / "summary.json").exists()
+        assert f"copied cache-p1-cube-single-exact/runs/expo-ft/{seed} into learn-p1-cube-single" in out
+    benches = [line for line in out.splitlines() if line.startswith("bench --methods")]
+    assert len(benches) == 2
+    assert "--only" not in benches[0] and "--out " + str(tmp_path / "cache-p1-cube-single-exact") in benches[0]
+    assert benches[1].endswith("--only bc") and "--methods expo,expo-ft,qc,bc" in benches[1]
+
+    # again: the folders are there now and are not replaced by the export
+    marker = tmp_path / "cache-p1-cube-single-exact/runs/expo-ft/seed9"
+    marker.mkdir()
+    again = subprocess.run(lane, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "started from its export" not in again.stdout and marker.exists()
