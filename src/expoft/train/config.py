@@ -372,7 +372,9 @@ PRESETS: dict[str, RunConfig] = {
 # imitation pool when the episode succeeds. Evaluations are the policy alone. Since 2026-12-06:
 # without it, today's code ended at 0.78 / 0.92 / 0.90 on seeds 0-2 (docs/results/demo.md); with
 # it, 0.98 / 0.94 / 1.00 (the base alone 0.96 / 0.94 / 0.98: the gain is the base's imitation of
-# successes, the critic's choice adds +0.00 to +0.02 here). `--intervene none` for the demo without.
+# successes, the critic's choice adds +0.00 to +0.02 here); alone on both cores (`bash
+# scripts/main.sh`, 2026-12-06) seed 0 took 16.1 min and ended at 0.94 (base alone 0.80).
+# `--intervene none` for the demo without.
 PRESETS["demo"] = dataclasses.replace(
     PRESETS["p1"], agent=DEMO_AGENT, expo=DEMO_EXPO, demo_seed=0, demo_disturb=1.0, demo_noise=0.125,
     env_steps=9_000, update_every=20, eval_every=3_000, checkpoint_every=3_000, intervene="scripted",
