@@ -139,14 +139,19 @@ for grid in dict.fromkeys(item.split("@")[0] for item in sys.argv[2:]):  # lane 
     for config in runs:
         run = config.parent
         done = (run / "summary.json").exists()
-        step = 0
+        step, evals = 0, []
         if (run / "metrics.jsonl").exists():
             for line in (run / "metrics.jsonl").read_text().splitlines():
                 try:
-                    step = max(step, int(json.loads(line).get("env_step", 0)))
-                except (ValueError, TypeError):
-                    pass
-        print(f"  {run.parent.name} {run.name}: {'finished' if done else f'at env step {step}'}")
+                    row = json.loads(line)
+                    step = max(step, int(row.get("env_step", 0)))
+                except (ValueError, TypeError, AttributeError):
+                    continue
+                if "eval/success" in row:  # the policy, and its base alone on the same reset seeds
+                    base = row.get("eval_base/success")
+                    evals.append(f"{row['eval/success']:.2f}" + ("" if base is None else f" (base {base:.2f})"))
+        state = "finished" if done else f"at env step {step}"
+        print(f"  {run.parent.name} {run.name}: {state}" + (f"; evaluations {' / '.join(evals)}" if evals else ""))
 EOF
       ;;
     *)
