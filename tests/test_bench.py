@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -710,6 +711,21 @@ def test_smoke_bench_then_skip(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "runs/expo/seed0/config.json differs from the config this bench plans for expo seed 0" in printed
     assert "expo-no-edit/seed0/config.json differs" not in printed
+
+    # finished runs copied into a new folder (another grid of the same commands): the bench adopts
+    # them, and runs nothing; any other content without bench.json is still refused
+    grid = tmp_path / "grid"
+    shutil.copytree(out / "runs/expo-no-edit", grid / "runs/expo-no-edit")
+    other = [*args[: args.index("--out")], "--out", str(grid), "--only", "expo-no-edit"]
+    assert main(other) == 0
+    printed = capsys.readouterr().out
+    assert "skip expo-no-edit seed 0: finished" in printed and "all runs have finished" in printed
+    assert (grid / "bench.json").exists()
+    stray = tmp_path / "stray"
+    shutil.copytree(out / "runs/expo-no-edit", stray / "runs/expo-no-edit")
+    (stray / "notes.txt").write_text("mine")
+    assert main([*args[: args.index("--out")], "--out", str(stray)]) == 2
+    assert "is not empty and holds no bench.json" in capsys.readouterr().err
 
 
 def test_nominal_step_puts_chunked_evaluations_on_the_grid():
