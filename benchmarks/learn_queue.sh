@@ -160,5 +160,6 @@ EOF
       ;;
   esac
 }
-main "$@"
-exit
+# one line: bash has read all of it before main runs, so an edit of this file while it runs
+# (a git pull during a run of hours) cannot change what it does after main returns
+main "$@"; exit

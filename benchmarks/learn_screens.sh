@@ -71,5 +71,6 @@ json.dump(bench, open(sys.argv[2], "w"), indent=2)' "$one/bench.json" "$out/benc
     "$expoft" bench export "$out" "benchmarks/results/$(basename "$out")"
   done
 }
-main "$@"
-exit
+# one line: bash has read all of it before main runs, so an edit of this file while it runs
+# (a git pull during a run of hours) cannot change what it does after main returns
+main "$@"; exit

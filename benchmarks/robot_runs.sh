@@ -69,5 +69,6 @@ main() {
   esac
   echo "$out: $(python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print('final', s['final_success'], 'base', s.get('final_base_success'))" "$out/summary.json")"
 }
-main "$@"
-exit
+# one line: bash has read all of it before main runs, so an edit of this file while it runs
+# (a git pull during a run of hours) cannot change what it does after main returns
+main "$@"; exit
