@@ -533,7 +533,9 @@ def test_expoft_serve_serves_a_runs_base(tmp_path, monkeypatch):
     try:
         obs = np.random.default_rng(0).standard_normal((3, local.obs_dim)).astype(np.float32)
         dims = (local.obs_dim, local.action_dim, local.chunk_len)
-        with RemoteBase(f"ws://127.0.0.1:{port}", *dims, retries=60, backoff=0.2, max_backoff=0.5) as remote:
+        # up to ~2 minutes for the server process to import JAX and load the run: on a loaded
+        # 2-core machine 30 s was not always enough (a failure seen beside two training runs)
+        with RemoteBase(f"ws://127.0.0.1:{port}", *dims, retries=240, backoff=0.2, max_backoff=0.5) as remote:
             chunks = remote.sample(obs, 4, 7)
         assert chunks.shape == (3, 4, local.chunk_len, local.action_dim)
         np.testing.assert_allclose(chunks, local.sample(obs, 4, 7), atol=1e-6)
