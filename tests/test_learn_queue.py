@@ -31,8 +31,12 @@ def test_a_lane_on_a_fresh_machine_starts_from_the_exports(tmp_path):
         assert json.loads((run / "summary.json").read_text()) == json.loads(
             (EXPORT / "runs/expo-ft" / seed / "summary.json").read_text()
         )
+        # in the learn grid too: from its own export where it has one, else copied from the cache grid
         assert (tmp_path / "learn-p1-cube-single/runs/expo-ft" / seed / "summary.json").exists()
-        assert f"copied cache-p1-cube-single-exact/runs/expo-ft/{seed} into learn-p1-cube-single" in out
+        assert f"copied cache-p1-cube-single-exact/runs/expo-ft/{seed} into learn-p1-cube-single" in out or (
+            "learn-p1-cube-single: not in" in out
+            and (ROOT / "benchmarks/results/learn-p1-cube-single/runs/expo-ft" / seed).is_dir()
+        )
     benches = [line for line in out.splitlines() if line.startswith("bench --methods")]
     assert len(benches) == 2
     assert "--only" not in benches[0] and "--out " + str(tmp_path / "cache-p1-cube-single-exact") in benches[0]
