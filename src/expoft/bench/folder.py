@@ -58,30 +58,28 @@ def lock_folder(out: Path) -> int:
 BENCH_ENTRIES = ("bench.json", "runs", "logs", "report")
 
 
-def only_copied_runs(folder: Path) -> bool:
-    """Whether ``folder`` holds nothing but finished run folders (``runs/METHOD/seedS/`` with
-    summary.json, and their ``seedS.log``), copied in from another bench that ran the same
-    commands: a new bench there adopts them (and warns if a config differs from its plan)."""
-    if sorted(p.name for p in folder.iterdir() if p.name != ".bench.lock") != ["runs"]:
-        return False
-    entries = [e for method in (folder / "runs").iterdir() if method.is_dir() for e in method.iterdir()]
+def only_finished_runs(runs: Path) -> bool:
+    """Whether ``runs`` holds nothing but finished run folders (``METHOD/seedS/``, and their
+    ``seedS.log``), copied in from another bench that ran the same commands: a new bench in the
+    folder above adopts them (and warns if a config differs from its plan)."""
+    entries = [e for method in runs.iterdir() if method.is_dir() for e in method.iterdir()]
     return bool(entries) and all(
-        e.name.startswith("seed")
-        and (e.is_dir() and (e / "summary.json").exists() or e.is_file() and e.suffix == ".log")
+        e.name.startswith("seed") and (e.is_dir() and run_state(e) == "finished" or e.is_file() and e.suffix == ".log")
         for e in entries
     )
 
 
 def existing_bench(folder: Path, fix: str) -> dict | None:
-    """The bench.json of the bench in ``folder``; None when the folder is missing or empty. A
-    non-empty folder without bench.json, or a bench.json that is not one, is an error that ends
-    with ``fix`` (what the caller's user should do)."""
+    """The bench.json of the bench in ``folder``; None when the folder is missing, empty, or holds
+    only finished runs copied in (:func:`only_finished_runs`). Any other folder without
+    bench.json, or a bench.json that is not one, is an error that ends with ``fix`` (what the
+    caller's user should do)."""
     if not folder.exists():
         return None
     path = folder / "bench.json"
     if not path.exists():
         others = sorted(p.name for p in folder.iterdir() if p.name != ".bench.lock")
-        if others and not only_copied_runs(folder):
+        if others and not (others == ["runs"] and only_finished_runs(folder / "runs")):
             raise FileExistsError(f"{folder} is not empty and holds no bench.json ({', '.join(others[:5])}); {fix}")
         return None
     try:
