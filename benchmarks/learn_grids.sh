@@ -18,6 +18,11 @@
 #       EXPO-FT as in cache-p1-cube-single-exact, but its TD-target candidates drawn by the online
 #       base (--target-base online, the published code's rule) instead of the EMA copy it acts
 #       with; paired by seed with cache-p1-cube-single-exact (same data, same pretrained base).
+#   cands16-p1-cube-single
+#       EXPO-FT as in cache-p1-cube-single-cached, but with 16 base samples and 16 edits per
+#       decision (published: 8 + 8), the `demo` preset's choice; paired by seed with
+#       cache-p1-cube-single-cached (same data, same pretrained base, same cache): does a wider
+#       choice let the critic pick better actions than the base's own?
 #   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
 #       expo (chunks of 5, see EXPO_CHUNKS), expo-ft, qc, bc under the protocol's budget.
 #       On the exact update (one core each) EXPO-FT costs ~2 CPU hours per 5k env steps since
@@ -62,6 +67,9 @@ grid_args() {
       env=${1#cache-p1-}
       GRID=(--methods expo-ft --protocol p1 --env "${env%-cached}" --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH") ;;
+    cands16-p1-cube-single)
+      GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
+        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --num-base-samples=16 --num-edit-samples=16") ;;
     online-base-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3 --method-args "expo-ft=--target-base=online") ;;
     learn-p1-cube-single | learn-p1-cube-double)
@@ -72,7 +80,7 @@ grid_args() {
       GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3) ;;
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
-        "cache-p1-cube-double-exact cache-p1-cube-double-cached online-base-p1-cube-single learn-p1-cube-single learn-p1-cube-double" \
+        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single online-base-p1-cube-single learn-p1-cube-single learn-p1-cube-double" \
         "learn-p2-scene expo-ft-p2-scene" >&2
       return 2 ;;
   esac
