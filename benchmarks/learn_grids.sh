@@ -23,6 +23,11 @@
 #       decision (published: 8 + 8), the `demo` preset's choice; paired by seed with
 #       cache-p1-cube-single-cached (same data, same pretrained base, same cache): does a wider
 #       choice let the critic pick better actions than the base's own?
+#   actmean-p1-cube-single
+#       EXPO-FT as in cache-p1-cube-single-cached, but acting (and evaluating) with the argmax of
+#       the whole target ensemble's mean Q (--act-score mean) instead of a random pair's min:
+#       a deviation screened because the critic's spread over the candidates is about its members'
+#       disagreement there; paired by seed with cache-p1-cube-single-cached.
 #   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
 #       expo (chunks of 5, see EXPO_CHUNKS), expo-ft, qc, bc under the protocol's budget.
 #       On the exact update (one core each) EXPO-FT costs ~2 CPU hours per 5k env steps since
@@ -70,6 +75,9 @@ grid_args() {
     cands16-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --num-base-samples=16 --num-edit-samples=16") ;;
+    actmean-p1-cube-single)
+      GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
+        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --act-score=mean") ;;
     online-base-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3 --method-args "expo-ft=--target-base=online") ;;
     learn-p1-cube-single | learn-p1-cube-double)
@@ -80,7 +88,7 @@ grid_args() {
       GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3) ;;
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
-        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single online-base-p1-cube-single learn-p1-cube-single learn-p1-cube-double" \
+        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single online-base-p1-cube-single learn-p1-cube-single learn-p1-cube-double" \
         "learn-p2-scene expo-ft-p2-scene" >&2
       return 2 ;;
   esac

@@ -28,7 +28,7 @@ set -euo pipefail
 # where the base alone is weaker than on cube-single the critic has room to show a gain.
 LANE0=(cache-p1-cube-single-exact learn-p1-cube-single@bc cands16-p1-cube-single learn-p1-cube-single@expo online-base-p1-cube-single
   learn-p1-cube-single)
-LANE1=(cache-p1-cube-double-cached learn-p1-cube-double@bc cache-p1-cube-double-exact learn-p1-cube-double@expo
+LANE1=(cache-p1-cube-double-cached actmean-p1-cube-single learn-p1-cube-double@bc cache-p1-cube-double-exact learn-p1-cube-double@expo
   learn-p1-cube-double expo-ft-p2-scene learn-p2-scene)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.

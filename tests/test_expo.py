@@ -392,3 +392,31 @@ def test_act_eval_acts_as_act_and_says_whether_the_critic_tells_candidates_apart
     np.testing.assert_allclose(info["q_spread"], mean.max(-1) - mean.min(-1), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(info["q_member_std"], q.std(axis=0).mean(-1), rtol=1e-4, atol=1e-6)
     assert (np.asarray(info["q_spread"]) > 0).all()
+
+
+def test_act_score_mean_takes_the_argmax_of_the_whole_ensembles_mean():
+    """``act_score="mean"``: acting and evaluation take the candidate with the highest mean Q over
+    all target critics (known answer from the ensemble's own outputs), where the published
+    ``subset-min`` takes the argmax of a random pair's min; TD targets are not touched."""
+    other = EXPOAgent.create(TINY, OWN, OBS, ACT, seed=3)
+    target = jax.tree.map(lambda p: p + 0.1 * jnp.sign(p + 1e-3), other.critic.params)  # members disagree
+    obs = jax.random.normal(jax.random.PRNGKey(0), (64, OBS))
+    key = jax.random.PRNGKey(5)
+    agents = {
+        rule: EXPOAgent.create(TINY, dataclasses.replace(OWN, act_score=rule), OBS, ACT).replace(target_critic=target)
+        for rule in ("subset-min", "mean")
+    }
+    cands = agents["mean"].candidates(jax.random.split(key)[0], obs)
+    q = critic_ensemble(TINY).apply(target, jnp.broadcast_to(obs[:, None], (*cands.shape[:2], OBS)), cands)
+    best_mean = np.asarray(jnp.take_along_axis(cands, jnp.argmax(q.mean(axis=0), -1)[:, None, None], 1)[:, 0])
+    acted, _ = agents["mean"].act(obs, key)
+    evaluated, _ = agents["mean"].act_eval(obs, key)
+    np.testing.assert_allclose(acted, best_mean, rtol=1e-6)
+    np.testing.assert_array_equal(evaluated, acted)
+    published, _ = agents["subset-min"].act(obs, key)
+    assert not np.allclose(published, acted)  # the rules differ where the members disagree
+    np.testing.assert_array_equal(
+        agents["mean"].target_candidates(key, obs), agents["subset-min"].target_candidates(key, obs)
+    )
+    with pytest.raises(ValueError, match="act_score"):
+        dataclasses.replace(OWN, act_score="max")

@@ -58,6 +58,7 @@ from expoft.obs import zeros as blank_obs
 from expoft.validation import require_at_least
 
 TARGET_BASES = ("ema", "online")
+ACT_SCORES = ("subset-min", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +96,13 @@ class EXPOConfig:
     and one base step per decision, the EMA lags the online base by ~1000 decisions, most of a P1
     run, so the targets never see what the base learns online. The target-candidate cache
     draws from the same copy."""
+    act_score: Literal["subset-min", "mean"] = "subset-min"
+    """How acting and evaluation score the OTF candidates: ``subset-min`` (the published rule: the
+    min over a random subset of ``critic_subset`` target critics, as the backup chooses) or
+    ``mean`` (the mean over the whole target ensemble). A deviation to screen, not a default: on
+    P1 the critic's spread over the candidates is about its members' disagreement
+    (docs/results/learn.md), so the argmax of a random pair's min follows that pair's noise; the
+    mean of all members averages part of it away. TD targets keep the published rule either way."""
     targets_per_call: bool = False
     """Speed option that changes what is learned (off by default): choose and value the target
     candidates once per update call (target critic as of the call's start) instead of at every
@@ -118,6 +126,8 @@ class EXPOConfig:
             require_at_least(self, 1, "target_cache_refresh")
         if self.target_base not in TARGET_BASES:
             raise ValueError(f"target_base must be one of {TARGET_BASES}, got {self.target_base!r}")
+        if self.act_score not in ACT_SCORES:
+            raise ValueError(f"act_score must be one of {ACT_SCORES}, got {self.act_score!r}")
 
     def check(self, config: AgentConfig) -> None:
         """What these settings need of the shared ones."""
@@ -257,7 +267,11 @@ class EXPOAgent(WithBase):
         """The OTF rule: ``(actions, info, candidates [B, C, exec_dim])``."""
         k_cand, k_score = jax.random.split(rng)
         cands = self.candidates(k_cand, obs, base=base)
-        scores = self.score(k_score, obs, cands)
+        if self.options.act_score == "mean":
+            all_members = jnp.arange(self.config.num_critics)
+            scores = members_q(self.config, self.target_critic, all_members, obs, cands).mean(axis=0)
+        else:
+            scores = self.score(k_score, obs, cands)
         actions, index = q_guided_select(cands, scores)
         edited = index >= self.options.num_base_samples
         return actions, {"edited": edited, "not_first": index != 0, "q": scores.max(axis=-1)}, cands
