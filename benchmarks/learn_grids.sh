@@ -28,6 +28,11 @@
 #       the whole target ensemble's mean Q (--act-score mean) instead of a random pair's min:
 #       a deviation screened because the critic's spread over the candidates is about its members'
 #       disagreement there; paired by seed with cache-p1-cube-single-cached.
+#   actor4-p1-cube-single
+#       EXPO-FT as in cache-p1-cube-single-cached, but 4 actor steps (base, edit, temperature) per
+#       update call: one per env step under P1's 4 executed actions (published: one per decision,
+#       0.25 per env step), the demo agent's ratio; at 0.25 the edit policy's temperature has
+#       hardly moved after 5k env steps (docs/results/learn.md). Paired with the cached arm.
 #   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
 #       expo (chunks of 5, see EXPO_CHUNKS), expo-ft, qc, bc under the protocol's budget.
 #       On the exact update (one core each) EXPO-FT costs ~2 CPU hours per 5k env steps since
@@ -78,6 +83,9 @@ grid_args() {
     actmean-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --act-score=mean") ;;
+    actor4-p1-cube-single)
+      GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
+        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --actor-steps=4") ;;
     online-base-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3 --method-args "expo-ft=--target-base=online") ;;
     learn-p1-cube-single | learn-p1-cube-double)
@@ -88,7 +96,7 @@ grid_args() {
       GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3) ;;
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
-        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single online-base-p1-cube-single learn-p1-cube-single learn-p1-cube-double" \
+        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single learn-p1-cube-single learn-p1-cube-double" \
         "learn-p2-scene expo-ft-p2-scene" >&2
       return 2 ;;
   esac

@@ -25,10 +25,14 @@ set -euo pipefail
 # (P1 EXPO-FT ~2 h, chunked EXPO ~1.5 h, BC minutes); a run that does not (QC P1 ~3 h, P2 scene
 # runs longer) finishes only where RUNS_DIR is kept from one session to the next.
 # A grid belongs to one lane (two benches cannot share a folder). The cube-double arms come early:
-# where the base alone is weaker than on cube-single the critic has room to show a gain.
+# where the base alone is weaker than on cube-single the critic has room to show a gain. The
+# lever screens (cands16-, actmean-, actor4-p1-cube-single, each ~1 CPU hour a seed with cached
+# targets, paired with cache-p1-cube-single-cached) run seed 0 of each first: one seed says which
+# lever is worth three.
 LANE0=(cache-p1-cube-single-exact learn-p1-cube-single@bc cands16-p1-cube-single learn-p1-cube-single@expo online-base-p1-cube-single
   learn-p1-cube-single)
-LANE1=(cache-p1-cube-double-cached actmean-p1-cube-single learn-p1-cube-double@bc cache-p1-cube-double-exact learn-p1-cube-double@expo
+LANE1=(cache-p1-cube-double-cached actmean-p1-cube-single@expo-ft:0 actor4-p1-cube-single@expo-ft:0
+  actmean-p1-cube-single actor4-p1-cube-single learn-p1-cube-double@bc cache-p1-cube-double-exact learn-p1-cube-double@expo
   learn-p1-cube-double expo-ft-p2-scene learn-p2-scene)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
