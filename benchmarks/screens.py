@@ -5,10 +5,12 @@
 Each argument is a bench folder (runs/<name> or its export); every finished run in it gives one
 JSON line per evaluation on stdout (``screen``, ``method``, ``seed``, ``env_step``, ``success``,
 ``base_success``, ``policy_minus_base`` (paired on the same reset seeds), ``first_q``,
-``first_return``, ``q_return_corr``, ``not_first_frac``, ``cpu_minutes``), then a markdown table on
-stderr: success at every evaluation, the base alone at the last one, policy - base there, and
-the critic's calibration (Q of the evaluation episodes' first decisions vs their discounted
-return) at the last evaluation. Seeds and budget are those of the benches (see their bench.json);
+``first_return``, ``q_return_corr``, ``not_first_frac``, ``q_spread``, ``q_member_std``,
+``cpu_minutes``), then a markdown table on stderr: success at every evaluation, the base alone at
+the last one, policy - base there, the critic's calibration (Q of the evaluation episodes' first
+decisions vs their discounted return) and whether it tells the candidates apart (the spread of
+the ensemble's mean Q over the candidates against its members' disagreement; null for runs made
+before 2026-12-06) at the last evaluation. Seeds and budget are those of the benches (see their bench.json);
 the machine is the one they ran on.
 """
 
@@ -19,7 +21,10 @@ import json
 import sys
 from pathlib import Path
 
-FIELDS = ("success", "base_success", "policy_minus_base", "first_q", "first_return", "q_return_corr", "not_first_frac")
+FIELDS = (
+    "success", "base_success", "policy_minus_base", "first_q", "first_return", "q_return_corr", "not_first_frac",
+    "q_spread", "q_member_std",
+)  # fmt: skip
 
 
 def runs_of(folder: Path):
@@ -39,8 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     lines = [
         "| screen | method | seed | success before RL -> each evaluation | base alone (last) | policy − base (last) "
-        "| Q / return (r) (last) | not-first (last) | CPU min |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Q / return (r) (last) | Q spread / member std (last) | not-first (last) | CPU min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for folder in args.folders:
         if not (folder / "runs").is_dir():
@@ -58,10 +63,13 @@ def main() -> None:
             calib = "–"
             if last.get("first_q") is not None:
                 calib = f"{last['first_q']:.2f} / {last['first_return']:.2f} ({_fmt(last.get('q_return_corr'))})"
+            spread = "–"
+            if last.get("q_spread") is not None:
+                spread = f"{last['q_spread']:.3f} / {last['q_member_std']:.3f}"
             lines.append(
                 f"| {folder.name} | {method} | {seed} | {curve} | {_fmt(last.get('base_success'))} | "
-                f"{_fmt(last.get('policy_minus_base'), '+.2f')} | {calib} | {_fmt(last.get('not_first_frac'))} | "
-                f"{_fmt(None if cpu is None else cpu / 60, '.1f')} |"
+                f"{_fmt(last.get('policy_minus_base'), '+.2f')} | {calib} | {spread} | "
+                f"{_fmt(last.get('not_first_frac'))} | {_fmt(None if cpu is None else cpu / 60, '.1f')} |"
             )
     print("\n".join(lines), file=sys.stderr)
 
