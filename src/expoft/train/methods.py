@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from expoft.agents.registry import AGENTS, load_plugins
-from expoft.train.config import RunConfig, preset, with_agent_settings
+from expoft.train.config import EXPO_FT_AGENT, EXPO_FT_EXPO, RunConfig, preset, with_agent_settings
 
 QC_CHUNK = 5
 """Q-chunking's chunk length on OGBench (h = 5), used by qc and qc-fql."""
@@ -53,25 +53,32 @@ def _agent(cfg: RunConfig, algorithm: str | None = None, **agent_changes) -> Run
 
 
 def _chunked(cfg: RunConfig, length: int) -> dict:
-    """Chunk settings, unless the preset already chunks (then its chunking is kept)."""
+    """Chunk settings (chunks executed whole), unless the preset already chunks (then its
+    chunking is kept)."""
+    return _chunked_as(cfg, length, length)
+
+
+def _chunked_as(cfg: RunConfig, length: int, executed: int) -> dict:
+    """Chunks of ``length`` actions of which ``executed`` run before replanning, unless the
+    preset already chunks (then its chunking is kept)."""
     if cfg.agent.chunk_len > 1:
         return {}
-    return {"chunk_len": length, "exec_len": length}
+    return {"chunk_len": length, "exec_len": executed}
 
 
 METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
     # EXPO as the preset has it.
     "expo": lambda c: _agent(c, "expo"),
-    # EXPO-FT in simulation: chunks (H 8, h 4), the base imitating successful episodes only,
-    # edit scale 0.1; the preset's ratio per decision (by default one update call of UTD 20 and
-    # one actor step per executed chunk). The real-robot schedule decoupled from control (a call
-    # every 20-30 env steps) is `--update-every`.
+    # EXPO-FT in simulation, as the expo-ft preset's agent (train/config.py EXPO_FT_*): chunks (H 8,
+    # h 4), the base imitating successful episodes only, edit scale 0.1; the preset's ratio per
+    # decision (by default one update call of UTD 20 and one actor step per executed chunk). The
+    # real-robot schedule decoupled from control (a call every 20-30 env steps) is `--update-every`.
     "expo-ft": lambda c: _agent(
         c,
         "expo",
-        base_training="successes",
-        edit_scale=0.1,
-        **({} if c.agent.chunk_len > 1 else {"chunk_len": 8, "exec_len": 4}),
+        base_training=EXPO_FT_AGENT.base_training,
+        edit_scale=EXPO_FT_EXPO.edit_scale,
+        **_chunked_as(c, EXPO_FT_AGENT.chunk_len, EXPO_FT_AGENT.exec_len),
     ),
     # EXPO-FT with simulated human interventions (the scripted OGBench oracle takes over when the
     # policy stalls, less and less often): the third arm of the EXPO-FT comparison.
