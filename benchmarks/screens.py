@@ -7,11 +7,13 @@ JSON line per evaluation on stdout (``screen``, ``method``, ``seed``, ``env_step
 ``base_success``, ``policy_minus_base`` (paired on the same reset seeds), ``first_q``,
 ``first_return``, ``q_return_corr``, ``not_first_frac``, ``q_spread``, ``q_member_std``,
 ``cpu_minutes``), then a markdown table on stderr: success at every evaluation, the base alone at
-the last one, policy - base there, the critic's calibration (Q of the evaluation episodes' first
-decisions vs their discounted return) and whether it tells the candidates apart (the spread of
-the ensemble's mean Q over the candidates against its members' disagreement; null for runs made
-before 2026-12-06) at the last evaluation. Seeds and budget are those of the benches (see their bench.json);
-the machine is the one they ran on.
+the last one, policy - base there and its mean over the evaluations after RL started (each
+paired on the same reset seeds; one seed's figure with about 1/sqrt(5) of one evaluation's
+noise where the evaluations' errors are independent, roughly so here), the critic's calibration
+(Q of the evaluation episodes' first decisions vs their discounted return) and whether it tells
+the candidates apart (the spread of the ensemble's mean Q over the candidates against its
+members' disagreement; null for runs made before 2026-12-06) at the last evaluation. Seeds and
+budget are those of the benches (see their bench.json); the machine is the one they ran on.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ def runs_of(folder: Path):
         yield run.parent.name, int(run.name.removeprefix("seed")), json.loads(summary_path.read_text())
 
 
+def mean_or_none(values: list[float]) -> float | None:
+    # rounded, and + 0.0 turns -0.0 into 0.0: a mean of +-0.02s is not shown as "-0.000"
+    return round(sum(values) / len(values), 6) + 0.0 if values else None
+
+
 def _fmt(x, spec: str = ".2f") -> str:
     return "–" if x is None else format(x, spec)
 
@@ -44,8 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     lines = [
         "| screen | method | seed | success before RL -> each evaluation | base alone (last) | policy − base (last) "
-        "| Q / return (r) (last) | Q spread / member std (last) | not-first (last) | CPU min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| policy − base (mean after RL) | Q / return (r) (last) | Q spread / member std (last) | not-first (last) "
+        "| CPU min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for folder in args.folders:
         if not (folder / "runs").is_dir():
@@ -63,13 +71,16 @@ def main() -> None:
             calib = "–"
             if last.get("first_q") is not None:
                 calib = f"{last['first_q']:.2f} / {last['first_return']:.2f} ({_fmt(last.get('q_return_corr'))})"
+            online = [
+                e["policy_minus_base"] for e in evals if e["env_step"] > 0 and e.get("policy_minus_base") is not None
+            ]
             spread = "–"
             if last.get("q_spread") is not None:
                 spread = f"{last['q_spread']:.3f} / {last['q_member_std']:.3f}"
             lines.append(
                 f"| {folder.name} | {method} | {seed} | {curve} | {_fmt(last.get('base_success'))} | "
-                f"{_fmt(last.get('policy_minus_base'), '+.2f')} | {calib} | {spread} | "
-                f"{_fmt(last.get('not_first_frac'))} | {_fmt(None if cpu is None else cpu / 60, '.1f')} |"
+                f"{_fmt(last.get('policy_minus_base'), '+.2f')} | {_fmt(mean_or_none(online), '+.3f')} | {calib} | "
+                f"{spread} | {_fmt(last.get('not_first_frac'))} | {_fmt(None if cpu is None else cpu / 60, '.1f')} |"
             )
     print("\n".join(lines), file=sys.stderr)
 
