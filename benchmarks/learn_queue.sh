@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Issue "EXPO that learns": its whole compute plan as two lanes, one per core, each a list of the
-# grids of benchmarks/learn_grids.sh run in order. A plan of days on a 2-core CPU, so it is made
-# to be stopped and started again:
+# Issue "EXPO that learns": its whole compute plan as a list of items run with both cores (BOTH),
+# then two lanes, one per core, each a list of the grids of benchmarks/learn_grids.sh run in
+# order. A plan of days on a 2-core CPU, so it is made to be stopped and started again:
 #
-#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh start    # both lanes, in the background
+#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh start    # BOTH, then the lanes, in the background
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh status   # where every run stands
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh stop     # before the machine goes away
 #
@@ -12,7 +12,8 @@
 # exits (a run still pretraining is stopped at once and resumes from its pretraining checkpoint).
 # An episode may last long: a failing 750-step scene episode of exact EXPO-FT takes ~15 minutes;
 # after STOP_WAIT seconds (default 600) the runs still in one are stopped at once (back to their
-# newest checkpoint on resume). Lanes log to $RUNS_DIR/queue-lane<K>.log.
+# newest checkpoint on resume). BOTH logs to $RUNS_DIR/queue-both.log, the lanes to
+# $RUNS_DIR/queue-lane<K>.log.
 #
 # Before a learn-* grid, the finished expo-ft runs it shares with an earlier grid (the same
 # command: cache-p1-<env>-exact, expo-ft-p2-scene) are copied into it, so none is run twice; the
@@ -29,6 +30,9 @@ set -euo pipefail
 # lever screens (cands16-, actmean-, actor4-p1-cube-single, each ~1 CPU hour a seed with cached
 # targets, paired with cache-p1-cube-single-cached) run seed 0 of each first: one seed says which
 # lever is worth three.
+# BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
+# own), before the lanes start: two runs of one grid that must both finish within a session.
+BOTH=(cache-p1-cube-double-exact@expo-ft:0,expo-ft:1)
 LANE0=(cache-p1-cube-single-exact learn-p1-cube-single@bc cands16-p1-cube-single learn-p1-cube-single@expo online-base-p1-cube-single
   learn-p1-cube-single)
 LANE1=(cache-p1-cube-double-cached actmean-p1-cube-single@expo-ft:0 actor4-p1-cube-single@expo-ft:0
@@ -71,9 +75,11 @@ copy_shared() {  # $1: a grid; copies the finished expo-ft runs of its source gr
   done
 }
 
-lane() {  # $1: core; the rest: lane items (GRID or GRID@RUNS)
-  local core=$1 item grid only
+lane() {  # $1: a core (0 or 1), or "both" (JOBS=2: the bench pins each run to a core of its own); the rest: lane items
+  local core=$1 item grid only pin
   shift
+  pin=(taskset -c "$core")
+  [ "$core" = both ] && pin=()
   for item in "$@"; do
     if [ -e "$RUNS_DIR/queue.stop" ]; then
       echo "$(date -u +%FT%TZ) lane of core $core: stopped before $item"
@@ -85,7 +91,7 @@ lane() {  # $1: core; the rest: lane items (GRID or GRID@RUNS)
     seed_from_export "$grid"
     copy_shared "$grid"
     echo "$(date -u +%FT%TZ) lane of core $core: $item"
-    ONLY=$only JOBS=1 nice -n 5 taskset -c "$core" bash benchmarks/learn_grids.sh "$grid" ||
+    ONLY=$only JOBS=$([ "$core" = both ] && echo 2 || echo 1) nice -n 5 "${pin[@]}" bash benchmarks/learn_grids.sh "$grid" ||
       echo "$(date -u +%FT%TZ) lane of core $core: $item stopped or has failed runs (see its logs)"
   done
   echo "$(date -u +%FT%TZ) lane of core $core: done"
@@ -106,9 +112,15 @@ main() {
       [ -x .venv/bin/expoft ] || bash scripts/setup.sh
       mkdir -p "$RUNS_DIR"
       rm -f "$RUNS_DIR/queue.stop"
-      nohup bash "$0" lane 0 "${LANE0[@]}" >> "$RUNS_DIR/queue-lane0.log" 2>&1 &
-      nohup bash "$0" lane 1 "${LANE1[@]}" >> "$RUNS_DIR/queue-lane1.log" 2>&1 &
-      echo "started; logs: $RUNS_DIR/queue-lane0.log, $RUNS_DIR/queue-lane1.log"
+      nohup bash "$0" queue >> "$RUNS_DIR/queue-both.log" 2>&1 &
+      echo "started; logs: $RUNS_DIR/queue-both.log (BOTH), then $RUNS_DIR/queue-lane0.log, $RUNS_DIR/queue-lane1.log"
+      ;;
+    queue)  # BOTH on both cores, then the two lanes side by side
+      lane both "${BOTH[@]}"
+      [ -e "$RUNS_DIR/queue.stop" ] && exit 0
+      bash "$0" lane 0 "${LANE0[@]}" >> "$RUNS_DIR/queue-lane0.log" 2>&1 &
+      bash "$0" lane 1 "${LANE1[@]}" >> "$RUNS_DIR/queue-lane1.log" 2>&1 &
+      wait
       ;;
     lane)
       shift
@@ -131,7 +143,7 @@ main() {
       echo "stopped"
       ;;
     status)
-      .venv/bin/python - "$RUNS_DIR" "${LANE0[@]}" "${LANE1[@]}" << 'EOF'
+      .venv/bin/python - "$RUNS_DIR" "${BOTH[@]}" "${LANE0[@]}" "${LANE1[@]}" << 'EOF'
 import json
 import sys
 from pathlib import Path

@@ -68,3 +68,34 @@ def test_a_learn_grid_gets_the_finished_expo_ft_runs_it_lacks(tmp_path):
         if (EXPORT / f"runs/expo-ft/{seed}.log").exists():
             assert (learn / f"runs/expo-ft/{seed}.log").exists()
     assert not list(learn.glob("runs/expo-ft/*.partial"))
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="the queue pins lanes with taskset (util-linux)")
+def test_a_lane_on_both_cores_lets_the_bench_pin_two_runs(tmp_path):
+    """The BOTH phase: its items run as one bench of two jobs that pins each run itself (no taskset
+    around it, no --no-pin), with the item's runs passed to --only; a lane of one core runs one
+    job, unpinned by the bench (the lane's taskset pins it)."""
+    env = {**os.environ, "RUNS_DIR": str(tmp_path), "EXPOFT": "echo"}
+    item = "cache-p1-cube-double-exact@expo-ft:0,expo-ft:1"
+    both = subprocess.run(
+        ["bash", "benchmarks/learn_queue.sh", "lane", "both", item],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert both.returncode == 0, both.stderr
+    (bench,) = [line for line in both.stdout.splitlines() if line.startswith("bench --methods")]
+    assert "--jobs 2" in bench and "--no-pin" not in bench and bench.endswith("--only expo-ft:0,expo-ft:1")
+    assert "lane of core both: " + item in both.stdout
+    one = subprocess.run(
+        ["bash", "benchmarks/learn_queue.sh", "lane", "1", item],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    (bench,) = [line for line in one.stdout.splitlines() if line.startswith("bench --methods")]
+    assert "--jobs 1 --no-pin" in bench
