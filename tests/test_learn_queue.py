@@ -16,13 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPORT = ROOT / "benchmarks/results/cache-p1-cube-single-exact"
 
 
+def run_lane(runs_dir: Path, core: str, *items: str) -> subprocess.CompletedProcess:
+    """One lane of the queue on ``runs_dir``, with `echo` in place of expoft (its commands printed)."""
+    env = {**os.environ, "RUNS_DIR": str(runs_dir), "EXPOFT": "echo"}
+    lane = ["bash", "benchmarks/learn_queue.sh", "lane", core, *items]
+    return subprocess.run(lane, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="the queue pins lanes with taskset (util-linux)")
 def test_a_lane_on_a_fresh_machine_starts_from_the_exports(tmp_path):
     finished = sorted(p.parent.name for p in EXPORT.glob("runs/expo-ft/seed*/summary.json"))
     assert finished, f"{EXPORT} holds no finished run to start from"
-    env = {**os.environ, "RUNS_DIR": str(tmp_path), "EXPOFT": "echo"}
-    lane = ["bash", "benchmarks/learn_queue.sh", "lane", "0", "cache-p1-cube-single-exact", "learn-p1-cube-single@bc"]
-    done = subprocess.run(lane, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    items = ("cache-p1-cube-single-exact", "learn-p1-cube-single@bc")
+    done = run_lane(tmp_path, "0", *items)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"cache-p1-cube-single-exact: not in {tmp_path}; started from its export" in out
@@ -41,7 +47,7 @@ def test_a_lane_on_a_fresh_machine_starts_from_the_exports(tmp_path):
     # again: the folders are there now and are not replaced by the export
     marker = tmp_path / "cache-p1-cube-single-exact/runs/expo-ft/seed9"
     marker.mkdir()
-    again = subprocess.run(lane, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    again = run_lane(tmp_path, "0", *items)
     assert again.returncode == 0 and "started from its export" not in again.stdout and marker.exists()
 
 
@@ -55,9 +61,7 @@ def test_a_learn_grid_gets_the_finished_expo_ft_runs_it_lacks(tmp_path):
     own = learn / "runs/expo-ft" / finished[0]
     own.mkdir(parents=True)
     (own / "mine").write_text("a run of the learn grid's own")
-    env = {**os.environ, "RUNS_DIR": str(tmp_path), "EXPOFT": "echo"}
-    lane = ["bash", "benchmarks/learn_queue.sh", "lane", "0", "learn-p1-cube-single@bc"]
-    done = subprocess.run(lane, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = run_lane(tmp_path, "0", "learn-p1-cube-single@bc")
     assert done.returncode == 0, done.stderr
     assert "learn-p1-cube-single: not in" not in done.stdout  # it was there: not from its export
     assert (own / "mine").exists() and not (own / "summary.json").exists()
@@ -75,27 +79,12 @@ def test_a_lane_on_both_cores_lets_the_bench_pin_two_runs(tmp_path):
     """The BOTH phase: its items run as one bench of two jobs that pins each run itself (no taskset
     around it, no --no-pin), with the item's runs passed to --only; a lane of one core runs one
     job, unpinned by the bench (the lane's taskset pins it)."""
-    env = {**os.environ, "RUNS_DIR": str(tmp_path), "EXPOFT": "echo"}
     item = "cache-p1-cube-double-exact@expo-ft:0,expo-ft:1"
-    both = subprocess.run(
-        ["bash", "benchmarks/learn_queue.sh", "lane", "both", item],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    both = run_lane(tmp_path, "both", item)
     assert both.returncode == 0, both.stderr
     (bench,) = [line for line in both.stdout.splitlines() if line.startswith("bench --methods")]
     assert "--jobs 2" in bench and "--no-pin" not in bench and bench.endswith("--only expo-ft:0,expo-ft:1")
     assert "lane of core both: " + item in both.stdout
-    one = subprocess.run(
-        ["bash", "benchmarks/learn_queue.sh", "lane", "1", item],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    one = run_lane(tmp_path, "1", item)
     (bench,) = [line for line in one.stdout.splitlines() if line.startswith("bench --methods")]
     assert "--jobs 1 --no-pin" in bench
