@@ -66,6 +66,12 @@ LEARN_METHODS=expo,expo-ft,qc,bc
 # The grids run it with chunks of 5 executed whole (one decision per 5 env steps, the published
 # ratio per decision), as the screens did: chunking is the honest lever, not skipped updates.
 EXPO_CHUNKS="--chunk-len=5 --exec-len=5"
+# The lever each screen grid adds to cache-p1-cube-single-cached (see the grids above).
+declare -A LEVERS=(
+  [cands16-p1-cube-single]="--num-base-samples=16 --num-edit-samples=16"
+  [actmean-p1-cube-single]="--act-score=mean"
+  [actor4-p1-cube-single]="--actor-steps=4"
+)
 
 # grid_args NAME: the bench arguments of a grid, into the array GRID
 grid_args() {
@@ -77,15 +83,9 @@ grid_args() {
       env=${1#cache-p1-}
       GRID=(--methods expo-ft --protocol p1 --env "${env%-cached}" --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH") ;;
-    cands16-p1-cube-single)
+    cands16-p1-cube-single | actmean-p1-cube-single | actor4-p1-cube-single)  # the cached arm plus one lever
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
-        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --num-base-samples=16 --num-edit-samples=16") ;;
-    actmean-p1-cube-single)
-      GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
-        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --act-score=mean") ;;
-    actor4-p1-cube-single)
-      GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
-        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --actor-steps=4") ;;
+        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH ${LEVERS[$1]}") ;;
     online-base-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3 --method-args "expo-ft=--target-base=online") ;;
     learn-p1-cube-single | learn-p1-cube-double)

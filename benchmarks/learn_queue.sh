@@ -75,10 +75,10 @@ copy_shared() {  # $1: a grid; copies the finished expo-ft runs of its source gr
 }
 
 lane() {  # $1: a core (0 or 1), or "both" (JOBS=2: the bench pins each run to a core of its own); the rest: lane items
-  local core=$1 item grid only pin
+  local core=$1 item grid only jobs=1 pin
   shift
   pin=(taskset -c "$core")
-  [ "$core" = both ] && pin=()
+  if [ "$core" = both ]; then jobs=2 pin=(); fi
   for item in "$@"; do
     if [ -e "$RUNS_DIR/queue.stop" ]; then
       echo "$(date -u +%FT%TZ) lane of core $core: stopped before $item"
@@ -90,7 +90,7 @@ lane() {  # $1: a core (0 or 1), or "both" (JOBS=2: the bench pins each run to a
     seed_from_export "$grid"
     copy_shared "$grid"
     echo "$(date -u +%FT%TZ) lane of core $core: $item"
-    ONLY=$only JOBS=$([ "$core" = both ] && echo 2 || echo 1) nice -n 5 "${pin[@]}" bash benchmarks/learn_grids.sh "$grid" ||
+    ONLY=$only JOBS=$jobs nice -n 5 "${pin[@]}" bash benchmarks/learn_grids.sh "$grid" ||
       echo "$(date -u +%FT%TZ) lane of core $core: $item stopped or has failed runs (see its logs)"
   done
   echo "$(date -u +%FT%TZ) lane of core $core: done"

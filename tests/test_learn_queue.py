@@ -14,6 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = ROOT / "benchmarks/results/cache-p1-cube-single-exact"
+needs_taskset = pytest.mark.skipif(
+    shutil.which("taskset") is None, reason="the queue pins lanes with taskset (util-linux)"
+)
 
 
 def run_lane(runs_dir: Path, core: str, *items: str) -> subprocess.CompletedProcess:
@@ -23,7 +26,7 @@ def run_lane(runs_dir: Path, core: str, *items: str) -> subprocess.CompletedProc
     return subprocess.run(lane, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(shutil.which("taskset") is None, reason="the queue pins lanes with taskset (util-linux)")
+@needs_taskset
 def test_a_lane_on_a_fresh_machine_starts_from_the_exports(tmp_path):
     finished = sorted(p.parent.name for p in EXPORT.glob("runs/expo-ft/seed*/summary.json"))
     assert finished, f"{EXPORT} holds no finished run to start from"
@@ -51,7 +54,7 @@ def test_a_lane_on_a_fresh_machine_starts_from_the_exports(tmp_path):
     assert again.returncode == 0 and "started from its export" not in again.stdout and marker.exists()
 
 
-@pytest.mark.skipif(shutil.which("taskset") is None, reason="the queue pins lanes with taskset (util-linux)")
+@needs_taskset
 def test_a_learn_grid_gets_the_finished_expo_ft_runs_it_lacks(tmp_path):
     """A learn grid already in RUNS_DIR (not replaced by its export) but without expo-ft runs gets
     the cache grid's finished ones copied in, logs included, and a run it has is not replaced."""
@@ -74,7 +77,7 @@ def test_a_learn_grid_gets_the_finished_expo_ft_runs_it_lacks(tmp_path):
     assert not list(learn.glob("runs/expo-ft/*.partial"))
 
 
-@pytest.mark.skipif(shutil.which("taskset") is None, reason="the queue pins lanes with taskset (util-linux)")
+@needs_taskset
 def test_a_lane_on_both_cores_lets_the_bench_pin_two_runs(tmp_path):
     """The BOTH phase: its items run as one bench of two jobs that pins each run itself (no taskset
     around it, no --no-pin), with the item's runs passed to --only; a lane of one core runs one
