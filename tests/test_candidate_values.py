@@ -1,0 +1,54 @@
+"""benchmarks/candidate_values.py: the Monte Carlo check of the critic's argmax rests on replaying
+an episode from its reset seed to the same state, and on each continuation starting with its own
+candidate."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from expoft.envs.chunks import ActionChunks
+from expoft.envs.run_env import make_run_env
+from expoft.train.build import make_agent
+from expoft.train.config import preset
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "candidate_values.py"
+
+
+@pytest.fixture(scope="module")
+def cv():
+    spec = importlib.util.spec_from_file_location("candidate_values", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rank_correlation_averages_ties_and_is_none_when_constant(cv):
+    assert cv.rank(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [2.5, 0.0, 2.5, 1.0]
+    assert cv.spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 25.0])) == pytest.approx(1.0)
+    assert cv.spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    assert cv.spearman(np.array([1.0, 2.0]), np.array([0.0, 0.0])) is None
+
+
+def test_continuations_replay_the_lead_episode_to_its_state(cv):
+    cfg = preset("tiny", env="cube-single", episode_steps=24)
+    agent = make_agent(cfg)
+    decisions = cv.Decisions(agent)
+    lead = ActionChunks(make_run_env(cfg), cfg.agent.exec_len)
+    prefix, obs, cands, scores, mean_q, _ = cv.lead_episode(
+        lead, decisions, 7, jax.random.PRNGKey(0), np.random.default_rng(3)
+    )
+    num = agent.options.num_base_samples + agent.options.num_edit_samples
+    assert cands.shape == (num, cfg.agent.exec_len * 5) and scores.shape == mean_q.shape == (num,)
+    envs = [ActionChunks(make_run_env(cfg), cfg.agent.exec_len) for _ in range(2)]
+    success, returns = cv.continuations(
+        envs, decisions, 7, prefix, obs, cands[:2], jax.random.PRNGKey(1), cfg.agent.discount
+    )
+    assert success.shape == returns.shape == (2,) and np.all((returns >= 0) & (returns <= 1 / (1 - 0.99)))
+    with pytest.raises(RuntimeError, match="not deterministic"):  # a wrong state is refused, not measured
+        cv.continuations(envs, decisions, 8, prefix, obs, cands[:2], jax.random.PRNGKey(1), cfg.agent.discount)
