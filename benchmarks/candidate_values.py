@@ -19,7 +19,9 @@ over the states (paired: the same state for both terms):
   sample (the base alone at that state, the policy after it), and of the best candidate by its
   own rollouts (biased upward by their noise);
 - ``chosen_minus_base``: what the choice adds at a state, the mechanism behind "policy - base";
-- ``choice_matters``: fraction of states where the candidates' MC success rates span >= 0.5;
+- ``choice_matters``: fraction of states where the candidates' success rates differ beyond what
+  the rollouts' own noise gives (a permutation test of homogeneity, p < 0.05: with a few
+  rollouts each, 16 equally good candidates would often span 0.5 by chance);
   ``chosen_minus_base_where_matters``: the gain on those states alone;
 - ``q_mc_corr``: median over states (where both vary) of the rank correlation between the
   ensemble's mean Q of a candidate and its MC discounted return; ``q_mc_corr_where_matters`` the
@@ -42,7 +44,19 @@ from expoft.envs.run_env import make_run_env
 from expoft.obs import add_batch_axis
 from expoft.train.build import load_run_agent
 
-MATTERS = 0.5  # a span of MC success rates over the candidates at which the choice matters
+MATTERS_P = 0.05  # a homogeneity test's p-value below which the candidates differ
+
+
+def homogeneity_p(outcomes: np.ndarray, rng: np.random.Generator, permutations: int = 2000) -> float:
+    """p-value that every candidate has the same success rate, from ``outcomes [C, K]`` (0/1):
+    the variance of the candidates' rates against that of random regroupings of all outcomes."""
+    flat = outcomes.reshape(-1).astype(float)
+    if flat.min() == flat.max():
+        return 1.0
+    observed = outcomes.mean(axis=1).var()
+    shuffled = rng.permuted(np.broadcast_to(flat, (permutations, flat.size)), axis=1)
+    null = shuffled.reshape(permutations, *outcomes.shape).mean(axis=2).var(axis=1)
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + permutations))
 
 
 def rank(x: np.ndarray) -> np.ndarray:
@@ -166,7 +180,7 @@ def main() -> None:
     lead = ActionChunks(make_run_env(cfg), cfg.agent.exec_len)
     num_cands = agent.options.num_base_samples + agent.options.num_edit_samples
     envs = [ActionChunks(make_run_env(cfg), cfg.agent.exec_len) for _ in range(num_cands * args.rollouts)]
-    pick = np.random.default_rng(args.seed)
+    pick, permute = np.random.default_rng(args.seed), np.random.default_rng(args.seed + 1)
     key = jax.random.PRNGKey(args.seed)
     rows, start = [], time.time()
     for s in range(args.states):
@@ -176,20 +190,22 @@ def main() -> None:
         first = np.repeat(cands, args.rollouts, axis=0)  # candidate c plays rollouts c*K .. c*K+K-1
         gamma = cfg.agent.discount
         success, returns = continuations(envs, decisions, reset_seed, prefix, state_obs, first, k_roll, gamma)
-        mc = success.reshape(num_cands, args.rollouts).mean(axis=1)
+        outcomes = success.reshape(num_cands, args.rollouts)
+        mc = outcomes.mean(axis=1)
         mc_return = returns.reshape(num_cands, args.rollouts).mean(axis=1)
         chosen, num_base = int(scores.argmax()), agent.options.num_base_samples
         row = {
             "state": s, "reset_seed": reset_seed, "decision_step": len(prefix), "lead_success": lead_success,
             "chosen": chosen, "mc_chosen": float(mc[chosen]), "mc_base": float(mc[:num_base].mean()),
             "mc_mean": float(mc.mean()), "mc_best": float(mc.max()), "mc_span": float(np.ptp(mc)),
+            "homogeneity_p": homogeneity_p(outcomes, permute),
             "q_mc_corr": spearman(np.asarray(mean_q, float), mc_return),
         }  # fmt: skip
         rows.append(row)
         progress = {"progress": f"{s + 1}/{args.states}", "seconds": round(time.time() - start)}
         print(json.dumps({**progress, **row}), flush=True)
 
-    matters = [r for r in rows if r["mc_span"] >= MATTERS]
+    matters = [r for r in rows if r["homogeneity_p"] < MATTERS_P]
     tag = {"run": args.run_dir, "env_step": env_step, "states": len(rows), "rollouts": args.rollouts}
     figures: list[tuple[str, object, str]] = []
     for name in ("mc_chosen", "mc_base", "mc_mean", "mc_best"):

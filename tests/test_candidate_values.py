@@ -35,6 +35,16 @@ def test_rank_correlation_averages_ties_and_is_none_when_constant(cv):
     assert cv.spearman(np.array([1.0, 2.0]), np.array([0.0, 0.0])) is None
 
 
+def test_homogeneity_test_tells_different_candidates_from_rollout_noise(cv):
+    rng = np.random.default_rng(0)
+    assert cv.homogeneity_p(np.ones((16, 4)), rng) == 1.0
+    split = np.repeat([[1.0], [0.0]], 8, axis=0) * np.ones((16, 4))  # half always succeed, half never
+    assert cv.homogeneity_p(split, rng) < 0.01
+    same = (rng.random((16, 4)) < 0.6).astype(float)  # one success rate for all: rarely "different"
+    ps = [cv.homogeneity_p((rng.random((16, 4)) < 0.6).astype(float), rng, 500) for _ in range(40)]
+    assert cv.homogeneity_p(same, rng) > 0.0 and np.mean(np.array(ps) < 0.05) <= 0.15
+
+
 def test_continuations_replay_the_lead_episode_to_its_state(cv):
     cfg = preset("tiny", env="cube-single", episode_steps=24)
     agent = make_agent(cfg)
