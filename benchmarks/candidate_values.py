@@ -10,7 +10,9 @@ as acting does, and then, for every candidate, plays it from that very state (th
 replayed from its reset seed: MuJoCo on CPU is deterministic, and the replay is checked) and
 continues with the run's own OTF policy to the episode's end, ``--rollouts`` times. A
 candidate's Monte Carlo value is its rollouts' success rate (and mean discounted return: what
-its Q predicts). All ``C x rollouts`` continuations step together, one jitted decision for all.
+its Q predicts). The ``C x rollouts`` continuations step in waves of ``--envs`` environments,
+one jitted decision for a whole wave (an OGBench environment holds ~150 MB: 128 of them at once
+exhaust 24 GiB).
 
 One JSON line per figure ``{"metric", "value", "unit", ...}``; differences carry a 95% interval
 over the states (paired: the same state for both terms):
@@ -169,9 +171,10 @@ def main() -> None:
     parser.add_argument("--states", type=int, default=24, help="decisions examined, one per episode")
     parser.add_argument("--rollouts", type=int, default=4, help="continuations per candidate")
     parser.add_argument("--seed", type=int, default=40_000, help="first reset seed (evaluations use 10,000+)")
+    parser.add_argument("--envs", type=int, default=32, help="environments stepped together (memory: ~150 MB each)")
     args = parser.parse_args()
-    if args.states < 2 or args.rollouts < 1:
-        raise SystemExit("need --states >= 2 and --rollouts >= 1")
+    if args.states < 2 or args.rollouts < 1 or args.envs < 1:
+        raise SystemExit("need --states >= 2, --rollouts >= 1 and --envs >= 1")
 
     cfg, agent, env_step = load_run_agent(args.run_dir)
     if cfg.pixels is not None or not hasattr(agent, "candidates"):
@@ -179,7 +182,8 @@ def main() -> None:
     decisions = Decisions(agent)
     lead = ActionChunks(make_run_env(cfg), cfg.agent.exec_len)
     num_cands = agent.options.num_base_samples + agent.options.num_edit_samples
-    envs = [ActionChunks(make_run_env(cfg), cfg.agent.exec_len) for _ in range(num_cands * args.rollouts)]
+    total = num_cands * args.rollouts
+    envs = [ActionChunks(make_run_env(cfg), cfg.agent.exec_len) for _ in range(min(args.envs, total))]
     pick, permute = np.random.default_rng(args.seed), np.random.default_rng(args.seed + 1)
     key = jax.random.PRNGKey(args.seed)
     rows, start = [], time.time()
@@ -189,7 +193,13 @@ def main() -> None:
         prefix, state_obs, cands, scores, mean_q, lead_success = lead_episode(lead, decisions, reset_seed, k_lead, pick)
         first = np.repeat(cands, args.rollouts, axis=0)  # candidate c plays rollouts c*K .. c*K+K-1
         gamma = cfg.agent.discount
-        success, returns = continuations(envs, decisions, reset_seed, prefix, state_obs, first, k_roll, gamma)
+        success, returns = np.zeros(total, bool), np.zeros(total)
+        for w0 in range(0, total, len(envs)):  # full waves (the last padded): one compiled batch size
+            wave = first[w0 : w0 + len(envs)]
+            padded = np.concatenate([wave, np.repeat(wave[-1:], len(envs) - len(wave), axis=0)])
+            k_roll, k_wave = jax.random.split(k_roll)
+            s_wave, r_wave = continuations(envs, decisions, reset_seed, prefix, state_obs, padded, k_wave, gamma)
+            success[w0 : w0 + len(wave)], returns[w0 : w0 + len(wave)] = s_wave[: len(wave)], r_wave[: len(wave)]
         outcomes = success.reshape(num_cands, args.rollouts)
         mc = outcomes.mean(axis=1)
         mc_return = returns.reshape(num_cands, args.rollouts).mean(axis=1)

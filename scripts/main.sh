@@ -4,7 +4,7 @@
 # pretrain the flow base by imitation, fine-tune it online with EXPO (EXPO-FT's chunks; a
 # simulated person takes over when the policy is stuck), evaluate, and write
 # runs/demo/seed0/{summary.json,learning_curve.png,metrics.jsonl}.
-# About 16 minutes on a 2-core CPU (measured alone, 2026-12-06). Extra arguments go to
+# About 14-16 minutes on a 2-core CPU (seeds 0-2 measured alone, 2026-12-06). Extra arguments go to
 # `expoft demo` (e.g. --seed 1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
