@@ -136,7 +136,9 @@ main() {
       while [ -n "$(benches)" ] && [ "$waited" -lt "$STOP_WAIT" ]; do sleep 5; waited=$((waited + 5)); done
       if [ -n "$(benches)" ]; then  # an episode still running: a second SIGTERM stops a run at once
         echo "runs still in an episode after ${STOP_WAIT}s: stopping them now (they resume from their newest checkpoint)"
-        pkill -TERM -f "expoft finetune .*--out $RUNS_DIR/" || true
+        # the bench starts runs as `python -m expoft.cli finetune --out RUN` and resumes them as
+        # `... finetune --resume RUN`
+        pkill -TERM -f "expoft[.]cli finetune .*(--out|--resume) $RUNS_DIR/" || true
         while [ -n "$(benches)" ]; do sleep 5; done
       fi
       echo "stopped"
