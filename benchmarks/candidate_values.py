@@ -186,13 +186,13 @@ def main() -> None:
     envs = [ActionChunks(make_run_env(cfg), cfg.agent.exec_len) for _ in range(min(args.envs, total))]
     pick, permute = np.random.default_rng(args.seed), np.random.default_rng(args.seed + 1)
     key = jax.random.PRNGKey(args.seed)
+    gamma = cfg.agent.discount
     rows, start = [], time.time()
     for s in range(args.states):
         key, k_lead, k_roll = jax.random.split(key, 3)
         reset_seed = args.seed + s
         prefix, state_obs, cands, scores, mean_q, lead_success = lead_episode(lead, decisions, reset_seed, k_lead, pick)
         first = np.repeat(cands, args.rollouts, axis=0)  # candidate c plays rollouts c*K .. c*K+K-1
-        gamma = cfg.agent.discount
         success, returns = np.zeros(total, bool), np.zeros(total)
         for w0 in range(0, total, len(envs)):  # full waves (the last padded): one compiled batch size
             wave = first[w0 : w0 + len(envs)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import gymnasium
 import jax
 import numpy as np
 import pytest
@@ -45,6 +46,18 @@ def test_homogeneity_test_tells_different_candidates_from_rollout_noise(cv):
     assert cv.homogeneity_p(same, rng) > 0.0 and np.mean(np.array(ps) < 0.05) <= 0.15
 
 
+class Recorded(gymnasium.Wrapper):
+    """Keeps every primitive action it is stepped with."""
+
+    def reset(self, **kwargs):
+        self.actions = []
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self.actions.append(np.asarray(action, np.float32))
+        return self.env.step(action)
+
+
 def test_continuations_replay_the_lead_episode_to_its_state(cv):
     cfg = preset("tiny", env="cube-single", episode_steps=24)
     agent = make_agent(cfg)
@@ -55,10 +68,16 @@ def test_continuations_replay_the_lead_episode_to_its_state(cv):
     )
     num = agent.options.num_base_samples + agent.options.num_edit_samples
     assert cands.shape == (num, cfg.agent.exec_len * 5) and scores.shape == mean_q.shape == (num,)
-    envs = [ActionChunks(make_run_env(cfg), cfg.agent.exec_len) for _ in range(2)]
+    envs = [ActionChunks(Recorded(make_run_env(cfg)), cfg.agent.exec_len) for _ in range(2)]
     success, returns = cv.continuations(
         envs, decisions, 7, prefix, obs, cands[:2], jax.random.PRNGKey(1), cfg.agent.discount
     )
     assert success.shape == returns.shape == (2,) and np.all((returns >= 0) & (returns <= 1 / (1 - 0.99)))
+    for env, cand in zip(envs, cands[:2], strict=True):  # the prefix replayed, then its own candidate
+        played = np.asarray(env.env.actions)
+        np.testing.assert_array_equal(played[: len(prefix)], np.asarray(prefix, np.float32))
+        first = played[len(prefix) : len(prefix) + cfg.agent.exec_len]  # shorter where the episode ended
+        assert len(first) >= 1
+        np.testing.assert_allclose(first, cand.reshape(cfg.agent.exec_len, -1)[: len(first)])
     with pytest.raises(RuntimeError, match="not deterministic"):  # a wrong state is refused, not measured
         cv.continuations(envs, decisions, 8, prefix, obs, cands[:2], jax.random.PRNGKey(1), cfg.agent.discount)
