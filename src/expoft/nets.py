@@ -174,7 +174,10 @@ class Ensemble:
         sub = jax.tree.map(lambda p: p[members], params)
         lead = jnp.broadcast_shapes(*(a.shape[:-1] for a in args))
         flat = [jnp.broadcast_to(a, (*lead, a.shape[-1])).reshape(-1, a.shape[-1]) for a in args]
-        out = [self.module.apply(jax.tree.map(lambda p, i=i: p[i], sub), *flat) for i in range(len(members))]
+        out = [
+            cast(jax.Array, self.module.apply(jax.tree.map(lambda p, i=i: p[i], sub), *flat))
+            for i in range(len(members))
+        ]
         return jnp.stack(out).reshape(len(members), *lead, *out[0].shape[1:])
 
     def random_members(self, rng: jax.Array, m: int) -> jax.Array:
