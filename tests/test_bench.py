@@ -827,3 +827,26 @@ def test_an_agent_added_from_outside_runs_in_the_bench_by_name(tmp_path, monkeyp
     summary = json.loads((out / "runs" / "random-candidate" / "seed0" / "summary.json").read_text())
     assert summary["update_calls"] == 0 and 0.0 <= summary["final_success"] <= 1.0
     assert "random-candidate" in (out / "report" / "table.md").read_text()
+
+
+def test_p1_data_step_makes_the_demos_its_runs_use(tmp_path):
+    """A bench's data step passes every demo setting a run has (here recoveries and another
+    gripper noise through --finetune-args): `expoft data demos` with the step's flags is the
+    runs' own DemosConfig, and the step's file is the one those demos are cached as."""
+    import tyro
+
+    from expoft.cli import DataCommand
+    from expoft.data.generate import DemosConfig, default_data_dir
+
+    args = runner.Bench(
+        methods="expo-ft", seeds=2, out=tmp_path, finetune_args="--demo-disturb 1.0 --demo-gripper-noise 5"
+    )
+    methods, proto, arguments = runner.check_args(args)
+    runs = planning.plan(args, methods, proto, arguments["env"], None, tmp_path)
+    wanted = sorted({r.demos for r in runs}, key=lambda d: d.seed)
+    assert [(d.seed, d.disturb, d.gripper_noise) for d in wanted] == [(0, 1.0, 5.0), (1, 1.0, 5.0)]
+    steps = planning.demo_steps(set(wanted), jobs=1)
+    for step, demos in zip(steps, wanted, strict=True):
+        parsed = tyro.cli(DataCommand, args=step.argv[step.argv.index("data") + 1 :]).config
+        assert isinstance(parsed, DemosConfig) and parsed == demos
+        assert step.path == default_data_dir() / f"{demos.cache_name()}.npz"

@@ -150,17 +150,27 @@ def expoft_command(args: list[str]) -> tuple[list[str], str]:
     return [*EXPOFT_ARGV, *args], shlex.join(["expoft", *args])
 
 
+def demos_flags(demos: DemosConfig) -> list[str]:
+    """``expoft data demos`` flags that make exactly ``demos`` (a ``DemosConfig``): every field
+    that is set, so that a field added to it later is passed too."""
+    flags = []
+    for field in dataclasses.fields(demos):
+        value = getattr(demos, field.name)
+        if value is not None:  # None: the field's own default (e.g. the env's time limit)
+            flags += [flag_of(field.name), str(value)]
+    return flags
+
+
 def demo_steps(demo_configs, jobs: int) -> list[DataStep]:
     """`expoft data demos` for every demo set the runs use, so that parallel runs never generate
-    the same cache file at once."""
+    the same cache file at once. Every field of ``DemosConfig`` is passed: the step's file is named
+    by all of them (``cache_name``), and a field left out (until 2026-12-06 ``disturb`` and
+    ``gripper_noise`` were) makes the default demos under another name, and the step fails."""
     from expoft.data.generate import default_data_dir
 
     steps = []
     for demos in sorted(demo_configs, key=lambda d: (d.seed, d.cache_name())):
-        argv, cmd = expoft_command(
-            ["data", "demos", "--env", demos.env, "--task", str(demos.task), "--episodes", str(demos.episodes),
-             "--seed", str(demos.seed), "--noise", str(demos.noise), "--no-progress", "--workers", str(jobs)]
-        )  # fmt: skip
+        argv, cmd = expoft_command(["data", "demos", *demos_flags(demos), "--no-progress", "--workers", str(jobs)])
         steps.append(DataStep(f"demos seed {demos.seed}", default_data_dir() / f"{demos.cache_name()}.npz", argv, cmd))
     return steps
 
