@@ -33,6 +33,13 @@
 #       update call: one per env step under P1's 4 executed actions (published: one per decision,
 #       0.25 per env step), the demo agent's ratio; at 0.25 the edit policy's temperature has
 #       hardly moved after 5k env steps (docs/results/learn.md). Paired with the cached arm.
+#   recover-p1-cube-double
+#       EXPO-FT as in cache-p1-cube-double-cached, but from demos in which the cube is knocked
+#       away once and recovered (--demo-disturb=1.0, the demo's data): the demo agent's choice
+#       gains over its base (+0.09) where P1's does not (+0.02 to +0.07), and its critic's spread
+#       over the candidates is 2-2.5x its members' disagreement, about 1x on P1. Does data that
+#       shows recoveries make the candidates' values differ, and the choice gain? Same seeds, other
+#       data: compare policy - base and Q spread / member std, not success.
 #   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
 #       expo (chunks of 5, see EXPO_CHUNKS), expo-ft, qc, bc under the protocol's budget.
 #       On the exact update (one core each) EXPO-FT costs ~2 CPU hours per 5k env steps since
@@ -86,6 +93,9 @@ grid_args() {
     cands16-p1-cube-single | actmean-p1-cube-single | actor4-p1-cube-single)  # the cached arm plus one lever
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH ${LEVERS[$1]}") ;;
+    recover-p1-cube-double)
+      GRID=(--methods expo-ft --protocol p1 --env cube-double --seeds 3
+        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --demo-disturb=1.0") ;;
     online-base-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3 --method-args "expo-ft=--target-base=online") ;;
     learn-p1-cube-single | learn-p1-cube-double)
@@ -96,7 +106,7 @@ grid_args() {
       GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3) ;;
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
-        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single learn-p1-cube-single learn-p1-cube-double" \
+        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single recover-p1-cube-double learn-p1-cube-single learn-p1-cube-double" \
         "learn-p2-scene expo-ft-p2-scene" >&2
       return 2 ;;
   esac
