@@ -1,6 +1,7 @@
 """Does the critic's argmax pick better candidates? Run by hand, not by CI.
 
     python benchmarks/candidate_values.py RUN --states 24 --rollouts 4
+    python benchmarks/candidate_values.py RUN --states 24 --at lifted    # decisions with a cube carried
 
 Issue "EXPO that learns" asks, where EXPO-FT does not beat its base, whether the argmax over
 the OTF candidates picks better ones. This measures it with the simulator instead of the
@@ -47,6 +48,7 @@ from expoft.obs import add_batch_axis
 from expoft.train.build import load_run_agent
 
 MATTERS_P = 0.05  # a homogeneity test's p-value below which the candidates differ
+LIFTED = 0.05  # a cube's height (m) above which it counts as carried (at rest on the table: 0.02)
 
 
 def homogeneity_p(outcomes: np.ndarray, rng: np.random.Generator, permutations: int = 2000) -> float:
@@ -113,22 +115,46 @@ class Decisions:
         return key, np.asarray(actions)
 
 
-def lead_episode(env: ActionChunks, decisions: Decisions, reset_seed: int, key: jax.Array, pick: np.random.Generator):
-    """One OTF episode; returns the executed primitive actions before a decision picked uniformly
-    at random, that decision's observation, candidates, scores and ensemble-mean Q, and whether
-    the episode succeeded."""
+def cube_lifted(env: ActionChunks) -> bool:
+    """Whether any cube of the episode is above ``LIFTED`` (carried, where drops happen); False
+    outside the cube domains."""
+    sim = env.env.unwrapped
+    model, data = getattr(sim, "model", None), getattr(sim, "data", None)
+    if model is None or data is None:
+        return False
+    names = (model.joint(j).name for j in range(model.njnt))
+    return any(float(data.joint(n).qpos[2]) > LIFTED for n in names if n.startswith("object_joint_"))
+
+
+def pick_decision(lifted: list[bool], at: str, pick: np.random.Generator) -> int | None:
+    """Index of the decision to examine: uniform over all (``at="any"``) or over those taken with a
+    cube lifted (``"lifted"``; None if the episode had none)."""
+    allowed = range(len(lifted)) if at == "any" else [i for i, up in enumerate(lifted) if up]
+    return None if not allowed else int(allowed[int(pick.integers(len(allowed)))])
+
+
+def lead_episode(
+    env: ActionChunks, decisions: Decisions, reset_seed: int, key: jax.Array, pick: np.random.Generator, at: str = "any"
+):
+    """One OTF episode; returns the executed primitive actions before a decision picked at random
+    (``pick_decision``), that decision's observation, candidates, scores and ensemble-mean Q, and
+    whether the episode succeeded; None if no decision qualifies."""
     obs, _ = env.reset(seed=reset_seed)
-    done, record = False, []
+    done, record, lifted = False, [], []
     steps: list[np.ndarray] = []
     while not done:
         key, k = jax.random.split(key)
         cands, scores, mean_q = decisions.draw(obs, k)
         record.append((len(steps), obs, cands, scores, mean_q))
+        lifted.append(at == "lifted" and cube_lifted(env))
         obs, _, terminated, truncated, info = env.step(cands[int(scores.argmax())])
         steps.extend(t.action for t in info["transitions"])
         done = terminated or truncated
-    at, state_obs, cands, scores, mean_q = record[int(pick.integers(len(record)))]
-    return steps[:at], state_obs, cands, scores, mean_q, bool(info.get("success", False))
+    index = pick_decision(lifted, at, pick)
+    if index is None:
+        return None
+    at_step, state_obs, cands, scores, mean_q = record[index]
+    return steps[:at_step], state_obs, cands, scores, mean_q, bool(info.get("success", False))
 
 
 def continuations(envs, decisions, reset_seed, prefix, state_obs, first_chunks, key, gamma):
@@ -172,6 +198,11 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=4, help="continuations per candidate")
     parser.add_argument("--seed", type=int, default=40_000, help="first reset seed (evaluations use 10,000+)")
     parser.add_argument("--envs", type=int, default=32, help="environments stepped together (memory: ~150 MB each)")
+    parser.add_argument(
+        "--at", choices=("any", "lifted"), default="any",
+        help="which decision of an episode: any (uniform), or one taken while a cube is carried "
+        "(episodes without one are skipped, at most 4 x --states tried)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.states < 2 or args.rollouts < 1 or args.envs < 1:
         raise SystemExit("need --states >= 2, --rollouts >= 1 and --envs >= 1")
@@ -187,11 +218,17 @@ def main() -> None:
     pick, permute = np.random.default_rng(args.seed), np.random.default_rng(args.seed + 1)
     key = jax.random.PRNGKey(args.seed)
     gamma = cfg.agent.discount
-    rows, start = [], time.time()
-    for s in range(args.states):
+    rows: list[dict] = []
+    start = time.time()
+    for reset_seed in range(args.seed, args.seed + 4 * args.states):
+        if len(rows) == args.states:
+            break
         key, k_lead, k_roll = jax.random.split(key, 3)
-        reset_seed = args.seed + s
-        prefix, state_obs, cands, scores, mean_q, lead_success = lead_episode(lead, decisions, reset_seed, k_lead, pick)
+        examined = lead_episode(lead, decisions, reset_seed, k_lead, pick, args.at)
+        if examined is None:  # --at lifted: no cube carried in this episode
+            continue
+        prefix, state_obs, cands, scores, mean_q, lead_success = examined
+        s = len(rows)
         first = np.repeat(cands, args.rollouts, axis=0)  # candidate c plays rollouts c*K .. c*K+K-1
         success, returns = np.zeros(total, bool), np.zeros(total)
         for w0 in range(0, total, len(envs)):  # full waves (the last padded): one compiled batch size
@@ -216,7 +253,9 @@ def main() -> None:
         print(json.dumps({**progress, **row}), flush=True)
 
     matters = [r for r in rows if r["homogeneity_p"] < MATTERS_P]
-    tag = {"run": args.run_dir, "env_step": env_step, "states": len(rows), "rollouts": args.rollouts}
+    if len(rows) < 2:
+        raise SystemExit(f"only {len(rows)} qualifying decisions in {4 * args.states} episodes (--at {args.at})")
+    tag = {"run": args.run_dir, "env_step": env_step, "states": len(rows), "rollouts": args.rollouts, "at": args.at}
     figures: list[tuple[str, object, str]] = []
     for name in ("mc_chosen", "mc_base", "mc_mean", "mc_best"):
         figures.append((name, round(float(np.mean([r[name] for r in rows])), 4), "success"))

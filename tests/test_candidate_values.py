@@ -81,3 +81,17 @@ def test_continuations_replay_the_lead_episode_to_its_state(cv):
         np.testing.assert_allclose(first, cand.reshape(cfg.agent.exec_len, -1)[: len(first)])
     with pytest.raises(RuntimeError, match="not deterministic"):  # a wrong state is refused, not measured
         cv.continuations(envs, decisions, 8, prefix, obs, cands[:2], jax.random.PRNGKey(1), cfg.agent.discount)
+
+
+def test_decisions_with_a_cube_carried_are_the_ones_picked(cv):
+    rng = np.random.default_rng(0)
+    lifted = [False, True, False, True, False]
+    assert {cv.pick_decision(lifted, "lifted", rng) for _ in range(50)} == {1, 3}
+    assert cv.pick_decision([False] * 4, "lifted", rng) is None
+    assert {cv.pick_decision(lifted, "any", rng) for _ in range(100)} == set(range(5))
+    env = ActionChunks(make_run_env(preset("tiny", env="cube-double")), 1)
+    env.reset(seed=0)
+    assert not cv.cube_lifted(env)  # both cubes at rest on the table
+    data = env.env.unwrapped.data
+    data.joint("object_joint_1").qpos[2] = 0.12  # the second cube held up
+    assert cv.cube_lifted(env)
