@@ -33,6 +33,14 @@
 #       update call: one per env step under P1's 4 executed actions (published: one per decision,
 #       0.25 per env step), the demo agent's ratio; at 0.25 the edit policy's temperature has
 #       hardly moved after 5k env steps (docs/results/learn.md). Paired with the cached arm.
+#   demoagent-p1-cube-single, recover-p1-cube-single
+#       The demo agent gains over its base on cube-single (+0.09 to +0.10 over 3 seeds, with and
+#       without the person) where P1's EXPO-FT does not (+0.02 exact, +0.06 cached); the two
+#       differ in agent (chunks of 5 executed whole, 16 + 16 candidates, one update call of UTD 20
+#       and 20 actor steps every 20 env steps, beta 0.05: DEMO_AGENT / DEMO_EXPO) and in data (demos
+#       with a recovery). One factor each, both cached and paired by seed with
+#       cache-p1-cube-single-cached (P1 agent, P1 data): demoagent- is the demo's agent on P1's
+#       data, recover- P1's agent on demos with a recovery (--demo-disturb=1.0).
 #   recover-p1-cube-double
 #       EXPO-FT as in cache-p1-cube-double-cached, but from demos in which the cube is knocked
 #       away once and recovered (--demo-disturb=1.0, the demo's data): the demo agent's choice
@@ -73,6 +81,8 @@ LEARN_METHODS=expo,expo-ft,qc,bc
 # The grids run it with chunks of 5 executed whole (one decision per 5 env steps, the published
 # ratio per decision), as the screens did: chunking is the honest lever, not skipped updates.
 EXPO_CHUNKS="--chunk-len=5 --exec-len=5"
+# The demo preset's agent (train/config.py DEMO_AGENT, DEMO_EXPO) as flags on P1's expo-ft.
+DEMO_AGENT_FLAGS="--chunk-len=5 --exec-len=5 --num-base-samples=16 --num-edit-samples=16 --actor-steps=20 --update-every=20 --edit-scale=0.05"
 # The lever each screen grid adds to cache-p1-cube-single-cached (see the grids above).
 declare -A LEVERS=(
   [cands16-p1-cube-single]="--num-base-samples=16 --num-edit-samples=16"
@@ -93,9 +103,12 @@ grid_args() {
     cands16-p1-cube-single | actmean-p1-cube-single | actor4-p1-cube-single)  # the cached arm plus one lever
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH ${LEVERS[$1]}") ;;
-    recover-p1-cube-double)
-      GRID=(--methods expo-ft --protocol p1 --env cube-double --seeds 3
+    recover-p1-cube-single | recover-p1-cube-double)
+      GRID=(--methods expo-ft --protocol p1 --env "${1#recover-p1-}" --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --demo-disturb=1.0") ;;
+    demoagent-p1-cube-single)
+      GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
+        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH $DEMO_AGENT_FLAGS") ;;
     online-base-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3 --method-args "expo-ft=--target-base=online") ;;
     learn-p1-cube-single | learn-p1-cube-double)
@@ -106,7 +119,7 @@ grid_args() {
       GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3) ;;
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
-        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single recover-p1-cube-double learn-p1-cube-single learn-p1-cube-double" \
+        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single demoagent-p1-cube-single recover-p1-cube-single recover-p1-cube-double learn-p1-cube-single learn-p1-cube-double" \
         "learn-p2-scene expo-ft-p2-scene" >&2
       return 2 ;;
   esac

@@ -28,8 +28,9 @@ set -euo pipefail
 # A grid belongs to one lane (two benches cannot share a folder). The cube-double arms come early:
 # where the base alone is weaker than on cube-single the critic has room to show a gain, and the
 # exact arm decides whether the cache may become the default (then every later grid costs ~2.5x
-# less). Beside it, recover-p1-cube-double (cached, ~1 CPU hour a run) asks whether demos that
-# show a recovery make the choice matter on P1 (the demo's data). Done, and left out of the lanes: cache-p1-cube-single-exact|cached,
+# less). Beside it, lane 1 asks why the demo agent gains over its base and P1's EXPO-FT does not:
+# its agent on P1's data (demoagent-p1-cube-single, ~20 CPU min a run), P1's agent on demos with a
+# recovery (recover-p1-cube-single, ~40; recover-p1-cube-double, ~1 hour). Done, and left out of the lanes: cache-p1-cube-single-exact|cached,
 # cache-p1-cube-double-cached, and seed 0 of the lever screens (cands16-, actmean-, actor4-
 # p1-cube-single: no gain over their control, docs/results/learn.md); their seeds 1-2 only if
 # another task shows a lever worth them.
@@ -37,7 +38,7 @@ set -euo pipefail
 # own), before the lanes start: two runs of one grid that must both finish within a session.
 BOTH=(cache-p1-cube-double-exact@expo-ft:0,expo-ft:1)
 LANE0=(cache-p1-cube-double-exact online-base-p1-cube-single learn-p1-cube-single@expo learn-p1-cube-single)
-LANE1=(learn-p1-cube-double@bc recover-p1-cube-double expo-ft-p2-scene learn-p1-cube-double@expo learn-p1-cube-double learn-p2-scene)
+LANE1=(learn-p1-cube-double@bc demoagent-p1-cube-single recover-p1-cube-single recover-p1-cube-double expo-ft-p2-scene learn-p1-cube-double@expo learn-p1-cube-double learn-p2-scene)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
