@@ -6,6 +6,8 @@
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh start    # BOTH, then the lanes, in the background
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh status   # where every run stands
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh stop     # before the machine goes away
+#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh pause    # SIGSTOP the runs: measure on idle cores,
+#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh cont     # then SIGCONT (nothing restarts)
 #
 # `start` again continues: every grid skips its finished runs and resumes killed ones. `stop`
 # loses no work: each run gets SIGTERM and goes on to its next episode end, checkpoints there and
@@ -106,6 +108,9 @@ main() {
   cd "$(dirname "$0")/.."
   RUNS_DIR=$(realpath -m "${RUNS_DIR:-runs}")
   STOP_WAIT=${STOP_WAIT:-600}
+  # the runs of this RUNS_DIR: the bench starts them as `python -m expoft.cli finetune --out RUN`
+  # and resumes them as `... finetune --resume RUN`
+  RUNS_PATTERN="expoft[.]cli finetune .*(--out|--resume) $RUNS_DIR/"
   export RUNS_DIR
   case "${1:-}" in
     start)
@@ -138,12 +143,15 @@ main() {
       while [ -n "$(benches)" ] && [ "$waited" -lt "$STOP_WAIT" ]; do sleep 5; waited=$((waited + 5)); done
       if [ -n "$(benches)" ]; then  # an episode still running: a second SIGTERM stops a run at once
         echo "runs still in an episode after ${STOP_WAIT}s: stopping them now (they resume from their newest checkpoint)"
-        # the bench starts runs as `python -m expoft.cli finetune --out RUN` and resumes them as
-        # `... finetune --resume RUN`
-        pkill -TERM -f "expoft[.]cli finetune .*(--out|--resume) $RUNS_DIR/" || true
+        pkill -TERM -f "$RUNS_PATTERN" || true
         while [ -n "$(benches)" ]; do sleep 5; done
       fi
       echo "stopped"
+      ;;
+    pause | cont)  # freeze the runs (SIGSTOP) to measure on idle cores, then let them go on (SIGCONT)
+      local signal=STOP
+      [ "$1" = cont ] && signal=CONT
+      if pkill "-$signal" -f "$RUNS_PATTERN"; then echo "sent SIG$signal to the runs of $RUNS_DIR"; else echo "no run of $RUNS_DIR"; fi
       ;;
     status)
       .venv/bin/python - "$RUNS_DIR" "${BOTH[@]}" "${LANE0[@]}" "${LANE1[@]}" << 'EOF'
@@ -174,7 +182,7 @@ for grid in dict.fromkeys(item.split("@")[0] for item in sys.argv[2:]):  # lane 
 EOF
       ;;
     *)
-      echo "usage: RUNS_DIR=DIR bash benchmarks/learn_queue.sh start|status|stop" >&2
+      echo "usage: RUNS_DIR=DIR bash benchmarks/learn_queue.sh start|status|stop|pause|cont" >&2
       exit 2
       ;;
   esac

@@ -91,3 +91,35 @@ def test_a_lane_on_both_cores_lets_the_bench_pin_two_runs(tmp_path):
     one = run_lane(tmp_path, "1", item)
     (bench,) = [line for line in one.stdout.splitlines() if line.startswith("bench --methods")]
     assert "--jobs 1 --no-pin" in bench
+
+
+def test_pause_freezes_the_runs_of_its_runs_dir_only_and_cont_lets_them_go_on(tmp_path):
+    """`pause` sends SIGSTOP to the runs of RUNS_DIR (fresh: `finetune --out RUN`, resumed:
+    `finetune --resume RUN`), not to a run of another folder; `cont` sends SIGCONT."""
+
+    def fake_run(*args: str) -> subprocess.Popen:  # a command line like a run's; `; :` keeps bash from exec'ing sleep
+        return subprocess.Popen(["bash", "-c", "sleep 60; :", "python", "-m", "expoft.cli", "finetune", *args])
+
+    def state(proc: subprocess.Popen) -> str:
+        return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    def queue(command: str) -> str:
+        env = {**os.environ, "RUNS_DIR": str(tmp_path / "runs")}
+        done = subprocess.run(["bash", "benchmarks/learn_queue.sh", command], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    fresh = fake_run("--preset", "p1", "--out", str(tmp_path / "runs/g/runs/expo-ft/seed0"), "--no-progress")
+    resumed = fake_run("--resume", str(tmp_path / "runs/g/runs/expo-ft/seed1"), "--no-progress")
+    other = fake_run("--out", str(tmp_path / "elsewhere/seed0"))
+    try:
+        assert "sent SIGSTOP" in queue("pause")
+        assert [state(p) for p in (fresh, resumed, other)] == ["T", "T", "S"]
+        assert "sent SIGCONT" in queue("cont")
+        assert [state(p) for p in (fresh, resumed)] == ["S", "S"]
+    finally:
+        for p in (fresh, resumed, other):
+            p.kill()
+            p.wait()
+    assert "no run of" in queue("pause")
