@@ -26,7 +26,7 @@ import numpy as np
 
 from expoft.nets import Critic, Ensemble
 
-OBS_DIM, ACTION_DIM, MEMBERS = 37, 5, 2
+OBS_DIM, ACTION_DIM = 37, 5
 SIZES = {  # rows x candidates
     "td-target scoring (256 x 16)": (256, 16),
     "td-target value of the chosen (256 x 1)": (256, 1),

@@ -171,13 +171,9 @@ class Ensemble:
         vmapped form is a batched product ~1.35x slower at OTF scoring's size (2 members x 256
         rows x 16 candidates; equal for small inputs; benchmarks/ensemble_apply.py). The same
         arithmetic; only the order of float sums may differ."""
-        sub = jax.tree.map(lambda p: p[members], params)
         lead = jnp.broadcast_shapes(*(a.shape[:-1] for a in args))
         flat = [jnp.broadcast_to(a, (*lead, a.shape[-1])).reshape(-1, a.shape[-1]) for a in args]
-        out = [
-            cast(jax.Array, self.module.apply(jax.tree.map(lambda p, i=i: p[i], sub), *flat))
-            for i in range(len(members))
-        ]
+        out = [cast(jax.Array, self.module.apply(jax.tree.map(lambda p, m=m: p[m], params), *flat)) for m in members]
         return jnp.stack(out).reshape(len(members), *lead, *out[0].shape[1:])
 
     def random_members(self, rng: jax.Array, m: int) -> jax.Array:
