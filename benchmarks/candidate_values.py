@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,7 @@ import numpy as np
 
 from expoft.agents.common import evaluation_step, members_q
 from expoft.envs.chunks import ActionChunks
+from expoft.envs.ogbench_domains import get_domain
 from expoft.envs.run_env import make_run_env
 from expoft.obs import add_batch_axis
 from expoft.train.build import load_run_agent
@@ -115,42 +117,41 @@ class Decisions:
         return key, np.asarray(actions)
 
 
-def cube_lifted(env: ActionChunks) -> bool:
-    """Whether any cube of the episode is above ``LIFTED`` (carried, where drops happen); False
-    outside the cube domains."""
-    sim = env.env.unwrapped
-    model, data = getattr(sim, "model", None), getattr(sim, "data", None)
-    if model is None or data is None:
-        return False
-    names = (model.joint(j).name for j in range(model.njnt))
-    return any(float(data.joint(n).qpos[2]) > LIFTED for n in names if n.startswith("object_joint_"))
+def cube_lifted(env: ActionChunks, num_cubes: int) -> bool:
+    """Whether any of the ``num_cubes`` cubes is above ``LIFTED`` (carried, where drops happen)."""
+    data = env.env.unwrapped.data  # type: ignore[attr-defined]  # a MuJoCo env (cube domains)
+    return any(float(data.joint(f"object_joint_{i}").qpos[2]) > LIFTED for i in range(num_cubes))
 
 
-def pick_decision(lifted: list[bool], at: str, pick: np.random.Generator) -> int | None:
-    """Index of the decision to examine: uniform over all (``at="any"``) or over those taken with a
-    cube lifted (``"lifted"``; None if the episode had none)."""
-    allowed = range(len(lifted)) if at == "any" else [i for i, up in enumerate(lifted) if up]
-    return None if not allowed else int(allowed[int(pick.integers(len(allowed)))])
+def pick_decision(eligible: list[bool], pick: np.random.Generator) -> int | None:
+    """Index of a decision drawn uniformly among the eligible ones; None if none is."""
+    allowed = [i for i, ok in enumerate(eligible) if ok]
+    return None if not allowed else allowed[int(pick.integers(len(allowed)))]
 
 
 def lead_episode(
-    env: ActionChunks, decisions: Decisions, reset_seed: int, key: jax.Array, pick: np.random.Generator, at: str = "any"
+    env: ActionChunks,
+    decisions: Decisions,
+    reset_seed: int,
+    key: jax.Array,
+    pick: np.random.Generator,
+    eligible: Callable[[ActionChunks], bool] = lambda env: True,
 ):
-    """One OTF episode; returns the executed primitive actions before a decision picked at random
-    (``pick_decision``), that decision's observation, candidates, scores and ensemble-mean Q, and
-    whether the episode succeeded; None if no decision qualifies."""
+    """One OTF episode; returns the executed primitive actions before a decision drawn uniformly
+    among those where ``eligible(env)`` held, that decision's observation, candidates, scores and
+    ensemble-mean Q, and whether the episode succeeded; None if no decision was eligible."""
     obs, _ = env.reset(seed=reset_seed)
-    done, record, lifted = False, [], []
+    done, record, flags = False, [], []
     steps: list[np.ndarray] = []
     while not done:
         key, k = jax.random.split(key)
         cands, scores, mean_q = decisions.draw(obs, k)
         record.append((len(steps), obs, cands, scores, mean_q))
-        lifted.append(at == "lifted" and cube_lifted(env))
+        flags.append(eligible(env))
         obs, _, terminated, truncated, info = env.step(cands[int(scores.argmax())])
         steps.extend(t.action for t in info["transitions"])
         done = terminated or truncated
-    index = pick_decision(lifted, at, pick)
+    index = pick_decision(flags, pick)
     if index is None:
         return None
     at_step, state_obs, cands, scores, mean_q = record[index]
@@ -210,6 +211,10 @@ def main() -> None:
     cfg, agent, env_step = load_run_agent(args.run_dir)
     if cfg.pixels is not None or not hasattr(agent, "candidates"):
         raise SystemExit(f"{args.run_dir}: needs an agent with OTF candidates (EXPO, EXPO-FT) on state observations")
+    domain = get_domain(cfg.env)
+    if args.at == "lifted" and domain.family != "cube":
+        raise SystemExit(f"--at lifted reads cube heights: it needs a cube domain, not {cfg.env}")
+    eligible = (lambda env: cube_lifted(env, domain.num_cubes)) if args.at == "lifted" else (lambda env: True)
     decisions = Decisions(agent)
     lead = ActionChunks(make_run_env(cfg), cfg.agent.exec_len)
     num_cands = agent.options.num_base_samples + agent.options.num_edit_samples
@@ -224,7 +229,7 @@ def main() -> None:
         if len(rows) == args.states:
             break
         key, k_lead, k_roll = jax.random.split(key, 3)
-        examined = lead_episode(lead, decisions, reset_seed, k_lead, pick, args.at)
+        examined = lead_episode(lead, decisions, reset_seed, k_lead, pick, eligible)
         if examined is None:  # --at lifted: no cube carried in this episode
             continue
         prefix, state_obs, cands, scores, mean_q, lead_success = examined

@@ -86,12 +86,12 @@ def test_continuations_replay_the_lead_episode_to_its_state(cv):
 def test_decisions_with_a_cube_carried_are_the_ones_picked(cv):
     rng = np.random.default_rng(0)
     lifted = [False, True, False, True, False]
-    assert {cv.pick_decision(lifted, "lifted", rng) for _ in range(50)} == {1, 3}
-    assert cv.pick_decision([False] * 4, "lifted", rng) is None
-    assert {cv.pick_decision(lifted, "any", rng) for _ in range(100)} == set(range(5))
+    assert {cv.pick_decision(lifted, rng) for _ in range(50)} == {1, 3}
+    assert cv.pick_decision([False] * 4, rng) is None
+    assert {cv.pick_decision([True] * 5, rng) for _ in range(100)} == set(range(5))
     env = ActionChunks(make_run_env(preset("tiny", env="cube-double")), 1)
     env.reset(seed=0)
-    assert not cv.cube_lifted(env)  # both cubes at rest on the table
+    assert not cv.cube_lifted(env, 2)  # both cubes at rest on the table
     data = env.env.unwrapped.data
     data.joint("object_joint_1").qpos[2] = 0.12  # the second cube held up
-    assert cv.cube_lifted(env)
+    assert cv.cube_lifted(env, 2)
