@@ -290,8 +290,9 @@ def test_actor_learner_loses_no_transition(tmp_path):
     def start(cmd):
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
-    def actor(journal):
-        return start([*cli, "actor", "--learner", f"ws://127.0.0.1:{port}", "--journal", str(journal)])
+    def actor(journal):  # retrying every second (for 5 minutes): no idle wait for a learner (re)starting
+        return start([*cli, "actor", "--learner", f"ws://127.0.0.1:{port}", "--journal", str(journal),
+                      "--max-backoff-s", "1", "--retries", "300"])  # fmt: skip
 
     first, second = tmp_path / "actor1.jsonl", tmp_path / "actor2.jsonl"
     procs = [start(learner_cmd), actor(first)]

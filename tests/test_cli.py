@@ -81,6 +81,8 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     # an actor whose learner cannot be reached: its reason, exit 1, no traceback
     assert main(["actor", "--learner", "ws://127.0.0.1:9", "--retries", "0"]) == 1
     assert "no learner at ws://127.0.0.1:9 after 0 retries" in capsys.readouterr().err
+    assert main(["actor", "--learner", "ws://127.0.0.1:9", "--max-backoff-s", "0.1"]) == 2
+    assert "0 < backoff (0.5 s) <= max backoff (0.1 s)" in capsys.readouterr().err
 
 
 def test_console_script_is_installed():

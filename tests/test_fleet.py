@@ -45,7 +45,7 @@ def test_two_actors_and_kills_lose_nothing_and_never_interleave_episodes(tmp_pat
 
     def actor(journal, slot):
         return start([*cli, "actor", "--learner", f"ws://127.0.0.1:{port}", "--journal", str(journal),
-                      "--slot", str(slot)])  # fmt: skip
+                      "--slot", str(slot), "--max-backoff-s", "1", "--retries", "300"])  # fmt: skip
 
     journals = [tmp_path / "slot0.jsonl", tmp_path / "slot1.jsonl", tmp_path / "slot1-again.jsonl"]
     procs = [start(learner_cmd), actor(journals[0], 0), actor(journals[1], 1)]

@@ -88,7 +88,10 @@ class Actor:
     answer_timeout_s: float = 600.0
     """Longest wait for the learner's answer to one decision (its update calls included)."""
     retries: int = 10
-    """Reconnections (with backoff, up to 30 s apart) before the actor gives up."""
+    """Reconnections (with backoff, up to --max-backoff-s apart) before the actor gives up."""
+    max_backoff_s: float = 30.0
+    """Longest wait between two reconnections (they start 0.5 s apart and double): after a learner
+    restart, the actor may sit idle up to this long."""
     journal: Path | None = None
     """Append one JSON line per executed decision here (env step, episode, transition ids)."""
     robot: str | None = None
@@ -112,6 +115,7 @@ class Actor:
         robot = None if self.robot is None else load_robot(self.robot)
         person = None if self.teleop is None else make_teleop(self.teleop)
         actor = ActorProcess(self.learner, name=self.name, answer_timeout_s=self.answer_timeout_s, retries=self.retries,
+                             max_backoff_s=self.max_backoff_s,
                              journal=self.journal, robot=robot, intervener=person, slot=self.slot,
                              hz=self.hz, video_dir=self.video_dir)  # fmt: skip
         print(json.dumps({"decisions": actor.run(), **actor.latency_ms()}))

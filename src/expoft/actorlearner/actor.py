@@ -93,13 +93,20 @@ class Actor:
     check against the learner's replay buffer."""
 
     def __init__(self, url: str, *, name: str = "actor", answer_timeout_s: float = 600.0, retries: int = 10,
-                 backoff_s: float = 0.5, ping_s: float = 5.0, journal: str | Path | None = None,
+                 backoff_s: float = 0.5, max_backoff_s: float = 30.0, ping_s: float = 5.0,
+                 journal: str | Path | None = None,
                  robot: Callable[[RunConfig], Any] | None = None, intervener: Any = None, slot: int = 0,
                  hz: float | None = None, video_dir: str | Path | None = "actor-videos"):  # fmt: skip
         self.url, self.name, self.slot = url, name, slot
         """``slot``: this actor's place at a learner of several actors (``--actors N``): its own
         reset seeds, acting stream and numbering of decisions."""
+        if retries < 0 or not 0 < backoff_s <= max_backoff_s:
+            raise ValueError(f"actor: need retries >= 0 and 0 < backoff ({backoff_s} s) <= max backoff "
+                             f"({max_backoff_s} s); got retries {retries}")  # fmt: skip
         self.answer_timeout_s, self.retries, self.backoff_s, self.ping_s = answer_timeout_s, retries, backoff_s, ping_s
+        self.max_backoff_s = max_backoff_s
+        """Reconnection waits double from ``backoff_s`` up to this: the longest a restarted learner
+        may wait for its actor (a lab restarting its learner often may want a few seconds)."""
         self.session = uuid.uuid4().hex
         self.journal = None if journal is None else Path(journal)
         self.robot = robot
@@ -164,7 +171,7 @@ class Actor:
                 log.warning("learner at %s not reachable (%s); retry %d/%d in %.1f s", self.url, exc, attempt + 1,
                             self.retries, delay)  # fmt: skip
                 time.sleep(delay)
-                delay = min(2 * delay, 30.0)
+                delay = min(2 * delay, self.max_backoff_s)
         raise LearnerGone(f"no learner at {self.url} after {self.retries} retries: {last}")
 
     def _recv(self, timeout: float) -> dict:
