@@ -2,6 +2,7 @@
 
     python benchmarks/candidate_values.py RUN --states 24 --rollouts 4
     python benchmarks/candidate_values.py RUN --states 24 --at lifted    # decisions with a cube carried
+    python benchmarks/candidate_values.py RUN --states 24 --at grasp     # the gripper at a resting cube
 
 Issue "EXPO that learns" asks, where EXPO-FT does not beat its base, whether the argmax over
 the OTF candidates picks better ones. This measures it with the simulator instead of the
@@ -37,6 +38,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,13 +46,12 @@ import numpy as np
 
 from expoft.agents.common import evaluation_step, members_q
 from expoft.envs.chunks import ActionChunks
-from expoft.envs.ogbench_domains import get_domain
+from expoft.envs.ogbench_domains import CUBE_LIFTED_Z, Domain, env_cube_positions, get_domain
 from expoft.envs.run_env import make_run_env
 from expoft.obs import add_batch_axis
 from expoft.train.build import load_run_agent
 
 MATTERS_P = 0.05  # a homogeneity test's p-value below which the candidates differ
-LIFTED = 0.05  # a cube's height (m) above which it counts as carried (at rest on the table: 0.02)
 
 
 def homogeneity_p(outcomes: np.ndarray, rng: np.random.Generator, permutations: int = 2000) -> float:
@@ -97,9 +98,7 @@ class Decisions:
 
         @jax.jit
         def draw(agent, obs, key):
-            k_cand, k_score = jax.random.split(key)
-            cands = agent.candidates(k_cand, obs)
-            scores = agent.score(k_score, obs, cands)
+            cands, scores = agent.scored_candidates(obs, key)
             every = jnp.arange(agent.config.num_critics)
             mean_q = members_q(agent.config, agent.target_critic, every, obs, cands).mean(axis=0)
             return cands, scores, mean_q
@@ -117,10 +116,24 @@ class Decisions:
         return key, np.asarray(actions)
 
 
-def cube_lifted(env: ActionChunks, num_cubes: int) -> bool:
-    """Whether any of the ``num_cubes`` cubes is above ``LIFTED`` (carried, where drops happen)."""
-    data = env.env.unwrapped.data  # type: ignore[attr-defined]  # a MuJoCo env (cube domains)
-    return any(float(data.joint(f"object_joint_{i}").qpos[2]) > LIFTED for i in range(num_cubes))
+def cube_lifted(env: ActionChunks, domain: Domain) -> bool:
+    """Whether any cube of ``domain`` is above ``CUBE_LIFTED_Z`` (carried, where drops happen)."""
+    return bool(env_cube_positions(domain, env.env)[:, 2].max() > CUBE_LIFTED_Z)
+
+
+GRASP_REACH = 0.05
+"""The pinch point's distance (m) to a cube's centre within which a decision counts as a grasp."""
+
+
+def at_grasp(env: ActionChunks, domain: Domain) -> bool:
+    """Whether the gripper's pinch point is within ``GRASP_REACH`` of a cube of ``domain`` that rests
+    on the table (below ``CUBE_LIFTED_Z``): the approach and grasp, where cube-double's failures
+    happen (a grasp that does not close on the cube)."""
+    sim: Any = env.env.unwrapped  # an OGBench manipulation env (its MuJoCo data are private)
+    pinch = np.asarray(sim._data.site_xpos[sim._pinch_site_id])
+    cubes = env_cube_positions(domain, env.env)
+    resting = cubes[:, 2] < CUBE_LIFTED_Z
+    return bool((resting & (np.linalg.norm(cubes - pinch, axis=-1) < GRASP_REACH)).any())
 
 
 def pick_decision(eligible: list[bool], pick: np.random.Generator) -> int | None:
@@ -200,9 +213,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=40_000, help="first reset seed (evaluations use 10,000+)")
     parser.add_argument("--envs", type=int, default=32, help="environments stepped together (memory: ~150 MB each)")
     parser.add_argument(
-        "--at", choices=("any", "lifted"), default="any",
-        help="which decision of an episode: any (uniform), or one taken while a cube is carried "
-        "(episodes without one are skipped, at most 4 x --states tried)",
+        "--at", choices=("any", "lifted", "grasp"), default="any",
+        help="which decision of an episode: any (uniform), one taken while a cube is carried (lifted), "
+        "or with the gripper at a cube on the table (grasp); episodes without one are skipped, at most "
+        "4 x --states tried",
     )  # fmt: skip
     args = parser.parse_args()
     if args.states < 2 or args.rollouts < 1 or args.envs < 1:
@@ -212,9 +226,11 @@ def main() -> None:
     if cfg.pixels is not None or not hasattr(agent, "candidates"):
         raise SystemExit(f"{args.run_dir}: needs an agent with OTF candidates (EXPO, EXPO-FT) on state observations")
     domain = get_domain(cfg.env)
-    if args.at == "lifted" and domain.family != "cube":
-        raise SystemExit(f"--at lifted reads cube heights: it needs a cube domain, not {cfg.env}")
-    eligible = (lambda env: cube_lifted(env, domain.num_cubes)) if args.at == "lifted" else (lambda env: True)
+    if args.at != "any" and domain.family != "cube":
+        raise SystemExit(f"--at {args.at} reads cube positions: it needs a cube domain, not {cfg.env}")
+    rules = {"any": lambda env: True, "lifted": lambda env: cube_lifted(env, domain),
+             "grasp": lambda env: at_grasp(env, domain)}  # fmt: skip
+    eligible = rules[args.at]
     decisions = Decisions(agent)
     lead = ActionChunks(make_run_env(cfg), cfg.agent.exec_len)
     num_cands = agent.options.num_base_samples + agent.options.num_edit_samples

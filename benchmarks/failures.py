@@ -6,16 +6,18 @@ Runs OTF episodes of a run's newest checkpoint (a cube domain, state observation
 every decision, draws the candidates and their scores exactly as acting does. Prints one JSON
 line per figure ``{"metric", "value", "unit"}``:
 
-- ``success``; ``fail_lifted_then_lost`` (failed episodes in which the cube was lifted above
-  ``--lift`` metres and ended on the table: slips and early releases) and ``fail_never_lifted``;
-- ``q_std_lifted``: median standard deviation of the scores over the candidates while the cube
+- ``success``; ``fail_lifted_then_lost`` (failed episodes in which a cube was lifted above
+  ``--lift`` metres and every cube ended on the table: slips and early releases) and
+  ``fail_never_lifted``;
+- ``q_std_lifted``: median standard deviation of the scores over the candidates while a cube
   is lifted (how much the critic tells the candidates apart where drops happen);
 - ``chosen_grip`` / ``candidate_grip``: mean gripper command (smallest over the chunk) of the
   chosen candidate and of all candidates while lifted (OGBench's gripper command is a position
   target: higher holds firmer); ``corr_q_grip``: median correlation of score and gripper command;
-- ``fail_cube_displaced``: failed episodes whose cube ends on the table more than 3 cm from where
-  it started (knocked away or dropped, and never picked up again), and
-  ``fail_cube_displacement_cm``: the median of that distance over failed episodes.
+- ``fail_cube_displaced``: failed episodes whose cubes end on the table, one of them more than
+  3 cm from where it started (knocked away or dropped, and never picked up again), and
+  ``fail_cube_displacement_cm``: the median over failed episodes of the farthest a cube moved.
+Every cube of the domain counts (cube-double: two).
 A figure with nothing to measure (no failed episode, no lift) is null.
 With ``--detail`` every failed episode is also described on stderr (lift height and time, start,
 end and goal of the cube, gripper command over the last 20 steps).
@@ -30,11 +32,9 @@ import sys
 import jax
 import numpy as np
 
-from expoft.envs.ogbench_domains import get_domain
+from expoft.envs.ogbench_domains import CUBE_AT_REST_Z, CUBE_LIFTED_Z, env_cube_positions, get_domain
 from expoft.envs.run_env import make_run_env
 from expoft.train.build import load_run_agent
-
-TABLE_Z = 0.02  # the cube's height at rest on the table
 
 
 def main() -> None:
@@ -42,31 +42,31 @@ def main() -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--seed", type=int, default=30_000, help="first reset seed")
-    parser.add_argument("--lift", type=float, default=0.05, help="cube height (m) that counts as lifted")
+    parser.add_argument("--lift", type=float, default=CUBE_LIFTED_Z, help="cube height (m) that counts as lifted")
     parser.add_argument("--detail", action="store_true", help="describe every failed episode on stderr")
     args = parser.parse_args()
 
     cfg, agent, step = load_run_agent(args.run_dir)
-    if get_domain(cfg.env).family != "cube" or cfg.pixels is not None:
+    domain = get_domain(cfg.env)
+    if domain.family != "cube" or cfg.pixels is not None:
         raise SystemExit(
             f"failures.py reads cube heights: it needs a cube domain with state observations, not {cfg.env}"
         )
     env = make_run_env(cfg)
-    h, a_dim = cfg.agent.exec_len, get_domain(cfg.env).action_dim
+    h, a_dim = cfg.agent.exec_len, domain.action_dim
+    candidates_and_scores = jax.jit(lambda obs, key: agent.scored_candidates(obs, key))
 
-    @jax.jit
-    def candidates_and_scores(obs, key):
-        k_cand, k_score = jax.random.split(key)
-        cands = agent.candidates(k_cand, obs)
-        return cands, agent.score(k_score, obs, cands)
+    def height() -> float:  # of the highest cube
+        return float(env_cube_positions(domain, env)[:, 2].max())
 
     key = jax.random.PRNGKey(args.seed)
     outcomes, q_std, chosen_grip, mean_grip, corr, displaced = [], [], [], [], [], []
     for e in range(args.episodes):
         obs, info = env.reset(seed=args.seed + e)
         sim = env.unwrapped
-        start = np.array(sim.data.joint("object_joint_0").qpos[:3])
-        goal = np.array(sim.data.mocap_pos[sim.model.body("object_target_0").mocapid[0]])
+        start = env_cube_positions(domain, env).copy()
+        goal = np.stack([sim.data.mocap_pos[sim.model.body(f"object_target_{i}").mocapid[0]]
+                         for i in range(domain.num_cubes)])  # fmt: skip
         done, max_z, first_lift, t, grips = False, 0.0, None, 0, []
         while not done:
             key, k = jax.random.split(key)
@@ -74,7 +74,7 @@ def main() -> None:
             cands = np.asarray(cands[0]).reshape(-1, h, a_dim)
             scores = np.asarray(scores[0])
             best = int(scores.argmax())
-            z = float(env.unwrapped.data.joint("object_joint_0").qpos[2])
+            z = height()
             max_z = max(max_z, z)
             if z > args.lift:
                 grip = cands[:, :, -1].min(axis=1)
@@ -87,17 +87,17 @@ def main() -> None:
                 obs, _, terminated, truncated, info = env.step(action)
                 t += 1
                 grips.append(float(action[-1]))
-                if first_lift is None and sim.data.joint("object_joint_0").qpos[2] > args.lift:
+                if first_lift is None and height() > args.lift:
                     first_lift = t
                 done = terminated or truncated
                 if done:
                     break
-        final = np.array(sim.data.joint("object_joint_0").qpos[:3])
-        on_table = final[2] < TABLE_Z + 0.01
+        final = env_cube_positions(domain, env)
+        on_table = bool((final[:, 2] < CUBE_AT_REST_Z + 0.01).all())
         success = bool(info.get("success", False))
         outcomes.append((success, max_z > args.lift and on_table))
         if not success:
-            moved = float(np.linalg.norm(final[:2] - start[:2]))
+            moved = float(np.linalg.norm(final[:, :2] - start[:, :2], axis=-1).max())
             displaced.append((moved, on_table))
             if args.detail:
                 row = {"episode": e, "steps": t, "max_z": round(max_z, 3), "first_lift_step": first_lift,

@@ -4,16 +4,17 @@
 #
 #   bash benchmarks/learn_grids.sh cache-p1-cube-single   # exact vs cached targets, 3 seeds each
 #   bash benchmarks/learn_grids.sh learn-p1-cube-single   # expo, expo-ft, qc, bc; 3 seeds
-#   LEARN_ARGS="--target-cache-refresh 20" bash benchmarks/learn_grids.sh learn-p2-scene
+#   LEARN_ARGS="--jobs 2" bash benchmarks/learn_grids.sh learn-p2-scene   # extra bench flags
 #
 # Grids (runs in $RUNS_DIR/<grid>/, default runs/; exported without checkpoints to
 # benchmarks/results/<grid>/). A grid outlasts a session: keep RUNS_DIR outside the work tree
 # (e.g. RUNS_DIR=$HOME/expoft-runs) when the next session gets a fresh checkout.
 #   cache-<p1-cube-single|p1-cube-double>-<exact|cached>
 #       EXPO-FT (chunks of 8, 4 executed: one update call per 4 env steps) with exact target
-#       candidates, and with the target-candidate cache (--target-cache-refresh $CACHE_REFRESH).
-#       The cache may become a default only if the cached arm learns as the exact one does on
-#       both tasks (3 seeds each, paired by seed: same data, same pretrained base).
+#       candidates (--target-cache-refresh=None), and with the target-candidate cache
+#       (--target-cache-refresh $CACHE_REFRESH). The cache could become the default only if the
+#       cached arm learned as the exact one does on both tasks (3 seeds each, paired by seed: same
+#       data, same pretrained base); it did, and is the default since 2026-12-06 (seventh session).
 #   online-base-p1-cube-single
 #       EXPO-FT as in cache-p1-cube-single-exact, but its TD-target candidates drawn by the online
 #       base (--target-base online, the published code's rule) instead of the EMA copy it acts
@@ -49,13 +50,12 @@
 #       shows recoveries make the candidates' values differ, and the choice gain? Same seeds, other
 #       data: compare policy - base and Q spread / member std, not success.
 #   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
-#       expo (chunks of 5, see EXPO_CHUNKS), expo-ft, qc, bc under the protocol's budget.
-#       On the exact update (one core each) EXPO-FT costs ~2 CPU hours per 5k env steps since
-#       the faster sampler of 2026-12-05 (3.1 before; chunked EXPO and QC, 2.5 and 5.5 before,
-#       about 1.7x less too); LEARN_ARGS adds flags to every run (the
-#       cache, once validated), and the bench records them. The expo-ft runs of
-#       cache-p1-<env>-exact are the same command as learn-p1-<env>'s: copy their run folders
-#       (runs/cache-p1-<env>-exact/runs/expo-ft/seedS) into runs/learn-p1-<env>/runs/expo-ft/
+#       expo (chunks of 5, see EXPO_CHUNKS), expo-ft, qc, bc under the protocol's budget, on
+#       the defaults (the target-candidate cache since 2026-12-06, seventh session: EXPO-FT ~1 CPU
+#       hour per 5k env steps on P1, 2 on the exact update). LEARN_ARGS adds flags to every run, and the
+#       bench records them. The expo-ft runs of cache-p1-<env>-cached are the same command as
+#       learn-p1-<env>'s: learn_queue.sh copies their run folders
+#       (runs/cache-p1-<env>-cached/runs/expo-ft/seedS) into runs/learn-p1-<env>/runs/expo-ft/
 #       instead of running them twice (the bench skips a run folder that has summary.json).
 #   expo-ft-p2-scene
 #       learn-p2-scene's expo-ft runs alone (the same command), first: where the base alone is weak
@@ -95,7 +95,8 @@ grid_args() {
   local env
   case "$1" in
     cache-p1-cube-single-exact | cache-p1-cube-double-exact)
-      env=${1#cache-p1-}; GRID=(--methods expo-ft --protocol p1 --env "${env%-exact}" --seeds 3) ;;
+      env=${1#cache-p1-}
+      GRID=(--methods expo-ft --protocol p1 --env "${env%-exact}" --seeds 3 --method-args "expo-ft=--target-cache-refresh=None") ;;
     cache-p1-cube-single-cached | cache-p1-cube-double-cached)
       env=${1#cache-p1-}
       GRID=(--methods expo-ft --protocol p1 --env "${env%-cached}" --seeds 3
@@ -110,7 +111,8 @@ grid_args() {
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH $DEMO_AGENT_FLAGS") ;;
     online-base-p1-cube-single)
-      GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3 --method-args "expo-ft=--target-base=online") ;;
+      GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
+        --method-args "expo-ft=--target-cache-refresh=None --target-base=online") ;;
     learn-p1-cube-single | learn-p1-cube-double)
       GRID=(--methods "$LEARN_METHODS" --protocol p1 --env "${1#learn-p1-}" --seeds 3 --method-args "expo=$EXPO_CHUNKS") ;;
     learn-p2-scene)

@@ -18,35 +18,37 @@
 # $RUNS_DIR/queue-lane<K>.log.
 #
 # Before a learn-* grid, the finished expo-ft runs it shares with an earlier grid (the same
-# command: cache-p1-<env>-exact, expo-ft-p2-scene) are copied into it, so none is run twice; the
+# command on the defaults: cache-p1-<env>-cached, expo-ft-p2-scene) are copied into it, so none is run twice; the
 # bench warns if a copied run's config is not the one it plans.
 set -euo pipefail
 
 # A lane item is GRID or GRID@RUNS (RUNS: `expoft bench --only`, e.g. learn-p1-cube-single@bc):
 # only those runs of the grid now, the rest by a later item. A session is ~3 hours and its
-# machine may not keep RUNS_DIR: items that finish within ~2.5 hours on one core come first
-# (P1 EXPO-FT ~2 h, chunked EXPO ~1.5 h, BC minutes); a run that does not (QC P1 ~3 h, P2 scene
-# runs longer) finishes only where RUNS_DIR is kept from one session to the next.
-# A grid belongs to one lane (two benches cannot share a folder). The cube-double arms come early:
-# where the base alone is weaker than on cube-single the critic has room to show a gain, and the
-# exact arm decides whether the cache may become the default (then every later grid costs ~2.5x
-# less). Beside it, lane 1 asks why the demo agent gains over its base and P1's EXPO-FT does not:
-# its agent on P1's data (demoagent-p1-cube-single, ~20 CPU min a run), P1's agent on demos with a
-# recovery (recover-p1-cube-single, ~40; recover-p1-cube-double, ~1 hour). Done, and left out of the lanes: cache-p1-cube-single-exact|cached,
-# cache-p1-cube-double-cached, and seed 0 of the lever screens (cands16-, actmean-, actor4-
-# p1-cube-single: no gain over their control, docs/results/learn.md); their seeds 1-2 only if
-# another task shows a lever worth them.
+# machine may not keep RUNS_DIR: runs checkpoint every 1000 env steps and resume from there.
+# On the defaults since 2026-12-06 (seventh session: the target-candidate cache) a P1 EXPO-FT
+# run costs ~1 CPU hour, P1 QC and P2 scene runs more. A grid belongs to one lane (two benches
+# cannot share a folder).
+# Lane 0 runs EXPO-FT on P2 scene, where the base alone is weak (0.0-0.2) and the critic's choice has the
+# most room (chunked EXPO gained +0.81 there), then the rest of learn-p2-scene (expo, qc, bc), and
+# last the online-base screen's seeds 1-2 (exact, ~2 CPU hours each; seed 0 showed no difference).
+# Lane 1 asks why the demo agent gains over its base and P1's EXPO-FT does not: P1's agent on demos
+# with a recovery (recover-p1-cube-single, ~40 CPU min a run; recover-p1-cube-double, ~1 hour; the
+# demo's agent on P1's data, demoagent-p1-cube-single, is done: no gain), then the P1 learn grids'
+# QC and EXPO runs (their expo-ft and bc runs are done). Done, and left out of the lanes: the
+# cache gate (cache-p1-cube-{single,double}-{exact,cached}; BOTH below only skips), demoagent-p1-cube-single, and
+# seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
+# control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
 # BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
 # own), before the lanes start: two runs of one grid that must both finish within a session.
 BOTH=(cache-p1-cube-double-exact@expo-ft:0,expo-ft:1)
-LANE0=(cache-p1-cube-double-exact online-base-p1-cube-single learn-p1-cube-single@expo learn-p1-cube-single)
-LANE1=(learn-p1-cube-double@bc demoagent-p1-cube-single recover-p1-cube-single recover-p1-cube-double expo-ft-p2-scene learn-p1-cube-double@expo learn-p1-cube-double learn-p2-scene)
+LANE0=(expo-ft-p2-scene learn-p2-scene online-base-p1-cube-single)
+LANE1=(recover-p1-cube-single recover-p1-cube-double learn-p1-cube-single learn-p1-cube-double)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
   case "$1" in
-    learn-p1-cube-single) echo cache-p1-cube-single-exact ;;
-    learn-p1-cube-double) echo cache-p1-cube-double-exact ;;
+    learn-p1-cube-single) echo cache-p1-cube-single-cached ;;
+    learn-p1-cube-double) echo cache-p1-cube-double-cached ;;
     learn-p2-scene) echo expo-ft-p2-scene ;;
   esac
 }

@@ -1,7 +1,7 @@
 """EXPO compute (protocol P3). Run by hand, not by CI.
 
     python benchmarks/throughput.py                      # the default preset's agent
-    python benchmarks/throughput.py --variant fast cached old-fast --loop-steps 0   # in one run
+    python benchmarks/throughput.py --variant fast exact old-fast --loop-steps 0   # in one run
     python benchmarks/throughput.py --variant published-ddpm --calls 3
 
 Shapes are the published state setting: observation 37-d (cube-double), action 5-d,
@@ -11,10 +11,12 @@ the speed options of ``AgentConfig`` and ``EXPOConfig``:
 - ``published``: flow base with 10 Euler steps everywhere, every critic minibatch fresh and
   scored at every critic step (no speed options);
 - ``published-ddpm``: the same on the DDPM base (T = 10), the published code's base;
-- ``fast``: the default preset's agent, since 2026-12-05 the exact (published) update;
-- ``cached``: the exact update with the target-candidate cache (``target_cache_refresh`` 20, an
-  option): ``critic_step_ms`` is then the mean over ``--calls`` calls after a first refresh
-  period (refills included) on pools from a buffer of 5000 transitions, divided by UTD;
+- ``fast``: the default preset's agent: the published update with the target-candidate cache
+  (``target_cache_refresh`` 20, the default since 2026-12-06, seventh session): ``critic_step_ms``
+  is then the mean over ``--calls`` calls after a first refresh period (refills included) on
+  pools from a buffer of 5000 transitions, divided by UTD;
+- ``exact``: the same without the cache (the default from 2026-12-05 to 2026-12-06: every
+  candidate drawn afresh at every critic step, as ``published`` but on the default agent);
 - ``old-fast``: the speed options of the grids before 2026-12-05 (1 Euler step for target
   candidates: the mean action, not the base's samples; a pool of 1024; targets once per call).
 
@@ -49,16 +51,18 @@ from expoft.train.evaluate import evaluate
 from expoft.train.target_cache import TargetCandidateCache
 
 OBS_DIM, ACTION_DIM = 37, 5
-CACHE_REFRESH = 20
 VARIANTS: dict[str, tuple[AgentConfig, EXPOConfig]] = {
-    "published": (AgentConfig(), EXPOConfig()),
-    "published-ddpm": (AgentConfig(base="ddpm"), EXPOConfig()),
-    # the default preset's agent (RunConfig's): since 2026-12-05 the exact update
+    "published": (AgentConfig(), EXPOConfig(target_cache_refresh=None)),
+    "published-ddpm": (AgentConfig(base="ddpm"), EXPOConfig(target_cache_refresh=None)),
+    # the default preset's agent (RunConfig's): since 2026-12-06 with the target-candidate cache
     "fast": (RunConfig().agent, RunConfig().expo),
-    # the exact update with the target-candidate cache (an option, not yet a default)
-    "cached": (AgentConfig(), EXPOConfig(target_cache_refresh=CACHE_REFRESH)),
+    # the default agent without the cache: every target candidate drawn afresh
+    "exact": (RunConfig().agent, dataclasses.replace(RunConfig().expo, target_cache_refresh=None)),
     # the speed options of the grids run before 2026-12-05 (1-step targets: not the base's samples)
-    "old-fast": (AgentConfig(target_pool_size=1024), EXPOConfig(target_flow_steps=1, targets_per_call=True)),
+    "old-fast": (
+        AgentConfig(target_pool_size=1024),
+        EXPOConfig(target_flow_steps=1, targets_per_call=True, target_cache_refresh=None),
+    ),
 }
 CACHE_BUFFER = 5_000
 """Transitions in the buffer the cached variant draws its pools from (P1's online data)."""
@@ -84,7 +88,7 @@ def cached_call_seconds(agent: EXPOAgent, cfg: AgentConfig, calls: int, rng: np.
     CACHE_BUFFER random transitions: the amortised cost, refills included (every entry is
     refilled once per period; fewer calls than a period would over- or under-count them)."""
     refresh = agent.options.target_cache_refresh
-    assert refresh is not None, "the cached variant sets target_cache_refresh"
+    assert refresh is not None, "a cached variant sets target_cache_refresh"
     buffer = ReplayBuffer(OBS_DIM, ACTION_DIM, 100_000)
     for t in range(CACHE_BUFFER):
         obs, nxt = rng.normal(size=(2, OBS_DIM)).astype(np.float32)

@@ -772,6 +772,10 @@ def test_a_run_config_written_before_a_field_existed_is_the_same_config():
     assert not same_config({**planned, "env_steps": 7}, planned)
     assert not same_config({"not": "a config"}, planned)
     assert not same_config(None, planned)  # a checkpoint record without its config
+    # another agent's settings change nothing a run does: a BC run is the same whatever EXPO's say
+    bc = to_jsonable(preset("p1", algorithm="bc"))
+    assert same_config({**bc, "expo": {**bc["expo"], "target_cache_refresh": None}}, bc)
+    assert not same_config({**planned, "expo": {**planned["expo"], "target_cache_refresh": None}}, planned)
 
 
 def test_a_run_is_resumed_from_any_checkpoint_it_has(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from expoft.envs.chunks import ActionChunks
+from expoft.envs.ogbench_domains import get_domain
 from expoft.envs.run_env import make_run_env
 from expoft.train.build import make_agent
 from expoft.train.config import preset
@@ -91,7 +92,17 @@ def test_decisions_with_a_cube_carried_are_the_ones_picked(cv):
     assert {cv.pick_decision([True] * 5, rng) for _ in range(100)} == set(range(5))
     env = ActionChunks(make_run_env(preset("tiny", env="cube-double")), 1)
     env.reset(seed=0)
-    assert not cv.cube_lifted(env, 2)  # both cubes at rest on the table
+    domain = get_domain("cube-double")
+    assert not cv.cube_lifted(env, domain)  # both cubes at rest on the table
     data = env.env.unwrapped.data
+    assert not cv.at_grasp(env, domain)  # the gripper starts above the table, away from both
     data.joint("object_joint_1").qpos[2] = 0.12  # the second cube held up
-    assert cv.cube_lifted(env, 2)
+    assert cv.cube_lifted(env, domain)
+    # the pinch point (written where MuJoCo keeps it) 1 cm above the first cube, still on the
+    # table: a grasp; at the lifted one: not
+    sim = env.env.unwrapped
+    pinch = sim._data.site_xpos[sim._pinch_site_id]
+    pinch[:] = data.joint("object_joint_0").qpos[:3] + [0.0, 0.0, 0.01]
+    assert cv.at_grasp(env, domain)
+    pinch[:] = data.joint("object_joint_1").qpos[:3]
+    assert not cv.at_grasp(env, domain)

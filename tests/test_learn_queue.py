@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPORT = ROOT / "benchmarks/results/cache-p1-cube-single-exact"
+EXPORT = ROOT / "benchmarks/results/cache-p1-cube-single-cached"
 needs_taskset = pytest.mark.skipif(
     shutil.which("taskset") is None, reason="the queue pins lanes with taskset (util-linux)"
 )
@@ -30,13 +30,13 @@ def run_lane(runs_dir: Path, core: str, *items: str) -> subprocess.CompletedProc
 def test_a_lane_on_a_fresh_machine_starts_from_the_exports(tmp_path):
     finished = sorted(p.parent.name for p in EXPORT.glob("runs/expo-ft/seed*/summary.json"))
     assert finished, f"{EXPORT} holds no finished run to start from"
-    items = ("cache-p1-cube-single-exact", "learn-p1-cube-single@bc")
+    items = ("cache-p1-cube-single-cached", "learn-p1-cube-single@bc")
     done = run_lane(tmp_path, "0", *items)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert f"cache-p1-cube-single-exact: not in {tmp_path}; started from its export" in out
+    assert f"cache-p1-cube-single-cached: not in {tmp_path}; started from its export" in out
     for seed in finished:  # the export's finished runs, as they are in git
-        run = tmp_path / "cache-p1-cube-single-exact/runs/expo-ft" / seed
+        run = tmp_path / "cache-p1-cube-single-cached/runs/expo-ft" / seed
         assert json.loads((run / "summary.json").read_text()) == json.loads(
             (EXPORT / "runs/expo-ft" / seed / "summary.json").read_text()
         )
@@ -44,11 +44,11 @@ def test_a_lane_on_a_fresh_machine_starts_from_the_exports(tmp_path):
         assert (tmp_path / "learn-p1-cube-single/runs/expo-ft" / seed / "summary.json").exists()
     benches = [line for line in out.splitlines() if line.startswith("bench --methods")]
     assert len(benches) == 2
-    assert "--only" not in benches[0] and "--out " + str(tmp_path / "cache-p1-cube-single-exact") in benches[0]
+    assert "--only" not in benches[0] and "--out " + str(tmp_path / "cache-p1-cube-single-cached") in benches[0]
     assert benches[1].endswith("--only bc") and "--methods expo,expo-ft,qc,bc" in benches[1]
 
     # again: the folders are there now and are not replaced by the export
-    marker = tmp_path / "cache-p1-cube-single-exact/runs/expo-ft/seed9"
+    marker = tmp_path / "cache-p1-cube-single-cached/runs/expo-ft/seed9"
     marker.mkdir()
     again = run_lane(tmp_path, "0", *items)
     assert again.returncode == 0 and "started from its export" not in again.stdout and marker.exists()
@@ -69,7 +69,7 @@ def test_a_learn_grid_gets_the_finished_expo_ft_runs_it_lacks(tmp_path):
     assert "learn-p1-cube-single: not in" not in done.stdout  # it was there: not from its export
     assert (own / "mine").exists() and not (own / "summary.json").exists()
     for seed in finished[1:]:
-        assert f"copied cache-p1-cube-single-exact/runs/expo-ft/{seed} into learn-p1-cube-single" in done.stdout
+        assert f"copied cache-p1-cube-single-cached/runs/expo-ft/{seed} into learn-p1-cube-single" in done.stdout
         copied = learn / "runs/expo-ft" / seed
         assert (copied / "summary.json").read_bytes() == (EXPORT / "runs/expo-ft" / seed / "summary.json").read_bytes()
         if (EXPORT / f"runs/expo-ft/{seed}.log").exists():
@@ -115,9 +115,10 @@ def test_pause_freezes_the_runs_of_its_runs_dir_only_and_cont_lets_them_go_on(tm
     other = fake_run("--out", str(tmp_path / "elsewhere/seed0"))
     try:
         assert "sent SIGSTOP" in queue("pause")
-        assert [state(p) for p in (fresh, resumed, other)] == ["T", "T", "S"]
+        # stopped (T), or not: sleeping, or running a moment on a busy machine
+        assert [state(p) == "T" for p in (fresh, resumed, other)] == [True, True, False]
         assert "sent SIGCONT" in queue("cont")
-        assert [state(p) for p in (fresh, resumed)] == ["S", "S"]
+        assert [state(p) == "T" for p in (fresh, resumed)] == [False, False]
     finally:
         for p in (fresh, resumed, other):
             p.kill()

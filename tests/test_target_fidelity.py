@@ -193,3 +193,18 @@ def test_target_cache_reuses_entries_for_refresh_calls_then_redraws():
     assert np.array_equal(np.delete(cache.filled_at["online"], slot), np.delete(held, slot))
     with pytest.raises(ValueError, match="target_cache_refresh must be >= 1"):
         TargetCandidateCache(buffer, 3, 1, refresh=0, seed=0)
+
+
+def test_the_cache_is_on_by_default_where_it_applies():
+    """The target-candidate cache is the default (refresh 20) for agents that sample their own base
+    in TD targets on state observations; the `published` preset draws afresh, as the published code
+    does; agents without such targets, pixel runs and external bases have nothing to cache."""
+    from expoft.train.config import preset
+
+    assert preset("default").target_cache_refresh == 20 and preset("expo-ft").target_cache_refresh == 20
+    assert preset("demo").target_cache_refresh == 20
+    assert preset("published").target_cache_refresh is None
+    assert preset("p1", algorithm="bc").target_cache_refresh is None
+    assert preset("pixels").target_cache_refresh is None and preset("pixels").expo.target_cache_refresh == 20
+    frozen = dataclasses.replace(preset("p1").agent, base_training="frozen")
+    assert preset("p1", agent=frozen, external_base="ws://127.0.0.1:9").target_cache_refresh is None

@@ -192,6 +192,17 @@ def cube_positions(domain: Domain, qpos: np.ndarray) -> np.ndarray:
     return qpos[:, idx]
 
 
+CUBE_AT_REST_Z = 0.02
+"""A cube's centre height (m) when it lies on the table."""
+CUBE_LIFTED_Z = 0.05
+"""A cube's centre height (m) above which it counts as carried (where drops happen)."""
+
+
+def env_cube_positions(domain: Domain, env: Any) -> np.ndarray:
+    """Cube centres ``[num_cubes, 3]`` of an OGBench environment now (wrappers allowed)."""
+    return cube_positions(domain, np.asarray(env.unwrapped.data.qpos)[None])[0]
+
+
 def subgoal_successes(domain: Domain, goal: TaskGoal, qpos: np.ndarray, button_states: np.ndarray | None) -> np.ndarray:
     """Which parts of the task goal hold in each state.
 

@@ -154,6 +154,15 @@ class RunConfig:
     """Resumable checkpoints kept (the newest); older ones are deleted."""
 
     @property
+    def target_cache_refresh(self) -> int | None:
+        """The target-candidate cache's refresh in effect (``EXPOConfig.target_cache_refresh``), or
+        None where there is nothing to cache: an agent that does not sample its own base in its TD
+        targets, pixel observations (the cache holds state vectors), or an external base."""
+        if not agent_spec(self.algorithm).target_cache or self.pixels is not None or self.external_base is not None:
+            return None
+        return self.expo.target_cache_refresh
+
+    @property
     def update_period(self) -> int:
         """Env steps between update calls: ``update_every``, or one decision (``exec_len``)."""
         return self.agent.exec_len if self.update_every is None else self.update_every
@@ -195,14 +204,6 @@ class RunConfig:
                 f"({sorted(n for n, a in AGENTS.items() if a.external_base)}) and --base-training frozen"
             )
         check_options(self.algorithm, self.agent, self.options)
-        if self.expo.target_cache_refresh is not None and (
-            not spec.target_cache or self.pixels is not None or self.external_base is not None
-        ):
-            able = sorted(n for n, a in AGENTS.items() if a.target_cache)
-            raise ValueError(
-                "target_cache_refresh caches the samples of expoft's own base on state observations: it needs "
-                f"an agent that samples its own base in TD targets ({able}), no --pixels and no --external-base"
-            )
         if self.external_base is not None and self.base_from is not None:
             raise ValueError("--external-base and --base-from both name the base; pass one")
         check_reward(self.reward)
@@ -294,17 +295,15 @@ EXPO_FT_EXPO = EXPOConfig(edit_scale=0.1)
 # base's full sampling chain, chosen and valued by independent critic subsets at every critic step.
 # DEVIATIONS, so that `expoft demo` fits 20 minutes on a 2-core CPU: (1) one update call per 4
 # decisions, i.e. 5 critic steps per decision instead of 20 (one actor step per env step); (2)
-# the TD-target candidates' base samples come from the target-candidate cache (the base's own
-# samples, drawn while acting and refreshed every 20 update calls: the same distribution, up to
-# 20 calls old; `test_target_candidates_cover_both_modes`; its gate against the exact sampler is
-# passed on P1 cube-single, cube-double's exact arm is under way, docs/results/learn.md). Until
+# the TD-target candidates' base samples come from the target-candidate cache, as in every
+# preset but `published` since 2026-12-06 (EXPOConfig.target_cache_refresh). Until
 # 2026-12-06 the demo kept the old rules (one-Euler-step candidates, i.e. the mean action; offset
 # critics; one subset choosing and valuing; targets scored once per call on a pool of 1024), the
 # record in docs/results/demo.md.
 DEMO_AGENT = dataclasses.replace(
     RunConfig().agent, chunk_len=5, exec_len=5, base_training="successes", actor_steps=20,
 )  # fmt: skip
-DEMO_EXPO = EXPOConfig(num_base_samples=16, num_edit_samples=16, target_cache_refresh=20)
+DEMO_EXPO = EXPOConfig(num_base_samples=16, num_edit_samples=16)
 
 PRESETS: dict[str, RunConfig] = {
     # Finishes in seconds: for smoke tests of every command.
@@ -324,8 +323,8 @@ PRESETS: dict[str, RunConfig] = {
         checkpoint_every=200,
     ),
     # Protocol P1 of the benchmarks (`expoft bench --protocol p1`): plain EXPO (the published
-    # agent and ratio: one update call of UTD 20 per decision, exact targets) from 30 noisy demos,
-    # 5000 env steps.
+    # agent and ratio: one update call of UTD 20 per decision; the TD-target candidates' base
+    # samples from the cache, EXPOConfig.target_cache_refresh) from 30 noisy demos, 5000 env steps.
     "p1": RunConfig(
         env_steps=5_000,
         start_training=500,
@@ -343,9 +342,11 @@ PRESETS: dict[str, RunConfig] = {
         start_training=0,
         start_episodes=10,
     ),
-    # The published agent and schedule; the same as `default` since 2026-12-05, kept as a name.
-    "published": RunConfig(),
-    # The default: plain EXPO with its published settings.
+    # The published agent and schedule, TD-target candidates drawn afresh at every critic step
+    # as the published code does (`default` but without the target-candidate cache).
+    "published": RunConfig(expo=EXPOConfig(target_cache_refresh=None)),
+    # The default: plain EXPO with its published settings, the TD-target candidates' base samples
+    # reused for up to 20 update calls (a deviation: EXPOConfig.target_cache_refresh).
     "default": RunConfig(),
 }
 

@@ -34,7 +34,7 @@ from expoft.obs import PixelSpec
 from expoft.pytree_io import save_pytree
 from expoft.report.sinks import MetricSink, open_sinks
 from expoft.report.video import write_video
-from expoft.train.config import SECTIONS, RunConfig, section_type, split_agent_settings
+from expoft.train.config import AGENT_SECTIONS, SECTIONS, RunConfig, section_type, split_agent_settings
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +199,17 @@ def same_config(written, planned: dict) -> bool:
     """Whether ``written`` (a config as stored in config.json or a checkpoint record) is the
     config ``planned`` (``to_jsonable`` of a RunConfig). Compared as configs, not as JSON: a field
     added to RunConfig after the file was written is missing from it and takes its default, which
-    is no difference. An unreadable one differs."""
+    is no difference; nor are the settings of agents other than the run's own (a BC run's EXPO
+    section changes nothing it does). An unreadable one differs."""
     try:
-        return to_jsonable(config_from_json(written)) == planned
+        return _own_settings(to_jsonable(config_from_json(written))) == _own_settings(planned)
     except (KeyError, TypeError, ValueError):
         return False
+
+
+def _own_settings(config: dict) -> dict:
+    """A jsonable RunConfig without the sections of other agents than its ``algorithm``."""
+    return {k: v for k, v in config.items() if k not in AGENT_SECTIONS or k == config.get("algorithm")}
 
 
 def latest_checkpoint(run_dir: Path) -> Path:

@@ -1,5 +1,5 @@
 """Cached TD-target candidates: the base's samples at each transition's next observation, reused
-across update calls (``EXPOConfig.target_cache_refresh``; off by default).
+across update calls (``EXPOConfig.target_cache_refresh``; on by default since 2026-12-06).
 
 Why: drawing the target candidates is most of an exact update call. Every critic step draws
 ``num_base_samples`` full denoising chains for each of its 256 next observations: 5120 x 8 x 10
@@ -7,8 +7,9 @@ network passes per call, while only one new transition arrives per call. The bas
 of a network trained by imitation) changes slowly, so a sample drawn a few calls ago is still a
 sample of nearly the same distribution.
 
-What it changes, and so why it is an option that must show the same learning as the exact
-update before it may become a default (ALGORITHMS.md "Known costs"): a transition's candidates
+What it changes, and so why it had to show the same learning as the exact update before it
+became the default (ALGORITHMS.md "Known costs"; shown on P1 cube-single and cube-double, 3
+seeds each, docs/results/learn.md): a transition's candidates
 come from the EMA base of up to ``refresh`` calls ago, and a transition drawn twice within that
 window reuses the same base samples (its edits are drawn fresh at every step: only the base
 part is cached). Entries keep the base's real sampling distribution (the full chain), so
@@ -135,9 +136,10 @@ class TargetCandidateCache:
 
 
 def run_cache(cfg, buffer: ReplayBuffer) -> TargetCandidateCache | None:
-    """The cache of a run config (``cfg.expo.target_cache_refresh``), or None when it is off."""
-    own = cfg.expo
-    if own.target_cache_refresh is None:
+    """The cache of a run config (``cfg.target_cache_refresh``), or None where it is off or does
+    not apply."""
+    refresh = cfg.target_cache_refresh
+    if refresh is None:
         return None
-    return TargetCandidateCache(buffer, own.num_base_samples, cfg.agent.exec_len * buffer.action_dim,
-                                own.target_cache_refresh, cfg.seed)  # fmt: skip
+    return TargetCandidateCache(buffer, cfg.expo.num_base_samples, cfg.agent.exec_len * buffer.action_dim,
+                                refresh, cfg.seed)  # fmt: skip
