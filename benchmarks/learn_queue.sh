@@ -106,6 +106,10 @@ benches() {  # pids of the benches of this RUNS_DIR
   pgrep -f "expoft bench .*--out $RUNS_DIR/" || true
 }
 
+queue_alive() {  # whether the queue started for this RUNS_DIR (its lanes are its children) still runs
+  [ -f "$RUNS_DIR/queue.pid" ] && kill -0 "$(cat "$RUNS_DIR/queue.pid")" 2> /dev/null
+}
+
 main() {
   cd "$(dirname "$0")/.."
   RUNS_DIR=$(realpath -m "${RUNS_DIR:-runs}")
@@ -117,10 +121,14 @@ main() {
   case "${1:-}" in
     start)
       [ -z "$(benches)" ] || { echo "benches of $RUNS_DIR are running already: $(benches | xargs)" >&2; exit 1; }
+      # a queue told to stop goes on exporting for a moment after its benches end: a start then
+      # would let its lanes see no stop file and carry on beside the new ones
+      ! queue_alive || { echo "the queue of $RUNS_DIR (pid $(cat "$RUNS_DIR/queue.pid")) still runs: stop it first" >&2; exit 1; }
       [ -x .venv/bin/expoft ] || bash scripts/setup.sh
       mkdir -p "$RUNS_DIR"
       rm -f "$RUNS_DIR/queue.stop"
       nohup bash "$0" queue >> "$RUNS_DIR/queue-both.log" 2>&1 &
+      echo $! > "$RUNS_DIR/queue.pid"
       echo "started; logs: $RUNS_DIR/queue-both.log (BOTH), then $RUNS_DIR/queue-lane0.log, $RUNS_DIR/queue-lane1.log"
       ;;
     queue)  # BOTH on both cores, then the two lanes side by side
@@ -138,7 +146,11 @@ main() {
       [ -d "$RUNS_DIR" ] && touch "$RUNS_DIR/queue.stop"  # lanes start no further grid
       local pids
       pids=$(benches)
-      [ -n "$pids" ] || { echo "no bench of $RUNS_DIR is running"; exit 0; }
+      if [ -z "$pids" ]; then
+        echo "no bench of $RUNS_DIR is running"
+        while queue_alive; do sleep 1; done  # a lane between two grids: it stops before the next
+        exit 0
+      fi
       kill -TERM $pids
       echo "asked $(echo $pids | wc -w) benches to stop at their runs' next episode ends; waiting (at most ${STOP_WAIT}s)"
       local waited=0
@@ -148,6 +160,7 @@ main() {
         pkill -TERM -f "$RUNS_PATTERN" || true
         while [ -n "$(benches)" ]; do sleep 5; done
       fi
+      while queue_alive; do sleep 1; done  # the lanes export what finished, then see the stop file
       echo "stopped"
       ;;
     pause | cont)  # freeze the runs (SIGSTOP) to measure on idle cores, then let them go on (SIGCONT)

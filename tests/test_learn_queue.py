@@ -124,3 +124,32 @@ def test_pause_freezes_the_runs_of_its_runs_dir_only_and_cont_lets_them_go_on(tm
             p.kill()
             p.wait()
     assert "no run of" in queue("pause")
+
+
+def test_stop_waits_for_the_lanes_and_start_refuses_a_queue_still_running(tmp_path):
+    """A stopped queue's lanes go on for a moment (exporting what finished) after their benches end:
+    `stop` returns only once the queue has exited, and `start` refuses while it runs, so that old
+    lanes never carry on beside new ones."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    # stands in for the queue process and its lanes; like the real one (started by `nohup ... &`
+    # from a shell that has exited) not a child of this process, so nothing here must reap it
+    pid = int(subprocess.run(["bash", "-c", "sleep 3 > /dev/null 2>&1 & echo $!"], capture_output=True,
+                             text=True, check=True).stdout)  # fmt: skip
+    (runs / "queue.pid").write_text(f"{pid}\n")
+    env = {**os.environ, "RUNS_DIR": str(runs)}
+
+    def alive() -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+    def command(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "benchmarks/learn_queue.sh", name], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    refused = command("start")
+    assert refused.returncode == 1 and f"(pid {pid}) still runs: stop it first" in refused.stderr
+    assert alive()
+    stopped = command("stop")
+    assert stopped.returncode == 0 and "no bench of" in stopped.stdout
+    assert not alive() and (runs / "queue.stop").exists()  # `stop` returned after the queue had exited
