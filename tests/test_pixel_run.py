@@ -35,6 +35,7 @@ def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, renderin
     full = tmp_path / "full"
     summary = finetune(cfg, full, progress=False)
     assert summary["env_steps"] >= 150 and summary["update_calls"] > 0
+    assert summary["target_cache_refresh"] is None  # pixels: candidates drawn afresh (nothing to cache)
     assert 0.0 <= summary["final_success"] <= 1.0
     segments = sorted((full / "checkpoints" / "buffer").glob("online_*.npz"))
     with np.load(segments[0]) as seg:  # frames stored once per step plus one per episode

@@ -106,6 +106,7 @@ def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, 
     assert summary["final_policy_minus_base"] == pytest.approx(final_eval["success"] - final_eval["base_success"])
     assert summary["critic_steps_per_env_step"] == pytest.approx(summary["update_calls"] * 2 / 300, abs=1e-3)
     assert summary["update_calls"] == 41 and summary["actor_steps_per_env_step"] == pytest.approx(41 / 300, abs=1e-3)
+    assert summary["target_cache_refresh"] == 20  # the default, in effect (state observations, its own base)
     assert {"first_q", "first_return", "not_first_frac"} <= set(final_eval)
     assert all(0.0 <= final_eval[k] <= 1.0 for k in ("first_return", "not_first_frac"))
     rows = metrics_rows(out)

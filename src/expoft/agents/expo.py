@@ -114,8 +114,8 @@ class EXPOConfig:
     preset). A deviation, and the default since 2026-12-06 (seventh session): the samples keep
     the base's real sampling distribution, only up to this many calls old
     (``test_target_candidates_cover_both_modes``), and the cache showed no loss of learning
-    against the exact draw on P1 cube-single and cube-double, 3 seeds each, paired, at 2.1x less
-    CPU per run (docs/results/learn.md, "The cache gate"). Used where it applies: state
+    against the exact draw on P1 cube-single and cube-double, 3 seeds each, paired, at 2.0-2.8x
+    less CPU per run (docs/results/learn.md, "The cache gate"). Used where it applies: state
     observations and the agent's own base; pixel runs and external bases draw afresh."""
 
     def __post_init__(self):

@@ -55,6 +55,8 @@ def finish(
         # the ratio that was run (published: utd critic steps and one actor step per decision)
         "critic_steps_per_env_step": round(state.update_calls * cfg.agent.utd / max(state.step, 1), 3),
         "actor_steps_per_env_step": round(state.update_calls * cfg.agent.actor_steps / max(state.step, 1), 3),
+        # the cache's refresh in effect (None: TD-target candidates drawn afresh, or nothing to cache)
+        "target_cache_refresh": cfg.target_cache_refresh,
         # CPU seconds rounded like the totals above, so that a total never reads below its last evaluation
         "evaluations": [
             {
