@@ -208,3 +208,17 @@ def test_the_cache_is_on_by_default_where_it_applies():
     assert preset("pixels").target_cache_refresh is None and preset("pixels").expo.target_cache_refresh == 20
     frozen = dataclasses.replace(preset("p1").agent, base_training="frozen")
     assert preset("p1", agent=frozen, external_base="ws://127.0.0.1:9").target_cache_refresh is None
+
+
+def test_a_run_where_the_cache_cannot_apply_says_so(caplog):
+    from expoft.train.config import preset
+    from expoft.train.target_cache import run_cache
+
+    with caplog.at_level("INFO", logger="expoft.train.target_cache"):
+        assert run_cache(preset("pixels"), None) is None
+    assert "drawn afresh at every critic step" in caplog.text and "pixel observations" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="expoft.train.target_cache"):
+        assert run_cache(preset("p1", algorithm="bc"), None) is None  # nothing to cache: nothing said
+        assert run_cache(preset("published"), None) is None  # asked not to cache
+    assert not caplog.text

@@ -26,12 +26,15 @@ uninterrupted one did.
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import numpy as np
 
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.data.replay import ReplayBuffer
+
+log = logging.getLogger(__name__)
 
 
 @functools.partial(jax.jit, static_argnames="num_samples")
@@ -140,6 +143,10 @@ def run_cache(cfg, buffer: ReplayBuffer) -> TargetCandidateCache | None:
     not apply."""
     refresh = cfg.target_cache_refresh
     if refresh is None:
+        if cfg.expo.target_cache_refresh is not None and cfg.options is cfg.expo:  # asked for, cannot apply
+            why = "pixel observations" if cfg.pixels is not None else "an external base"
+            log.info("TD-target candidates drawn afresh at every critic step: the target-candidate cache "
+                     "holds state samples of expoft's own base, and this run has %s", why)  # fmt: skip
         return None
     return TargetCandidateCache(buffer, cfg.expo.num_base_samples, cfg.agent.exec_len * buffer.action_dim,
                                 refresh, cfg.seed)  # fmt: skip
