@@ -154,13 +154,21 @@ class RunConfig:
     """Resumable checkpoints kept (the newest); older ones are deleted."""
 
     @property
+    def target_cache_blocker(self) -> str | None:
+        """Why the target-candidate cache cannot apply to this run (None: it can): an agent that
+        does not sample its own base in its TD targets, pixel observations (the cache holds state
+        vectors), or an external base."""
+        if not agent_spec(self.algorithm).target_cache:
+            return "an agent without base samples in its TD targets"
+        if self.pixels is not None:
+            return "pixel observations"
+        return None if self.external_base is None else "an external base"
+
+    @property
     def target_cache_refresh(self) -> int | None:
         """The target-candidate cache's refresh in effect (``EXPOConfig.target_cache_refresh``), or
-        None where there is nothing to cache: an agent that does not sample its own base in its TD
-        targets, pixel observations (the cache holds state vectors), or an external base."""
-        if not agent_spec(self.algorithm).target_cache or self.pixels is not None or self.external_base is not None:
-            return None
-        return self.expo.target_cache_refresh
+        None where it is off or cannot apply (``target_cache_blocker``)."""
+        return None if self.target_cache_blocker else self.expo.target_cache_refresh
 
     @property
     def update_period(self) -> int:

@@ -31,6 +31,7 @@ import logging
 import jax
 import numpy as np
 
+from expoft.agents.registry import agent_spec
 from expoft.data.chunk_sampling import ChunkBatch
 from expoft.data.replay import ReplayBuffer
 
@@ -143,10 +144,10 @@ def run_cache(cfg, buffer: ReplayBuffer) -> TargetCandidateCache | None:
     not apply."""
     refresh = cfg.target_cache_refresh
     if refresh is None:
-        if cfg.expo.target_cache_refresh is not None and cfg.options is cfg.expo:  # asked for, cannot apply
-            why = "pixel observations" if cfg.pixels is not None else "an external base"
-            log.info("TD-target candidates drawn afresh at every critic step: the target-candidate cache "
-                     "holds state samples of expoft's own base, and this run has %s", why)  # fmt: skip
+        # asked for, by an agent with base samples in its targets, but this run cannot cache them
+        if cfg.expo.target_cache_refresh is not None and agent_spec(cfg.algorithm).target_cache:
+            log.info("TD-target candidates drawn afresh at every critic step: the target-candidate cache holds "
+                     "state samples of expoft's own base, and this run has %s", cfg.target_cache_blocker)  # fmt: skip
         return None
     return TargetCandidateCache(buffer, cfg.expo.num_base_samples, cfg.agent.exec_len * buffer.action_dim,
                                 refresh, cfg.seed)  # fmt: skip
