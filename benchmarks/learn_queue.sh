@@ -35,12 +35,13 @@ set -euo pipefail
 # with a recovery (recover-p1-cube-single, ~40 CPU min a run; recover-p1-cube-double, ~1 hour; the
 # demo's agent on P1's data, demoagent-p1-cube-single, is done: no gain), then the P1 learn grids'
 # QC and EXPO runs (their expo-ft and bc runs are done). Done, and left out of the lanes: the
-# cache gate (cache-p1-cube-{single,double}-{exact,cached}; BOTH below only skips), demoagent-p1-cube-single, and
+# cache gate (cache-p1-cube-{single,double}-{exact,cached}), demoagent-p1-cube-single, and
 # seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
 # control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
 # BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
-# own), before the lanes start: two runs of one grid that must both finish within a session.
-BOTH=(cache-p1-cube-double-exact@expo-ft:0,expo-ft:1)
+# own), before the lanes start: two runs of one grid that must both finish within a session (none
+# now; the cache gate's exact cube-double seeds 0-1 were the last).
+BOTH=()
 LANE0=(expo-ft-p2-scene learn-p2-scene online-base-p1-cube-single)
 LANE1=(recover-p1-cube-single recover-p1-cube-double learn-p1-cube-single learn-p1-cube-double)
 
