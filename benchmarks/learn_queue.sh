@@ -32,9 +32,10 @@ set -euo pipefail
 # most room (chunked EXPO gained +0.81 there), then the rest of learn-p2-scene (expo, qc, bc), and
 # last the online-base screen's seeds 1-2 (exact, ~2 CPU hours each; seed 0 showed no difference).
 # Lane 1 asks why the demo agent gains over its base and P1's EXPO-FT does not: P1's agent on demos
-# with a recovery (recover-p1-cube-single, ~40 CPU min a run; recover-p1-cube-double, ~1 hour; the
-# demo's agent on P1's data, demoagent-p1-cube-single, is done: no gain), then the P1 learn grids'
-# QC and EXPO runs (their expo-ft and bc runs are done). Done, and left out of the lanes: the
+# with a recovery (recover-p1-cube-single, ~40 CPU min a run; the demo's agent on P1's data,
+# demoagent-p1-cube-single, is done: no gain), then the P1 learn grids' QC and EXPO runs (their
+# expo-ft and bc runs are done; the acceptance needs them before more diagnostics), then
+# recover-p1-cube-double (~1 hour a run). Done, and left out of the lanes: the
 # cache gate (cache-p1-cube-{single,double}-{exact,cached}), demoagent-p1-cube-single, and
 # seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
 # control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
@@ -43,7 +44,7 @@ set -euo pipefail
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
 LANE0=(expo-ft-p2-scene learn-p2-scene online-base-p1-cube-single)
-LANE1=(recover-p1-cube-single recover-p1-cube-double learn-p1-cube-single learn-p1-cube-double)
+LANE1=(recover-p1-cube-single learn-p1-cube-single learn-p1-cube-double recover-p1-cube-double)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {

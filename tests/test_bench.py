@@ -439,6 +439,15 @@ def test_runner_skips_resumes_restarts_and_reports_failures(tmp_path, fake_expof
     assert len(replaced) == 1 and (replaced[0] / "runs/expo/seed1/summary.json").exists()
     assert json.loads((out / "bench.json").read_text())["arguments"]["seeds"] == 1
 
+    # other arguments that plan the same runs (a flag at the preset's value): the same bench, continued
+    assert main([*common, "--seeds", "1", "--finetune-args=--eval-episodes 2"]) == 0
+    assert "plans the same runs with the same configs: continuing it" in capsys.readouterr().out
+    assert fake_expoft() == [] and len(list(out.glob("replaced-*"))) == 1
+    assert json.loads((out / "bench.json").read_text())["arguments"]["finetune_args"] == "--eval-episodes 2"
+    assert main([*common, "--seeds", "1", "--finetune-args=--eval-episodes 3"]) == 2  # not the same runs
+    assert "other arguments (finetune_args: '--eval-episodes 2' -> '--eval-episodes 3')" in capsys.readouterr().err
+    assert fake_expoft() == []
+
 
 def test_pin_cores_splits_the_cpus_into_disjoint_slots(monkeypatch):
     monkeypatch.setattr(scheduler, "TASKSET", "/usr/bin/taskset")
@@ -511,6 +520,14 @@ def test_export_leaves_checkpoints_and_unfinished_runs_out_and_the_bench_continu
     assert "0 run(s) copied, 4 already there" in capsys.readouterr().out
     assert (dest / "runs/qc/seed1/summary.json").read_bytes() == kept
     assert len(json.loads((dest / "bench.json").read_text())["invocations"]) == 2
+
+    # the source continued under other arguments that plan the same runs: still the same bench
+    (src / "runs/qc/seed1/summary.json").write_bytes(kept)
+    assert main([*args, "--finetune-args=--eval-episodes 2"]) == 0
+    assert fake_expoft() == []
+    capsys.readouterr()
+    assert main(["bench", "export", str(src), str(dest)]) == 0
+    assert "0 run(s) copied, 4 already there" in capsys.readouterr().out
 
     # refused: inside the bench, another bench, a folder that is not a bench, a missing bench
     other = tmp_path / "other"

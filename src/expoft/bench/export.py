@@ -6,9 +6,9 @@ what the report and the runner need, so DEST holds those and nothing else:
 
 - a finished run is copied without checkpoints/; an unfinished one is left out (continuing the
   bench in DEST starts it again, since it has no checkpoint there);
-- DEST may be an earlier export of the same bench (same arguments): runs finished since are
-  added, runs already finished in DEST are never touched, and bench.json keeps the invocations
-  of both;
+- DEST may be an earlier export of the same bench (same arguments, or other arguments that plan
+  the same runs with the same configs): runs finished since are added, runs already finished in
+  DEST are never touched, and bench.json keeps the invocations of both;
 - the report in DEST is rendered again from the exported runs.
 
 `expoft bench ... --out DEST` with the bench's own arguments continues from the export.
@@ -54,7 +54,7 @@ def export_bench(src: Path, dest: Path, echo: bool = True) -> dict[str, list[str
     'kept': finished in DEST already (untouched). 'conflicts': finished in the bench, but DEST
     holds an unfinished run folder for it (the bench was continued there); left as it is.
     """
-    from expoft.bench.folder import existing_bench, lock_folder, run_state, write_json
+    from expoft.bench.folder import existing_bench, lock_folder, run_state, same_runs, write_json
     from expoft.bench.report import render_report
 
     src, dest = Path(src), Path(dest)
@@ -65,10 +65,11 @@ def export_bench(src: Path, dest: Path, echo: bool = True) -> dict[str, list[str
         raise ValueError(f"export destination {dest} is the bench folder or inside it; choose a folder outside {src}")
     earlier = existing_bench(dest, "choose a new or empty destination")
     if earlier is not None and earlier["arguments"] != bench["arguments"]:
-        raise FileExistsError(
-            f"{dest} holds another bench (arguments differ: {earlier.get('command', '?')}); "
-            "choose a new or empty destination"
-        )
+        if not same_runs(earlier["runs"], bench["runs"]):  # not one bench under two spellings
+            raise FileExistsError(
+                f"{dest} holds another bench (arguments differ: {earlier.get('command', '?')}); "
+                "choose a new or empty destination"
+            )
     dest.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_folder(dest)  # a bench continuing in DEST must not run while its folder is written
     try:

@@ -91,9 +91,26 @@ def existing_bench(folder: Path, fix: str) -> dict | None:
     return bench
 
 
-def prepare_folder(out: Path, arguments: dict, overwrite: bool, act: bool = True) -> dict | None:
-    """Check --out; return the earlier bench.json when continuing that bench. With ``act``, an
-    earlier bench with other arguments is moved aside (--overwrite); without, only errors."""
+def same_runs(before: list[dict], after: list[dict]) -> bool:
+    """Whether two benches' ``runs`` (as in bench.json) are the same runs: the same methods and
+    seeds, each with the same config (``same_config``). Two benches whose arguments differ may
+    still be one, e.g. a flag that has since become the default, given in one and not the other."""
+    from expoft.train.rundir import same_config  # imports JAX: only where a bench is compared
+
+    def by_label(runs: list[dict]) -> dict:
+        return {(r.get("method"), r.get("seed")): r.get("config") for r in runs if isinstance(r, dict)}
+
+    earlier, later = by_label(before), by_label(after)
+    return bool(later) and earlier.keys() == later.keys() and all(same_config(earlier[k], later[k]) for k in later)
+
+
+def prepare_folder(
+    out: Path, arguments: dict, overwrite: bool, act: bool = True, runs: list[dict] | None = None
+) -> dict | None:
+    """Check --out; return the earlier bench.json when continuing that bench: one with the same
+    arguments, or with other arguments that plan the same ``runs`` (:func:`same_runs`). With
+    ``act``, an earlier bench with other arguments is moved aside (--overwrite); without, only
+    errors."""
     old = existing_bench(out, "choose a new or empty --out")
     if old is None:
         return None
@@ -107,6 +124,11 @@ def prepare_folder(out: Path, arguments: dict, overwrite: bool, act: bool = True
         for key in sorted(set(before) | set(arguments))
         if before.get(key) != arguments.get(key)
     )
+    if runs is not None and same_runs(old["runs"], runs):
+        if act:
+            print(f"{out} holds a bench with other arguments ({diffs}) that plans the same runs with the same "
+                  "configs: continuing it (bench.json records these arguments from now on)", flush=True)  # fmt: skip
+        return old
     if not overwrite:
         raise FileExistsError(
             f"{out} holds a bench with other arguments ({diffs}). Rerun its own command to continue it "

@@ -266,11 +266,22 @@ def run_bench(args: Bench) -> None:
     slots = pin_cores(args.jobs) if args.pin else None
     command = shlex.join(["expoft", "bench", *args.argv])
 
-    prepare_folder(out, arguments, args.overwrite, act=False)
+    planned = [
+        {
+            "method": r.method,
+            "seed": r.seed,
+            "run_dir": str(r.run_dir.relative_to(out)),
+            "log": str(r.log.relative_to(out)),
+            "command": expoft_command(r.args)[1],
+            "config": r.config,
+        }
+        for r in runs
+    ]
+    prepare_folder(out, arguments, args.overwrite, act=False, runs=planned)
     out.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_folder(out)
     try:
-        previous = prepare_folder(out, arguments, args.overwrite, act=True)
+        previous = prepare_folder(out, arguments, args.overwrite, act=True, runs=planned)
         bench = {
             "command": command,
             "argv": list(args.argv),
@@ -291,17 +302,7 @@ def run_bench(args: Bench) -> None:
             "created": (previous or {}).get("created", stamp()),
             "invocations": [*(previous or {}).get("invocations", []), {"command": command, "time": stamp()}],
             "data": [{"what": s.what, "path": str(s.path), "command": s.command} for s in steps],
-            "runs": [
-                {
-                    "method": r.method,
-                    "seed": r.seed,
-                    "run_dir": str(r.run_dir.relative_to(out)),
-                    "log": str(r.log.relative_to(out)),
-                    "command": expoft_command(r.args)[1],
-                    "config": r.config,
-                }
-                for r in runs
-            ],
+            "runs": planned,
         }
         write_json(out / "bench.json", bench)
         print(f"bench: {len(methods)} methods x {args.seeds} seeds = {len(runs)} runs, {args.jobs} at a time; "
