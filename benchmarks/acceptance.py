@@ -1,0 +1,96 @@
+"""The acceptance of issue "EXPO that learns", read off its three learn grids. Run by hand, not by CI.
+
+    python benchmarks/acceptance.py                      # the exports: benchmarks/results/learn-*
+    python benchmarks/acceptance.py runs/learn-p2-scene  # or any bench folders
+
+Two criteria, per grid, over EXPO-FT's and QC's finished runs at their last evaluation:
+- ``gain``: EXPO-FT's policy minus its base alone (paired on the same reset seeds), mean over seeds,
+  is >= +0.10; the issue asks for it on at least 2 of the 3 grids;
+- ``vs_qc``: EXPO-FT's final success is >= QC's - 0.05; asked for on all 3 grids.
+Each is ``pass``, ``fail``, or ``pending`` while a method has fewer than 3 finished seeds (the
+figures so far are still printed). One JSON line per grid (the figures, their 95% Student-t
+intervals over seeds and the verdicts), then one for the whole. Seeds, budget and machine: the
+grids' own (their bench.json and runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from expoft.bench.stats import load_bench, method_stats
+
+GRIDS = ("learn-p1-cube-single", "learn-p1-cube-double", "learn-p2-scene")
+GAIN = 0.10
+"""EXPO-FT's policy minus its base alone at the last evaluation, at least (mean over seeds)."""
+QC_MARGIN = 0.05
+"""EXPO-FT's final success may be this far below QC's, at most."""
+SEEDS = 3
+GAIN_GRIDS = 2
+"""Grids on which the gain must hold (of the three)."""
+
+
+def method_figures(runs, method: str) -> dict:
+    mine = [r for r in runs if r.method == method]
+    if not mine:
+        return {"finished": 0}
+    stats = method_stats(mine)
+    return {
+        "finished": stats["finished"],
+        "seeds": stats["seeds"],
+        "final_success": stats.get("final_success"),
+        "final_base_success": stats.get("final_base_success"),
+        "policy_minus_base": stats.get("policy_minus_base"),
+    }
+
+
+def verdict(ok: bool | None) -> str:
+    return "pending" if ok is None else "pass" if ok else "fail"
+
+
+def grid_line(folder: Path) -> dict:
+    _, runs = load_bench(folder)
+    ft, qc = method_figures(runs, "expo-ft"), method_figures(runs, "qc")
+    gain = (ft.get("policy_minus_base") or {}).get("mean")
+    ft_final = (ft.get("final_success") or {}).get("mean")
+    qc_final = (qc.get("final_success") or {}).get("mean")
+    ft_done, qc_done = ft["finished"] >= SEEDS, qc["finished"] >= SEEDS
+    vs_qc = None
+    if ft_done and qc_done and ft_final is not None and qc_final is not None:
+        vs_qc = ft_final >= qc_final - QC_MARGIN
+    return {
+        "grid": folder.name,
+        "expo_ft": ft,
+        "qc": qc,
+        "gain": verdict(None if not ft_done or gain is None else gain >= GAIN),
+        "vs_qc": verdict(vs_qc),
+    }
+
+
+def overall(lines: list[dict]) -> dict:
+    gains = [line["gain"] for line in lines]
+    vs_qc = [line["vs_qc"] for line in lines]
+    passed, pending = gains.count("pass"), gains.count("pending")
+    gain = "pass" if passed >= GAIN_GRIDS else "pending" if passed + pending >= GAIN_GRIDS else "fail"
+    versus = "fail" if "fail" in vs_qc else "pending" if "pending" in vs_qc else "pass"
+    return {"grids": [line["grid"] for line in lines], "gain_on_2_of_3": gain, "vs_qc_on_all": versus}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("grids", nargs="*", type=Path, default=[Path("benchmarks/results") / g for g in GRIDS])
+    args = parser.parse_args()
+    lines = []
+    for folder in args.grids:
+        if not (folder / "bench.json").exists() and not (folder / "runs").is_dir():
+            line = {"grid": folder.name, "gain": "pending", "vs_qc": "pending", "note": f"{folder}: no runs yet"}
+        else:
+            line = grid_line(folder)
+        lines.append(line)
+        print(json.dumps(line))
+    print(json.dumps(overall(lines)))
+
+
+if __name__ == "__main__":
+    main()
