@@ -227,3 +227,16 @@ def test_drop_open_episode_forgets_only_the_episode_being_written():
         wrapped.add(obs, np.zeros(2, np.float32), 0.0, obs, False, False)
     assert wrapped.drop_open_episode() == 0  # kept, closed as cut by a time limit
     assert wrapped._online.a["episode_ends"][(wrapped._online.ptr - 1) % 6] and wrapped.online_size == 6
+
+
+def test_close_open_episode_ends_it_as_cut_by_a_time_limit():
+    buffer = ReplayBuffer(3, 2, capacity=10)
+    obs = np.zeros(3, np.float32)
+    for i in range(4):
+        buffer.add(obs, np.zeros(2, np.float32), 0.0, obs, False, i == 1, success=i == 1)
+    assert buffer.close_open_episode() == 2
+    ends = buffer._online.a["episode_ends"][:4]
+    assert ends.tolist() == [False, True, False, True]
+    assert buffer._online.a["terminals"][:4].tolist() == [False] * 4
+    assert buffer._online.a["successful"][:4].tolist() == [True, True, False, False]
+    assert buffer.close_open_episode() == 0

@@ -524,3 +524,57 @@ def test_bad_inputs_get_a_clear_error(tmp_path, capsys):
             call()
         lines.append(f"{name}: {type(info.value).__name__}: {str(info.value).splitlines()[0]}")
     print("\n".join(lines))
+
+
+def test_extend_continues_a_finished_run_in_a_new_folder(tmp_path, monkeypatch, capsys):
+    """`expoft extend`: the source stays byte-identical; the new run holds the source's
+    evaluations and metrics, goes on to the new budget, and an extension killed after its copy
+    resumes (`expoft finetune --resume`) to the same run."""
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    source = tmp_path / "source"
+    finetune(preset("tiny", env_steps=120, eval_every=60, eval_episodes=1), source, progress=False)
+    before = _tree_digest(source)
+    longer = tmp_path / "longer"
+    assert main(["extend", str(source), "--env-steps", "200", "--out", str(longer), "--no-progress"]) == 0
+    assert _tree_digest(source) == before
+    summary = json.loads((longer / "summary.json").read_text())
+    first = json.loads((source / "summary.json").read_text())["evaluations"]
+    assert summary["env_steps"] >= 200 and summary["evaluations"][: len(first)] == first
+    assert [e["env_step"] for e in summary["evaluations"]][len(first) :] == [180, summary["env_steps"]]
+    assert comparable_rows(longer)[: len(comparable_rows(source))] == comparable_rows(source)
+    record = json.loads((longer / "extended.json").read_text())
+    assert record["env_steps_before"] == 120 and record["env_step"] == first[-1]["env_step"]
+
+    import expoft.train.finetune as finetune_module
+
+    def killed(out, progress=True):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_module, "resume", killed)
+    again = tmp_path / "again"
+    with pytest.raises(KeyboardInterrupt):
+        main(["extend", str(source), "--env-steps", "200", "--out", str(again), "--no-progress"])
+    monkeypatch.undo()
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    assert main(["finetune", "--resume", str(again), "--no-progress"]) == 0
+    assert comparable_rows(again) == comparable_rows(longer)
+
+    capsys.readouterr()
+    (tmp_path / "unfinished").mkdir()
+    shutil.copytree(source, tmp_path / "unfinished" / "run")
+    (tmp_path / "unfinished" / "run" / "summary.json").unlink()
+    shutil.copytree(source, tmp_path / "pruned")
+    for path in (tmp_path / "pruned" / "checkpoints").glob("*_1[0-9][0-9].*"):
+        path.unlink()  # the checkpoint of its end
+    cases = [
+        ([str(source), "--env-steps", "120", "--out", str(tmp_path / "x")], "must be more than the 120"),
+        ([str(source), "--env-steps", "200", "--out", str(longer)], "not empty"),
+        ([str(source), "--env-steps", "200", "--out", str(source / "inner")], "inside it"),
+        ([str(tmp_path / "unfinished" / "run"), "--env-steps", "200", "--out", str(tmp_path / "y")], "has not finished"),
+        ([str(tmp_path / "pruned"), "--env-steps", "200", "--out", str(tmp_path / "z")], "no usable checkpoint of its end"),
+        ([str(tmp_path / "missing"), "--env-steps", "200", "--out", str(tmp_path / "w")], "not an expoft run folder"),
+    ]
+    for argv, message in cases:
+        assert main(["extend", *argv, "--no-progress"]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert not any((tmp_path / name).exists() for name in ("x", "y", "z", "w"))

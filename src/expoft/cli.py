@@ -34,6 +34,7 @@ from expoft.obs import PixelSpec
 from expoft.report.video import RenderError
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate_run
+from expoft.train.extend import extend
 from expoft.train.finetune import finetune, resume
 from expoft.train.methods import base_config, split_preset_and_method
 from expoft.train.online_loop import StoppedAtCheckpoint
@@ -218,6 +219,24 @@ class Finetune:
 
 
 @dataclasses.dataclass(frozen=True)
+class Extend:
+    """Continue a finished run to a larger budget in a new folder (the source is not touched): does
+    more interaction change its result? See `expoft.train.extend`."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The finished run (its config.json, summary.json and the checkpoint of its end)."""
+    env_steps: int
+    """The new budget in env steps: more than the run had."""
+    out: Path
+    """The new run folder (new or empty); if killed, continue it with `expoft finetune --resume OUT`."""
+    progress: bool = True
+
+    def run(self) -> None:
+        summary = extend(self.run_dir, self.out, self.env_steps, progress=self.progress)
+        print(json.dumps({k: v for k, v in summary.items() if k != "evaluations"}))
+
+
+@dataclasses.dataclass(frozen=True)
 class Pretrain:
     """Imitation of the base only; writes a checkpoint that `expoft eval` can load."""
 
@@ -307,6 +326,10 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
     ),
     "pretrain": (lambda argv: _with_preset(Pretrain, argv), "imitation pretraining of the base (--preset NAME)"),
     "finetune": (lambda argv: _with_preset(Finetune, argv), "pretrain + online EXPO fine-tuning (--preset NAME)"),
+    "extend": (
+        lambda argv: tyro.cli(Extend, args=argv, prog="expoft extend"),
+        "continue a finished run to a larger budget in a new folder",
+    ),
     "eval": (lambda argv: tyro.cli(Eval, args=argv, prog="expoft eval"), "evaluate a run's checkpoint"),
     "serve": (lambda argv: tyro.cli(Serve, args=argv, prog="expoft serve"), "serve a run's base policy (websocket)"),
     "learner": (lambda argv: _with_preset(Learner, argv), "own a run and serve its online phase to an actor"),

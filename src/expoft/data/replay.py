@@ -212,11 +212,20 @@ class ReplayBuffer:
     def drop_open_episode(self) -> int:
         """Forget the online episode being written (its actor died): the steps dropped; 0 when the
         ring has wrapped (the episode is then kept, closed as cut by a time limit)."""
-        n, self._episode_len = self._episode_len, 0
+        n = self._episode_len
         if n and not self._online.retract(n):
-            self._online.a["episode_ends"][(self._online.ptr - 1) % self._online.capacity] = True
+            self.close_open_episode()
             return 0
+        self._episode_len = 0
         self.total_added -= n
+        return n
+
+    def close_open_episode(self) -> int:
+        """End the online episode being written where it stands, as cut by a time limit (not a
+        terminal, not a success): the steps it has; 0 when none is open."""
+        n, self._episode_len = self._episode_len, 0
+        if n:
+            self._online.a["episode_ends"][(self._online.ptr - 1) % self._online.capacity] = True
         return n
 
     def _write_frames(self, frame: np.ndarray, next_frame: np.ndarray) -> int:

@@ -27,6 +27,7 @@ from expoft.train.build import make_agent, offline_data, offline_frames, with_ba
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate, evaluation_seed
+from expoft.train.extend import at_extension, checkpoint_config
 from expoft.train.external import external_candidates
 from expoft.train.offline_rl import OfflinePoint, checkpointed_offline_phase, reopen_offline_phase
 from expoft.train.online_loop import OnlineLearner, run_local
@@ -160,7 +161,8 @@ def resume(
         return _start_online(cfg, done.run, store, done.agent, done.losses, done.ds, done.sha, done.frames, progress,
                              done.clock, external_candidates(cfg, base), stage_save_seconds, offline_start,
                              online)  # fmt: skip
-    check_resumable(record, cfg, config_path, f"env step {record['env_step']}")
+    step = int(record["env_step"])
+    check_resumable(record, checkpoint_config(cfg, out, step), config_path, f"env step {step}")
     ds = offline_data(cfg, progress)
     check_dataset(cfg, ds)
     state = LoopState(**record["state"])
@@ -168,6 +170,8 @@ def resume(
     template = make_agent(cfg)
     buffer = run_buffer(cfg, ds, offline_frames(cfg, ds, progress))
     agent = store.restore(record, template, buffer)
+    if at_extension(out, step):  # the source's last episode, cut by its budget (expoft.train.extend)
+        buffer.close_open_episode()
     run = RunDir.reopen(out, state.metrics_bytes, cfg, state.step)
     run.log({"phase": "resume", "env_step": state.step})
     log.info("resuming %s at env step %d", out, state.step)
