@@ -567,14 +567,15 @@ def test_extend_continues_a_finished_run_in_a_new_folder(tmp_path, monkeypatch, 
     for path in (tmp_path / "pruned" / "checkpoints").glob("*_1[0-9][0-9].*"):
         path.unlink()  # the checkpoint of its end
     cases = [
-        ([str(source), "--env-steps", "120", "--out", str(tmp_path / "x")], "must be more than the 120"),
-        ([str(source), "--env-steps", "200", "--out", str(longer)], "not empty"),
-        ([str(source), "--env-steps", "200", "--out", str(source / "inner")], "inside it"),
-        ([str(tmp_path / "unfinished" / "run"), "--env-steps", "200", "--out", str(tmp_path / "y")], "has not finished"),
-        ([str(tmp_path / "pruned"), "--env-steps", "200", "--out", str(tmp_path / "z")], "no usable checkpoint of its end"),
-        ([str(tmp_path / "missing"), "--env-steps", "200", "--out", str(tmp_path / "w")], "not an expoft run folder"),
+        ((source, "120", tmp_path / "x"), "must be more than the 120"),
+        ((source, "200", longer), "not empty"),
+        ((source, "200", source / "inner"), "inside it"),
+        ((tmp_path / "unfinished" / "run", "200", tmp_path / "y"), "has not finished"),
+        ((tmp_path / "pruned", "200", tmp_path / "z"), "no usable checkpoint of its end"),
+        ((tmp_path / "missing", "200", tmp_path / "w"), "not an expoft run folder"),
     ]
-    for argv, message in cases:
+    for (run, steps, out), message in cases:
+        argv = [str(run), "--env-steps", steps, "--out", str(out)]
         assert main(["extend", *argv, "--no-progress"]) == 2, argv
         assert message in capsys.readouterr().err, argv
     assert not any((tmp_path / name).exists() for name in ("x", "y", "z", "w"))
