@@ -529,7 +529,7 @@ def test_bad_inputs_get_a_clear_error(tmp_path, capsys):
 def test_extend_continues_a_finished_run_in_a_new_folder(tmp_path, monkeypatch, capsys):
     """`expoft extend`: the source stays byte-identical; the new run holds the source's
     evaluations and metrics, goes on to the new budget, and an extension killed after its copy
-    resumes (`expoft finetune --resume`) to the same run."""
+    is continued by the same command to the same run."""
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     source = tmp_path / "source"
     finetune(preset("tiny", env_steps=120, eval_every=60, eval_episodes=1), source, progress=False)
@@ -556,7 +556,7 @@ def test_extend_continues_a_finished_run_in_a_new_folder(tmp_path, monkeypatch, 
         main(["extend", str(source), "--env-steps", "200", "--out", str(again), "--no-progress"])
     monkeypatch.undo()
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
-    assert main(["finetune", "--resume", str(again), "--no-progress"]) == 0
+    assert main(["extend", str(source), "--env-steps", "200", "--out", str(again), "--no-progress"]) == 0
     assert comparable_rows(again) == comparable_rows(longer)
 
     capsys.readouterr()
@@ -568,7 +568,9 @@ def test_extend_continues_a_finished_run_in_a_new_folder(tmp_path, monkeypatch, 
         path.unlink()  # the checkpoint of its end
     cases = [
         ((source, "120", tmp_path / "x"), "must be more than the 120"),
-        ((source, "200", longer), "not empty"),
+        ((source, "200", longer), "has finished"),
+        ((source, "300", longer), "holds another extension"),
+        ((source, "200", tmp_path / "data"), "not empty"),
         ((source, "200", source / "inner"), "inside it"),
         ((tmp_path / "unfinished" / "run", "200", tmp_path / "y"), "has not finished"),
         ((tmp_path / "pruned", "200", tmp_path / "z"), "no usable checkpoint of its end"),

@@ -228,7 +228,7 @@ class Extend:
     env_steps: int
     """The new budget in env steps: more than the run had."""
     out: Path
-    """The new run folder (new or empty); if killed, continue it with `expoft finetune --resume OUT`."""
+    """The new run folder (new or empty); if killed, the same command continues it."""
     progress: bool = True
 
     def run(self) -> None:

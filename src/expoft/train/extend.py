@@ -6,7 +6,8 @@ from the start costs the whole budget again. A finished run's checkpoint of its 
 every run as it finishes) holds all a resume needs: NEW starts as a copy of RUN (its metrics,
 evaluations and checkpoints; not its summary, plot or bench record) whose config has ``env_steps
 = N``, and goes on as `expoft finetune --resume` does. RUN is not touched; NEW/extended.json says
-where NEW came from.
+where NEW came from. The same command again continues a killed extension (as `expoft finetune
+--resume NEW` does).
 
 NEW differs from a run given N from the start in one place: RUN ended where its budget ran out,
 mid-episode as a rule, and the environment cannot be saved there. That episode is closed in the
@@ -81,6 +82,15 @@ def extend(source: str | Path, out: str | Path, env_steps: int, *, progress: boo
                          f"got {env_steps}")  # fmt: skip
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out} is the source run or inside it; choose a new folder")
+    earlier = extension_of(out) if out.is_dir() else None
+    if earlier is not None:  # the same command again: continue what it started
+        planned = config_from_json(json.loads((out / "config.json").read_text())).env_steps
+        if earlier["from"] != str(source.resolve()) or planned != env_steps:
+            raise FileExistsError(f"{out} holds another extension ({earlier['from']} to {planned} env steps); "
+                                  "choose a new --out")  # fmt: skip
+        if (out / "summary.json").exists():
+            raise ValueError(f"the extension in {out} has finished (summary.json exists); nothing to continue")
+        return resume(out, progress=progress)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new --out (the source run is never changed)")
     record = CheckpointStore(source / "checkpoints", keep=cfg.keep_checkpoints).latest_valid()
