@@ -57,6 +57,12 @@
 #       learn-p1-<env>'s: learn_queue.sh copies their run folders
 #       (runs/cache-p1-<env>-cached/runs/expo-ft/seedS) into runs/learn-p1-<env>/runs/expo-ft/
 #       instead of running them twice (the bench skips a run folder that has summary.json).
+#   longer-p1-cube-double
+#       Not a bench: the finished expo-ft runs of cache-p1-cube-double-cached (= learn-p1-cube-double's)
+#       continued from 5k to 10k env steps (`expoft extend`, from the checkpoint of their end; the
+#       source runs are not touched). P1's EXPO-FT ends +0.06 to +0.07 above its base alone at 5k
+#       on both cubes, short of the +0.10 the issue asks: does the critic's gain grow with more
+#       interaction? Needs the source runs' checkpoints (in RUNS_DIR, not in the exports).
 #   expo-ft-p2-scene
 #       learn-p2-scene's expo-ft runs alone (the same command), first: where the base alone is weak
 #       (0.0-0.2) the critic-guided choice has the most room; copy its run folders into
@@ -69,6 +75,7 @@ cd "$(dirname "$0")/.."
 expoft=${EXPOFT:-.venv/bin/expoft}  # EXPOFT=echo: print the commands only
 CACHE_REFRESH=20
 RUNS_DIR=${RUNS_DIR:-runs}
+RESULTS_DIR=${RESULTS_DIR:-benchmarks/results}  # where finished runs are exported (in git)
 # ONLY=bc,expo:0: only these runs of the grid this time (expoft bench --only), e.g. to fit a session
 # JOBS=1: one run at a time, not pinned by the bench (pin it yourself: two grids side by side,
 #   JOBS=1 taskset -c 0 bash benchmarks/learn_grids.sh A & JOBS=1 taskset -c 1 bash benchmarks/learn_grids.sh B)
@@ -89,6 +96,51 @@ declare -A LEVERS=(
   [actmean-p1-cube-single]="--act-score=mean"
   [actor4-p1-cube-single]="--actor-steps=4"
 )
+
+# Extensions (not benches): NAME -> "SOURCE_GRID ENV_STEPS", every finished run of the source
+# continued to ENV_STEPS in $RUNS_DIR/NAME/runs/METHOD/seedS (expoft extend; the same command
+# continues a killed one), exported without checkpoints to benchmarks/results/NAME.
+declare -A EXTENDS=(
+  [longer-p1-cube-double]="cache-p1-cube-double-cached 10000"
+)
+# what the bench sets in its runs' environment (expoft.bench.scheduler.child_env), for the same cost
+SINGLE_THREAD_ENV=(XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false" OMP_NUM_THREADS=1
+  OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1)
+
+extend_grid() {  # $1: an extension; returns non-zero if a run failed or was stopped
+  local source steps run rel dest export status=0
+  read -r source steps <<< "${EXTENDS[$1]}"
+  for run in "$RUNS_DIR/$source"/runs/*/seed*/; do
+    [ -f "$run/summary.json" ] || continue
+    rel=${run#"$RUNS_DIR/$source/"}
+    rel=${rel%/}
+    dest=$RUNS_DIR/$1/$rel
+    if [ -f "$dest/summary.json" ]; then
+      echo "skip $rel: finished ($dest)"
+      continue
+    fi
+    mkdir -p "$(dirname "$dest")"
+    echo "$(date -u +%FT%TZ) extend $RUNS_DIR/$source/$rel to $steps env steps (log $dest.log)"
+    env "${SINGLE_THREAD_ENV[@]}" $expoft extend "$RUNS_DIR/$source/$rel" --env-steps "$steps" \
+      --out "$dest" --no-progress >> "$dest.log" 2>&1 || status=$?
+    if [ "$status" -ne 0 ]; then
+      echo "$(date -u +%FT%TZ) $rel: exit $status (143: stopped at a checkpoint; the same command continues it)"
+      break
+    fi
+  done
+  for dest in "$RUNS_DIR/$1"/runs/*/seed*/; do  # the finished ones, without checkpoints
+    [ -f "$dest/summary.json" ] || continue
+    rel=${dest#"$RUNS_DIR/$1/"}
+    rel=${rel%/}
+    export=$RESULTS_DIR/$1/$rel
+    [ -e "$export" ] && continue
+    mkdir -p "$(dirname "$export")"
+    cp -a "$dest" "$export.partial" && rm -rf "$export.partial/checkpoints" && mv "$export.partial" "$export"
+    cp -a "$RUNS_DIR/$1/$rel.log" "$export.log"
+    echo "exported $dest -> $export"
+  done
+  return "$status"
+}
 
 # grid_args NAME: the bench arguments of a grid, into the array GRID
 grid_args() {
@@ -119,10 +171,12 @@ grid_args() {
       GRID=(--methods "$LEARN_METHODS" --protocol p2 --env scene --task 1 --seeds 3 --method-args "expo=$EXPO_CHUNKS") ;;
     expo-ft-p2-scene)
       GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3) ;;
+    longer-p1-cube-double)
+      GRID=() ;;  # an extension (EXTENDS)
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
         "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single demoagent-p1-cube-single recover-p1-cube-single recover-p1-cube-double learn-p1-cube-single learn-p1-cube-double" \
-        "learn-p2-scene expo-ft-p2-scene" >&2
+        "learn-p2-scene expo-ft-p2-scene longer-p1-cube-double" >&2
       return 2 ;;
   esac
 }
@@ -136,9 +190,13 @@ main() {
   for name in "$@"; do
     grid_args "$name"
     status=0
+    if [ -n "${EXTENDS[$name]:-}" ]; then
+      extend_grid "$name" || failed+=("$name")
+      continue
+    fi
     $expoft bench "${GRID[@]}" --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "$RUNS_DIR/$name" \
       --jobs "$JOBS" "${PIN[@]}" --single-thread ${ONLY:+--only "$ONLY"} || status=$?
-    $expoft bench export "$RUNS_DIR/$name" "benchmarks/results/$name"
+    $expoft bench export "$RUNS_DIR/$name" "$RESULTS_DIR/$name"
     [ "$status" -eq 0 ] || failed+=("$name")
   done
   if [ ${#failed[@]} -gt 0 ]; then

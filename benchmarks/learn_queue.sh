@@ -58,7 +58,7 @@ shared_source() {
 seed_from_export() {  # $1: a grid; a fresh machine starts from the grid's export, if it has one
   # The export (benchmarks/results/<grid>, in git) holds every finished run without checkpoints:
   # with it, a grid whose RUNS_DIR was lost reruns only its unfinished runs, from their start.
-  local export=benchmarks/results/$1
+  local export=${RESULTS_DIR:-benchmarks/results}/$1
   [ ! -e "$RUNS_DIR/$1" ] && [ -f "$export/bench.json" ] || return 0
   cp -a "$export" "$RUNS_DIR/$1.partial" && mv "$RUNS_DIR/$1.partial" "$RUNS_DIR/$1"
   echo "$(date -u +%FT%TZ) $1: not in $RUNS_DIR; started from its export $export" \
@@ -104,8 +104,8 @@ lane() {  # $1: a core (0 or 1), or "both" (JOBS=2: the bench pins each run to a
   echo "$(date -u +%FT%TZ) lane of core $core: done"
 }
 
-benches() {  # pids of the benches of this RUNS_DIR
-  pgrep -f "expoft bench .*--out $RUNS_DIR/" || true
+benches() {  # pids of the benches of this RUNS_DIR, and of its extensions (`expoft extend`: no bench)
+  pgrep -f "expoft (bench|extend) .*--out $RUNS_DIR/" || true
 }
 
 queue_alive() {  # whether the queue started for this RUNS_DIR (its lanes are its children) still runs
@@ -117,8 +117,8 @@ main() {
   RUNS_DIR=$(realpath -m "${RUNS_DIR:-runs}")
   STOP_WAIT=${STOP_WAIT:-600}
   # the runs of this RUNS_DIR: the bench starts them as `python -m expoft.cli finetune --out RUN`
-  # and resumes them as `... finetune --resume RUN`
-  RUNS_PATTERN="expoft[.]cli finetune .*(--out|--resume) $RUNS_DIR/"
+  # and resumes them as `... finetune --resume RUN`; an extension is `expoft extend ... --out RUN`
+  RUNS_PATTERN="expoft([.]cli finetune|[.]cli extend| extend) .*(--out|--resume) $RUNS_DIR/"
   export RUNS_DIR
   case "${1:-}" in
     start)

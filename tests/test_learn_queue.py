@@ -153,3 +153,34 @@ def test_stop_waits_for_the_lanes_and_start_refuses_a_queue_still_running(tmp_pa
     stopped = command("stop")
     assert stopped.returncode == 0 and "no bench of" in stopped.stdout
     assert not alive() and (runs / "queue.stop").exists()  # `stop` returned after the queue had exited
+
+
+@needs_taskset
+def test_an_extension_lane_item_extends_the_finished_source_runs_and_exports_the_finished_ones(tmp_path):
+    """longer-p1-cube-double (no bench): `expoft extend` for each finished source run it lacks,
+    a finished extension skipped and exported without its checkpoints; an unfinished source run
+    is left alone."""
+    source = tmp_path / "cache-p1-cube-double-cached/runs/expo-ft"
+    longer = tmp_path / "longer-p1-cube-double/runs/expo-ft"
+    for seed in ("seed0", "seed1", "seed2"):
+        (source / seed).mkdir(parents=True)
+    for seed in ("seed0", "seed2"):
+        (source / seed / "summary.json").write_text("{}")
+    (longer / "seed2/checkpoints").mkdir(parents=True)
+    (longer / "seed2/checkpoints/agent_10000.npz").write_bytes(b"weights")
+    (longer / "seed2/summary.json").write_text('{"env_steps": 10000}')
+    (longer / "seed2.log").write_text("its log")
+    results = tmp_path / "results"
+    env = {**os.environ, "RUNS_DIR": str(tmp_path), "EXPOFT": "echo", "RESULTS_DIR": str(results)}
+    lane = ["bash", "benchmarks/learn_queue.sh", "lane", "0", "longer-p1-cube-double"]
+    done = subprocess.run(lane, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "skip runs/expo-ft/seed2: finished" in done.stdout
+    assert (longer / "seed0.log").read_text().strip() == (
+        f"extend {source / 'seed0'} --env-steps 10000 --out {longer / 'seed0'} --no-progress"
+    )
+    assert not (longer / "seed1.log").exists()  # its source has not finished
+    exported = results / "longer-p1-cube-double/runs/expo-ft"
+    assert (exported / "seed2/summary.json").read_text() == '{"env_steps": 10000}'
+    assert (exported / "seed2.log").read_text() == "its log"
+    assert not (exported / "seed2/checkpoints").exists() and not (exported / "seed0").exists()
