@@ -33,9 +33,10 @@ set -euo pipefail
 # last the online-base screen's seeds 1-2 (exact, ~2 CPU hours each; seed 0 showed no difference).
 # Lane 1 asks why the demo agent gains over its base and P1's EXPO-FT does not: P1's agent on demos
 # with a recovery (recover-p1-cube-single, ~40 CPU min a run; the demo's agent on P1's data,
-# demoagent-p1-cube-single, is done: no gain), then the P1 learn grids' QC and EXPO runs (their
-# expo-ft and bc runs are done; the acceptance needs them before more diagnostics), then
-# recover-p1-cube-double (~1 hour a run). Done, and left out of the lanes: the
+# demoagent-p1-cube-single, is done: no gain), then whether P1's gain grows with more interaction
+# (longer-p1-cube-double: the cube-double gate's cached runs extended from 5k to 10k env steps,
+# ~1 hour a run), then the P1 learn grids' QC and EXPO runs (their expo-ft and bc runs are done),
+# then recover-p1-cube-double (~1 hour a run). Done, and left out of the lanes: the
 # cache gate (cache-p1-cube-{single,double}-{exact,cached}), demoagent-p1-cube-single, and
 # seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
 # control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
@@ -44,7 +45,7 @@ set -euo pipefail
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
 LANE0=(expo-ft-p2-scene learn-p2-scene online-base-p1-cube-single)
-LANE1=(recover-p1-cube-single learn-p1-cube-single learn-p1-cube-double recover-p1-cube-double)
+LANE1=(recover-p1-cube-single longer-p1-cube-double learn-p1-cube-single learn-p1-cube-double recover-p1-cube-double)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
