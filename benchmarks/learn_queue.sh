@@ -29,14 +29,15 @@ set -euo pipefail
 # run costs ~1 CPU hour, P1 QC and P2 scene runs more. A grid belongs to one lane (two benches
 # cannot share a folder).
 # Lane 0 runs EXPO-FT on P2 scene, where the base alone is weak (0.0-0.2) and the critic's choice has the
-# most room (chunked EXPO gained +0.81 there), then the rest of learn-p2-scene (expo, qc, bc), and
-# last the online-base screen's seeds 1-2 (exact, ~2 CPU hours each; seed 0 showed no difference).
+# most room (chunked EXPO gained +0.81 there), then the rest of learn-p2-scene (expo, qc, bc), then
+# recover-p1-cube-double (~1 hour a run; here to even the lanes' ~11 hours each, as of the eighth
+# session of 2026-12-06), and last the online-base screen's seeds 1-2 (exact, ~2 CPU hours each;
+# seed 0 showed no difference).
 # Lane 1 asks why the demo agent gains over its base and P1's EXPO-FT does not: P1's agent on demos
 # with a recovery (recover-p1-cube-single, ~40 CPU min a run; the demo's agent on P1's data,
 # demoagent-p1-cube-single, is done: no gain), then whether P1's gain grows with more interaction
 # (longer-p1-cube-double: the cube-double gate's cached runs extended from 5k to 10k env steps,
-# ~1 hour a run), then the P1 learn grids' QC and EXPO runs (their expo-ft and bc runs are done),
-# then recover-p1-cube-double (~1 hour a run). Done, and left out of the lanes: the
+# ~1 hour a run), then the P1 learn grids' QC and EXPO runs (their expo-ft and bc runs are done). Done, and left out of the lanes: the
 # cache gate (cache-p1-cube-{single,double}-{exact,cached}), demoagent-p1-cube-single, and
 # seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
 # control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
@@ -44,8 +45,8 @@ set -euo pipefail
 # own), before the lanes start: two runs of one grid that must both finish within a session (none
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
-LANE0=(expo-ft-p2-scene learn-p2-scene online-base-p1-cube-single)
-LANE1=(recover-p1-cube-single longer-p1-cube-double learn-p1-cube-single learn-p1-cube-double recover-p1-cube-double)
+LANE0=(expo-ft-p2-scene learn-p2-scene recover-p1-cube-double online-base-p1-cube-single)
+LANE1=(recover-p1-cube-single longer-p1-cube-double learn-p1-cube-single learn-p1-cube-double)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
