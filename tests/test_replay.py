@@ -153,19 +153,6 @@ def test_offline_data_is_read_only_and_needs_rewards(buffer, small_dataset):
         ReplayBuffer(4, 2, 10, offline=small_dataset)
 
 
-def test_save_load_round_trip_gives_identical_samples(tmp_path, buffer, small_dataset):
-    _add_steps(buffer, rewards=range(7), ends=[0, 0, 1, 0, 0, 0, 0], rng=np.random.default_rng(3))
-    buffer.save(tmp_path / "buffer.npz")
-    restored = ReplayBuffer(3, 2, 5, offline=small_dataset)
-    restored.load(tmp_path / "buffer.npz")
-    a = buffer.sample(np.random.default_rng(9), 32, discount=0.9, chunk_len=3)
-    b = restored.sample(np.random.default_rng(9), 32, discount=0.9, chunk_len=3)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
-    with pytest.raises(ValueError, match="has shape"):
-        ReplayBuffer(3, 2, 6).load(tmp_path / "buffer.npz")
-
-
 def test_successful_only_draws_from_successful_episodes(small_dataset):
     # offline: episode 0 (4 steps) succeeded, episode 1 (3 steps) did not
     buffer = ReplayBuffer(obs_dim=3, action_dim=2, capacity=6, offline=small_dataset)
@@ -229,14 +216,17 @@ def test_drop_open_episode_forgets_only_the_episode_being_written():
     assert wrapped._online.a["episode_ends"][(wrapped._online.ptr - 1) % 6] and wrapped.online_size == 6
 
 
-def test_close_open_episode_ends_it_as_cut_by_a_time_limit():
-    buffer = ReplayBuffer(3, 2, capacity=10)
+def test_end_episode_at_cuts_an_episode_as_a_time_limit_would():
+    buffer = ReplayBuffer(3, 2, capacity=6)
     obs = np.zeros(3, np.float32)
-    for i in range(4):
+    for i in range(8):  # the ring holds global steps 2..7; step 1 ended (successfully) an episode
         buffer.add(obs, np.zeros(2, np.float32), 0.0, obs, False, i == 1, success=i == 1)
-    assert buffer.close_open_episode() == 2
-    ends = buffer._online.a["episode_ends"][:4]
-    assert ends.tolist() == [False, True, False, True]
-    assert buffer._online.a["terminals"][:4].tolist() == [False] * 4
-    assert buffer._online.a["successful"][:4].tolist() == [True, True, False, False]
-    assert buffer.close_open_episode() == 0
+    buffer.end_episode_at(4)
+    buffer.end_episode_at(1)  # no longer held: nothing happens
+    ends = {g: bool(buffer._online.a["episode_ends"][g % 6]) for g in range(2, 8)}
+    assert ends == {2: False, 3: False, 4: True, 5: False, 6: False, 7: False}
+    assert not buffer._online.a["terminals"].any() and not buffer._online.a["successful"][[4 % 6]].any()
+    buffer.end_episode_at(7)  # the newest: the open episode is closed
+    assert buffer._online.a["episode_ends"][7 % 6] and buffer._episode_len == 0
+    batch = buffer.chunks_at(np.array([2 % 6]), source="online", chunk_len=5, discount=0.9)
+    assert batch.valid[0].tolist() == [1, 1, 1, 0, 0]  # a chunk stops at the cut

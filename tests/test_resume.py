@@ -28,6 +28,7 @@ from expoft.pytree_io import load_pytree, save_pytree
 from expoft.train.build import load_run_agent, make_agent, offline_data
 from expoft.train.checkpoint import FORMAT_VERSION, CheckpointStore
 from expoft.train.config import TINY_AGENT, TINY_EXPO, preset
+from expoft.train.extend import close_cut_episode, prepare_extension
 from expoft.train.finetune import check_dataset, finetune, resume
 from expoft.train.pretrain import pretrain_only, resume_pretrain_only
 from expoft.train.rundir import RunDir, stop_if_diverged
@@ -544,18 +545,16 @@ def test_extend_continues_a_finished_run_in_a_new_folder(tmp_path, monkeypatch, 
     assert comparable_rows(longer)[: len(comparable_rows(source))] == comparable_rows(source)
     record = json.loads((longer / "extended.json").read_text())
     assert record["env_steps_before"] == 120 and record["env_step"] == first[-1]["env_step"]
+    # the source was cut mid-episode; the extension's buffer ends that episode there, at every resume
+    cfg = preset("tiny", env_steps=200, eval_every=60, eval_episodes=1)
+    store = CheckpointStore(source / "checkpoints", keep=3)
+    buffer = ReplayBuffer(cfg.obs_spec, 5, cfg.buffer_capacity)
+    store.restore(store.latest_valid(), make_agent(cfg), buffer)
+    assert buffer.total_added == record["cut"] and not buffer._online.a["episode_ends"][record["cut"] - 1]
+    close_cut_episode(longer, buffer)
+    assert buffer._online.a["episode_ends"][record["cut"] - 1] and not buffer._online.a["terminals"][record["cut"] - 1]
 
-    import expoft.train.finetune as finetune_module
-
-    def killed(out, progress=True):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(finetune_module, "resume", killed)
-    again = tmp_path / "again"
-    with pytest.raises(KeyboardInterrupt):
-        main(["extend", str(source), "--env-steps", "200", "--out", str(again), "--no-progress"])
-    monkeypatch.undo()
-    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    again = prepare_extension(source, tmp_path / "again", 200)  # killed after the copy
     assert main(["extend", str(source), "--env-steps", "200", "--out", str(again), "--no-progress"]) == 0
     assert comparable_rows(again) == comparable_rows(longer)
 

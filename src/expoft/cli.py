@@ -34,7 +34,7 @@ from expoft.obs import PixelSpec
 from expoft.report.video import RenderError
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate_run
-from expoft.train.extend import extend
+from expoft.train.extend import prepare_extension
 from expoft.train.finetune import finetune, resume
 from expoft.train.methods import base_config, split_preset_and_method
 from expoft.train.online_loop import StoppedAtCheckpoint
@@ -232,7 +232,7 @@ class Extend:
     progress: bool = True
 
     def run(self) -> None:
-        summary = extend(self.run_dir, self.out, self.env_steps, progress=self.progress)
+        summary = resume(prepare_extension(self.run_dir, self.out, self.env_steps), progress=self.progress)
         print(json.dumps({k: v for k, v in summary.items() if k != "evaluations"}))
 
 

@@ -28,14 +28,12 @@ transition like a state vector.
 from __future__ import annotations
 
 import logging
-import os
 from typing import cast
 
 import numpy as np
 
 from expoft.data.chunk_sampling import FIELDS, ChunkBatch, Part, concat
 from expoft.data.transitions import Dataset
-from expoft.fileio import atomic_write
 from expoft.obs import PIXELS, PROPRIO, Observation, ObsSpec, PixelSpec, vector_dim
 
 log = logging.getLogger(__name__)
@@ -214,19 +212,19 @@ class ReplayBuffer:
         ring has wrapped (the episode is then kept, closed as cut by a time limit)."""
         n = self._episode_len
         if n and not self._online.retract(n):
-            self.close_open_episode()
+            self.end_episode_at(self.total_added - 1)
             return 0
         self._episode_len = 0
         self.total_added -= n
         return n
 
-    def close_open_episode(self) -> int:
-        """End the online episode being written where it stands, as cut by a time limit (not a
-        terminal, not a success): the steps it has; 0 when none is open."""
-        n, self._episode_len = self._episode_len, 0
-        if n:
-            self._online.a["episode_ends"][(self._online.ptr - 1) % self._online.capacity] = True
-        return n
+    def end_episode_at(self, index: int) -> None:
+        """Make online transition ``index`` (counted as ``total_added`` counts) an episode's last,
+        as cut by a time limit (not a terminal, not a success), if the ring still holds it."""
+        if self.total_added - self._online.size <= index < self.total_added:
+            self._online.a["episode_ends"][index % self._online.capacity] = True
+            if index == self.total_added - 1:
+                self._episode_len = 0
 
     def _write_frames(self, frame: np.ndarray, next_frame: np.ndarray) -> int:
         """Store an online step's frames; returns the id of its observation frame."""
@@ -426,34 +424,3 @@ class ReplayBuffer:
             raise ValueError(f"segment frames start at id {lo}; only {part.frames_written} frames restored so far")
         part.frames[np.arange(lo, lo + len(frames)) % len(part.frames)] = frames
         part.frames_written = lo + len(frames)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the whole online part to ``path`` (.npz, no pickle)."""
-        part = self._online
-        counters = {"ptr": np.int64(part.ptr), "size": np.int64(part.size), "episode_len": np.int64(self._episode_len),
-                    "total_added": np.int64(self.total_added)}  # fmt: skip
-        extra = {} if part.frames is None else {"frames": part.frames, "frames_written": np.int64(part.frames_written)}
-        # (ignore: numpy's stub types savez's **kwargs as if they could fill its allow_pickle: bool)
-        atomic_write(path, lambda f: np.savez(f, **counters, **part.a, **extra))  # type: ignore[arg-type]
-
-    def load(self, path: str | os.PathLike) -> None:
-        """Restore the online part written by :meth:`save` (same dims and capacity)."""
-        with np.load(path, allow_pickle=False) as f:
-            for k in self._online.a:
-                if k not in f.files:
-                    raise ValueError(f"{path}: no '{k}' array; was it written by an older expoft?")
-                if f[k].shape != self._online.a[k].shape:
-                    raise ValueError(f"{path}: '{k}' has shape {f[k].shape}, this buffer has {self._online.a[k].shape}")
-            for k in self._online.a:
-                self._online.a[k][...] = f[k]
-            self._online.ptr, self._online.size = int(f["ptr"]), int(f["size"])
-            self._episode_len = int(f["episode_len"])
-            self.total_added = int(f["total_added"]) if "total_added" in f.files else self._online.size
-            if self._online.frames is not None:
-                if "frames" not in f.files or f["frames"].shape != self._online.frames.shape:
-                    raise ValueError(
-                        f"{path}: no frames of shape {self._online.frames.shape}; not this pixel buffer's file"
-                    )
-                self._online.frames[...] = f["frames"]
-                self._online.frames_written = int(f["frames_written"])
-        self._success_index = None

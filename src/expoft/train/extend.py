@@ -30,7 +30,9 @@ from expoft.train.config import RunConfig
 from expoft.train.rundir import config_from_json, to_jsonable
 
 RECORD = "extended.json"
-"""What an extended run came from: ``{"from", "env_steps_before", "env_step", "time"}``."""
+"""What an extended run came from: ``{"from", "env_steps_before", "env_step", "cut", "time"}``
+(``cut``: the online transitions its replay buffer held then; the last of them ends the cut
+episode)."""
 
 LEFT_BEHIND = ("summary.json", "learning_curve.png", "bench_run.json")
 """What only the finished source has: NEW writes its own summary and plot when it finishes."""
@@ -44,7 +46,7 @@ def extension_of(out: Path) -> dict | None:
     try:
         record = json.loads(path.read_text())
         return {"from": str(record["from"]), "env_steps_before": int(record["env_steps_before"]),
-                "env_step": int(record["env_step"])}  # fmt: skip
+                "env_step": int(record["env_step"]), "cut": int(record["cut"])}  # fmt: skip
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is not an extension record ({e}); copy it again from its source") from None
 
@@ -58,18 +60,19 @@ def checkpoint_config(cfg: RunConfig, out: Path, env_step: int) -> RunConfig:
     return dataclasses.replace(cfg, env_steps=extension["env_steps_before"])
 
 
-def at_extension(out: Path, env_step: int) -> bool:
-    """Whether the run in ``out`` resumes from the checkpoint it was extended at (its source's end,
-    mid-episode as a rule: the open episode is to be closed)."""
+def close_cut_episode(out: Path, buffer) -> None:
+    """In the restored replay buffer of the run in ``out``: if it was extended, end the episode its
+    source was cut in (mid-episode as a rule) where it was cut, as a time limit would. Done at every
+    resume, since the checkpoints' replay segments hold that episode as it was written."""
     extension = extension_of(out)
-    return extension is not None and env_step == extension["env_step"]
+    if extension is not None:
+        buffer.end_episode_at(extension["cut"] - 1)
 
 
-def extend(source: str | Path, out: str | Path, env_steps: int, *, progress: bool = True) -> dict:
-    """Continue the finished run in ``source`` to ``env_steps`` env steps, in the new folder ``out``;
-    returns the new run's summary."""
-    from expoft.train.finetune import resume  # finetune resumes extended runs through this module
-
+def prepare_extension(source: str | Path, out: str | Path, env_steps: int) -> Path:
+    """The folder ``out`` ready for ``expoft.train.finetune.resume`` to continue the finished run
+    in ``source`` to ``env_steps`` env steps: a new copy, or the copy an earlier call made for the
+    same source and budget (a killed extension)."""
     source, out = Path(source), Path(out)
     if not (source / "config.json").exists():
         raise FileNotFoundError(f"{source / 'config.json'} does not exist: {source} is not an expoft run folder")
@@ -90,7 +93,7 @@ def extend(source: str | Path, out: str | Path, env_steps: int, *, progress: boo
                                   "choose a new --out")  # fmt: skip
         if (out / "summary.json").exists():
             raise ValueError(f"the extension in {out} has finished (summary.json exists); nothing to continue")
-        return resume(out, progress=progress)
+        return out
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new --out (the source run is never changed)")
     record = CheckpointStore(source / "checkpoints", keep=cfg.keep_checkpoints).latest_valid()
@@ -106,9 +109,9 @@ def extend(source: str | Path, out: str | Path, env_steps: int, *, progress: boo
     extended = dataclasses.replace(cfg, env_steps=env_steps)
     atomic_write(partial / "config.json", lambda f: f.write(json.dumps(to_jsonable(extended), indent=2).encode()))
     entry = {"from": str(source.resolve()), "env_steps_before": cfg.env_steps, "env_step": int(record["env_step"]),
-             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+             "cut": int(record["buffer"]["total_added"]), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
     atomic_write(partial / RECORD, lambda f: f.write(json.dumps(entry, indent=2).encode()))
     if out.exists():
         out.rmdir()  # empty (checked above)
     partial.rename(out)
-    return resume(out, progress=progress)
+    return out

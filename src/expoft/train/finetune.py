@@ -27,7 +27,7 @@ from expoft.train.build import make_agent, offline_data, offline_frames, with_ba
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
 from expoft.train.evaluate import evaluate, evaluation_seed
-from expoft.train.extend import at_extension, checkpoint_config
+from expoft.train.extend import checkpoint_config, close_cut_episode
 from expoft.train.external import external_candidates
 from expoft.train.offline_rl import OfflinePoint, checkpointed_offline_phase, reopen_offline_phase
 from expoft.train.online_loop import OnlineLearner, run_local
@@ -170,8 +170,7 @@ def resume(
     template = make_agent(cfg)
     buffer = run_buffer(cfg, ds, offline_frames(cfg, ds, progress))
     agent = store.restore(record, template, buffer)
-    if at_extension(out, step):  # the source's last episode, cut by its budget (expoft.train.extend)
-        buffer.close_open_episode()
+    close_cut_episode(out, buffer)  # an extended run's (expoft.train.extend)
     run = RunDir.reopen(out, state.metrics_bytes, cfg, state.step)
     run.log({"phase": "resume", "env_step": state.step})
     log.info("resuming %s at env step %d", out, state.step)
