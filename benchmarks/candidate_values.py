@@ -123,14 +123,16 @@ def cube_lifted(env: ActionChunks, domain: Domain) -> bool:
 
 GRASP_REACH = 0.05
 """The pinch point's distance (m) to a cube's centre within which a decision counts as a grasp."""
+PINCH_SITE = "ur5e/robotiq/pinch"
+"""The MuJoCo site between the gripper's fingers in OGBench's manipulation scenes."""
 
 
 def at_grasp(env: ActionChunks, domain: Domain) -> bool:
     """Whether the gripper's pinch point is within ``GRASP_REACH`` of a cube of ``domain`` that rests
     on the table (below ``CUBE_LIFTED_Z``): the approach and grasp, where cube-double's failures
     happen (a grasp that does not close on the cube)."""
-    sim: Any = env.env.unwrapped  # an OGBench manipulation env (its MuJoCo data are private)
-    pinch = np.asarray(sim._data.site_xpos[sim._pinch_site_id])
+    sim: Any = env.env.unwrapped  # an OGBench manipulation env: its MuJoCo data, by site name
+    pinch = np.asarray(sim.data.site(PINCH_SITE).xpos)
     cubes = env_cube_positions(domain, env.env)
     resting = cubes[:, 2] < CUBE_LIFTED_Z
     return bool((resting & (np.linalg.norm(cubes - pinch, axis=-1) < GRASP_REACH)).any())

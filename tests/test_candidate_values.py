@@ -100,8 +100,7 @@ def test_decisions_with_a_cube_carried_are_the_ones_picked(cv):
     assert cv.cube_lifted(env, domain)
     # the pinch point (written where MuJoCo keeps it) 1 cm above the first cube, still on the
     # table: a grasp; at the lifted one: not
-    sim = env.env.unwrapped
-    pinch = sim._data.site_xpos[sim._pinch_site_id]
+    pinch = data.site(cv.PINCH_SITE).xpos
     pinch[:] = data.joint("object_joint_0").qpos[:3] + [0.0, 0.0, 0.01]
     assert cv.at_grasp(env, domain)
     pinch[:] = data.joint("object_joint_1").qpos[:3]
