@@ -41,7 +41,8 @@ def paired_runs(folder: Path) -> list[dict]:
             continue
         base = float(np.mean([e["base_success"] for e in after]))
         gain = float(np.mean([e["success"] - e["base_success"] for e in after]))
-        env = arguments.get("env") or json.loads((run.run_dir / "config.json").read_text()).get("env")
+        config = run.run_dir / "config.json"
+        env = arguments.get("env") or (json.loads(config.read_text()).get("env") if config.exists() else "?")
         rows.append({
             "grid": folder.name, "task": f"{arguments.get('protocol', '?').upper()} {env}", "method": run.method,
             "seed": run.seed,

@@ -181,7 +181,7 @@ TIERS = {
         "test_dataset", "test_generate", "test_interop", "test_chunks", "test_pixel_replay", "test_pixels_env",
         "test_bases", "test_registry", "test_logging", "test_cli", "test_bench", "test_interventions", "test_layout",
         "test_robot", "test_teleop", "test_record", "test_success_detector", "test_learn_queue",
-        "test_candidate_values",
+        "test_candidate_values", "test_benchmark_scripts",
     ),
     "smoke": (
         "test_train", "test_resume", "test_offline_rl", "test_external_base", "test_pixel_bases", "test_pixel_run",

@@ -1,0 +1,77 @@
+"""benchmarks/acceptance.py and benchmarks/room.py on made-up bench folders: the verdicts and
+figures they print follow from the runs' summaries."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(grid: Path, method: str, seed: int, success: float, base: float, evals=None) -> None:
+    run = grid / "runs" / method / f"seed{seed}"
+    run.mkdir(parents=True)
+    evals = evals or [(0, base, base), (1000, success, base)]
+    summary = {
+        "final_success": success, "final_base_success": base, "final_policy_minus_base": round(success - base, 4),
+        "env_steps": 1000, "evaluations": [{"env_step": s, "success": p, "base_success": b} for s, p, b in evals],
+    }  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "config.json").write_text(json.dumps({"env": "cube-single", "eval_every": 1000, "env_steps": 1000}))
+
+
+def run_script(name: str, *args: Path) -> list[dict]:
+    done = subprocess.run([sys.executable, f"benchmarks/{name}.py", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_acceptance_reads_pass_fail_and_pending_off_the_grids(tmp_path):
+    wins, loses, short = tmp_path / "wins", tmp_path / "loses", tmp_path / "short"
+    for seed in range(3):
+        write_run(wins, "expo-ft", seed, 0.90, 0.70)  # +0.20, and QC 0.92: within 0.05
+        write_run(wins, "qc", seed, 0.92, 0.92)
+        write_run(loses, "expo-ft", seed, 0.80, 0.76)  # +0.04, and QC 0.90: 0.10 below
+        write_run(loses, "qc", seed, 0.90, 0.90)
+    write_run(short, "expo-ft", 0, 0.90, 0.10)  # one seed: pending
+    lines = run_script("acceptance", wins, loses, short)
+    verdicts = {line["grid"]: (line["gain"], line["vs_qc"]) for line in lines[:3]}
+    assert verdicts == {"wins": ("pass", "pass"), "loses": ("fail", "fail"), "short": ("pending", "pending")}
+    assert lines[0]["expo_ft"]["policy_minus_base"]["mean"] == pytest.approx(0.20)
+    assert lines[3] == {"grids": ["wins", "loses", "short"], "gain_on_2_of_3": "pending", "vs_qc_on_all": "fail"}
+
+    acceptance = load_script("acceptance")
+    two = [{"grid": g, "gain": v, "vs_qc": "pass"} for g, v in (("a", "pass"), ("b", "pass"), ("c", "fail"))]
+    assert acceptance.overall(two) == {"grids": ["a", "b", "c"], "gain_on_2_of_3": "pass", "vs_qc_on_all": "pass"}
+    two[1]["gain"] = "fail"
+    assert acceptance.overall(two)["gain_on_2_of_3"] == "fail"
+
+
+def test_room_counts_a_copied_run_once_and_gives_the_share_of_failures_fixed(tmp_path):
+    a, b = tmp_path / "cache-grid", tmp_path / "learn-grid"
+    evals = [(0, 0.5, 0.5), (1000, 0.7, 0.6), (2000, 0.8, 0.6)]
+    write_run(a, "expo-ft", 0, 0.8, 0.6, evals)
+    write_run(b, "expo-ft", 0, 0.8, 0.6, evals)  # the same run, copied into another grid
+    write_run(b, "bc", 0, 0.5, 0.5)  # the base is the policy: left out
+    lines = run_script("room", a, b)
+    assert len(lines) == 2 and lines[-1]["runs"] == 1
+    run = lines[0]
+    assert (run["grid"], run["task"], run["method"]) == ("cache-grid", "? cube-single", "expo-ft")
+    assert (run["base"], run["gain"]) == (0.6, 0.2)
+    assert run["base_after_rl"] == pytest.approx(0.6) and run["gain_after_rl"] == pytest.approx(0.15)
+    assert run["fixed_after_rl"] == pytest.approx(0.15 / 0.4)
