@@ -7,7 +7,8 @@ every run as it finishes) holds all a resume needs: NEW starts as a copy of RUN 
 evaluations and checkpoints; not its summary, plot or bench record) whose config has ``env_steps
 = N``, and goes on as `expoft finetune --resume` does. RUN is not touched; NEW/extended.json says
 where NEW came from. The same command again continues a killed extension (as `expoft finetune
---resume NEW` does).
+--resume NEW` does). The extension runs in one process, as `expoft finetune` does, whatever ran
+the source (a learner with actors too).
 
 NEW differs from a run given N from the start in one place: RUN ended where its budget ran out,
 mid-episode as a rule, and the environment cannot be saved there. That episode is closed in the
