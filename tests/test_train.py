@@ -274,7 +274,8 @@ def test_eval_writes_a_video(tmp_path, monkeypatch, capsys):
         pytest.skip("no offscreen OpenGL (EGL) on this machine")
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     pre = tmp_path / "pre"
-    assert main(["pretrain", "--preset", "tiny", "--out", str(pre), "--no-progress"]) == 0
+    # 20-step episodes: each filmed step is a 160-pixel render, most of this test's time
+    assert main(["pretrain", "--preset", "tiny", "--episode-steps", "20", "--out", str(pre), "--no-progress"]) == 0
     capsys.readouterr()
     video = tmp_path / "ep.gif"
     assert main(["eval", str(pre), "--episodes", "1", "--video", str(video)]) == 0
