@@ -8,7 +8,9 @@ Two criteria, per grid, over EXPO-FT's and QC's finished runs at their last eval
   is >= +0.10; the issue asks for it on at least 2 of the 3 grids;
 - ``vs_qc``: EXPO-FT's final success is >= QC's - 0.05; asked for on all 3 grids.
 Each is ``pass``, ``fail``, or ``pending`` while a method has fewer than 3 finished seeds (the
-figures so far are still printed). One JSON line per grid (the figures, their 95% Student-t
+figures so far are still printed). Beside the criteria's figure, ``policy_minus_base_after_rl``:
+the mean over seeds of each seed's mean over its evaluations after env step 0 (not a criterion;
+about 1/sqrt(5) of one evaluation's noise). One JSON line per grid (the figures, their 95% Student-t
 intervals over seeds and the verdicts), then one for the whole. Seeds, budget and machine: the
 grids' own (their bench.json and runs).
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import numpy as np
 
 from expoft.bench.stats import load_bench, method_stats
 
@@ -36,12 +40,19 @@ def method_figures(runs, method: str) -> dict:
     if not mine:
         return {"finished": 0}
     stats = method_stats(mine)
+    after = []  # per seed: the mean of its paired evaluations after RL (less noisy than the last one alone)
+    for run in (r for r in mine if r.finished):
+        paired = [e["success"] - e["base_success"] for e in run.evaluations if e["env_step"] > 0 and
+                  e.get("base_success") is not None]  # fmt: skip
+        if paired:
+            after.append(float(np.mean(paired)))
     return {
         "finished": stats["finished"],
         "seeds": stats["seeds"],
         "final_success": stats.get("final_success"),
         "final_base_success": stats.get("final_base_success"),
         "policy_minus_base": stats.get("policy_minus_base"),
+        "policy_minus_base_after_rl": round(float(np.mean(after)), 4) if after else None,
     }
 
 

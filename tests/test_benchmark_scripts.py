@@ -53,6 +53,7 @@ def test_acceptance_reads_pass_fail_and_pending_off_the_grids(tmp_path):
     verdicts = {line["grid"]: (line["gain"], line["vs_qc"]) for line in lines[:3]}
     assert verdicts == {"wins": ("pass", "pass"), "loses": ("fail", "fail"), "short": ("pending", "pending")}
     assert lines[0]["expo_ft"]["policy_minus_base"]["mean"] == pytest.approx(0.20)
+    assert lines[0]["expo_ft"]["policy_minus_base_after_rl"] == pytest.approx(0.20)  # one evaluation after RL
     assert lines[3] == {"grids": ["wins", "loses", "short"], "gain_on_2_of_3": "pending", "vs_qc_on_all": "fail"}
 
     acceptance = load_script("acceptance")
