@@ -12,7 +12,8 @@ policy - base, their means over the evaluations after env step 0, ``base_after_r
 ``gain_after_rl``, and ``fixed_after_rl`` = gain / (1 - base), the share of the base's failures
 the choice turned into successes), then one with the correlation of gain and base over the runs.
 Runs of the bc method (the base is the policy) are left out, and a run copied into another grid
-(the learn grids' expo-ft runs are the cache grids') is counted once. Seeds, budgets and machine: the
+(the learn grids' expo-ft runs are the cache grids') is counted once, and a run continued by
+`expoft extend` not at all (its source is). Seeds, budgets and machine: the
 benches' own (their bench.json and runs).
 """
 
@@ -33,8 +34,8 @@ def paired_runs(folder: Path) -> list[dict]:
     bench, runs = load_bench(folder)
     arguments = bench.get("arguments", {})
     for run in runs:
-        if not run.finished or run.method == "bc":
-            continue
+        if not run.finished or run.method == "bc" or (run.run_dir / "extended.json").exists():
+            continue  # an extension (expoft extend) continues a run counted in its own grid
         evals = [e for e in run.evaluations if e.get("base_success") is not None]
         after = [e for e in evals if e["env_step"] > 0]
         if not after:
