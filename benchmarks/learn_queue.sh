@@ -33,9 +33,9 @@ set -euo pipefail
 # recover-p1-cube-double (~1 hour a run; here to even the lanes' ~11 hours each, as of the eighth
 # session of 2026-12-06), and last the online-base screen's seeds 1-2 (exact, ~2 CPU hours each;
 # seed 0 showed no difference).
-# Lane 1 asks why the demo agent gains over its base and P1's EXPO-FT does not: P1's agent on demos
-# with a recovery (recover-p1-cube-single, ~40 CPU min a run; the demo's agent on P1's data,
-# demoagent-p1-cube-single, is done: no gain), then whether P1's gain grows with more interaction
+# Lane 1 asks why the demo agent gains over its base and P1's EXPO-FT does not (done: the demo's
+# agent on P1's data, demoagent-p1-cube-single, no gain; P1's agent on demos with a recovery,
+# recover-p1-cube-single, +0.10 after RL), then whether P1's gain grows with more interaction
 # (longer-p1-cube-double: the cube-double gate's cached runs extended from 5k to 10k env steps,
 # ~1 hour a run), then the P1 learn grids' QC and EXPO runs (their expo-ft and bc runs are done). Done, and left out of the lanes: the
 # cache gate (cache-p1-cube-{single,double}-{exact,cached}), demoagent-p1-cube-single, and
@@ -46,7 +46,7 @@ set -euo pipefail
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
 LANE0=(expo-ft-p2-scene learn-p2-scene recover-p1-cube-double online-base-p1-cube-single)
-LANE1=(recover-p1-cube-single longer-p1-cube-double learn-p1-cube-single learn-p1-cube-double)
+LANE1=(longer-p1-cube-double learn-p1-cube-single learn-p1-cube-double)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
