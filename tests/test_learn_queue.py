@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -98,10 +99,24 @@ def test_pause_freezes_the_runs_of_its_runs_dir_only_and_cont_lets_them_go_on(tm
     `finetune --resume RUN`), not to a run of another folder; `cont` sends SIGCONT."""
 
     def fake_run(*args: str) -> subprocess.Popen:  # a command line like a run's; `; :` keeps bash from exec'ing sleep
-        return subprocess.Popen(["bash", "-c", "sleep 60; :", "python", "-m", "expoft.cli", "finetune", *args])
+        proc = subprocess.Popen(["bash", "-c", "sleep 60; :", "python", "-m", "expoft.cli", "finetune", *args])
+        for _ in range(500):  # until it has exec'd: before, its command line is still this process's
+            if b"expoft.cli" in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+                return proc
+            time.sleep(0.01)
+        raise AssertionError("the stand-in run did not start")
 
     def state(proc: subprocess.Popen) -> str:
         return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    def settled(procs, stopped: bool) -> list[bool]:
+        """Whether each is stopped (T), once a signal sent has taken effect: a process stops when it
+        next runs, a moment after the signal on a busy machine (it reads 'R' until then)."""
+        for _ in range(300):
+            if all((state(p) == "T") == stopped for p in procs):
+                break
+            time.sleep(0.01)
+        return [state(p) == "T" for p in procs]
 
     def queue(command: str) -> str:
         env = {**os.environ, "RUNS_DIR": str(tmp_path / "runs")}
@@ -115,10 +130,9 @@ def test_pause_freezes_the_runs_of_its_runs_dir_only_and_cont_lets_them_go_on(tm
     other = fake_run("--out", str(tmp_path / "elsewhere/seed0"))
     try:
         assert "sent SIGSTOP" in queue("pause")
-        # stopped (T), or not: sleeping, or running a moment on a busy machine
-        assert [state(p) == "T" for p in (fresh, resumed, other)] == [True, True, False]
+        assert settled((fresh, resumed), stopped=True) == [True, True] and state(other) != "T"
         assert "sent SIGCONT" in queue("cont")
-        assert [state(p) == "T" for p in (fresh, resumed)] == [False, False]
+        assert settled((fresh, resumed), stopped=False) == [False, False]
     finally:
         for p in (fresh, resumed, other):
             p.kill()
