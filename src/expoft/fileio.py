@@ -32,6 +32,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     return path
 
 
+def write_json(path: str | os.PathLike, obj, sort_keys: bool = False) -> Path:
+    """``obj`` as indented JSON at ``path``, written atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=sort_keys).encode()))
+
+
 def _first_free(path: Path, sep: str) -> Path:
     """``path``, or the first of ``path<sep>1``, ``path<sep>2``, ... that does not exist yet."""
     n, free = 0, path

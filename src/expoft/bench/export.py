@@ -54,8 +54,9 @@ def export_bench(src: Path, dest: Path, echo: bool = True) -> dict[str, list[str
     'kept': finished in DEST already (untouched). 'conflicts': finished in the bench, but DEST
     holds an unfinished run folder for it (the bench was continued there); left as it is.
     """
-    from expoft.bench.folder import existing_bench, lock_folder, run_state, same_runs, write_json
+    from expoft.bench.folder import existing_bench, lock_folder, run_state, same_runs
     from expoft.bench.report import render_report
+    from expoft.fileio import write_json
 
     src, dest = Path(src), Path(dest)
     bench = existing_bench(src, "is it the --out of `expoft bench`?")

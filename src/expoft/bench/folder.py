@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from expoft.bench.plan import PlannedRun
-from expoft.fileio import atomic_write, move_aside
+from expoft.fileio import move_aside, write_json
 
 if TYPE_CHECKING:  # the data package imports MuJoCo/OGBench: only where demos are made
     pass
@@ -35,10 +35,6 @@ def stamp() -> str:
 
 # ---------------------------------------------------------------------------
 # running
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
 
 def lock_folder(out: Path) -> int:

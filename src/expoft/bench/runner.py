@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import tyro
 
-from expoft.bench.folder import lock_folder, log_tail, prepare_folder, record_attempt, run_state, stamp, write_json
+from expoft.bench.folder import lock_folder, log_tail, prepare_folder, record_attempt, run_state, stamp
 from expoft.bench.plan import (
     EXPOFT_ARGV,
     DataStep,
@@ -57,6 +57,7 @@ from expoft.bench.scheduler import (
     run_data_steps,
     stop_on_signals,
 )
+from expoft.fileio import write_json
 from expoft.train.methods import COMPARED
 
 if TYPE_CHECKING:  # the data package imports MuJoCo/OGBench: only where demos are made

@@ -34,7 +34,7 @@ import optax
 
 from expoft.data.transitions import Dataset, DatasetError
 from expoft.encoders import EncoderConfig, PixelEncoder, augment
-from expoft.fileio import atomic_write
+from expoft.fileio import write_json
 from expoft.obs import PIXELS, PROPRIO, PixelSpec
 from expoft.pytree_io import load_pytree, save_pytree
 
@@ -127,7 +127,7 @@ class SuccessClassifier:
         folder.mkdir(parents=True, exist_ok=True)
         save_pytree(self.params, folder / MODEL_FILE)
         doc = {"config": dataclasses.asdict(self.cfg), "pixels": dataclasses.asdict(self.spec), **self.meta}
-        atomic_write(folder / CONFIG_FILE, lambda f: f.write(json.dumps(doc, indent=2).encode()))
+        write_json(folder / CONFIG_FILE, doc)
         return folder
 
     @classmethod

@@ -25,7 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
-from expoft.fileio import atomic_write
+from expoft.fileio import write_json
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
 from expoft.train.rundir import config_from_json, to_jsonable
@@ -108,10 +108,10 @@ def prepare_extension(source: str | Path, out: str | Path, env_steps: int) -> Pa
     partial.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, partial, ignore=lambda folder, names: [n for n in names if n in LEFT_BEHIND])
     extended = dataclasses.replace(cfg, env_steps=env_steps)
-    atomic_write(partial / "config.json", lambda f: f.write(json.dumps(to_jsonable(extended), indent=2).encode()))
+    write_json(partial / "config.json", to_jsonable(extended), sort_keys=True)  # as RunDir writes it
     entry = {"from": str(source.resolve()), "env_steps_before": cfg.env_steps, "env_step": int(record["env_step"]),
              "cut": int(record["buffer"]["total_added"]), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    atomic_write(partial / RECORD, lambda f: f.write(json.dumps(entry, indent=2).encode()))
+    write_json(partial / RECORD, entry)
     if out.exists():
         out.rmdir()  # empty (checked above)
     partial.rename(out)

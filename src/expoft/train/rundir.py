@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from expoft.encoders import EncoderConfig
-from expoft.fileio import atomic_write, move_aside
+from expoft.fileio import move_aside, write_json
 from expoft.obs import PixelSpec
 from expoft.pytree_io import save_pytree
 from expoft.report.sinks import MetricSink, open_sinks
@@ -125,7 +125,7 @@ class RunDir:
         return self._metrics.tell()
 
     def write_json(self, name: str, obj: Any) -> None:
-        atomic_write(self.path / name, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
+        write_json(self.path / name, obj, sort_keys=True)
 
     def log(self, row: dict) -> None:
         row = to_jsonable(row)
