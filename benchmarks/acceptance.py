@@ -40,12 +40,11 @@ def method_figures(runs, method: str) -> dict:
     if not mine:
         return {"finished": 0}
     stats = method_stats(mine)
-    after = []  # per seed: the mean of its paired evaluations after RL (less noisy than the last one alone)
-    for run in (r for r in mine if r.finished):
-        paired = [e["success"] - e["base_success"] for e in run.evaluations if e["env_step"] > 0 and
-                  e.get("base_success") is not None]  # fmt: skip
-        if paired:
-            after.append(float(np.mean(paired)))
+    after = [  # per seed: the mean of its paired evaluations after RL
+        float(np.mean([e["success"] - e["base_success"] for e in r.paired_after_rl]))
+        for r in mine
+        if r.finished and r.paired_after_rl
+    ]
     return {
         "finished": stats["finished"],
         "seeds": stats["seeds"],

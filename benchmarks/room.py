@@ -36,8 +36,7 @@ def paired_runs(folder: Path) -> list[dict]:
     for run in runs:
         if not run.finished or run.method == "bc" or (run.run_dir / "extended.json").exists():
             continue  # an extension (expoft extend) continues a run counted in its own grid
-        evals = [e for e in run.evaluations if e.get("base_success") is not None]
-        after = [e for e in evals if e["env_step"] > 0]
+        after = run.paired_after_rl
         if not after:
             continue
         base = float(np.mean([e["base_success"] for e in after]))
@@ -50,7 +49,7 @@ def paired_runs(folder: Path) -> list[dict]:
             "base": after[-1]["base_success"], "gain": round(after[-1]["success"] - after[-1]["base_success"], 4),
             "base_after_rl": round(base, 4), "gain_after_rl": round(gain, 4),
             "fixed_after_rl": round(gain / (1.0 - base), 4) if base < 1.0 else None,
-            "evaluations": evals,
+            "evaluations": run.evaluations,
         })  # fmt: skip
     return rows
 

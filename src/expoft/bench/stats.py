@@ -111,6 +111,12 @@ class RunRecord:
         return [{**e, "env_step": nominal_step(int(e["env_step"]), every, total, chunk)} for e in evals]
 
     @functools.cached_property
+    def paired_after_rl(self) -> list[dict]:
+        """The evaluations after env step 0 that evaluated the base alone too, on the same reset
+        seeds: their mean "policy - base" is less noisy than the last one's (about 1/sqrt(5))."""
+        return [e for e in self.evaluations if e["env_step"] > 0 and e.get("base_success") is not None]
+
+    @functools.cached_property
     def success_at(self) -> dict[int, float]:
         """Success by (nominal) evaluation step."""
         return self.figure_at("success")
