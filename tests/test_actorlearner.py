@@ -33,7 +33,7 @@ from expoft.train.finetune import finetune, run_buffer
 from expoft.train.online_loop import Decision
 from expoft.train.rundir import config_from_json
 
-from .conftest import metrics_rows
+from .conftest import metrics_rows, xla_env
 from .test_resume import comparable_rows
 
 LIMIT = 1 << 20
@@ -282,7 +282,8 @@ def test_actor_learner_loses_no_transition(tmp_path):
     completes, every transition of every episode an actor completed is in the learner's replay
     buffer exactly once, and the episode the dead actor left open is in it not at all."""
     port, run = free_port(), tmp_path / "run"
-    env = {"EXPOFT_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    # the learner is killed: a copy of the XLA cache of its own, shared with its restarted self
+    env = {"EXPOFT_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", **xla_env(tmp_path / "xla-cache")}
     cli = [sys.executable, "-m", "expoft.cli"]
     learner_cmd = [*cli, "learner", "--preset", "tiny", "--env-steps", "400", "--checkpoint-every", "100",
                    "--out", str(run), "--listen", f"127.0.0.1:{port}", "--no-progress"]  # fmt: skip

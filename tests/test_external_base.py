@@ -22,6 +22,8 @@ from expoft.train.config import TINY_AGENT, TINY_EXPO, preset
 from expoft.train.external import ExternalCandidates
 from expoft.train.finetune import finetune
 
+from .conftest import xla_env
+
 OBS, ACT = 28, 5  # cube-single
 
 
@@ -77,7 +79,7 @@ def test_remote_base_survives_a_server_restart_mid_run(tmp_path):
     run_cmd = [sys.executable, "-m", "expoft.cli", "finetune", "--preset", "tiny", "--base-training", "frozen",
                "--external-base", f"ws://127.0.0.1:{port}", "--external-timeout-s", "5", "--env-steps", "300",
                "--out", str(out), "--no-progress"]  # fmt: skip
-    env = {"EXPOFT_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    env = {"EXPOFT_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", **xla_env()}
     run = subprocess.Popen(run_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.time() + 240

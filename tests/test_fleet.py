@@ -20,7 +20,7 @@ from expoft.train.config import preset
 from expoft.train.finetune import run_buffer
 from expoft.train.rundir import config_from_json
 
-from .conftest import metrics_rows
+from .conftest import metrics_rows, xla_env
 from .test_actorlearner import _journal, _wait_for
 
 
@@ -33,7 +33,7 @@ def test_two_actors_and_kills_lose_nothing_and_never_interleave_episodes(tmp_pat
     order (episodes of the two actors never interleave); the episode the dead actor left open is
     not in it; the two slots acted in different episodes."""
     port, run = free_port(), tmp_path / "run"
-    env = {"EXPOFT_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    env = {"EXPOFT_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", **xla_env(tmp_path / "xla-cache")}
     env.update({k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ})  # a work tree's own sources
     cli = [sys.executable, "-m", "expoft.cli"]
     learner_cmd = [*cli, "learner", "--preset", "tiny", "--env-steps", "600", "--checkpoint-every", "100",

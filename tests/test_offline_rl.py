@@ -83,7 +83,9 @@ def offline_rows(path):
     return [{k: v for k, v in r.items() if "time" not in k} for r in metrics_rows(path) if r.get("phase") == "offline"]
 
 
-@pytest.mark.parametrize("base", ["pretrained", "base_from"])
+# base_from (the base from another run: no pretraining checkpoint at all) in the slow tier: the
+# default suite stays under 10 minutes, and the phase's own checkpoints are the same code
+@pytest.mark.parametrize("base", ["pretrained", pytest.param("base_from", marks=pytest.mark.slow)])
 def test_a_run_killed_in_its_offline_phase_resumes_to_the_agent_of_an_uninterrupted_run(tmp_path, monkeypatch, base):
     """The phase is checkpointed at its start and then at a metrics row once ``save_seconds``
     have passed (here every third row, on a clock that ticks once a reading; the pretraining's

@@ -27,14 +27,16 @@ def comparable(rows: list[dict]) -> list[dict]:
 def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, rendering, monkeypatch, capsys):
     monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
     # videos of training episodes: from the scene camera, next to the observations' own cameras
-    # 50-step episodes: every evaluation renders each step (most of this test's time), and nothing
-    # tested here needs longer ones
+    # Short: every step renders (most of this test's time), evaluations too, and nothing tested
+    # here needs more than 40-step episodes, one evaluation episode, and updates from step 40 (so
+    # that the mid-run checkpoint at 60 holds a trained agent and a replay buffer with frames).
     cfg = dataclasses.replace(
-        preset("tiny-pixels"), env_steps=150, checkpoint_every=75, eval_every=150, video_every=1000, episode_steps=50
+        preset("tiny-pixels"), env_steps=120, start_training=40, checkpoint_every=60, eval_every=120,
+        eval_episodes=1, video_every=1000, episode_steps=40,
     )  # fmt: skip
     full = tmp_path / "full"
     summary = finetune(cfg, full, progress=False)
-    assert summary["env_steps"] >= 150 and summary["update_calls"] > 0
+    assert summary["env_steps"] >= 120 and summary["update_calls"] > 0
     assert summary["target_cache_refresh"] is None  # pixels: candidates drawn afresh (nothing to cache)
     assert 0.0 <= summary["final_success"] <= 1.0
     segments = sorted((full / "checkpoints" / "buffer").glob("online_*.npz"))
@@ -46,7 +48,7 @@ def test_tiny_pixels_run_and_resume_from_a_mid_run_checkpoint(tmp_path, renderin
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)
     states = sorted((cut / "checkpoints").glob("state_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-    mid = [p for p in states if 0 < int(p.stem.split("_")[1]) < 150]
+    mid = [p for p in states if 40 < int(p.stem.split("_")[1]) < 120]
     assert mid, f"no mid-run checkpoint among {[p.name for p in states]}"
     keep = int(mid[0].stem.split("_")[1])
     for p in states:
