@@ -103,13 +103,13 @@ declare -A LEVERS=(
 declare -A EXTENDS=(
   [longer-p1-cube-double]="cache-p1-cube-double-cached 10000"
 )
-# what the bench sets in its runs' environment (expoft.bench.scheduler.child_env), for the same cost
-SINGLE_THREAD_ENV=(XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false" OMP_NUM_THREADS=1
-  OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1)
 
 extend_grid() {  # $1: an extension; returns non-zero if a run failed or was stopped
-  local source steps run rel dest export status=0
+  local source steps run rel dest export status=0 single_thread_env
   read -r source steps <<< "${EXTENDS[$1]}"
+  # what the bench sets in its runs' environment, for the same cost per run
+  mapfile -t single_thread_env < <(.venv/bin/python -c 'from expoft.bench.scheduler import child_env
+for name, value in child_env(single_thread=True)[1].items(): print(f"{name}={value}")')
   for run in "$RUNS_DIR/$source"/runs/*/seed*/; do
     [ -f "$run/summary.json" ] || continue
     rel=${run#"$RUNS_DIR/$source/"}
@@ -121,7 +121,7 @@ extend_grid() {  # $1: an extension; returns non-zero if a run failed or was sto
     fi
     mkdir -p "$(dirname "$dest")"
     echo "$(date -u +%FT%TZ) extend $RUNS_DIR/$source/$rel to $steps env steps (log $dest.log)"
-    env "${SINGLE_THREAD_ENV[@]}" $expoft extend "$RUNS_DIR/$source/$rel" --env-steps "$steps" \
+    env "${single_thread_env[@]}" $expoft extend "$RUNS_DIR/$source/$rel" --env-steps "$steps" \
       --out "$dest" --no-progress >> "$dest.log" 2>&1 || status=$?
     if [ "$status" -ne 0 ]; then
       echo "$(date -u +%FT%TZ) $rel: exit $status (143: stopped at a checkpoint; the same command continues it)"
