@@ -29,24 +29,25 @@ set -euo pipefail
 # run costs ~1 CPU hour, P1 QC and P2 scene runs more. A grid belongs to one lane (two benches
 # cannot share a folder).
 # Lane 0 runs EXPO-FT on P2 scene, where the base alone is weak (0.0-0.2) and the critic's choice has the
-# most room (chunked EXPO gained +0.81 there), then the rest of learn-p2-scene (expo, qc, bc), then
-# recover-p1-cube-double (~1 hour a run; here to even the lanes' ~11 hours each, as of the eighth
-# session of 2026-12-06), and last the online-base screen's seeds 1-2 (exact, ~2 CPU hours each;
-# seed 0 showed no difference).
-# Lane 1 asks why the demo agent gains over its base and P1's EXPO-FT does not (done: the demo's
-# agent on P1's data, demoagent-p1-cube-single, no gain; P1's agent on demos with a recovery,
-# recover-p1-cube-single, +0.10 after RL), then whether P1's gain grows with more interaction
-# (longer-p1-cube-double: the cube-double gate's cached runs extended from 5k to 10k env steps,
-# ~1 hour a run), then the P1 learn grids' QC and EXPO runs (their expo-ft and bc runs are done). Done, and left out of the lanes: the
-# cache gate (cache-p1-cube-{single,double}-{exact,cached}), demoagent-p1-cube-single, and
+# most room (chunked EXPO gained +0.81 there), then learn-p2-scene's QC runs (the issue's second
+# criterion, EXPO-FT >= QC - 0.05, needs them on every grid), its expo and bc runs, and last the
+# online-base screen's seeds 1-2 (exact, ~2 CPU hours each; seed 0 showed no difference).
+# Lane 1 (reordered in the ninth session, 2026-12-07): recover-p1-cube-double first (P1's agent on
+# demos with a recovery gained +0.10 after RL on cube-single, 3 seeds, against +0.04 on P1's
+# demos: the lead for "what would"; ~1 hour a run), then the P1 learn grids' QC runs and then
+# their expo runs (their expo-ft and bc runs are done), and last longer-p1-cube-double's seed 2
+# (the cube-double gate's cached runs extended from 5k to 10k env steps: seeds 0-1 showed no
+# growth of policy - base). Done, and left out of the lanes: the cache gate
+# (cache-p1-cube-{single,double}-{exact,cached}), demoagent- and recover-p1-cube-single, and
 # seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
 # control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
 # BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
 # own), before the lanes start: two runs of one grid that must both finish within a session (none
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
-LANE0=(expo-ft-p2-scene learn-p2-scene recover-p1-cube-double online-base-p1-cube-single)
-LANE1=(longer-p1-cube-double learn-p1-cube-single learn-p1-cube-double)
+LANE0=(expo-ft-p2-scene learn-p2-scene@qc learn-p2-scene online-base-p1-cube-single)
+LANE1=(recover-p1-cube-double learn-p1-cube-single@qc learn-p1-cube-double@qc learn-p1-cube-single
+  learn-p1-cube-double longer-p1-cube-double)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
