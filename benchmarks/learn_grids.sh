@@ -49,6 +49,15 @@
 #       over the candidates is 2-2.5x its members' disagreement, about 1x on P1. Does data that
 #       shows recoveries make the candidates' values differ, and the choice gain? Same seeds, other
 #       data: compare policy - base and Q spread / member std, not success.
+#   selfimit-p1-cube-double
+#       The self-imitation control of cache-p1-cube-double-cached (paired by seed: same data, same
+#       pretrained base): EXPO-FT acting with one base sample and no edit (--num-base-samples=1
+#       --num-edit-samples=0), so no choice at all; its base still imitates the run's successful
+#       episodes and its critic still learns (unused). "policy - base" measures the choice at
+#       one moment, but the choice also feeds the base the successes it imitates: in
+#       longer-p1-cube-double seed 1 the base alone caught up with the policy. Against this control,
+#       EXPO-FT's base alone minus the control's base is the part of the choice's gain the base
+#       took over, and EXPO-FT's policy minus the control is the choice's whole gain.
 #   learn-p1-cube-single, learn-p1-cube-double, learn-p2-scene
 #       expo (chunks of 5, see EXPO_CHUNKS), expo-ft, qc, bc under the protocol's budget, on
 #       the defaults (the target-candidate cache since 2026-12-06, seventh session: EXPO-FT ~1 CPU
@@ -162,6 +171,9 @@ grid_args() {
     demoagent-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
         --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH $DEMO_AGENT_FLAGS") ;;
+    selfimit-p1-cube-double)
+      GRID=(--methods expo-ft --protocol p1 --env cube-double --seeds 3
+        --method-args "expo-ft=--target-cache-refresh=$CACHE_REFRESH --num-base-samples=1 --num-edit-samples=0") ;;
     online-base-p1-cube-single)
       GRID=(--methods expo-ft --protocol p1 --env cube-single --seeds 3
         --method-args "expo-ft=--target-cache-refresh=None --target-base=online") ;;
@@ -175,7 +187,7 @@ grid_args() {
       GRID=() ;;  # an extension (EXTENDS)
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
-        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single demoagent-p1-cube-single recover-p1-cube-single recover-p1-cube-double learn-p1-cube-single learn-p1-cube-double" \
+        "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single demoagent-p1-cube-single recover-p1-cube-single recover-p1-cube-double selfimit-p1-cube-double learn-p1-cube-single learn-p1-cube-double" \
         "learn-p2-scene expo-ft-p2-scene longer-p1-cube-double" >&2
       return 2 ;;
   esac

@@ -34,8 +34,10 @@ set -euo pipefail
 # online-base screen's seeds 1-2 (exact, ~2 CPU hours each; seed 0 showed no difference).
 # Lane 1 (reordered in the ninth session, 2026-12-07): recover-p1-cube-double first (P1's agent on
 # demos with a recovery gained +0.10 after RL on cube-single, 3 seeds, against +0.04 on P1's
-# demos: the lead for "what would"; ~1 hour a run), then the P1 learn grids' QC runs and then
-# their expo runs (their expo-ft and bc runs are done), and last longer-p1-cube-double's seed 2
+# demos: the lead for "what would"; ~1 hour a run), then the P1 learn grids' QC runs, the
+# self-imitation control selfimit-p1-cube-double (EXPO-FT without a choice: how much of the
+# choice's gain its base takes over), the learn grids' expo runs (their expo-ft and bc runs are
+# done), and last longer-p1-cube-double's seed 2
 # (the cube-double gate's cached runs extended from 5k to 10k env steps: seeds 0-1 showed no
 # growth of policy - base). Done, and left out of the lanes: the cache gate
 # (cache-p1-cube-{single,double}-{exact,cached}), demoagent- and recover-p1-cube-single, and
@@ -46,8 +48,8 @@ set -euo pipefail
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
 LANE0=(expo-ft-p2-scene learn-p2-scene@qc learn-p2-scene online-base-p1-cube-single)
-LANE1=(recover-p1-cube-double learn-p1-cube-single@qc learn-p1-cube-double@qc learn-p1-cube-single
-  learn-p1-cube-double longer-p1-cube-double)
+LANE1=(recover-p1-cube-double learn-p1-cube-single@qc learn-p1-cube-double@qc selfimit-p1-cube-double
+  learn-p1-cube-single learn-p1-cube-double longer-p1-cube-double)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
