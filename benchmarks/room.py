@@ -34,7 +34,7 @@ def paired_runs(folder: Path) -> list[dict]:
     bench, runs = load_bench(folder)
     arguments = bench.get("arguments", {})
     for run in runs:
-        if not run.finished or run.method == "bc" or (run.run_dir / "extended.json").exists():
+        if not run.finished or run.method == "bc" or run.extension is not None:
             continue  # an extension (expoft extend) continues a run counted in its own grid
         after = run.paired_after_rl
         if not after:

@@ -3,17 +3,18 @@
     python benchmarks/screens.py benchmarks/results/screen-p1-*  benchmarks/results/x-scene-expo-chunked
 
 Each argument is a bench folder (runs/<name> or its export); every finished run in it gives one
-JSON line per evaluation on stdout (``screen``, ``method``, ``seed``, ``env_step``, ``success``,
-``base_success``, ``policy_minus_base`` (paired on the same reset seeds), ``first_q``,
-``first_return``, ``q_return_corr``, ``not_first_frac``, ``q_spread``, ``q_member_std``,
-``cpu_minutes``), then a markdown table on stderr: success at every evaluation, the base alone at
-the last one, policy - base there and its mean over the evaluations after RL started (each
-paired on the same reset seeds; one seed's figure with about 1/sqrt(5) of one evaluation's
-noise where the evaluations' errors are independent, roughly so here), the critic's calibration
-(Q of the evaluation episodes' first decisions vs their discounted return) and whether it tells
-the candidates apart (the spread of the ensemble's mean Q over the candidates against its
-members' disagreement; null for runs made before 2026-12-06) at the last evaluation. Seeds and
-budget are those of the benches (see their bench.json); the machine is the one they ran on.
+JSON line per evaluation on stdout (``screen``, ``method``, ``seed``, ``env_step`` (nominal: its
+place on the evaluation grid), ``success``, ``base_success``, ``policy_minus_base`` (paired on the
+same reset seeds), ``first_q``, ``first_return``, ``q_return_corr``, ``not_first_frac``,
+``q_spread``, ``q_member_std``, ``cpu_minutes``), then a markdown table on stderr: success at every
+evaluation, the base alone at the last one, policy - base there and its mean over the evaluations
+after RL started (each paired on the same reset seeds; one seed's figure with about 1/sqrt(5) of
+one evaluation's noise where the evaluations' errors are independent, roughly so here), the
+critic's calibration (Q of the evaluation episodes' first decisions vs their discounted return) and
+whether it tells the candidates apart (the spread of the ensemble's mean Q over the candidates
+against its members' disagreement; null for runs made before 2026-12-06) at the last evaluation.
+Seeds and budget are those of the benches (see their bench.json); the machine is the one they ran
+on.
 """
 
 from __future__ import annotations
@@ -23,26 +24,17 @@ import json
 import sys
 from pathlib import Path
 
+from expoft.bench.stats import load_bench, mean_of
+
 FIELDS = (
     "success", "base_success", "policy_minus_base", "first_q", "first_return", "q_return_corr", "not_first_frac",
     "q_spread", "q_member_std",
 )  # fmt: skip
 
 
-def runs_of(folder: Path):
-    """``(method, seed, summary)`` of every finished run under ``folder/runs``."""
-    for summary_path in sorted(folder.glob("runs/*/seed*/summary.json")):
-        run = summary_path.parent
-        yield run.parent.name, int(run.name.removeprefix("seed")), json.loads(summary_path.read_text())
-
-
-def mean_or_none(values: list[float]) -> float | None:
-    # rounded, and + 0.0 turns -0.0 into 0.0: a mean of +-0.02s is not shown as "-0.000"
-    return round(sum(values) / len(values), 6) + 0.0 if values else None
-
-
 def _fmt(x, spec: str = ".2f") -> str:
-    return "–" if x is None else format(x, spec)
+    # rounded first, and + 0.0 turns -0.0 into 0.0: a mean of +-0.02s is not shown as "-0.000"
+    return "–" if x is None else format(round(x, 6) + 0.0, spec)
 
 
 def main() -> None:
@@ -58,9 +50,11 @@ def main() -> None:
     for folder in args.folders:
         if not (folder / "runs").is_dir():
             sys.exit(f"{folder} is not a bench folder (no runs/ in it)")
-        for method, seed, summary in runs_of(folder):
-            evals = summary["evaluations"]
-            cpu = summary.get("cpu_seconds")
+        for run in load_bench(folder)[1]:
+            if not run.finished:
+                continue
+            method, seed, evals = run.method, run.seed, run.evaluations
+            cpu = run.finished_summary.get("cpu_seconds")
             for e in evals:
                 row = {"screen": folder.name, "method": method, "seed": seed, "env_step": e["env_step"]}
                 row.update({k: e.get(k) for k in FIELDS})
@@ -71,15 +65,13 @@ def main() -> None:
             calib = "–"
             if last.get("first_q") is not None:
                 calib = f"{last['first_q']:.2f} / {last['first_return']:.2f} ({_fmt(last.get('q_return_corr'))})"
-            online = [
-                e["policy_minus_base"] for e in evals if e["env_step"] > 0 and e.get("policy_minus_base") is not None
-            ]
+            after_rl = mean_of([e["success"] - e["base_success"] for e in run.paired_after_rl])
             spread = "–"
             if last.get("q_spread") is not None:
                 spread = f"{last['q_spread']:.3f} / {last['q_member_std']:.3f}"
             lines.append(
                 f"| {folder.name} | {method} | {seed} | {curve} | {_fmt(last.get('base_success'))} | "
-                f"{_fmt(last.get('policy_minus_base'), '+.2f')} | {_fmt(mean_or_none(online), '+.3f')} | {calib} | "
+                f"{_fmt(last.get('policy_minus_base'), '+.2f')} | {_fmt(after_rl, '+.3f')} | {calib} | "
                 f"{spread} | {_fmt(last.get('not_first_frac'))} | {_fmt(None if cpu is None else cpu / 60, '.1f')} |"
             )
     print("\n".join(lines), file=sys.stderr)

@@ -1,4 +1,4 @@
-"""benchmarks/acceptance.py and benchmarks/room.py on made-up bench folders: the verdicts and
+"""benchmarks/acceptance.py, room.py and screens.py on made-up bench folders: the verdicts and
 figures they print follow from the runs' summaries."""
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ def test_room_counts_a_copied_run_once_and_gives_the_share_of_failures_fixed(tmp
     write_run(a, "expo-ft", 0, 0.8, 0.6, evals)
     write_run(b, "expo-ft", 0, 0.8, 0.6, evals)  # the same run, copied into another grid
     write_run(b, "bc", 0, 0.5, 0.5)  # the base is the policy: left out
+    write_run(b, "expo", 0, 0.9, 0.5, evals)  # an extension of a run of another grid: left out
+    (b / "runs/expo/seed0/extended.json").write_text(
+        json.dumps({"from": "x", "env_steps_before": 1000, "env_step": 1000, "cut": 10, "time": 0})
+    )
     lines = run_script("room", a, b)
     assert len(lines) == 2 and lines[-1]["runs"] == 1
     run = lines[0]
@@ -76,3 +80,19 @@ def test_room_counts_a_copied_run_once_and_gives_the_share_of_failures_fixed(tmp
     assert (run["base"], run["gain"]) == (0.6, 0.2)
     assert run["base_after_rl"] == pytest.approx(0.6) and run["gain_after_rl"] == pytest.approx(0.15)
     assert run["fixed_after_rl"] == pytest.approx(0.15 / 0.4)
+
+
+def test_screens_gives_each_evaluation_and_the_mean_gain_after_rl(tmp_path):
+    grid = tmp_path / "screen"
+    write_run(grid, "expo-ft", 1, 0.8, 0.6, [(0, 0.5, 0.5), (1000, 0.7, 0.6), (2000, 0.8, 0.7)])
+    config = {"env": "cube-single", "eval_every": 1000, "env_steps": 2000}
+    (grid / "runs/expo-ft/seed1/config.json").write_text(json.dumps(config))
+    done = subprocess.run([sys.executable, "benchmarks/screens.py", str(grid)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["env_step"], r["success"], r["base_success"]) for r in rows] == [
+        (0, 0.5, 0.5), (1000, 0.7, 0.6), (2000, 0.8, 0.7)
+    ]  # fmt: skip
+    row = next(line for line in done.stderr.splitlines() if line.startswith("| screen | expo-ft | 1 |"))
+    assert "| 0.50 / 0.70 / 0.80 | 0.70 |" in row and "| +0.100 |" in row  # mean of +0.1 and +0.1

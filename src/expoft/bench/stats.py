@@ -12,6 +12,7 @@ from pathlib import Path
 
 from expoft.fileio import read_metrics
 from expoft.report.steps import nominal_step, run_grid
+from expoft.train.extension_record import extension_of
 
 THRESHOLDS = (0.5, 0.8, 0.95)
 """Success levels for "environment steps to reach"."""
@@ -115,6 +116,12 @@ class RunRecord:
         """The evaluations after env step 0 that evaluated the base alone too, on the same reset
         seeds: their mean "policy - base" is less noisy than the last one's (about 1/sqrt(5))."""
         return [e for e in self.evaluations if e["env_step"] > 0 and e.get("base_success") is not None]
+
+    @functools.cached_property
+    def extension(self) -> dict | None:
+        """Where `expoft extend` continued this run from (its extension record), or None for a run
+        of its own: an extension continues a run counted in another grid."""
+        return extension_of(self.run_dir)
 
     @functools.cached_property
     def success_at(self) -> dict[int, float]:

@@ -28,28 +28,11 @@ from pathlib import Path
 from expoft.fileio import write_json
 from expoft.train.checkpoint import CheckpointStore
 from expoft.train.config import RunConfig
+from expoft.train.extension_record import RECORD, extension_of
 from expoft.train.rundir import config_from_json, to_jsonable
-
-RECORD = "extended.json"
-"""What an extended run came from: ``{"from", "env_steps_before", "env_step", "cut", "time"}``
-(``cut``: the online transitions its replay buffer held then; the last of them ends the cut
-episode)."""
 
 LEFT_BEHIND = ("summary.json", "learning_curve.png", "bench_run.json")
 """What only the finished source has: NEW writes its own summary and plot when it finishes."""
-
-
-def extension_of(out: Path) -> dict | None:
-    """The extension record of the run in ``out``, or None for a run that was not extended."""
-    path = Path(out) / RECORD
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        return {"from": str(record["from"]), "env_steps_before": int(record["env_steps_before"]),
-                "env_step": int(record["env_step"]), "cut": int(record["cut"])}  # fmt: skip
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not an extension record ({e}); copy it again from its source") from None
 
 
 def checkpoint_config(cfg: RunConfig, out: Path, env_step: int) -> RunConfig:
