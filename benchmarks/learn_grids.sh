@@ -72,6 +72,13 @@
 #       source runs are not touched). P1's EXPO-FT ends +0.06 to +0.07 above its base alone at 5k
 #       on both cubes, short of the +0.10 the issue asks: does the critic's gain grow with more
 #       interaction? Needs the source runs' checkpoints (in RUNS_DIR, not in the exports).
+#   qcchoice-p2-scene
+#       EXPO-FT on P2 scene as in expo-ft-p2-scene, but choosing among QC's candidates: 32 base
+#       samples and no edit (--num-base-samples=32 --num-edit-samples=0; published EXPO-FT: 8 + 8);
+#       paired by seed with expo-ft-p2-scene (same data, same pretrained base). On the old grid QC
+#       reached 0.92-0.94 at 5k on scene even without its offline phase, where EXPO-FT ends at
+#       0.65: is it the choice (more base samples, no edit noise), or the rest (QC's 5 of 5
+#       executed actions against 4 of 8, its base imitating all data)?
 #   expo-ft-p2-scene
 #       learn-p2-scene's expo-ft runs alone (the same command), first: where the base alone is weak
 #       (0.0-0.2) the critic-guided choice has the most room; copy its run folders into
@@ -183,12 +190,15 @@ grid_args() {
       GRID=(--methods "$LEARN_METHODS" --protocol p2 --env scene --task 1 --seeds 3 --method-args "expo=$EXPO_CHUNKS") ;;
     expo-ft-p2-scene)
       GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3) ;;
+    qcchoice-p2-scene)
+      GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3
+        --method-args "expo-ft=--num-base-samples=32 --num-edit-samples=0") ;;
     longer-p1-cube-double)
       GRID=() ;;  # an extension (EXTENDS)
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
         "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single demoagent-p1-cube-single recover-p1-cube-single recover-p1-cube-double selfimit-p1-cube-double learn-p1-cube-single learn-p1-cube-double" \
-        "learn-p2-scene expo-ft-p2-scene longer-p1-cube-double" >&2
+        "learn-p2-scene expo-ft-p2-scene qcchoice-p2-scene longer-p1-cube-double" >&2
       return 2 ;;
   esac
 }
