@@ -96,7 +96,10 @@ def main() -> None:
         if not (folder / "bench.json").exists() and not (folder / "runs").is_dir():
             line = {"grid": folder.name, "gain": "pending", "vs_qc": "pending", "note": f"{folder}: no runs yet"}
         else:
-            line = grid_line(folder)
+            try:
+                line = grid_line(folder)
+            except ValueError as e:  # a damaged run file: its path and what to do
+                raise SystemExit(str(e)) from None
         lines.append(line)
         print(json.dumps(line))
     print(json.dumps(overall(lines)))

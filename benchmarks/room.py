@@ -91,7 +91,11 @@ def main() -> None:
     folders = args.benches or sorted(p.parent for p in Path("benchmarks/results").glob("*/runs"))
     rows, seen = [], set()
     for folder in folders:
-        for row in paired_runs(folder):
+        try:
+            folder_rows = paired_runs(folder)
+        except ValueError as e:  # a damaged run file: its path and what to do
+            raise SystemExit(str(e)) from None
+        for row in folder_rows:
             key = json.dumps(row["evaluations"])  # a run copied into another grid (learn-* from cache-*) once
             if key not in seen:
                 seen.add(key)

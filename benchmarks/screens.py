@@ -50,8 +50,15 @@ def main() -> None:
     for folder in args.folders:
         if not (folder / "runs").is_dir():
             sys.exit(f"{folder} is not a bench folder (no runs/ in it)")
-        for run in load_bench(folder)[1]:
+        try:
+            runs = load_bench(folder)[1]
+        except ValueError as e:  # a damaged run file: its path and what to do
+            sys.exit(str(e))
+        for run in runs:
             if not run.finished:
+                continue
+            if not run.evaluations:
+                print(f"skip {run.run_dir}: its summary.json holds no evaluation", file=sys.stderr)
                 continue
             method, seed, evals = run.method, run.seed, run.evaluations
             cpu = run.finished_summary.get("cpu_seconds")

@@ -871,3 +871,14 @@ def test_p1_data_step_makes_the_demos_its_runs_use(tmp_path):
         parsed = tyro.cli(DataCommand, args=step.argv[step.argv.index("data") + 1 :]).config
         assert isinstance(parsed, DemosConfig) and parsed == demos
         assert step.path == default_data_dir() / f"{demos.cache_name()}.npz"
+
+
+def test_report_names_a_damaged_summary_instead_of_dropping_its_run(tmp_path, capsys):
+    """The bench skips a run that has summary.json (finished); read back as "not finished", a
+    damaged one would vanish from the table without a word."""
+    write_run(tmp_path / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6})
+    write_run(tmp_path / "runs/expo/seed1", 1, {0: 0.4, 1000: 0.6})
+    (tmp_path / "runs/expo/seed1/summary.json").write_text('{"final_success": 0.')
+    assert main(["bench", "report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "runs/expo/seed1/summary.json is not valid JSON" in err and "restore it from a copy" in err

@@ -96,3 +96,21 @@ def test_screens_gives_each_evaluation_and_the_mean_gain_after_rl(tmp_path):
     ]  # fmt: skip
     row = next(line for line in done.stderr.splitlines() if line.startswith("| screen | expo-ft | 1 |"))
     assert "| 0.50 / 0.70 / 0.80 | 0.70 |" in row and "| +0.100 |" in row  # mean of +0.1 and +0.1
+
+
+def test_a_damaged_summary_is_an_error_that_names_it_and_a_run_without_evaluations_is_skipped(tmp_path):
+    grid = tmp_path / "grid"
+    write_run(grid, "expo-ft", 0, 0.8, 0.6)
+    write_run(grid, "expo-ft", 1, 0.8, 0.6)
+    (grid / "runs/expo-ft/seed1/summary.json").write_text('{"evaluations": [')  # cut off
+    for script in ("screens", "room", "acceptance"):
+        done = subprocess.run([sys.executable, f"benchmarks/{script}.py", str(grid)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode != 0 and "Traceback" not in done.stderr, (script, done.stderr)
+        assert "runs/expo-ft/seed1/summary.json is not valid JSON" in done.stderr, script
+    (grid / "runs/expo-ft/seed1/summary.json").write_text('{"evaluations": []}')
+    done = subprocess.run([sys.executable, "benchmarks/screens.py", str(grid)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "seed1: its summary.json holds no evaluation" in done.stderr
+    assert [json.loads(line)["seed"] for line in done.stdout.splitlines()] == [0, 0]

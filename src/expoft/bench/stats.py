@@ -179,10 +179,21 @@ class RunRecord:
 
 
 def _read_json(path: Path) -> dict | None:
+    """The file's content; None where it does not exist (a run not finished yet). A damaged file
+    is an error, not a missing one: read as "not finished", a damaged summary.json would drop a
+    finished run from every table without a word (runs write it atomically, so a damaged one was
+    cut or edited by hand)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); restore it from a copy (a bench export holds every finished "
+            "run's), or delete it to count the run as unfinished"
+        ) from None
 
 
 def load_bench(bench_dir: str | Path) -> tuple[dict, list[RunRecord]]:
