@@ -52,8 +52,8 @@ def main() -> None:
             sys.exit(f"{folder} is not a bench folder (no runs/ in it)")
         try:
             runs = load_bench(folder)[1]
-        except ValueError as e:  # a damaged run file: its path and what to do
-            sys.exit(str(e))
+        except ValueError as damaged:  # a damaged run file: its path and what to do
+            sys.exit(str(damaged))
         for run in runs:
             if not run.finished:
                 continue
