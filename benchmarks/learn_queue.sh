@@ -30,9 +30,10 @@ set -euo pipefail
 # cannot share a folder).
 # Lane 0 runs EXPO-FT on P2 scene, where the base alone is weak (0.0-0.2) and the critic's choice has the
 # most room (chunked EXPO gained +0.81 there), then learn-p2-scene's QC runs (the issue's second
-# criterion, EXPO-FT >= QC - 0.05, needs them on every grid), the first seed of qcchoice-p2-scene
-# (EXPO-FT choosing among QC's 32 base samples, no edit: does the choice set explain QC's lead on
-# scene?), its expo and bc runs, and last the online-base screen's seeds 1-2 (exact, ~2 CPU hours
+# criterion, EXPO-FT >= QC - 0.05, needs them on every grid; ~2 CPU hours of offline phase each
+# before its online phase), with the first seed of qcchoice-p2-scene after QC's first (EXPO-FT
+# choosing among QC's 32 base samples, no edit: does the choice set explain QC's lead on scene?),
+# then its expo and bc runs, and last the online-base screen's seeds 1-2 (exact, ~2 CPU hours
 # each; seed 0 showed no difference).
 # Lane 1 (reordered in the ninth session, 2026-12-07): recover-p1-cube-double first (P1's agent on
 # demos with a recovery gained +0.10 after RL on cube-single, 3 seeds, against +0.04 on P1's
@@ -49,7 +50,8 @@ set -euo pipefail
 # own), before the lanes start: two runs of one grid that must both finish within a session (none
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
-LANE0=(expo-ft-p2-scene learn-p2-scene@qc qcchoice-p2-scene@expo-ft:0 learn-p2-scene online-base-p1-cube-single)
+LANE0=(expo-ft-p2-scene learn-p2-scene@qc:0 qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
+  online-base-p1-cube-single)
 LANE1=(recover-p1-cube-double learn-p1-cube-single@qc learn-p1-cube-double@qc selfimit-p1-cube-double
   learn-p1-cube-single learn-p1-cube-double longer-p1-cube-double)
 
