@@ -41,9 +41,7 @@ def method_figures(runs, method: str) -> dict:
         return {"finished": 0}
     stats = method_stats(mine)
     after = [  # per seed: the mean of its paired evaluations after RL
-        float(np.mean([e["success"] - e["base_success"] for e in r.paired_after_rl]))
-        for r in mine
-        if r.finished and r.paired_after_rl
+        r.gain_after_rl for r in mine if r.finished and r.paired_after_rl
     ]
     return {
         "finished": stats["finished"],

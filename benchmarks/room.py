@@ -36,11 +36,10 @@ def paired_runs(folder: Path) -> list[dict]:
     for run in runs:
         if not run.finished or run.method == "bc" or run.extension is not None:
             continue  # an extension (expoft extend) continues a run counted in its own grid
-        after = run.paired_after_rl
-        if not after:
+        after, gain = run.paired_after_rl, run.gain_after_rl
+        if gain is None:
             continue
         base = float(np.mean([e["base_success"] for e in after]))
-        gain = float(np.mean([e["success"] - e["base_success"] for e in after]))
         config = run.run_dir / "config.json"
         env = arguments.get("env") or (json.loads(config.read_text()).get("env") if config.exists() else "?")
         rows.append({

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from expoft.bench.stats import load_bench, mean_of
+from expoft.bench.stats import load_bench
 
 FIELDS = (
     "success", "base_success", "policy_minus_base", "first_q", "first_return", "q_return_corr", "not_first_frac",
@@ -72,13 +72,12 @@ def main() -> None:
             calib = "–"
             if last.get("first_q") is not None:
                 calib = f"{last['first_q']:.2f} / {last['first_return']:.2f} ({_fmt(last.get('q_return_corr'))})"
-            after_rl = mean_of([e["success"] - e["base_success"] for e in run.paired_after_rl])
             spread = "–"
             if last.get("q_spread") is not None:
                 spread = f"{last['q_spread']:.3f} / {last['q_member_std']:.3f}"
             lines.append(
                 f"| {folder.name} | {method} | {seed} | {curve} | {_fmt(last.get('base_success'))} | "
-                f"{_fmt(last.get('policy_minus_base'), '+.2f')} | {_fmt(after_rl, '+.3f')} | {calib} | "
+                f"{_fmt(last.get('policy_minus_base'), '+.2f')} | {_fmt(run.gain_after_rl, '+.3f')} | {calib} | "
                 f"{spread} | {_fmt(last.get('not_first_frac'))} | {_fmt(None if cpu is None else cpu / 60, '.1f')} |"
             )
     print("\n".join(lines), file=sys.stderr)

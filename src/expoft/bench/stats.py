@@ -118,6 +118,11 @@ class RunRecord:
         return [e for e in self.evaluations if e["env_step"] > 0 and e.get("base_success") is not None]
 
     @functools.cached_property
+    def gain_after_rl(self) -> float | None:
+        """The mean "policy - base" over :attr:`paired_after_rl`; None without such evaluations."""
+        return mean_of([e["success"] - e["base_success"] for e in self.paired_after_rl])
+
+    @functools.cached_property
     def extension(self) -> dict | None:
         """Where `expoft extend` continued this run from (its extension record), or None for a run
         of its own: an extension continues a run counted in another grid."""
