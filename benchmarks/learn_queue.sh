@@ -46,14 +46,19 @@ set -euo pipefail
 # (cache-p1-cube-{single,double}-{exact,cached}), demoagent- and recover-p1-cube-single, and
 # seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
 # control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
+# Reordered in the eleventh session (2026-12-07), which found RUNS_DIR gone with scene QC seed 0's
+# 2.2-hour offline phase: the P1 QC runs (~50 CPU min each, within a session) go first on both
+# lanes, so the vs-QC criterion can be read on two grids (learn-p1-cube-double is lane 0's now, its
+# expo runs too); scene's QC (~4 CPU hours a run) waits for
+# a machine that keeps RUNS_DIR.
 # BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
 # own), before the lanes start: two runs of one grid that must both finish within a session (none
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
-LANE0=(expo-ft-p2-scene learn-p2-scene@qc:0 qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
-  online-base-p1-cube-single)
-LANE1=(recover-p1-cube-double learn-p1-cube-single@qc learn-p1-cube-double@qc selfimit-p1-cube-double
-  learn-p1-cube-single learn-p1-cube-double longer-p1-cube-double)
+LANE0=(learn-p1-cube-double@qc expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
+  learn-p1-cube-double online-base-p1-cube-single)
+LANE1=(recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double learn-p1-cube-single
+  longer-p1-cube-double)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
