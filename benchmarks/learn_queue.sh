@@ -5,7 +5,8 @@
 #
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh start    # BOTH, then the lanes, in the background
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh status   # where every run stands
-#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh stop     # before the machine goes away
+#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh stop     # before the machine goes away; writes
+#                                                                      # the status to benchmarks/results/queue-status.txt
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh pause    # SIGSTOP the runs: measure on idle cores,
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh cont     # then SIGCONT (nothing restarts)
 #
@@ -118,6 +119,43 @@ lane() {  # $1: a core (0 or 1), or "both" (JOBS=2: the bench pins each run to a
   echo "$(date -u +%FT%TZ) lane of core $core: done"
 }
 
+print_status() {  # every run of the lanes' grids in RUNS_DIR: finished, or where it stands, with its evaluations
+  .venv/bin/python - "$RUNS_DIR" "${BOTH[@]}" "${LANE0[@]}" "${LANE1[@]}" << 'EOF'
+import json
+import sys
+from pathlib import Path
+
+runs_dir = Path(sys.argv[1])
+for grid in dict.fromkeys(item.split("@")[0] for item in sys.argv[2:]):  # lane items -> grids, once each
+    runs = sorted((runs_dir / grid / "runs").glob("*/seed*/config.json"))
+    print(f"{grid}: {'not started' if not runs else ''}")
+    for config in runs:
+        run = config.parent
+        done = (run / "summary.json").exists()
+        step, evals = 0, []
+        if (run / "metrics.jsonl").exists():
+            for line in (run / "metrics.jsonl").read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    step = max(step, int(row.get("env_step", 0)))
+                except (ValueError, TypeError, AttributeError):
+                    continue
+                if "eval/success" in row:  # the policy, and its base alone on the same reset seeds
+                    base = row.get("eval_base/success")
+                    evals.append(f"{row['eval/success']:.2f}" + ("" if base is None else f" (base {base:.2f})"))
+        state = "finished" if done else f"at env step {step}"
+        print(f"  {run.parent.name} {run.name}: {state}" + (f"; evaluations {' / '.join(evals)}" if evals else ""))
+EOF
+}
+
+save_status() {  # the standing of every run, in git's results: the evaluations of runs in flight
+  # are otherwise only in RUNS_DIR, which the next session's machine may not have
+  local out=${RESULTS_DIR:-benchmarks/results}/queue-status.txt
+  { echo "# learn_queue.sh status at stop, $(date -u +%FT%TZ) (RUNS_DIR $RUNS_DIR)"; print_status; } > "$out.partial"
+  mv "$out.partial" "$out"
+  echo "wrote $out"
+}
+
 benches() {  # pids of the benches of this RUNS_DIR, and of its extensions (`expoft extend`: no bench)
   pgrep -f "expoft (bench|extend) .*--out $RUNS_DIR/" || true
 }
@@ -165,6 +203,7 @@ main() {
       if [ -z "$pids" ]; then
         echo "no bench of $RUNS_DIR is running"
         while queue_alive; do sleep 1; done  # a lane between two grids: it stops before the next
+        save_status
         exit 0
       fi
       kill -TERM $pids
@@ -177,6 +216,7 @@ main() {
         while [ -n "$(benches)" ]; do sleep 5; done
       fi
       while queue_alive; do sleep 1; done  # the lanes export what finished, then see the stop file
+      save_status
       echo "stopped"
       ;;
     pause | cont)  # freeze the runs (SIGSTOP) to measure on idle cores, then let them go on (SIGCONT)
@@ -185,32 +225,7 @@ main() {
       if pkill "-$signal" -f "$RUNS_PATTERN"; then echo "sent SIG$signal to the runs of $RUNS_DIR"; else echo "no run of $RUNS_DIR"; fi
       ;;
     status)
-      .venv/bin/python - "$RUNS_DIR" "${BOTH[@]}" "${LANE0[@]}" "${LANE1[@]}" << 'EOF'
-import json
-import sys
-from pathlib import Path
-
-runs_dir = Path(sys.argv[1])
-for grid in dict.fromkeys(item.split("@")[0] for item in sys.argv[2:]):  # lane items -> grids, once each
-    runs = sorted((runs_dir / grid / "runs").glob("*/seed*/config.json"))
-    print(f"{grid}: {'not started' if not runs else ''}")
-    for config in runs:
-        run = config.parent
-        done = (run / "summary.json").exists()
-        step, evals = 0, []
-        if (run / "metrics.jsonl").exists():
-            for line in (run / "metrics.jsonl").read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                    step = max(step, int(row.get("env_step", 0)))
-                except (ValueError, TypeError, AttributeError):
-                    continue
-                if "eval/success" in row:  # the policy, and its base alone on the same reset seeds
-                    base = row.get("eval_base/success")
-                    evals.append(f"{row['eval/success']:.2f}" + ("" if base is None else f" (base {base:.2f})"))
-        state = "finished" if done else f"at env step {step}"
-        print(f"  {run.parent.name} {run.name}: {state}" + (f"; evaluations {' / '.join(evals)}" if evals else ""))
-EOF
+      print_status
       ;;
     *)
       echo "usage: RUNS_DIR=DIR bash benchmarks/learn_queue.sh start|status|stop|pause|cont" >&2

@@ -143,15 +143,23 @@ def test_pause_freezes_the_runs_of_its_runs_dir_only_and_cont_lets_them_go_on(tm
 def test_stop_waits_for_the_lanes_and_start_refuses_a_queue_still_running(tmp_path):
     """A stopped queue's lanes go on for a moment (exporting what finished) after their benches end:
     `stop` returns only once the queue has exited, and `start` refuses while it runs, so that old
-    lanes never carry on beside new ones."""
+    lanes never carry on beside new ones. Then it writes every run's standing into the results (in
+    git): a run in flight is otherwise only in RUNS_DIR, which the next machine may not have."""
     runs = tmp_path / "runs"
-    runs.mkdir()
+    in_flight = runs / "learn-p2-scene/runs/qc/seed0"
+    in_flight.mkdir(parents=True)
+    (in_flight / "config.json").write_text("{}")
+    (in_flight / "metrics.jsonl").write_text(
+        '{"env_step": 0, "eval/success": 0.72, "eval_base/success": 0.08}\n{"env_step": 1004}\n'
+    )
     # stands in for the queue process and its lanes; like the real one (started by `nohup ... &`
     # from a shell that has exited) not a child of this process, so nothing here must reap it
     pid = int(subprocess.run(["bash", "-c", "sleep 3 > /dev/null 2>&1 & echo $!"], capture_output=True,
                              text=True, check=True).stdout)  # fmt: skip
     (runs / "queue.pid").write_text(f"{pid}\n")
-    env = {**os.environ, "RUNS_DIR": str(runs)}
+    results = tmp_path / "results"
+    results.mkdir()
+    env = {**os.environ, "RUNS_DIR": str(runs), "RESULTS_DIR": str(results)}
 
     def alive() -> bool:
         stat = Path(f"/proc/{pid}/stat")
@@ -167,6 +175,10 @@ def test_stop_waits_for_the_lanes_and_start_refuses_a_queue_still_running(tmp_pa
     stopped = command("stop")
     assert stopped.returncode == 0 and "no bench of" in stopped.stdout
     assert not alive() and (runs / "queue.stop").exists()  # `stop` returned after the queue had exited
+    standing = (results / "queue-status.txt").read_text()
+    assert standing.startswith("# learn_queue.sh status at stop") and str(runs) in standing.splitlines()[0]
+    assert "  qc seed0: at env step 1004; evaluations 0.72 (base 0.08)\n" in standing
+    assert "qcchoice-p2-scene: not started" in standing
 
 
 @needs_taskset
