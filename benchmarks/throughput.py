@@ -17,6 +17,8 @@ the speed options of ``AgentConfig`` and ``EXPOConfig``:
   pools from a buffer of 5000 transitions, divided by UTD;
 - ``exact``: the same without the cache (the default from 2026-12-05 to 2026-12-06: every
   candidate drawn afresh at every critic step, as ``published`` but on the default agent);
+- ``qc-exact``: QC's agent (32 base samples, no edit, chunks of 5 executed whole) without the
+  cache: the update of P2's offline phase (its 100k+ offline transitions rarely hit the cache);
 - ``old-fast``: the speed options of the grids before 2026-12-05 (1 Euler step for target
   candidates: the mean action, not the base's samples; a pool of 1024; targets once per call).
 
@@ -58,6 +60,12 @@ VARIANTS: dict[str, tuple[AgentConfig, EXPOConfig]] = {
     "fast": (RunConfig().agent, RunConfig().expo),
     # the default agent without the cache: every target candidate drawn afresh
     "exact": (RunConfig().agent, dataclasses.replace(RunConfig().expo, target_cache_refresh=None)),
+    # QC's agent (32 base samples, no edit, chunks of 5 executed whole), every candidate drawn
+    # afresh: the workload of P2's offline phase, where the cache rarely hits
+    "qc-exact": (
+        dataclasses.replace(RunConfig().agent, chunk_len=5, exec_len=5),
+        dataclasses.replace(RunConfig().expo, num_base_samples=32, num_edit_samples=0, target_cache_refresh=None),
+    ),
     # the speed options of the grids run before 2026-12-05 (1-step targets: not the base's samples)
     "old-fast": (
         AgentConfig(target_pool_size=1024),
