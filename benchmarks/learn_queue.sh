@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Issue "EXPO that learns": its whole compute plan as a list of items run with both cores (BOTH),
-# then two lanes, one per core, each a list of the grids of benchmarks/learn_grids.sh run in
+# Issue "EXPO that learns": its whole compute plan as a list of items run one run at a time on
+# both cores (WIDE), then items run two runs at a time, one per core (BOTH), then two lanes, one per core, each a list of the grids of benchmarks/learn_grids.sh run in
 # order. A plan of days on a 2-core CPU, so it is made to be stopped and started again:
 #
-#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh start    # BOTH, then the lanes, in the background
+#   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh start    # WIDE, BOTH, then the lanes, in the background
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh status   # where every run stands
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh stop     # before the machine goes away; writes
 #                                                                      # the status to benchmarks/results/queue-status.txt
@@ -15,7 +15,7 @@
 # exits (a run still pretraining is stopped at once and resumes from its pretraining checkpoint).
 # An episode may last long: a failing 750-step scene episode of exact EXPO-FT takes ~15 minutes;
 # after STOP_WAIT seconds (default 600) the runs still in one are stopped at once (back to their
-# newest checkpoint on resume). BOTH logs to $RUNS_DIR/queue-both.log, the lanes to
+# newest checkpoint on resume). WIDE and BOTH log to $RUNS_DIR/queue-both.log, the lanes to
 # $RUNS_DIR/queue-lane<K>.log.
 #
 # Before a learn-* grid, the finished expo-ft runs it shares with an earlier grid (the same
@@ -56,6 +56,10 @@ set -euo pipefail
 # own), before the lanes start: two runs of one grid that must both finish within a session (none
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
+# WIDE: items run before BOTH, one run at a time, unpinned and multi-threaded (THREADS=all of
+# learn_grids.sh): a run longer than a session on one core (QC on P2 scene: ~4 CPU hours) may fit
+# one on both, where a machine that does not keep RUNS_DIR would lose it half done.
+WIDE=()
 LANE0=(learn-p1-cube-double@qc expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
   learn-p1-cube-double online-base-p1-cube-single)
 LANE1=(recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double learn-p1-cube-single
@@ -97,11 +101,13 @@ copy_shared() {  # $1: a grid; copies the finished expo-ft runs of its source gr
   done
 }
 
-lane() {  # $1: a core (0 or 1), or "both" (JOBS=2: the bench pins each run to a core of its own); the rest: lane items
-  local core=$1 item grid only jobs=1 pin
+lane() {  # $1: a core (0 or 1), "both" (JOBS=2: the bench pins each run to a core of its own) or
+  # "wide" (one run at a time on every core, multi-threaded); the rest: lane items
+  local core=$1 item grid only jobs=1 pin threads=1
   shift
   pin=(taskset -c "$core")
   if [ "$core" = both ]; then jobs=2 pin=(); fi
+  if [ "$core" = wide ]; then pin=() threads=all; fi
   for item in "$@"; do
     if [ -e "$RUNS_DIR/queue.stop" ]; then
       echo "$(date -u +%FT%TZ) lane of core $core: stopped before $item"
@@ -113,14 +119,14 @@ lane() {  # $1: a core (0 or 1), or "both" (JOBS=2: the bench pins each run to a
     seed_from_export "$grid"
     copy_shared "$grid"
     echo "$(date -u +%FT%TZ) lane of core $core: $item"
-    ONLY=$only JOBS=$jobs nice -n 5 "${pin[@]}" bash benchmarks/learn_grids.sh "$grid" ||
+    ONLY=$only JOBS=$jobs THREADS=$threads nice -n 5 "${pin[@]}" bash benchmarks/learn_grids.sh "$grid" ||
       echo "$(date -u +%FT%TZ) lane of core $core: $item stopped or has failed runs (see its logs)"
   done
   echo "$(date -u +%FT%TZ) lane of core $core: done"
 }
 
 print_status() {  # every run of the lanes' grids in RUNS_DIR: finished, or where it stands, with its evaluations
-  .venv/bin/python - "$RUNS_DIR" "${BOTH[@]}" "${LANE0[@]}" "${LANE1[@]}" << 'EOF'
+  .venv/bin/python - "$RUNS_DIR" "${WIDE[@]}" "${BOTH[@]}" "${LANE0[@]}" "${LANE1[@]}" << 'EOF'
 import json
 import sys
 from pathlib import Path
@@ -183,9 +189,11 @@ main() {
       rm -f "$RUNS_DIR/queue.stop"
       nohup bash "$0" queue >> "$RUNS_DIR/queue-both.log" 2>&1 &
       echo $! > "$RUNS_DIR/queue.pid"
-      echo "started; logs: $RUNS_DIR/queue-both.log (BOTH), then $RUNS_DIR/queue-lane0.log, $RUNS_DIR/queue-lane1.log"
+      echo "started; logs: $RUNS_DIR/queue-both.log (WIDE, BOTH), then $RUNS_DIR/queue-lane0.log, $RUNS_DIR/queue-lane1.log"
       ;;
-    queue)  # BOTH on both cores, then the two lanes side by side
+    queue)  # WIDE, then BOTH on both cores, then the two lanes side by side
+      lane wide "${WIDE[@]}"
+      [ -e "$RUNS_DIR/queue.stop" ] && exit 0
       lane both "${BOTH[@]}"
       [ -e "$RUNS_DIR/queue.stop" ] && exit 0
       bash "$0" lane 0 "${LANE0[@]}" >> "$RUNS_DIR/queue-lane0.log" 2>&1 &

@@ -82,7 +82,7 @@ def test_a_learn_grid_gets_the_finished_expo_ft_runs_it_lacks(tmp_path):
 def test_a_lane_on_both_cores_lets_the_bench_pin_two_runs(tmp_path):
     """The BOTH phase: its items run as one bench of two jobs that pins each run itself (no taskset
     around it, no --no-pin), with the item's runs passed to --only; a lane of one core runs one
-    job, unpinned by the bench (the lane's taskset pins it)."""
+    single-threaded job, unpinned by the bench (the lane's taskset pins it)."""
     item = "cache-p1-cube-double-exact@expo-ft:0,expo-ft:1"
     both = run_lane(tmp_path, "both", item)
     assert both.returncode == 0, both.stderr
@@ -91,7 +91,17 @@ def test_a_lane_on_both_cores_lets_the_bench_pin_two_runs(tmp_path):
     assert "lane of core both: " + item in both.stdout
     one = run_lane(tmp_path, "1", item)
     (bench,) = [line for line in one.stdout.splitlines() if line.startswith("bench --methods")]
-    assert "--jobs 1 --no-pin" in bench
+    assert "--jobs 1 --no-pin --single-thread" in bench
+
+
+@needs_taskset
+def test_a_wide_lane_runs_one_run_on_every_core(tmp_path):
+    """The WIDE phase (a run longer than a session on one core): one job, not pinned, and not
+    --single-thread, so that its XLA and Eigen threads use every core."""
+    wide = run_lane(tmp_path, "wide", "learn-p2-scene@qc:0")
+    assert wide.returncode == 0, wide.stderr
+    (bench,) = [line for line in wide.stdout.splitlines() if line.startswith("bench --methods")]
+    assert "--jobs 1 --no-pin --no-single-thread" in bench and bench.endswith("--only qc:0")
 
 
 def test_pause_freezes_the_runs_of_its_runs_dir_only_and_cont_lets_them_go_on(tmp_path):
