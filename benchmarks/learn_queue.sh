@@ -157,6 +157,11 @@ EOF
 save_status() {  # the standing of every run, in git's results: the evaluations of runs in flight
   # are otherwise only in RUNS_DIR, which the next session's machine may not have
   local out=${RESULTS_DIR:-benchmarks/results}/queue-status.txt
+  # a fresh machine's RUNS_DIR holds no run: the last session's record stays as it is
+  if ! compgen -G "$RUNS_DIR/*/runs/*/seed*/config.json" > /dev/null; then
+    echo "no run in $RUNS_DIR: $out left as it is"
+    return 0
+  fi
   { echo "# learn_queue.sh status at stop, $(date -u +%FT%TZ) (RUNS_DIR $RUNS_DIR)"; print_status; } > "$out.partial"
   mv "$out.partial" "$out"
   echo "wrote $out"

@@ -179,6 +179,11 @@ def test_stop_waits_for_the_lanes_and_start_refuses_a_queue_still_running(tmp_pa
         return subprocess.run(["bash", "benchmarks/learn_queue.sh", name], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=60)  # fmt: skip
 
+    (results / "queue-status.txt").write_text("the last session's record")
+    empty = subprocess.run(["bash", "benchmarks/learn_queue.sh", "stop"], cwd=ROOT, capture_output=True, text=True,
+                           env={**env, "RUNS_DIR": str(tmp_path / "fresh")}, timeout=60)  # fmt: skip
+    assert empty.returncode == 0 and "queue-status.txt left as it is" in empty.stdout
+    assert (results / "queue-status.txt").read_text() == "the last session's record"  # a fresh machine's
     refused = command("start")
     assert refused.returncode == 1 and f"(pid {pid}) still runs: stop it first" in refused.stderr
     assert alive()
