@@ -94,14 +94,12 @@ RUNS_DIR=${RUNS_DIR:-runs}
 RESULTS_DIR=${RESULTS_DIR:-benchmarks/results}  # where finished runs are exported (in git)
 # ONLY=bc,expo:0: only these runs of the grid this time (expoft bench --only), e.g. to fit a session
 # JOBS=1: one run at a time, not pinned by the bench (pin it yourself: two grids side by side,
-#   JOBS=1 taskset -c 0 bash benchmarks/learn_grids.sh A & JOBS=1 taskset -c 1 bash benchmarks/learn_grids.sh B)
+#   JOBS=1 taskset -c 0 bash benchmarks/learn_grids.sh A & JOBS=1 taskset -c 1 bash benchmarks/learn_grids.sh B;
+#   or unpinned, one run on every core: XLA's thread pool has a thread per core even with
+#   --single-thread, learn_queue.sh WIDE)
 JOBS=${JOBS:-2}
 PIN=()
 [ "$JOBS" = 1 ] && PIN=(--no-pin)
-# THREADS=all (with JOBS=1): the run computes on every core (Eigen's and XLA's threads), not
-# --single-thread: for a run longer than a session on one core (learn_queue.sh WIDE)
-THREADING=(--single-thread)
-[ "${THREADS:-1}" = all ] && THREADING=(--no-single-thread)
 LEARN_METHODS=expo,expo-ft,qc,bc
 # Plain EXPO at one decision per env step costs ~0.45 s x 20 critic steps per env step on the
 # exact update: ~12.6 CPU hours per 5k-env-step run, out of reach for 9 runs on this machine.
@@ -221,7 +219,7 @@ main() {
       continue
     fi
     $expoft bench "${GRID[@]}" --finetune-args="--checkpoint-every 1000 ${LEARN_ARGS:-}" --out "$RUNS_DIR/$name" \
-      --jobs "$JOBS" "${PIN[@]}" "${THREADING[@]}" ${ONLY:+--only "$ONLY"} || status=$?
+      --jobs "$JOBS" "${PIN[@]}" --single-thread ${ONLY:+--only "$ONLY"} || status=$?
     $expoft bench export "$RUNS_DIR/$name" "$RESULTS_DIR/$name"
     [ "$status" -eq 0 ] || failed+=("$name")
   done

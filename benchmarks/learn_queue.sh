@@ -48,19 +48,23 @@ set -euo pipefail
 # seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
 # control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
 # Reordered in the eleventh session (2026-12-07), which found RUNS_DIR gone with scene QC seed 0's
-# 2.2-hour offline phase: the P1 QC runs (~50 CPU min each, within a session) go first on both
-# lanes, so the vs-QC criterion can be read on two grids (learn-p1-cube-double is lane 0's now, its
-# expo runs too); scene's QC (~4 CPU hours a run) waits for
-# a machine that keeps RUNS_DIR.
+# 2.2-hour offline phase: the P1 QC runs went first on both lanes (cube-single's 3 seeds and
+# cube-double's seeds 0-1 finished); cube-double's seed 2 and scene's QC seed 0 now run WIDE
+# (below), and learn-p1-cube-double's expo runs are lane 0's.
 # BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
 # own), before the lanes start: two runs of one grid that must both finish within a session (none
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
 BOTH=()
-# WIDE: items run before BOTH, one run at a time, unpinned and multi-threaded (THREADS=all of
-# learn_grids.sh): a run longer than a session on one core (QC on P2 scene: ~4 CPU hours) may fit
-# one on both, where a machine that does not keep RUNS_DIR would lose it half done.
-WIDE=()
-LANE0=(learn-p1-cube-double@qc expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
+# WIDE: items run before BOTH, one run at a time, unpinned: XLA's thread pool (a thread per core,
+# even under --single-thread) computes it on both cores. For a run longer than a session on one
+# core, which a machine that does not keep RUNS_DIR would lose half done: QC's update on scene's
+# offline phase takes 417-420 ms per critic step on both cores against 765 pinned to one, 1.83x
+# (benchmarks/throughput.py --variant qc-exact --calls 3, idle machine, 2026-12-07), so a scene
+# QC run (~4 CPU hours on one core) takes ~2.3 hours, evaluations (one thread) included roughly.
+# First learn-p1-cube-double's last QC seed (the vs-QC verdict on cube-double needs it), then
+# scene's first QC run (the verdict on scene).
+WIDE=(learn-p1-cube-double@qc learn-p2-scene@qc:0)
+LANE0=(expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
   learn-p1-cube-double online-base-p1-cube-single)
 LANE1=(recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double learn-p1-cube-single
   longer-p1-cube-double)
@@ -102,12 +106,12 @@ copy_shared() {  # $1: a grid; copies the finished expo-ft runs of its source gr
 }
 
 lane() {  # $1: a core (0 or 1), "both" (JOBS=2: the bench pins each run to a core of its own) or
-  # "wide" (one run at a time on every core, multi-threaded); the rest: lane items
-  local core=$1 item grid only jobs=1 pin threads=1
+  # "wide" (one run at a time, unpinned: on every core); the rest: lane items
+  local core=$1 item grid only jobs=1 pin
   shift
   pin=(taskset -c "$core")
   if [ "$core" = both ]; then jobs=2 pin=(); fi
-  if [ "$core" = wide ]; then pin=() threads=all; fi
+  if [ "$core" = wide ]; then pin=(); fi
   for item in "$@"; do
     if [ -e "$RUNS_DIR/queue.stop" ]; then
       echo "$(date -u +%FT%TZ) lane of core $core: stopped before $item"
@@ -119,7 +123,7 @@ lane() {  # $1: a core (0 or 1), "both" (JOBS=2: the bench pins each run to a co
     seed_from_export "$grid"
     copy_shared "$grid"
     echo "$(date -u +%FT%TZ) lane of core $core: $item"
-    ONLY=$only JOBS=$jobs THREADS=$threads nice -n 5 "${pin[@]}" bash benchmarks/learn_grids.sh "$grid" ||
+    ONLY=$only JOBS=$jobs nice -n 5 "${pin[@]}" bash benchmarks/learn_grids.sh "$grid" ||
       echo "$(date -u +%FT%TZ) lane of core $core: $item stopped or has failed runs (see its logs)"
   done
   echo "$(date -u +%FT%TZ) lane of core $core: done"

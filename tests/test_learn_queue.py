@@ -96,12 +96,26 @@ def test_a_lane_on_both_cores_lets_the_bench_pin_two_runs(tmp_path):
 
 @needs_taskset
 def test_a_wide_lane_runs_one_run_on_every_core(tmp_path):
-    """The WIDE phase (a run longer than a session on one core): one job, not pinned, and not
-    --single-thread, so that its XLA and Eigen threads use every core."""
-    wide = run_lane(tmp_path, "wide", "learn-p2-scene@qc:0")
-    assert wide.returncode == 0, wide.stderr
-    (bench,) = [line for line in wide.stdout.splitlines() if line.startswith("bench --methods")]
-    assert "--jobs 1 --no-pin --no-single-thread" in bench and bench.endswith("--only qc:0")
+    """The WIDE phase (a run longer than a session on one core): one job, pinned neither by the lane
+    nor by the bench, so XLA's pool computes it on every core; a lane of one core is pinned to it."""
+    fake = tmp_path / "fake-expoft"  # prints the CPUs it may run on, then its arguments
+    fake.write_text('#!/usr/bin/env bash\ngrep Cpus_allowed_list /proc/self/status\necho "$@"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "RUNS_DIR": str(tmp_path / "runs"), "EXPOFT": str(fake)}
+
+    def lane(core: str) -> tuple[str, str]:
+        done = subprocess.run(["bash", "benchmarks/learn_queue.sh", "lane", core, "learn-p2-scene@qc:0"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        (bench,) = [line for line in lines if line.startswith("bench --methods")]
+        return lines[lines.index(bench) - 1].split(":")[1].strip(), bench
+
+    every = Path("/proc/self/status").read_text().split("Cpus_allowed_list:")[1].split()[0]
+    cpus, bench = lane("wide")
+    assert cpus == every and "--jobs 1 --no-pin --single-thread" in bench and bench.endswith("--only qc:0")
+    cpus, bench = lane("0")
+    assert cpus == "0" and "--jobs 1 --no-pin" in bench
 
 
 def test_pause_freezes_the_runs_of_its_runs_dir_only_and_cont_lets_them_go_on(tmp_path):
