@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue "EXPO that learns": its whole compute plan as a list of items run one run at a time on
-# both cores (WIDE), then items run two runs at a time, one per core (BOTH), then two lanes, one per core, each a list of the grids of benchmarks/learn_grids.sh run in
-# order. A plan of days on a 2-core CPU, so it is made to be stopped and started again:
+# both cores (WIDE), then items run two runs at a time, one per core (BOTH), then two lanes, one
+# per core, each a list of the grids of benchmarks/learn_grids.sh run in order. A plan of days on a 2-core CPU, so it is made to be stopped and started again:
 #
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh start    # WIDE, BOTH, then the lanes, in the background
 #   RUNS_DIR=$HOME/expoft-runs bash benchmarks/learn_queue.sh status   # where every run stands
@@ -49,8 +49,8 @@ set -euo pipefail
 # control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
 # Reordered in the eleventh session (2026-12-07), which found RUNS_DIR gone with scene QC seed 0's
 # 2.2-hour offline phase: the P1 QC runs went first on both lanes (cube-single's 3 seeds and
-# cube-double's seeds 0-1 finished); cube-double's seed 2 and scene's QC seed 0 now run WIDE
-# (below), and learn-p1-cube-double's expo runs are lane 0's.
+# cube-double's seeds 0-1 finished); cube-double's seed 2 then ran WIDE (below, 29 wall min),
+# scene's QC seed 0 runs WIDE next, and learn-p1-cube-double's expo runs are lane 0's.
 # BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
 # own), before the lanes start: two runs of one grid that must both finish within a session (none
 # now; the cache gate's exact cube-double seeds 0-1 were the last).
@@ -61,9 +61,9 @@ BOTH=()
 # offline phase takes 417-420 ms per critic step on both cores against 765 pinned to one, 1.83x
 # (benchmarks/throughput.py --variant qc-exact --calls 3, idle machine, 2026-12-07), so a scene
 # QC run (~4 CPU hours on one core) takes ~2.3 hours, evaluations (one thread) included roughly.
-# First learn-p1-cube-double's last QC seed (the vs-QC verdict on cube-double needs it), then
-# scene's first QC run (the verdict on scene).
-WIDE=(learn-p1-cube-double@qc learn-p2-scene@qc:0)
+# Scene's first QC run (the vs-QC verdict on scene needs it; learn-p1-cube-double@qc, the item
+# before it, finished in the eleventh session).
+WIDE=(learn-p2-scene@qc:0)
 LANE0=(expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
   learn-p1-cube-double online-base-p1-cube-single)
 LANE1=(recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double learn-p1-cube-single
