@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expoft.bench.stats import load_bench, method_stats
+from expoft.bench.stats import load_bench_or_exit, method_stats
 
 GRIDS = ("learn-p1-cube-single", "learn-p1-cube-double", "learn-p2-scene")
 GAIN = 0.10
@@ -58,7 +58,7 @@ def verdict(ok: bool | None) -> str:
 
 
 def grid_line(folder: Path) -> dict:
-    _, runs = load_bench(folder)
+    _, runs = load_bench_or_exit(folder)
     ft, qc = method_figures(runs, "expo-ft"), method_figures(runs, "qc")
     gain = (ft.get("policy_minus_base") or {}).get("mean")
     ft_final = (ft.get("final_success") or {}).get("mean")

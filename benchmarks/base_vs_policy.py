@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from expoft.bench.stats import load_bench
+from expoft.bench.stats import load_bench_or_exit
 from expoft.envs.run_env import make_run_env
 from expoft.train.build import load_run_agent
 from expoft.train.evaluate import evaluate, evaluation_seed
@@ -38,7 +38,7 @@ def main() -> None:
 
     lines = []
     for bench_dir in args.benches:
-        _, runs = load_bench(bench_dir)
+        _, runs = load_bench_or_exit(bench_dir)
         for run in runs:
             if not run.finished or (args.methods is not None and run.method not in args.methods):
                 continue

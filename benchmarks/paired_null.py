@@ -21,12 +21,12 @@ import math
 import statistics
 from pathlib import Path
 
-from expoft.bench.stats import load_bench
+from expoft.bench.stats import load_bench_or_exit
 from expoft.report.compare import paired_curve
 
 
 def step0_differences(bench_dir: Path, methods: set[str]) -> list[dict]:
-    bench, runs = load_bench(bench_dir)
+    bench, runs = load_bench_or_exit(bench_dir)
     protocol = (bench.get("arguments") or {}).get("protocol")
     if protocol not in (None, "p1"):
         raise SystemExit(f"{bench_dir}: protocol {protocol}; only p1 runs have an untrained critic at step 0")

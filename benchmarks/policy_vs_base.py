@@ -34,7 +34,7 @@ def parse_group(text: str) -> tuple[str, list[RunRecord]]:
         raise SystemExit(f"expected LABEL=BENCH_DIR:METHOD, got {text!r}")
     try:
         _, runs = load_bench(folder)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"{text!r}: {e}") from None
     done = [r for r in runs if r.method == method and r.finished]
     if not done:

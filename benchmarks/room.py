@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from expoft.bench.stats import load_bench
+from expoft.bench.stats import load_bench_or_exit
 
 
 def paired_runs(folder: Path) -> list[dict]:
     """The finished runs of a bench folder whose evaluations include the base alone after RL."""
     rows = []
-    bench, runs = load_bench(folder)
+    bench, runs = load_bench_or_exit(folder)
     arguments = bench.get("arguments", {})
     for run in runs:
         if not run.finished or run.method == "bc" or run.extension is not None:

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from expoft.bench.stats import load_bench
+from expoft.bench.stats import load_bench_or_exit
 
 FIELDS = (
     "success", "base_success", "policy_minus_base", "first_q", "first_return", "q_return_corr", "not_first_frac",
@@ -50,10 +50,7 @@ def main() -> None:
     for folder in args.folders:
         if not (folder / "runs").is_dir():
             sys.exit(f"{folder} is not a bench folder (no runs/ in it)")
-        try:
-            runs = load_bench(folder)[1]
-        except ValueError as damaged:  # a damaged run file: its path and what to do
-            sys.exit(str(damaged))
+        runs = load_bench_or_exit(folder)[1]
         for run in runs:
             if not run.finished:
                 continue

@@ -882,3 +882,15 @@ def test_report_names_a_damaged_summary_instead_of_dropping_its_run(tmp_path, ca
     assert main(["bench", "report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "runs/expo/seed1/summary.json is not valid JSON" in err and "restore it from a copy" in err
+
+
+def test_scripts_reading_a_bench_end_with_a_message_not_a_traceback(tmp_path):
+    """benchmarks/*.py read bench folders through load_bench_or_exit: a missing folder and a
+    damaged summary.json each end the script with what is wrong and how to fix it."""
+    with pytest.raises(SystemExit, match="does not exist"):
+        bstats.load_bench_or_exit(tmp_path / "nowhere")
+    write_run(tmp_path / "runs/expo/seed0", 0, {0: 0.4, 1000: 0.6})
+    assert len(bstats.load_bench_or_exit(tmp_path)[1]) == 1
+    (tmp_path / "runs/expo/seed0/summary.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"summary.json is not valid JSON .*restore it from a copy"):
+        bstats.load_bench_or_exit(tmp_path)

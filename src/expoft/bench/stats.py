@@ -227,6 +227,15 @@ def load_bench(bench_dir: str | Path) -> tuple[dict, list[RunRecord]]:
     return bench, runs
 
 
+def load_bench_or_exit(bench_dir: str | Path) -> tuple[dict, list[RunRecord]]:
+    """`load_bench` for a script's command line: a missing folder or a damaged run file ends the
+    script with its message (what is wrong, how to fix it) instead of a traceback."""
+    try:
+        return load_bench(bench_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e)) from None
+
+
 # ---------------------------------------------------------------------------
 # per-method figures
 
