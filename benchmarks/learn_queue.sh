@@ -41,9 +41,10 @@ set -euo pipefail
 # demos: the lead for "what would"; ~1 hour a run), then the P1 learn grids' QC runs, the
 # self-imitation control selfimit-p1-cube-double (EXPO-FT without a choice: how much of the
 # choice's gain its base takes over), the learn grids' expo runs (their expo-ft and bc runs are
-# done), and last longer-p1-cube-double's seed 2
-# (the cube-double gate's cached runs extended from 5k to 10k env steps: seeds 0-1 showed no
-# growth of policy - base). Done, and left out of the lanes: the cache gate
+# done). longer-p1-cube-double's seed 2 (the cube-double gate's cached runs extended from 5k to
+# 10k env steps; seeds 0-1 showed no growth of policy - base) left the lane in the twelfth
+# session: `expoft extend` needs its source run's checkpoints, lost with an earlier RUNS_DIR, so
+# it would cost 2 CPU hours for a question two seeds answered. Done, and left out of the lanes: the cache gate
 # (cache-p1-cube-{single,double}-{exact,cached}), demoagent- and recover-p1-cube-single, and
 # seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
 # control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
@@ -61,13 +62,12 @@ BOTH=()
 # offline phase takes 417-420 ms per critic step on both cores against 765 pinned to one, 1.83x
 # (benchmarks/throughput.py --variant qc-exact --calls 3, idle machine, 2026-12-07), so a scene
 # QC run (~4 CPU hours on one core) takes ~2.3 hours, evaluations (one thread) included roughly.
-# Scene's first QC run (the vs-QC verdict on scene needs it; learn-p1-cube-double@qc, the item
-# before it, finished in the eleventh session).
-WIDE=(learn-p2-scene@qc:0)
+# Scene's QC runs, one a session (the vs-QC verdict on scene needs them; learn-p1-cube-double@qc,
+# the item before them, finished in the eleventh session).
+WIDE=(learn-p2-scene@qc:0 learn-p2-scene@qc:1 learn-p2-scene@qc:2)
 LANE0=(expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
   learn-p1-cube-double online-base-p1-cube-single)
-LANE1=(recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double learn-p1-cube-single
-  longer-p1-cube-double)
+LANE1=(recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double learn-p1-cube-single)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
