@@ -13,6 +13,7 @@ from expoft.data.describe import describe
 from expoft.data.labels import label_for_task
 from expoft.data.transitions import DatasetError, make_dataset
 from expoft.envs.ogbench_domains import QPOS_OBJECTS_START, get_domain, task_goal
+from expoft.fileio import NpzError, read_npz
 
 from .conftest import episode_arrays
 
@@ -270,3 +271,29 @@ def test_unknown_env_and_task():
         get_domain("cube-quintuple")
     with pytest.raises(ValueError, match="task must be in 1..5"):
         get_domain("scene").singletask_env_id(6)
+
+
+def test_read_npz_says_which_kind_of_unreadable_a_file_is(tmp_path, small_arrays):
+    """numpy alone calls any file that is neither a zip nor a .npy "pickled data"; the one reader of
+    .npz files (datasets, checkpoints, replay segments, frames) says what the file is instead."""
+    np.savez(tmp_path / "ok.npz", **small_arrays)
+    assert sorted(read_npz(tmp_path / "ok.npz")) == sorted(small_arrays)
+    cases = {
+        "text.npz": (b"time,x\n0,1\n", r"text.npz is not an .npz file .*starts with b'time,x'"),
+        "empty.npz": (b"", r"empty.npz is not an .npz file .*: empty"),
+        "array.npz": (None, r"array.npz is not an .npz file .*: a .npy array"),
+        "half.npz": ((tmp_path / "ok.npz").read_bytes()[:300], r"half.npz is not a readable .npz file .*truncated"),
+    }
+    for name, (content, message) in cases.items():
+        if content is None:
+            with open(tmp_path / name, "wb") as f:
+                np.save(f, np.zeros(3))
+        else:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(NpzError, match=message):
+            read_npz(tmp_path / name)
+        with pytest.raises(DatasetError, match=message):  # what `expoft data info` and training print
+            load_dataset(tmp_path / name)
+    np.savez(tmp_path / "objects.npz", x=np.array([object()], dtype=object))
+    with pytest.raises(NpzError, match="holds pickled Python objects; expoft never unpickles"):
+        read_npz(tmp_path / "objects.npz")

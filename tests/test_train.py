@@ -44,6 +44,9 @@ def test_checkpoint_round_trip_restores_every_array(tmp_path):
         load_pytree(wrong, path)
     with pytest.raises(FileNotFoundError):
         load_pytree(agent, tmp_path / "missing.npz")
+    (tmp_path / "notes.npz").write_text("not a checkpoint")  # e.g. a wrong path passed to --checkpoint
+    with pytest.raises(CheckpointError, match=r"notes.npz is not an .npz file \(a zip archive of arrays\)"):
+        load_pytree(agent, tmp_path / "notes.npz")
 
 
 def test_run_dir_refuses_to_clobber(tmp_path):

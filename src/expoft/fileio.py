@@ -1,4 +1,5 @@
-"""Atomic file writes (a reader never sees a half-written file), and the reader of a run's metrics."""
+"""Atomic file writes (a reader never sees a half-written file), the one reader of ``.npz`` files
+(never unpickling), and the reader of a run's metrics."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import json
 import os
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
@@ -30,6 +34,37 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class NpzError(ValueError):
+    """A file that should be an ``.npz`` of plain arrays is not one; the message says what it is."""
+
+
+_ZIP_MAGIC = b"PK"  # an .npz is a zip archive (an empty one starts "PK\x05\x06")
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, read whole. Never unpickles: an array of Python
+    objects is refused (unpickling can run code). numpy alone would call any file that is not a zip
+    or ``.npy`` "pickled data"; this says which of not-an-npz, truncated, or object arrays it is."""
+    path = Path(path)
+    with open(path, "rb") as f:  # FileNotFoundError as it is: each caller says what it needed the file for
+        head = f.read(6)
+    if not head.startswith(_ZIP_MAGIC):
+        kind = "a .npy array" if head.startswith(b"\x93NUMPY") else "empty" if not head else f"starts with {head!r}"
+        raise NpzError(f"{path} is not an .npz file (a zip archive of arrays): {kind}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():  # numpy's refusal of an object array
+            raise NpzError(
+                f"{path} holds pickled Python objects; expoft never unpickles (it can run code): "
+                "save plain numeric arrays"
+            ) from e
+        raise NpzError(f"{path} is not a readable .npz file ({e}); is it truncated or corrupted?") from e
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise NpzError(f"{path} is not a readable .npz file ({e}); is it truncated or corrupted?") from e
 
 
 def write_json(path: str | os.PathLike, obj, sort_keys: bool = False) -> Path:

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from numpy.typing import ArrayLike
 
-from expoft.fileio import atomic_write
+from expoft.fileio import NpzError, atomic_write, read_npz
 
 
 class CheckpointError(ValueError):
@@ -42,8 +42,10 @@ def load_pytree(template: Any, path: str | os.PathLike) -> tuple[Any, dict[str, 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    with np.load(path, allow_pickle=False) as f:
-        stored = {k: f[k] for k in f.files}
+    try:
+        stored = read_npz(path)
+    except NpzError as e:
+        raise CheckpointError(str(e)) from e
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     restored = []
     for key_path, leaf in leaves:

@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ import numpy as np
 from expoft.data.labels import label_for_task
 from expoft.data.transitions import Dataset, DatasetError, make_dataset, validate
 from expoft.envs.ogbench_domains import get_domain
-from expoft.fileio import atomic_write
+from expoft.fileio import NpzError, atomic_write, read_npz
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +123,9 @@ def save_dataset(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = Fals
 
 def _read_npz(npz: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(npz, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise DatasetError(
-                f"{npz}: contains pickled Python objects; expoft never unpickles data (it can run code). "
-                "Save plain numeric arrays instead."
-            ) from e
-        raise DatasetError(f"{npz}: not a readable .npz file ({e})") from e
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DatasetError(f"{npz}: not a readable .npz file ({e}); is it truncated or corrupted?") from e
+        return read_npz(npz)
+    except NpzError as e:
+        raise DatasetError(str(e)) from e
 
 
 def load_dataset(

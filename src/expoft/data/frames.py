@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ from expoft.data.generate import GENERATOR_VERSION, DemosConfig, GenConfig, Play
 from expoft.data.transitions import Dataset, DatasetError
 from expoft.envs.ogbench_domains import get_domain, make_play_env, make_singletask_env
 from expoft.envs.pixels import make_pixel_env
-from expoft.fileio import atomic_write, keep_as_backup
+from expoft.fileio import NpzError, atomic_write, keep_as_backup, read_npz
 from expoft.obs import PixelSpec
 from expoft.progress import Progress
 
@@ -212,12 +211,11 @@ def _load_cached(npz: Path, meta_path: Path, spec: PixelSpec, digest: str, rows:
     if meta.get("shape") != want_shape:
         raise _corrupt(meta_path, f"it describes frames of shape {meta.get('shape')}, expected {want_shape}")
     try:
-        with np.load(npz, allow_pickle=False) as f:
-            frames = f["frames"]
-    except KeyError as e:
-        raise _corrupt(npz, "it holds no 'frames' array") from e
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise _corrupt(npz, f"not a readable .npz file ({e})") from e
+        frames = read_npz(npz).get("frames")
+    except (NpzError, OSError) as e:  # OSError: the .npz is missing beside its description
+        raise _corrupt(npz, str(e)) from e
+    if frames is None:
+        raise _corrupt(npz, "it holds no 'frames' array")
     if list(frames.shape) != want_shape or frames.dtype != np.uint8:
         raise _corrupt(npz, f"frames of shape {list(frames.shape)} {frames.dtype}, expected {want_shape} uint8")
     if array_sha256(frames) != meta.get("sha256"):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from expoft.fileio import atomic_write
+from expoft.fileio import NpzError, atomic_write, read_npz
 from expoft.pytree_io import CheckpointError, load_pytree, save_pytree
 
 log = logging.getLogger(__name__)
@@ -295,8 +295,10 @@ class CheckpointStore:
                 f"format {FORMAT_VERSION}; continue the run with the expoft version that wrote it"
             )
         for segment in record["buffer"]["segments"]:
-            with np.load(self.dir / segment["file"], allow_pickle=False) as f:
-                buffer.restore_segment({k: f[k] for k in f.files})
+            try:
+                buffer.restore_segment(read_npz(self.dir / segment["file"]))
+            except NpzError as e:
+                raise CheckpointError(str(e)) from e
         if buffer.total_added != record["buffer"]["total_added"]:
             raise CheckpointError(
                 f"replay segments restore {buffer.total_added} transitions, the checkpoint says "
