@@ -435,6 +435,29 @@ def test_remote_malformed_replies():
         server.close()
 
 
+def test_remote_bounds_the_replies_it_takes():
+    """A reply is untrusted input: one over max_reply_bytes is refused at once (no retry would get
+    another) and the client goes on with the next request over a new connection."""
+
+    def fn(request):
+        batch, n = request["observation"].shape[0], request["num_samples"]
+        return {"actions": np.zeros((batch, n, H, A), np.float32), "pad": b"x" * (50_000 if request["seed"] else 0)}
+
+    server = serve_policy(fn, port=0, metadata=expoft_metadata(D, A, H), block=False)
+    try:
+        with pytest.raises(ValueError, match="max_reply_bytes must be >= 1"):
+            RemoteBase(server.url, D, A, H, max_reply_bytes=0)
+        with RemoteBase(server.url, D, A, H, timeout_s=5, retries=3, max_reply_bytes=20_000) as base:
+            assert base.sample(_obs(2), 3, 0).shape == (2, 3, H, A)
+            with pytest.raises(RemoteBaseError, match=r"sent a message over max_reply_bytes=20000.*pass a larger"):
+                base.sample(_obs(2), 3, 1)
+            assert base.latency()["retries"] == 0
+            assert base.sample(_obs(2), 3, 0).shape == (2, 3, H, A)
+            assert base.latency()["connects"] == 2
+    finally:
+        server.close()
+
+
 def _wait_for(proc: subprocess.Popen, port: int, timeout: float = 30.0) -> None:
     with RemoteBase(f"127.0.0.1:{port}", D, A, H, retries=200, backoff=0.05, max_backoff=0.1) as probe:
         deadline = time.monotonic() + timeout

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import websockets
 import websockets.exceptions
+import websockets.frames
 import websockets.sync.client
 import websockets.uri
 
@@ -37,6 +38,13 @@ PROTOCOL_VERSION = 1
 
 
 _CLOSE_TIMEOUT_S = 1.0  # longest wait for the closing handshake when dropping a connection
+
+
+DEFAULT_MAX_REPLY_BYTES = 256 * 2**20
+"""Largest reply frame taken from a server (a reply is untrusted network input: unbounded, a broken
+or hostile server could exhaust the learner's memory). Above the largest legitimate one: the
+target candidates of an update call, 20 x 256 next observations x 32 samples x chunks of 10 x
+14 action dims in float32, are 92 MB."""
 
 
 class LatencyStats:
@@ -110,6 +118,8 @@ class RemoteBase:
             kept). Seeds cannot be passed, so samples are not reproducible.
         out_of_range: what :func:`~expoft.bases.check_chunks` does with actions outside [-1, 1].
         api_key: sent as ``Authorization: Api-Key <key>`` (as openpi's client does).
+        max_reply_bytes: a larger reply frame (or metadata) closes the connection and is a
+            :class:`RemoteBaseError`, never retried (the same request would get the same reply).
 
     A remote base is frozen (``learns = False``): the server owns the weights; :meth:`state` is ``{}``.
     Latency of every successful :meth:`sample` (including retries) is in :meth:`latency`.
@@ -134,6 +144,7 @@ class RemoteBase:
         obs_to_request: Callable[[np.ndarray], dict] | None = None,
         out_of_range: str = "error",
         api_key: str | None = None,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ):
         if "://" not in url:
             url = "ws://" + url
@@ -143,6 +154,9 @@ class RemoteBase:
             raise ValueError(f"RemoteBase: invalid url {url!r}: {exc}") from exc
         if timeout_s <= 0 or retries < 0 or backoff < 0:
             raise ValueError("RemoteBase: timeout_s must be > 0, retries and backoff >= 0")
+        if max_reply_bytes < 1:
+            raise ValueError(f"RemoteBase: max_reply_bytes must be >= 1, got {max_reply_bytes}")
+        self.max_reply_bytes = int(max_reply_bytes)
         self.url = url
         self.obs_dim = obs_dim if isinstance(obs_dim, PixelSpec) else int(obs_dim)
         self.action_dim, self.chunk_len = int(action_dim), int(chunk_len)
@@ -312,6 +326,14 @@ class RemoteBase:
             except TimeoutError as exc:
                 last = f"no message within timeout_s={self.timeout_s}s ({exc or 'timeout'})"
                 self._drop()
+            except websockets.exceptions.ConnectionClosed as exc:
+                self._drop()
+                if exc.sent is not None and exc.sent.code == websockets.frames.CloseCode.MESSAGE_TOO_BIG:
+                    raise RemoteBaseError(
+                        f"{self.url} sent a message over max_reply_bytes={self.max_reply_bytes} ({exc.sent.reason}); "
+                        "if the server's replies are this large, pass a larger max_reply_bytes"
+                    ) from None
+                last = f"{type(exc).__name__}: {exc}"
             except _TRANSIENT as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 self._drop()
@@ -331,7 +353,7 @@ class RemoteBase:
             open_timeout=self.connect_timeout_s,
             close_timeout=_CLOSE_TIMEOUT_S,
             compression=None,
-            max_size=None,
+            max_size=self.max_reply_bytes,
             additional_headers=headers,
             legacy=True,  # a plain connection object (not the context-manager form)
         )
