@@ -142,18 +142,26 @@ for grid in dict.fromkeys(item.split("@")[0] for item in sys.argv[2:]):  # lane 
     for config in runs:
         run = config.parent
         done = (run / "summary.json").exists()
-        step, evals = 0, []
+        step, evals, offline_calls = 0, [], None
         if (run / "metrics.jsonl").exists():
             for line in (run / "metrics.jsonl").read_text().splitlines():
                 try:
                     row = json.loads(line)
                     step = max(step, int(row.get("env_step", 0)))
-                except (ValueError, TypeError, AttributeError):
+                    if row.get("phase") == "offline":  # P2's offline RL phase: hours before env step 1
+                        offline_calls = int(row["offline/update_calls"])
+                except (ValueError, TypeError, AttributeError, KeyError):
                     continue
                 if "eval/success" in row:  # the policy, and its base alone on the same reset seeds
                     base = row.get("eval_base/success")
                     evals.append(f"{row['eval/success']:.2f}" + ("" if base is None else f" (base {base:.2f})"))
         state = "finished" if done else f"at env step {step}"
+        if not done and step == 0 and offline_calls is not None:
+            try:
+                planned = json.loads(config.read_text()).get("offline_updates", "?")
+            except ValueError:
+                planned = "?"
+            state = f"offline phase, {offline_calls} of {planned} update calls"
         print(f"  {run.parent.name} {run.name}: {state}" + (f"; evaluations {' / '.join(evals)}" if evals else ""))
 EOF
 }

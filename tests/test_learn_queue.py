@@ -176,6 +176,12 @@ def test_stop_waits_for_the_lanes_and_start_refuses_a_queue_still_running(tmp_pa
     (in_flight / "metrics.jsonl").write_text(
         '{"env_step": 0, "eval/success": 0.72, "eval_base/success": 0.08}\n{"env_step": 1004}\n'
     )
+    offline = runs / "learn-p2-scene/runs/qc/seed1"  # still in P2's offline phase (hours, no env step)
+    offline.mkdir(parents=True)
+    (offline / "config.json").write_text('{"offline_updates": 500}')
+    (offline / "metrics.jsonl").write_text(
+        '{"phase": "pretrain"}\n{"phase": "offline", "env_step": 0, "offline/update_calls": 175}\n'
+    )
     # stands in for the queue process and its lanes; like the real one (started by `nohup ... &`
     # from a shell that has exited) not a child of this process, so nothing here must reap it
     pid = int(subprocess.run(["bash", "-c", "sleep 3 > /dev/null 2>&1 & echo $!"], capture_output=True,
@@ -207,6 +213,7 @@ def test_stop_waits_for_the_lanes_and_start_refuses_a_queue_still_running(tmp_pa
     standing = (results / "queue-status.txt").read_text()
     assert standing.startswith("# learn_queue.sh status at stop") and str(runs) in standing.splitlines()[0]
     assert "  qc seed0: at env step 1004; evaluations 0.72 (base 0.08)\n" in standing
+    assert "  qc seed1: offline phase, 175 of 500 update calls\n" in standing
     assert "qcchoice-p2-scene: not started" in standing
 
 
