@@ -79,6 +79,14 @@
 #       reached 0.92-0.94 at 5k on scene even without its offline phase, where EXPO-FT ends at
 #       0.65: is it the choice (more base samples, no edit noise), or the rest (QC's 5 of 5
 #       executed actions against 4 of 8, its base imitating all data)?
+#   offline-p2-scene
+#       EXPO-FT on P2 scene as in expo-ft-p2-scene, but with the offline RL phase P2 gives QC
+#       (--offline-updates=P2_OFFLINE_UPDATES: critic, edit policy and base updated on the play
+#       data alone before the online phase); paired by seed with expo-ft-p2-scene (same data,
+#       same pretrained base). A deviation from published EXPO-FT, whose offline-to-online setting
+#       pretrains only the base (ALGORITHMS.md): screened because QC's lost scene seed 0 began its
+#       online phase at 0.72 where EXPO-FT's policy begins at 0.02-0.18. Is the offline critic
+#       what QC's lead on scene is made of?
 #   expo-ft-p2-scene
 #       learn-p2-scene's expo-ft runs alone (the same command), first: where the base alone is weak
 #       (0.0-0.2) the critic-guided choice has the most room; copy its run folders into
@@ -195,12 +203,15 @@ grid_args() {
     qcchoice-p2-scene)
       GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3
         --method-args "expo-ft=--num-base-samples=32 --num-edit-samples=0") ;;
+    offline-p2-scene)
+      GRID=(--methods expo-ft --protocol p2 --env scene --task 1 --seeds 3
+        --method-args "expo-ft=--offline-updates=$(.venv/bin/python -c 'from expoft.bench.protocols import P2_OFFLINE_UPDATES as n; print(n)')") ;;
     longer-p1-cube-double)
       GRID=() ;;  # an extension (EXTENDS)
     *)
       echo "unknown grid '$1'; one of: cache-p1-cube-single-exact cache-p1-cube-single-cached" \
         "cache-p1-cube-double-exact cache-p1-cube-double-cached cands16-p1-cube-single actmean-p1-cube-single actor4-p1-cube-single online-base-p1-cube-single demoagent-p1-cube-single recover-p1-cube-single recover-p1-cube-double selfimit-p1-cube-double learn-p1-cube-single learn-p1-cube-double" \
-        "learn-p2-scene expo-ft-p2-scene qcchoice-p2-scene longer-p1-cube-double" >&2
+        "learn-p2-scene expo-ft-p2-scene qcchoice-p2-scene offline-p2-scene longer-p1-cube-double" >&2
       return 2 ;;
   esac
 }

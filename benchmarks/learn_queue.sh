@@ -63,8 +63,9 @@ BOTH=()
 # (benchmarks/throughput.py --variant qc-exact --calls 3, idle machine, 2026-12-07), so a scene
 # QC run (~4 CPU hours on one core) takes ~2.3 hours, evaluations (one thread) included roughly.
 # Scene's QC runs, one a session (the vs-QC verdict on scene needs them; learn-p1-cube-double@qc,
-# the item before them, finished in the eleventh session).
-WIDE=(learn-p2-scene@qc:0 learn-p2-scene@qc:1 learn-p2-scene@qc:2)
+# the item before them, finished in the eleventh session), and after the first the screen of
+# what QC's lead there is made of: EXPO-FT with QC's offline phase (offline-p2-scene, seed 0).
+WIDE=(learn-p2-scene@qc:0 offline-p2-scene@expo-ft:0 learn-p2-scene@qc:1 learn-p2-scene@qc:2)
 LANE0=(expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
   learn-p1-cube-double online-base-p1-cube-single)
 LANE1=(recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double learn-p1-cube-single)
