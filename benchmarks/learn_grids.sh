@@ -84,9 +84,10 @@
 #       (--offline-updates=P2_OFFLINE_UPDATES: critic, edit policy and base updated on the play
 #       data alone before the online phase); paired by seed with expo-ft-p2-scene (same data,
 #       same pretrained base). A deviation from published EXPO-FT, whose offline-to-online setting
-#       pretrains only the base (ALGORITHMS.md): screened because QC's lost scene seed 0 began its
-#       online phase at 0.72 where EXPO-FT's policy begins at 0.02-0.18. Is the offline critic
-#       what QC's lead on scene is made of?
+#       pretrains only the base (ALGORITHMS.md): screened because QC's scene seed 0 begins its
+#       online phase at 0.68-0.72 (its base alone 0.04-0.08) where EXPO-FT's policy begins at
+#       0.02-0.18. Is the offline critic what QC's lead on scene is made of? (On the old defaults'
+#       grid QC reached 0.92-0.94 at 5k without its offline phase too: x-scene-offline-phase.)
 #   expo-ft-p2-scene
 #       learn-p2-scene's expo-ft runs alone (the same command), first: where the base alone is weak
 #       (0.0-0.2) the critic-guided choice has the most room; copy its run folders into

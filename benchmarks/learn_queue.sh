@@ -36,7 +36,9 @@ set -euo pipefail
 # choosing among QC's 32 base samples, no edit: does the choice set explain QC's lead on scene?),
 # then its expo and bc runs, and last the online-base screen's seeds 1-2 (exact, ~2 CPU hours
 # each; seed 0 showed no difference).
-# Lane 1 (reordered in the ninth session, 2026-12-07): recover-p1-cube-double first (P1's agent on
+# Lane 1 begins (twelfth session) with offline-p2-scene's seed 0 (EXPO-FT given QC's offline phase:
+# QC's scene seed 0 began its online phase at 0.68 with its base alone at 0.04). Its earlier items
+# (reordered in the ninth session, 2026-12-07, now done): recover-p1-cube-double first (P1's agent on
 # demos with a recovery gained +0.10 after RL on cube-single, 3 seeds, against +0.04 on P1's
 # demos: the lead for "what would"; ~1 hour a run), then the P1 learn grids' QC runs, the
 # self-imitation control selfimit-p1-cube-double (EXPO-FT without a choice: how much of the
@@ -61,14 +63,18 @@ BOTH=()
 # core, which a machine that does not keep RUNS_DIR would lose half done: QC's update on scene's
 # offline phase takes 417-420 ms per critic step on both cores against 765 pinned to one, 1.83x
 # (benchmarks/throughput.py --variant qc-exact --calls 3, idle machine, 2026-12-07), so a scene
-# QC run (~4 CPU hours on one core) takes ~2.3 hours, evaluations (one thread) included roughly.
-# Scene's QC runs, one a session (the vs-QC verdict on scene needs them; learn-p1-cube-double@qc,
-# the item before them, finished in the eleventh session), and after the first the screen of
-# what QC's lead there is made of: EXPO-FT with QC's offline phase (offline-p2-scene, seed 0).
-WIDE=(learn-p2-scene@qc:0 offline-p2-scene@expo-ft:0 learn-p2-scene@qc:1 learn-p2-scene@qc:2)
+# QC run was expected to take ~2.3 hours (it took more: below).
+# Scene's first QC run (the vs-QC verdict on scene needs it). Measured in the twelfth session: its
+# offline phase took 75 min wide, its online phase ~4.6 s an update call (~80 min for 5k env
+# steps), so even wide a scene QC run (~3 hours) does not fit a session: it resumes from its
+# checkpoints where RUNS_DIR is kept. Its seeds 1-2 are lane 0's (learn-p2-scene@qc), after the
+# two screens of what QC's lead on scene is made of, one per lane: QC's choice set
+# (qcchoice-p2-scene) and QC's offline phase (offline-p2-scene).
+WIDE=(learn-p2-scene@qc:0)
 LANE0=(expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
   learn-p1-cube-double online-base-p1-cube-single)
-LANE1=(recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double learn-p1-cube-single)
+LANE1=(offline-p2-scene@expo-ft:0 recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double
+  learn-p1-cube-single)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
