@@ -34,6 +34,7 @@ import websockets.exceptions
 import websockets.sync.client
 
 from expoft.actorlearner.messages import (
+    BUSY,
     MAX_MESSAGE_BYTES,
     PROTOCOL,
     ProtocolError,
@@ -165,7 +166,11 @@ class Actor:
                         }
                     )
                 )
-                return expect(self._recv(30.0), "welcome")
+                welcome = self._recv(30.0)
+                if isinstance(welcome, dict) and welcome.get("type") == "error" and welcome.get("message") == BUSY:
+                    self.ws.close()
+                    raise ConnectionRefusedError(BUSY)  # e.g. our own last session, still closing: retry
+                return expect(welcome, "welcome")
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 last = exc
                 log.warning("learner at %s not reachable (%s); retry %d/%d in %.1f s", self.url, exc, attempt + 1,

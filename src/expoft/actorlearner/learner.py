@@ -24,6 +24,7 @@ import websockets.exceptions
 import websockets.sync.server
 
 from expoft.actorlearner.messages import (
+    BUSY,
     MAX_MESSAGE_BYTES,
     PROTOCOL,
     ProtocolError,
@@ -263,7 +264,7 @@ class LearnerServer:
 
     def _session(self, ws) -> None:
         if not self._busy.acquire(blocking=False):
-            raise ProtocolError("this learner serves one actor at a time; another one is connected")
+            raise ProtocolError(BUSY)
         try:
             self._one_actor(ws, self._hello(ws))
         finally:

@@ -47,6 +47,11 @@ class ProtocolError(ValueError):
     """A message that does not follow the protocol; the text says what is wrong."""
 
 
+BUSY = "this learner serves one actor at a time; another one is connected"
+"""The learner's refusal while a session holds it. Transient for an actor: the session may be
+its own previous one, still closing after a reconnect, so the actor retries with backoff."""
+
+
 def decode(raw: Any) -> Any:
     """One received frame as a message (what ``expect`` checks next); text or bytes that are not
     msgpack are refused."""
