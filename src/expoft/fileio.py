@@ -56,14 +56,12 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():  # numpy's refusal of an object array
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        if isinstance(e, ValueError) and "pickle" in str(e).lower():  # numpy's refusal of an object array
             raise NpzError(
                 f"{path} holds pickled Python objects; expoft never unpickles (it can run code): "
                 "save plain numeric arrays"
             ) from e
-        raise NpzError(f"{path} is not a readable .npz file ({e}); is it truncated or corrupted?") from e
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise NpzError(f"{path} is not a readable .npz file ({e}); is it truncated or corrupted?") from e
 
 

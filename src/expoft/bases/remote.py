@@ -326,17 +326,15 @@ class RemoteBase:
             except TimeoutError as exc:
                 last = f"no message within timeout_s={self.timeout_s}s ({exc or 'timeout'})"
                 self._drop()
-            except websockets.exceptions.ConnectionClosed as exc:
+            except _TRANSIENT as exc:
                 self._drop()
-                if exc.sent is not None and exc.sent.code == websockets.frames.CloseCode.MESSAGE_TOO_BIG:
+                sent = getattr(exc, "sent", None)  # our close frame, when we closed the connection
+                if sent is not None and sent.code == websockets.frames.CloseCode.MESSAGE_TOO_BIG:
                     raise RemoteBaseError(
-                        f"{self.url} sent a message over max_reply_bytes={self.max_reply_bytes} ({exc.sent.reason}); "
+                        f"{self.url} sent a message over max_reply_bytes={self.max_reply_bytes} ({sent.reason}); "
                         "if the server's replies are this large, pass a larger max_reply_bytes"
                     ) from None
                 last = f"{type(exc).__name__}: {exc}"
-            except _TRANSIENT as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                self._drop()
             else:
                 return self._decode(raw, "reply")
         raise RemoteBaseError(
