@@ -17,6 +17,7 @@ import websockets.sync.client
 
 from expoft.actorlearner.actor import Actor
 from expoft.actorlearner.messages import (
+    BUSY,
     ProtocolError,
     buffer_ids,
     decision_from_message,
@@ -65,7 +66,7 @@ def _learner_in_thread(cfg, out, **kwargs):
 
 
 @pytest.mark.parametrize("method", ["expo", pytest.param("rlpd", marks=pytest.mark.slow)])
-def test_sync_actor_learner_equals_single_process(tmp_path, method):
+def test_sync_actor_learner_equals_single_process(tmp_path, method, caplog):
     """Known answer: a sync learner with one actor is the single-process loop cut in two: the same
     metrics rows (clock columns aside), on the same seeds, for an agent with a base and one
     without (random first steps drawn by the learner, in order)."""
@@ -75,9 +76,13 @@ def test_sync_actor_learner_equals_single_process(tmp_path, method):
     single = finetune(cfg, tmp_path / "single", progress=False)
     thread, result = _learner_in_thread(cfg, tmp_path / "learner", max_message_bytes=LIMIT)
     _bad_clients_are_refused(result["port"])  # ... and change nothing: the metrics below still match
-    actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=2, hz=600.0)  # a robot's pace: sleeps only
-    t0 = time.perf_counter()
-    decisions = actor.run()
+    holder = _hold_the_learner(result["port"])  # the actor finds it busy, retries, gets in once it leaves
+    threading.Timer(1.5, holder.close).start()
+    actor = Actor(f"ws://127.0.0.1:{result['port']}", retries=8, backoff_s=0.2, max_backoff_s=0.5, hz=600.0)
+    t0 = time.perf_counter()  # hz: a robot's pace, sleeps only
+    with caplog.at_level("WARNING", logger="expoft.actorlearner.actor"):
+        decisions = actor.run()
+    assert any(BUSY in r.getMessage() for r in caplog.records), "the actor was never refused as busy"
     assert time.perf_counter() - t0 >= cfg.env_steps / 600.0
     thread.join(120)
     assert "error" not in result, result.get("error")
@@ -111,6 +116,22 @@ def test_an_actor_films_the_training_episodes_a_single_process_run_films(tmp_pat
     for name in names:
         np.testing.assert_array_equal(read_video(filmed / name), read_video(tmp_path / "single" / "videos" / name))
     assert filmed.parent.name == json.loads((tmp_path / "learner" / "learner.json").read_text())["run_id"][:12]
+
+
+def _hold_the_learner(port: int):
+    """A client that says hello, takes its welcome and stays: the learner's one session, held."""
+    from expoft.bases.wire import packb, unpackb
+
+    deadline = time.monotonic() + 30
+    while True:  # the last bad client's session may still be closing: busy for a moment
+        ws = websockets.sync.client.connect(f"ws://127.0.0.1:{port}", max_size=None, compression=None, legacy=True)
+        ws.send(packb({"type": "hello", "protocol": 1, "actor": "holder", "session": "holder"}))
+        reply = unpackb(ws.recv(timeout=30))
+        if reply["type"] == "welcome":
+            return ws
+        ws.close()
+        assert reply["message"] == BUSY and time.monotonic() < deadline, reply
+        time.sleep(0.1)
 
 
 def _bad_clients_are_refused(port: int) -> None:
