@@ -34,7 +34,6 @@ import websockets.exceptions
 import websockets.sync.client
 
 from expoft.actorlearner.messages import (
-    BUSY,
     MAX_MESSAGE_BYTES,
     PROTOCOL,
     ProtocolError,
@@ -167,9 +166,9 @@ class Actor:
                     )
                 )
                 welcome = self._recv(30.0)
-                if isinstance(welcome, dict) and welcome.get("type") == "error" and welcome.get("message") == BUSY:
-                    self.ws.close()
-                    raise ConnectionRefusedError(BUSY)  # e.g. our own last session, still closing: retry
+                if isinstance(welcome, dict) and welcome.get("type") == "error" and welcome.get("retry") is True:
+                    self.ws.close()  # e.g. our own last session, still closing
+                    raise ConnectionRefusedError(str(welcome.get("message")))
                 return expect(welcome, "welcome")
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 last = exc

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from expoft.actorlearner.learner import LearnerServer
-from expoft.actorlearner.messages import ProtocolError, decision_from_message, expect, field
+from expoft.actorlearner.messages import Busy, ProtocolError, decision_from_message, expect, field
 from expoft.bases.wire import packb
 from expoft.train.checkpoint import PendingCheckpoint
 from expoft.train.online_loop import Decision
@@ -91,7 +91,10 @@ class FleetServer(LearnerServer):
             )
         slot = self.slots[k]
         if not slot.busy.acquire(blocking=False):
-            raise ProtocolError(f"actor slot {k} is served to another actor process; give each actor its own --slot")
+            raise Busy(
+                f"actor slot {k} is served to another actor process (or this one's last session, still "
+                "closing); give each actor its own --slot"
+            )
         try:
             self._serve_slot(ws, k, slot, field(hello, "session", str))
         finally:

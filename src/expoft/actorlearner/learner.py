@@ -27,6 +27,7 @@ from expoft.actorlearner.messages import (
     BUSY,
     MAX_MESSAGE_BYTES,
     PROTOCOL,
+    Busy,
     ProtocolError,
     decision_from_message,
     decode,
@@ -119,7 +120,7 @@ class LearnerServer:
         if self.failure is not None:  # after the actor was told why
             self.finished.set()
 
-    def _serve_session(self, ws) -> str | None:
+    def _serve_session(self, ws) -> ProtocolError | None:
         """Serve one connection; why it is refused, if it is (its actor slot is free by then: the
         sender may connect again at once)."""
         try:
@@ -127,10 +128,10 @@ class LearnerServer:
         except (websockets.exceptions.ConnectionClosed, TimeoutError) as exc:
             log.warning("actor connection lost: %s", exc)
         except ProtocolError as exc:
-            return str(exc)
+            return exc
         except BaseException as exc:  # the learner itself failed: the run stops, the actor is told why
             self.failure = exc
-            return f"the learner failed: {type(exc).__name__}: {exc}"
+            return ProtocolError(f"the learner failed: {type(exc).__name__}: {exc}")
         return None
 
     def _hello(self, ws) -> dict:
@@ -139,10 +140,10 @@ class LearnerServer:
             raise ProtocolError(f"protocol {hello['protocol']} is not this learner's ({PROTOCOL}); update expoft")
         return hello
 
-    def _refuse(self, ws, message: str) -> None:
-        log.warning("refused: %s", message)
+    def _refuse(self, ws, refusal: ProtocolError) -> None:
+        log.warning("refused: %s", refusal)
         try:
-            ws.send(packb({"type": "error", "message": message}))
+            ws.send(packb({"type": "error", "message": str(refusal), "retry": isinstance(refusal, Busy)}))
             ws.close()
         except websockets.exceptions.ConnectionClosed:
             pass
@@ -264,7 +265,7 @@ class LearnerServer:
 
     def _session(self, ws) -> None:
         if not self._busy.acquire(blocking=False):
-            raise ProtocolError(BUSY)
+            raise Busy(BUSY)
         try:
             self._one_actor(ws, self._hello(ws))
         finally:

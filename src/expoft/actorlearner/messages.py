@@ -47,9 +47,13 @@ class ProtocolError(ValueError):
     """A message that does not follow the protocol; the text says what is wrong."""
 
 
+class Busy(ProtocolError):
+    """A refusal the sender may retry: the actor slot it asked for is held, perhaps by its own
+    previous session, still closing after a reconnect. Sent with ``"retry": true``; the actor
+    retries with backoff."""
+
+
 BUSY = "this learner serves one actor at a time; another one is connected"
-"""The learner's refusal while a session holds it. Transient for an actor: the session may be
-its own previous one, still closing after a reconnect, so the actor retries with backoff."""
 
 
 def decode(raw: Any) -> Any:
