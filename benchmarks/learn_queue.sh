@@ -67,14 +67,15 @@ BOTH=()
 # Scene's first QC run (the vs-QC verdict on scene needs it). Measured in the twelfth session: its
 # offline phase took 75 min wide, its online phase ~4.6 s an update call (~80 min for 5k env
 # steps), so even wide a scene QC run (~3 hours) does not fit a session: it resumes from its
-# checkpoints where RUNS_DIR is kept. Its seeds 1-2 are lane 0's (learn-p2-scene@qc), after the
-# two screens of what QC's lead on scene is made of, one per lane: QC's choice set
-# (qcchoice-p2-scene) and QC's offline phase (offline-p2-scene).
-WIDE=(learn-p2-scene@qc:0)
+# checkpoints where RUNS_DIR is kept (seed 0 finished so, in the thirteenth session). Its seeds 1-2
+# are lane 0's (learn-p2-scene@qc), after the screen of QC's choice set (qcchoice-p2-scene). Lane 1
+# screens QC's offline phase for EXPO-FT (offline-p2-scene): its seed 0 started at 0.64 before RL
+# where EXPO-FT without it starts at 0.02-0.18 (thirteenth session), so its seeds 1-2 come next.
+WIDE=()
 LANE0=(expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
   learn-p1-cube-double online-base-p1-cube-single)
-LANE1=(offline-p2-scene@expo-ft:0 recover-p1-cube-double learn-p1-cube-single@qc selfimit-p1-cube-double
-  learn-p1-cube-single)
+LANE1=(offline-p2-scene@expo-ft:0 offline-p2-scene recover-p1-cube-double learn-p1-cube-single@qc
+  selfimit-p1-cube-double learn-p1-cube-single)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
