@@ -18,10 +18,12 @@ import websockets.sync.client
 from expoft.actorlearner.actor import Actor
 from expoft.actorlearner.messages import (
     BUSY,
+    Busy,
     ProtocolError,
     buffer_ids,
     decision_from_message,
     decision_message,
+    expect,
     with_weights,
 )
 from expoft.actorlearner.serve import serve_run
@@ -202,6 +204,16 @@ def test_a_decision_message_round_trips_and_bad_ones_are_refused():
     refused({"type": "hello"}, "expected a 'decision'")
     refused({"simulator_success": 1}, "simulator_success must be")
     refused({}, "obs has shape", obs_dim=4)
+
+
+def test_an_error_that_says_retry_is_busy_and_only_that_one():
+    """The one refusal an actor retries: an error message with ``"retry": true``."""
+    with pytest.raises(Busy, match=BUSY):
+        expect({"type": "error", "message": BUSY, "retry": True}, "welcome")
+    for retry in (False, None, 1, "yes"):
+        with pytest.raises(ProtocolError, match="refused: no") as refused:
+            expect({"type": "error", "message": "no", "retry": retry}, "welcome")
+        assert not isinstance(refused.value, Busy), retry
 
 
 @pytest.mark.parametrize(

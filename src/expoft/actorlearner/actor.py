@@ -36,6 +36,7 @@ import websockets.sync.client
 from expoft.actorlearner.messages import (
     MAX_MESSAGE_BYTES,
     PROTOCOL,
+    Busy,
     ProtocolError,
     decision_message,
     decode,
@@ -148,7 +149,8 @@ class Actor:
     # ---- connection ----------------------------------------------------------------------------
     def _connect(self) -> dict:
         """(Re)connect with backoff; the learner's welcome."""
-        delay, last = self.backoff_s, None
+        delay = self.backoff_s
+        last: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
                 self.ws = websockets.sync.client.connect(self.url, max_size=MAX_MESSAGE_BYTES, compression=None,
@@ -165,17 +167,16 @@ class Actor:
                         }
                     )
                 )
-                welcome = self._recv(30.0)
-                if isinstance(welcome, dict) and welcome.get("type") == "error" and welcome.get("retry") is True:
-                    self.ws.close()  # e.g. our own last session, still closing
-                    raise ConnectionRefusedError(str(welcome.get("message")))
-                return expect(welcome, "welcome")
+                return expect(self._recv(30.0), "welcome")
+            except Busy as exc:  # refused for now, e.g. while our own last session is still closing
+                self.ws.close()
+                last = exc
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 last = exc
-                log.warning("learner at %s not reachable (%s); retry %d/%d in %.1f s", self.url, exc, attempt + 1,
-                            self.retries, delay)  # fmt: skip
-                time.sleep(delay)
-                delay = min(2 * delay, self.max_backoff_s)
+            log.warning("learner at %s not reachable (%s); retry %d/%d in %.1f s", self.url, last, attempt + 1,
+                        self.retries, delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(2 * delay, self.max_backoff_s)
         raise LearnerGone(f"no learner at {self.url} after {self.retries} retries: {last}")
 
     def _recv(self, timeout: float) -> dict:

@@ -82,11 +82,13 @@ def field(message: dict, name: str, kind: type | tuple[type, ...]) -> Any:
 
 
 def expect(message: Any, kind: str) -> dict:
-    """``message`` if it is a map of type ``kind``; an ``error`` message raises its text."""
+    """``message`` if it is a map of type ``kind``; an ``error`` message raises its text (as
+    :class:`Busy` when it says ``"retry": true``)."""
     if not isinstance(message, dict) or "type" not in message:
         raise ProtocolError(f"expected a {kind!r} message, got {type(message).__name__}")
     if message["type"] == "error" and kind != "error":
-        raise ProtocolError(f"the other side refused: {message.get('message')}")
+        refusal = Busy if message.get("retry") is True else ProtocolError
+        raise refusal(f"the other side refused: {message.get('message')}")
     if message["type"] != kind:
         raise ProtocolError(f"expected a {kind!r} message, got {message['type']!r}")
     return message
