@@ -2,6 +2,9 @@
 
     python benchmarks/acceptance.py                      # the exports: benchmarks/results/learn-*
     python benchmarks/acceptance.py runs/learn-p2-scene  # or any bench folders
+    python benchmarks/acceptance.py --expo-ft-from learn-p2-scene=benchmarks/results/offline-p2-scene
+        # a variant's EXPO-FT runs (here: with P2's offline phase) in place of a grid's, against
+        # the same grid's QC; its line says so (``expo_ft_from``)
 
 Two criteria, per grid, over EXPO-FT's and QC's finished runs at their last evaluation:
 - ``gain``: EXPO-FT's policy minus its base alone (paired on the same reset seeds), mean over seeds,
@@ -57,9 +60,10 @@ def verdict(ok: bool | None) -> str:
     return "pending" if ok is None else "pass" if ok else "fail"
 
 
-def grid_line(folder: Path) -> dict:
+def grid_line(folder: Path, expo_ft_from: Path | None = None) -> dict:
     _, runs = load_bench_or_exit(folder)
-    ft, qc = method_figures(runs, "expo-ft"), method_figures(runs, "qc")
+    ft_runs = runs if expo_ft_from is None else load_bench_or_exit(expo_ft_from)[1]
+    ft, qc = method_figures(ft_runs, "expo-ft"), method_figures(runs, "qc")
     gain = (ft.get("policy_minus_base") or {}).get("mean")
     ft_final = (ft.get("final_success") or {}).get("mean")
     qc_final = (qc.get("final_success") or {}).get("mean")
@@ -69,6 +73,7 @@ def grid_line(folder: Path) -> dict:
         vs_qc = ft_final >= qc_final - QC_MARGIN
     return {
         "grid": folder.name,
+        **({} if expo_ft_from is None else {"expo_ft_from": str(expo_ft_from)}),
         "expo_ft": ft,
         "qc": qc,
         "gain": verdict(None if not ft_done or gain is None else gain >= GAIN),
@@ -88,14 +93,28 @@ def overall(lines: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("grids", nargs="*", type=Path, default=[Path("benchmarks/results") / g for g in GRIDS])
+    parser.add_argument(
+        "--expo-ft-from", action="append", default=[], metavar="GRID=FOLDER",
+        help="take a grid's EXPO-FT runs from another bench folder (a variant's), QC's from the grid",
+    )  # fmt: skip
     args = parser.parse_args()
+    variants = {}
+    for entry in args.expo_ft_from:
+        grid, sep, folder = entry.partition("=")
+        if not sep or not grid or not folder:
+            example = "learn-p2-scene=benchmarks/results/offline-p2-scene"
+            parser.error(f"--expo-ft-from {entry!r}: write GRID=FOLDER, e.g. {example}")
+        variants[grid] = Path(folder)
+    unknown = set(variants) - {folder.name for folder in args.grids}
+    if unknown:
+        parser.error(f"--expo-ft-from names {', '.join(sorted(unknown))}, not among the grids read")
     lines = []
     for folder in args.grids:
         if not (folder / "bench.json").exists() and not (folder / "runs").is_dir():
             line = {"grid": folder.name, "gain": "pending", "vs_qc": "pending", "note": f"{folder}: no runs yet"}
         else:
             try:
-                line = grid_line(folder)
+                line = grid_line(folder, variants.get(folder.name))
             except ValueError as e:  # a damaged run file: its path and what to do
                 raise SystemExit(str(e)) from None
         lines.append(line)

@@ -55,9 +55,10 @@ set -euo pipefail
 # cube-double's seeds 0-1 finished); cube-double's seed 2 then ran WIDE (below, 29 wall min),
 # scene's QC seed 0 runs WIDE next, and learn-p1-cube-double's expo runs are lane 0's.
 # BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
-# own), before the lanes start: two runs of one grid that must both finish within a session (none
-# now; the cache gate's exact cube-double seeds 0-1 were the last).
-BOTH=()
+# own), before the lanes start: two runs of one grid that must both finish within a session.
+# Fourteenth session: offline-p2-scene's seeds 1-2 (~2 CPU hours each; its seed 0 took 117 CPU
+# minutes), the lead on scene (0.92 at 5k against published EXPO-FT's 0.74 on seed 0).
+BOTH=(offline-p2-scene)
 # WIDE: items run before BOTH, one run at a time, unpinned: XLA's thread pool (a thread per core,
 # even under --single-thread) computes it on both cores. For a run longer than a session on one
 # core, which a machine that does not keep RUNS_DIR would lose half done: QC's update on scene's

@@ -201,6 +201,7 @@ def test_methods_set_what_defines_them():
     assert cfgs["expo-ft"].agent.base_training == "successes" and cfgs["expo-ft"].agent.exec_len == 4
     assert cfgs["expo-ft-intervene"].intervene == "scripted" and cfgs["expo-ft"].intervene == "none"
     assert cfgs["expo-ft-intervene"].agent == cfgs["expo-ft"].agent
+    assert cfgs["expo-ft-offline"] == cfgs["expo-ft"]  # the same agent; only the offline phase differs
     assert not cfgs["expo-no-otf-backup"].expo.otf_in_backup
     assert cfgs["dsrl"].agent.base_training == cfgs["residual"].agent.base_training == "frozen"
     for name, cfg in cfgs.items():  # the budget is the preset's, whatever the method
@@ -223,7 +224,9 @@ def test_the_settings_a_method_fixes_hold_whatever_the_preset_says():
     set those fields, also against a config that sets them otherwise."""
     other = dataclasses.replace(preset("tiny"), pretrain_steps=123, offline_updates=7, base_from="runs/x")
     assert fixes("rlpd") == {"pretrain_steps", "offline_updates", "base_from"} and fixes("qc") == frozenset()
-    assert all(fixes(name) == {"offline_updates"} for name in METHODS if name.startswith("expo"))
+    published = [name for name in METHODS if name.startswith("expo") and name != "expo-ft-offline"]
+    assert all(fixes(name) == {"offline_updates"} for name in published)
+    assert fixes("expo-ft-offline") == frozenset()  # the deviation: it takes the protocol's offline phase
     for name, fixed in FIXED.items():
         cfg = apply_method(name, other)
         assert {field: getattr(cfg, field) for field in fixed} == fixed, name

@@ -577,6 +577,11 @@ def test_protocol_plans(tmp_path):
     offline = [r.config["offline_updates"] for r in (expo, fql, rlpd)]
     assert offline == [0, protocols.P2_OFFLINE_UPDATES, 0] and protocols.P2_OFFLINE_UPDATES > 0
     assert "offline RL" in proto.describe()
+    # EXPO-FT as published takes no offline RL phase; its named deviation takes P2's, and nothing else differs
+    both = runner.Bench(methods="expo-ft,expo-ft-offline", protocol="p2", seeds=1, out=tmp_path)
+    ft, ft_offline = planning.plan(both, runner.check_args(both)[0], proto, "cube-double", Path("play.npz"), tmp_path)
+    assert (ft.config["offline_updates"], ft_offline.config["offline_updates"]) == (0, protocols.P2_OFFLINE_UPDATES)
+    assert {**ft.config, "offline_updates": None} == {**ft_offline.config, "offline_updates": None}
     changed = runner.Bench(methods="qc", protocol="p2", seeds=1, offline_updates=7, out=tmp_path)
     methods, proto, arguments = runner.check_args(changed)
     (run,) = planning.plan(changed, methods, proto, "cube-double", Path("play.npz"), tmp_path)

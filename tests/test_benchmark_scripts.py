@@ -34,7 +34,7 @@ def write_run(grid: Path, method: str, seed: int, success: float, base: float, e
     (run / "config.json").write_text(json.dumps({"env": "cube-single", "eval_every": 1000, "env_steps": 1000}))
 
 
-def run_script(name: str, *args: Path) -> list[dict]:
+def run_script(name: str, *args: Path | str) -> list[dict]:
     done = subprocess.run([sys.executable, f"benchmarks/{name}.py", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -55,6 +55,18 @@ def test_acceptance_reads_pass_fail_and_pending_off_the_grids(tmp_path):
     assert lines[0]["expo_ft"]["policy_minus_base"]["mean"] == pytest.approx(0.20)
     assert lines[0]["expo_ft"]["policy_minus_base_after_rl"] == pytest.approx(0.20)  # one evaluation after RL
     assert lines[3] == {"grids": ["wins", "loses", "short"], "gain_on_2_of_3": "pending", "vs_qc_on_all": "fail"}
+
+    # a variant's EXPO-FT runs in place of a grid's, against that grid's QC
+    variant = tmp_path / "variant"
+    for seed in range(3):
+        write_run(variant, "expo-ft", seed, 0.89, 0.70)
+    line = run_script("acceptance", loses, "--expo-ft-from", f"loses={variant}")[0]
+    assert (line["gain"], line["vs_qc"], line["expo_ft_from"]) == ("pass", "pass", str(variant))
+    assert line["qc"]["final_success"]["mean"] == pytest.approx(0.90)  # QC still the grid's
+    for bad in ("loses", f"other={variant}"):  # no folder; a grid not read
+        done = subprocess.run([sys.executable, "benchmarks/acceptance.py", str(loses), "--expo-ft-from", bad],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 2 and "--expo-ft-from" in done.stderr and "Traceback" not in done.stderr, bad
 
     acceptance = load_script("acceptance")
     two = [{"grid": g, "gain": v, "vs_qc": "pass"} for g, v in (("a", "pass"), ("b", "pass"), ("c", "fail"))]
