@@ -56,9 +56,8 @@ set -euo pipefail
 # scene's QC seed 0 runs WIDE next, and learn-p1-cube-double's expo runs are lane 0's.
 # BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
 # own), before the lanes start: two runs of one grid that must both finish within a session.
-# Fourteenth session: offline-p2-scene's seeds 1-2 (~2 CPU hours each; its seed 0 took 117 CPU
-# minutes), the lead on scene (0.92 at 5k against published EXPO-FT's 0.74 on seed 0).
-BOTH=(offline-p2-scene)
+# The fourteenth session ran offline-p2-scene's seeds 1-2 so (112-114 wall minutes; done).
+BOTH=()
 # WIDE: items run before BOTH, one run at a time, unpinned: XLA's thread pool (a thread per core,
 # even under --single-thread) computes it on both cores. For a run longer than a session on one
 # core, which a machine that does not keep RUNS_DIR would lose half done: QC's update on scene's
@@ -72,8 +71,10 @@ BOTH=(offline-p2-scene)
 # are lane 0's (learn-p2-scene@qc), after the screen of QC's choice set (qcchoice-p2-scene). Lane 1
 # screens QC's offline phase for EXPO-FT (offline-p2-scene): its seed 0 started at 0.64 before RL
 # where EXPO-FT without it starts at 0.02-0.18 (thirteenth session), so its seeds 1-2 come next.
-WIDE=()
-LANE0=(expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene@qc learn-p2-scene
+# From the fourteenth session: scene's QC seeds 1-2 WIDE (~3 hours each: each resumes across
+# sessions where RUNS_DIR is kept), the last runs the vs-QC verdict on scene needs.
+WIDE=(learn-p2-scene@qc)
+LANE0=(expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene
   learn-p1-cube-double online-base-p1-cube-single)
 LANE1=(offline-p2-scene@expo-ft:0 offline-p2-scene recover-p1-cube-double learn-p1-cube-single@qc
   selfimit-p1-cube-double learn-p1-cube-single)
