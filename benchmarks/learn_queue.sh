@@ -68,7 +68,7 @@ BOTH=()
 # offline phase took 75 min wide, its online phase ~4.6 s an update call (~80 min for 5k env
 # steps), so even wide a scene QC run (~3 hours) does not fit a session: it resumes from its
 # checkpoints where RUNS_DIR is kept (seed 0 finished so, in the thirteenth session). Its seeds 1-2
-# are lane 0's (learn-p2-scene@qc), after the screen of QC's choice set (qcchoice-p2-scene). Lane 1
+# were lane 0's (learn-p2-scene@qc) until the fourteenth session moved them here (below). Lane 1
 # screens QC's offline phase for EXPO-FT (offline-p2-scene): its seed 0 started at 0.64 before RL
 # where EXPO-FT without it starts at 0.02-0.18 (thirteenth session), so its seeds 1-2 come next.
 # From the fourteenth session: scene's QC seeds 1-2 WIDE (~3 hours each: each resumes across

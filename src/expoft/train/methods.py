@@ -83,8 +83,9 @@ METHODS: dict[str, Callable[[RunConfig], RunConfig]] = {
     # EXPO-FT given the offline RL phase a protocol gives QC (P2: critic, edit policy and base
     # updated on the play data alone before the first env step). A deviation from published
     # EXPO-FT, whose offline-to-online setting pretrains only the base (so not in FIXED): on P2
-    # scene its seed 0 began online at 0.64 where EXPO-FT began at 0.02 (docs/results/learn.md,
-    # "What of QC's closes the distance on scene"). Without an offline phase (P1) it is expo-ft.
+    # scene it began online at 0.54-0.76 where expo-ft began at 0.02-0.18, and ended at 0.94
+    # against 0.65 (3 seeds; docs/results/learn.md, "EXPO-FT with QC's offline phase on scene").
+    # Without an offline phase (P1) it is expo-ft.
     "expo-ft-offline": lambda c: METHODS["expo-ft"](c),
     # EXPO-FT with simulated human interventions (the scripted OGBench oracle takes over when the
     # policy stalls, less and less often): the third arm of the EXPO-FT comparison.
