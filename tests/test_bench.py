@@ -428,6 +428,10 @@ def test_runner_skips_resumes_restarts_and_reports_failures(tmp_path, fake_expof
     assert record["cpu_seconds"] == pytest.approx(sum(a["cpu_seconds"] for a in record["attempts"]))
     assert "| qc | 2/2 |" in (out / "report/table.md").read_text()
     assert len(json.loads((out / "bench.json").read_text())["invocations"]) == 2
+    # again with every run finished: nothing runs, and no invocation is recorded
+    assert main(args) == 0
+    assert fake_expoft() == []
+    assert len(json.loads((out / "bench.json").read_text())["invocations"]) == 2
 
     # other arguments: refused, unless --overwrite (which moves the old bench aside)
     assert main([*common, "--seeds", "3"]) == 2

@@ -283,6 +283,11 @@ def run_bench(args: Bench) -> None:
     lock_fd = lock_folder(out)
     try:
         previous = prepare_folder(out, arguments, args.overwrite, act=True, runs=planned)
+        earlier = (previous or {}).get("invocations", [])
+        # A rerun with nothing left to do (a queue restarting its finished grids) is not recorded:
+        # the invocations say which commands made the runs.
+        idle = previous is not None and all(run_state(r.run_dir) == "finished" for r in chosen)
+        invocations = earlier if idle else [*earlier, {"command": command, "time": stamp()}]
         bench = {
             "command": command,
             "argv": list(args.argv),
@@ -301,7 +306,7 @@ def run_bench(args: Bench) -> None:
             "executable": shlex.join(EXPOFT_ARGV),
             "environment": changes,
             "created": (previous or {}).get("created", stamp()),
-            "invocations": [*(previous or {}).get("invocations", []), {"command": command, "time": stamp()}],
+            "invocations": invocations,
             "data": [{"what": s.what, "path": str(s.path), "command": s.command} for s in steps],
             "runs": planned,
         }
