@@ -74,7 +74,9 @@ BOTH=()
 # From the fourteenth session: scene's QC seeds 1-2 WIDE (~3 hours each: each resumes across
 # sessions where RUNS_DIR is kept), the last runs the vs-QC verdict on scene needs.
 WIDE=(learn-p2-scene@qc)
-LANE0=(expo-ft-p2-scene qcchoice-p2-scene@expo-ft:0 learn-p2-scene
+# Scene's BC (minutes a run) before the rest of lane 0: the learn grids' last cheap column
+# (fifteenth session).
+LANE0=(expo-ft-p2-scene learn-p2-scene@bc qcchoice-p2-scene@expo-ft:0 learn-p2-scene
   learn-p1-cube-double online-base-p1-cube-single)
 LANE1=(offline-p2-scene@expo-ft:0 offline-p2-scene recover-p1-cube-double learn-p1-cube-single@qc
   selfimit-p1-cube-double learn-p1-cube-single)
