@@ -253,6 +253,8 @@ def test_finetune_runs_a_baseline_end_to_end(tmp_path, method, capsys):
         assert summary["bc_success"] is None and summary["update_calls"] > 0
         assert main(["eval", str(out), "--episodes", "1", "--policy", "base"]) == 2
         assert "(rlpd) has no base policy" in capsys.readouterr().err
+        assert main(["eval", str(out), "--episodes", "1", "--num-edit-samples", "0"]) == 2
+        assert "apply to agents that choose among base samples" in capsys.readouterr().err
     else:
         assert summary["bc_success"] is not None and summary["update_calls"] == 0
     evals = metrics_rows(out)

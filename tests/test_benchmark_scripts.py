@@ -126,3 +126,30 @@ def test_a_damaged_summary_is_an_error_that_names_it_and_a_run_without_evaluatio
     assert done.returncode == 0, done.stderr
     assert "seed1: its summary.json holds no evaluation" in done.stderr
     assert [json.loads(line)["seed"] for line in done.stdout.splitlines()] == [0, 0]
+
+
+def test_candidate_sets_parses_sets_and_refuses_bad_ones():
+    parse = load_script("candidate_sets").parse_set
+    assert parse("8+0") == (8, 0) and parse("16+16") == (16, 16)
+    for bad in ("8", "8+x", "8+0+1"):
+        with pytest.raises(Exception, match="a candidate set is N\\+M"):
+            parse(bad)
+
+
+@pytest.mark.slow
+def test_candidate_sets_pairs_every_set_with_the_runs_own_rule(tmp_path, monkeypatch):
+    """A tiny EXPO run, then its checkpoint choosing among other candidate sets: the run's own
+    rule reproduces itself (difference 0 on every episode) and a set without edits takes none."""
+    monkeypatch.setenv("EXPOFT_DATA_DIR", str(tmp_path / "data"))
+    from expoft.cli import main
+
+    run = tmp_path / "run"
+    assert main(["finetune", "--preset", "tiny", "--env-steps", "150", "--out", str(run), "--no-progress"]) == 0
+    done = subprocess.run([sys.executable, "benchmarks/candidate_sets.py", str(run), "--sets", "2+0", "--episodes",
+                           "3"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {r["policy"]: r for r in map(json.loads, done.stdout.strip().splitlines())}
+    assert set(rows) == {"own", "base", "2+0"}
+    assert rows["own"]["minus_own"][0] == 0.0 and rows["2+0"]["edited_frac"] == 0.0
+    assert rows["2+0"]["candidates"] == {"num_base_samples": 2, "num_edit_samples": 0}
+    assert rows["base"]["minus_base"] == [0.0, 0.0, 0.0]

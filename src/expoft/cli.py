@@ -277,13 +277,20 @@ class Eval:
     """Also write the first --video-episodes episodes to this video, an animated .gif or an .mp4
     (needs EGL rendering)."""
     video_episodes: int = 1
+    num_base_samples: int | None = None
+    """The OTF rule over this many base samples instead of the run's own (EXPO's agents: EXPO,
+    EXPO-FT, QC, best-of-N), with the same critic: where does a policy's gain come from?"""
+    num_edit_samples: int | None = None
+    """How many of them are also edited; 0: the critic's choice among the base's samples alone,
+    without the edit policy."""
 
     def run(self) -> None:
         if self.episodes < 1 or self.video_episodes < 1:
             raise ValueError("--episodes and --video-episodes must be >= 1")
         result = evaluate_run(
-            self.run_dir, self.episodes, self.seed, self.checkpoint, self.video, self.video_episodes, self.policy
-        )
+            self.run_dir, self.episodes, self.seed, self.checkpoint, self.video, self.video_episodes, self.policy,
+            self.num_base_samples, self.num_edit_samples,
+        )  # fmt: skip
         print(json.dumps(result))
 
 

@@ -4,6 +4,7 @@ discounted return)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ import jax
 import numpy as np
 
 from expoft.agents.common import evaluation_step
+from expoft.agents.expo import EXPOConfig
 from expoft.envs.chunks import ActionChunks
 from expoft.envs.run_env import make_run_env
 from expoft.obs import add_batch_axis
@@ -159,6 +161,28 @@ def calibration(q: list[float], returns: list[float], prefix: str = "eval") -> d
     }
 
 
+def with_candidates(agent, num_base_samples: int | None = None, num_edit_samples: int | None = None):
+    """``agent`` choosing among another candidate set: ``num_base_samples`` base samples, of
+    which ``num_edit_samples`` are also edited (None: the run's own). For evaluation only, to ask
+    where a policy's gain comes from with the same critic: e.g. ``num_edit_samples=0`` is the
+    critic's choice among the base's samples alone, without the edit policy. EXPO's agents only
+    (EXPO, EXPO-FT, QC, best-of-N)."""
+    if num_base_samples is None and num_edit_samples is None:
+        return agent
+    options = getattr(agent, "options", None)
+    if not isinstance(options, EXPOConfig):
+        raise ValueError(
+            f"--num-base-samples / --num-edit-samples apply to agents that choose among base samples (EXPO, "
+            f"EXPO-FT, QC, best-of-N); this run's agent is {type(agent).__name__}"
+        )
+    changes = {"num_base_samples": num_base_samples, "num_edit_samples": num_edit_samples}
+    try:
+        changed = dataclasses.replace(options, **{k: v for k, v in changes.items() if v is not None})
+    except ValueError as e:
+        raise ValueError(f"--num-base-samples / --num-edit-samples: {e}") from None
+    return agent.replace(options=changed)
+
+
 def evaluate_run(
     run_dir: str | Path,
     episodes: int,
@@ -167,16 +191,26 @@ def evaluate_run(
     video: str | Path | None = None,
     video_episodes: int = 1,
     policy: str = "otf",
+    num_base_samples: int | None = None,
+    num_edit_samples: int | None = None,
 ) -> dict:
     """Evaluate a run's checkpoint; ``seed``: the first reset seed (default: the run's own
     evaluation seed, so that the run's logged evaluations are reproduced); ``policy``: ``otf``
-    (the agent's evaluation policy) or ``base`` (its base policy alone)."""
+    (the agent's evaluation policy) or ``base`` (its base policy alone); ``num_base_samples``,
+    ``num_edit_samples``: the OTF rule over another candidate set (:func:`with_candidates`)."""
     cfg, agent, step = load_run_agent(run_dir, checkpoint)
     if policy == "base" and not agent.has_base:
         raise ValueError(f"the agent of {run_dir} ({cfg.algorithm}) has no base policy; evaluate it with policy 'otf'")
+    changed = num_base_samples is not None or num_edit_samples is not None
+    if changed and policy != "otf":
+        raise ValueError("--num-base-samples / --num-edit-samples change the OTF rule's candidates: use them with "
+                         "policy 'otf'")  # fmt: skip
+    agent = with_candidates(agent, num_base_samples, num_edit_samples)
     env = make_run_env(cfg, render=video is not None)
     seed = evaluation_seed(cfg) if seed is None else seed
     result = evaluate(agent, env, episodes, seed, policy=policy, video=video, video_episodes=video_episodes)
     if video is not None:
         result["video"] = str(video)
+    if changed:
+        result["candidates"] = {k: getattr(agent.options, k) for k in ("num_base_samples", "num_edit_samples")}
     return {"run": str(run_dir), "env_step": step, "seed": seed, **result}
