@@ -175,9 +175,10 @@ def with_candidates(agent, num_base_samples: int | None = None, num_edit_samples
             f"--num-base-samples / --num-edit-samples apply to agents that choose among base samples (EXPO, "
             f"EXPO-FT, QC, best-of-N); this run's agent is {type(agent).__name__}"
         )
-    changes = {"num_base_samples": num_base_samples, "num_edit_samples": num_edit_samples}
+    n = options.num_base_samples if num_base_samples is None else num_base_samples
+    m = options.num_edit_samples if num_edit_samples is None else num_edit_samples
     try:
-        changed = dataclasses.replace(options, **{k: v for k, v in changes.items() if v is not None})
+        changed = dataclasses.replace(options, num_base_samples=n, num_edit_samples=m)
     except ValueError as e:
         raise ValueError(f"--num-base-samples / --num-edit-samples: {e}") from None
     return agent.replace(options=changed)
