@@ -1,11 +1,12 @@
 """Where a finished policy's success comes from: the same checkpoint (same critic, same base)
 choosing among other candidate sets, on the same reset seeds. Run by hand, not by CI.
 
-    python benchmarks/candidate_sets.py RUN [RUN ...] --sets 8+0 16+0 32+0 --episodes 50
+    python benchmarks/candidate_sets.py RUN [RUN ...] --sets 8+0 16+0 32+0 8+8:mean --episodes 50
 
 For each run (a run folder with checkpoints: `expoft bench` keeps them in its RUNS_DIR, the
 exports drop them): its own OTF rule, its base alone, and each set ``N+M`` (N base samples, M of
-them also edited; ``8+0`` is the critic's choice among 8 base samples without the edit policy),
+them also edited; ``8+0`` is the critic's choice among 8 base samples without the edit policy;
+``N+M:mean`` scores them by the mean of the whole target ensemble instead of the run's rule),
 all evaluated by `expoft eval`'s code on the run's own evaluation seeds, so that each pairs with
 the others episode by episode. One JSON line per (run, policy): success, its Wilson interval,
 episode length, the paired difference against the run's own rule and against its base alone
@@ -23,34 +24,43 @@ from pathlib import Path
 from expoft.train.evaluate import evaluate_run, paired_difference
 
 
-def parse_set(text: str) -> tuple[int, int]:
+def parse_set(text: str) -> dict:
+    """``N+M`` or ``N+M:SCORE`` -> the ``choice`` of ``evaluate_run``."""
+    counts, _, score = text.partition(":")
     try:
-        base, edits = (int(x) for x in text.split("+"))
+        base, edits = (int(x) for x in counts.split("+"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a candidate set is N+M (N base samples, M edited), got {text!r}") from None
-    return base, edits
+        raise argparse.ArgumentTypeError(
+            f"a candidate set is N+M or N+M:SCORE (N base samples, M edited, SCORE subset-min or mean), got {text!r}"
+        ) from None
+    if score not in ("", "subset-min", "mean"):
+        raise argparse.ArgumentTypeError(f"SCORE of {text!r} must be subset-min or mean")
+    return {"num_base_samples": base, "num_edit_samples": edits, "act_score": score or None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders with checkpoints")
-    parser.add_argument("--sets", nargs="+", type=parse_set, default=[(8, 0)], help="candidate sets N+M")
+    parser.add_argument("--sets", nargs="+", default=["8+0"], help="candidate sets N+M or N+M:SCORE")
     parser.add_argument("--episodes", type=int, default=50)
     args = parser.parse_args()
     if args.episodes < 2:
         parser.error("--episodes must be >= 2 (a paired interval needs two episodes)")
+    try:
+        sets = {text: parse_set(text) for text in args.sets}
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
     for run in args.runs:
         own = evaluate_run(run, args.episodes)
         base = evaluate_run(run, args.episodes, policy="base")
         rows = [("own", own, "eval"), ("base", base, "eval_base")]
-        rows += [(f"{n}+{m}", evaluate_run(run, args.episodes, num_base_samples=n, num_edit_samples=m), "eval")
-                 for n, m in args.sets]  # fmt: skip
+        rows += [(name, evaluate_run(run, args.episodes, choice=choice), "eval") for name, choice in sets.items()]
         own_s, base_s = own["eval/successes"], base["eval_base/successes"]
         for name, result, prefix in rows:
             successes = result[f"{prefix}/successes"]
             print(json.dumps({
                 "run": str(run), "env_step": result["env_step"], "seed": result["seed"], "policy": name,
-                "candidates": result.get("candidates"), "episodes": args.episodes,
+                "choice": result.get("choice"), "episodes": args.episodes,
                 "success": result[f"{prefix}/success"],
                 "success_ci": [result[f"{prefix}/success_ci_low"], result[f"{prefix}/success_ci_high"]],
                 "episode_length": result[f"{prefix}/episode_length"],

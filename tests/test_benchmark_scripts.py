@@ -130,10 +130,13 @@ def test_a_damaged_summary_is_an_error_that_names_it_and_a_run_without_evaluatio
 
 def test_candidate_sets_parses_sets_and_refuses_bad_ones():
     parse = load_script("candidate_sets").parse_set
-    assert parse("8+0") == (8, 0) and parse("16+16") == (16, 16)
+    assert parse("8+0") == {"num_base_samples": 8, "num_edit_samples": 0, "act_score": None}
+    assert parse("16+16:mean") == {"num_base_samples": 16, "num_edit_samples": 16, "act_score": "mean"}
     for bad in ("8", "8+x", "8+0+1"):
         with pytest.raises(Exception, match="a candidate set is N\\+M"):
             parse(bad)
+    with pytest.raises(Exception, match="must be subset-min or mean"):
+        parse("8+0:max")
 
 
 @pytest.mark.slow
@@ -145,11 +148,12 @@ def test_candidate_sets_pairs_every_set_with_the_runs_own_rule(tmp_path, monkeyp
 
     run = tmp_path / "run"
     assert main(["finetune", "--preset", "tiny", "--env-steps", "150", "--out", str(run), "--no-progress"]) == 0
-    done = subprocess.run([sys.executable, "benchmarks/candidate_sets.py", str(run), "--sets", "2+0", "--episodes",
-                           "3"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run([sys.executable, "benchmarks/candidate_sets.py", str(run), "--sets", "2+0", "4+2:mean",
+                           "--episodes", "3"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = {r["policy"]: r for r in map(json.loads, done.stdout.strip().splitlines())}
-    assert set(rows) == {"own", "base", "2+0"}
+    assert set(rows) == {"own", "base", "2+0", "4+2:mean"}
     assert rows["own"]["minus_own"][0] == 0.0 and rows["2+0"]["edited_frac"] == 0.0
-    assert rows["2+0"]["candidates"] == {"num_base_samples": 2, "num_edit_samples": 0}
+    assert rows["2+0"]["choice"] == {"num_base_samples": 2, "num_edit_samples": 0, "act_score": "subset-min"}
+    assert rows["4+2:mean"]["choice"] == {"num_base_samples": 4, "num_edit_samples": 2, "act_score": "mean"}
     assert rows["base"]["minus_base"] == [0.0, 0.0, 0.0]

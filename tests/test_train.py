@@ -143,12 +143,14 @@ def test_finetune_and_eval_commands_write_a_complete_run(tmp_path, monkeypatch, 
     assert main(["eval", str(out), "--episodes", "2", "--num-edit-samples", "0"]) == 0
     no_edit = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     n = config["expo"]["num_base_samples"]
-    assert no_edit["candidates"] == {"num_base_samples": n, "num_edit_samples": 0}
+    assert no_edit["choice"] == {"num_base_samples": n, "num_edit_samples": 0, "act_score": "subset-min"}
     assert no_edit["eval/edited_frac"] == 0.0
     assert main(["eval", str(out), "--episodes", "1", "--num-edit-samples", str(n + 1)]) == 2
     assert f"--num-edit-samples: num_edit_samples must lie in [0, num_base_samples={n}]" in capsys.readouterr().err
     assert main(["eval", str(out), "--episodes", "1", "--policy", "base", "--num-base-samples", "4"]) == 2
     assert "use them with policy 'otf'" in capsys.readouterr().err
+    assert main(["eval", str(out), "--episodes", "1", "--act-score", "mean"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["choice"]["act_score"] == "mean"
 
     # A second run into the same folder is refused, not merged.
     assert main(["finetune", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 2

@@ -283,13 +283,17 @@ class Eval:
     num_edit_samples: int | None = None
     """How many of them are also edited; 0: the critic's choice among the base's samples alone,
     without the edit policy."""
+    act_score: Literal["subset-min", "mean"] | None = None
+    """How the OTF rule scores its candidates instead of the run's own: subset-min (the published
+    rule) or mean (of the whole target ensemble)."""
 
     def run(self) -> None:
         if self.episodes < 1 or self.video_episodes < 1:
             raise ValueError("--episodes and --video-episodes must be >= 1")
         result = evaluate_run(
             self.run_dir, self.episodes, self.seed, self.checkpoint, self.video, self.video_episodes, self.policy,
-            self.num_base_samples, self.num_edit_samples,
+            {"num_base_samples": self.num_base_samples, "num_edit_samples": self.num_edit_samples,
+             "act_score": self.act_score},
         )  # fmt: skip
         print(json.dumps(result))
 

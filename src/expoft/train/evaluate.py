@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -161,26 +162,33 @@ def calibration(q: list[float], returns: list[float], prefix: str = "eval") -> d
     }
 
 
-def with_candidates(agent, num_base_samples: int | None = None, num_edit_samples: int | None = None):
-    """``agent`` choosing among another candidate set: ``num_base_samples`` base samples, of
-    which ``num_edit_samples`` are also edited (None: the run's own). For evaluation only, to ask
-    where a policy's gain comes from with the same critic: e.g. ``num_edit_samples=0`` is the
-    critic's choice among the base's samples alone, without the edit policy. EXPO's agents only
-    (EXPO, EXPO-FT, QC, best-of-N)."""
-    if num_base_samples is None and num_edit_samples is None:
+CHOICE_FIELDS = ("num_base_samples", "num_edit_samples", "act_score")
+"""What evaluation may change of the OTF rule (``EXPOConfig`` fields): the candidate set and how
+acting scores it."""
+
+
+def with_choice(agent, **changes: Any):
+    """``agent`` deciding by another OTF rule: ``num_base_samples`` base samples, of which
+    ``num_edit_samples`` are also edited, scored by ``act_score`` (None: the run's own). For
+    evaluation only, to ask where a policy's gain comes from with the same critic and base: e.g.
+    ``num_edit_samples=0`` is the critic's choice among the base's samples alone, without the
+    edit policy. EXPO's agents only (EXPO, EXPO-FT, QC, best-of-N)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
         return agent
+    if unknown := sorted(set(changes) - set(CHOICE_FIELDS)):
+        raise ValueError(f"with_choice changes {CHOICE_FIELDS}, not {unknown}")
+    flags = " / ".join("--" + k.replace("_", "-") for k in changes)
     options = getattr(agent, "options", None)
     if not isinstance(options, EXPOConfig):
         raise ValueError(
-            f"--num-base-samples / --num-edit-samples apply to agents that choose among base samples (EXPO, "
-            f"EXPO-FT, QC, best-of-N); this run's agent is {type(agent).__name__}"
+            f"{flags} apply to agents that choose among base samples (EXPO, EXPO-FT, QC, best-of-N); this run's "
+            f"agent is {type(agent).__name__}"
         )
-    n = options.num_base_samples if num_base_samples is None else num_base_samples
-    m = options.num_edit_samples if num_edit_samples is None else num_edit_samples
     try:
-        changed = dataclasses.replace(options, num_base_samples=n, num_edit_samples=m)
+        changed = dataclasses.replace(options, **changes)
     except ValueError as e:
-        raise ValueError(f"--num-base-samples / --num-edit-samples: {e}") from None
+        raise ValueError(f"{flags}: {e}") from None
     return agent.replace(options=changed)
 
 
@@ -192,26 +200,25 @@ def evaluate_run(
     video: str | Path | None = None,
     video_episodes: int = 1,
     policy: str = "otf",
-    num_base_samples: int | None = None,
-    num_edit_samples: int | None = None,
+    choice: dict[str, Any] | None = None,
 ) -> dict:
     """Evaluate a run's checkpoint; ``seed``: the first reset seed (default: the run's own
     evaluation seed, so that the run's logged evaluations are reproduced); ``policy``: ``otf``
-    (the agent's evaluation policy) or ``base`` (its base policy alone); ``num_base_samples``,
-    ``num_edit_samples``: the OTF rule over another candidate set (:func:`with_candidates`)."""
+    (the agent's evaluation policy) or ``base`` (its base policy alone); ``choice``: the OTF
+    rule changed (:func:`with_choice`; its fields and values are then in the result's
+    ``choice``)."""
     cfg, agent, step = load_run_agent(run_dir, checkpoint)
     if policy == "base" and not agent.has_base:
         raise ValueError(f"the agent of {run_dir} ({cfg.algorithm}) has no base policy; evaluate it with policy 'otf'")
-    changed = num_base_samples is not None or num_edit_samples is not None
+    changed = sorted(k for k, v in (choice or {}).items() if v is not None)
     if changed and policy != "otf":
-        raise ValueError("--num-base-samples / --num-edit-samples change the OTF rule's candidates: use them with "
-                         "policy 'otf'")  # fmt: skip
-    agent = with_candidates(agent, num_base_samples, num_edit_samples)
+        raise ValueError(f"{', '.join(changed)} change the OTF rule: use them with policy 'otf'")
+    agent = with_choice(agent, **(choice or {}))
     env = make_run_env(cfg, render=video is not None)
     seed = evaluation_seed(cfg) if seed is None else seed
     result = evaluate(agent, env, episodes, seed, policy=policy, video=video, video_episodes=video_episodes)
     if video is not None:
         result["video"] = str(video)
     if changed:
-        result["candidates"] = {k: getattr(agent.options, k) for k in ("num_base_samples", "num_edit_samples")}
+        result["choice"] = {k: getattr(agent.options, k) for k in CHOICE_FIELDS}
     return {"run": str(run_dir), "env_step": step, "seed": seed, **result}
