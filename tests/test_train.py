@@ -378,3 +378,14 @@ def test_eval_base_evaluates_the_base_alone_at_every_evaluation(tmp_path, monkey
     assert main(["eval", str(out), "--policy", "base", "--episodes", str(cfg.eval_episodes)]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["eval_base/success"] == evals[-1]["eval_base/success"]
+
+
+def test_with_choice_changes_only_the_otf_rule_and_refuses_the_rest():
+    from expoft.train.evaluate import with_choice
+
+    agent = object()
+    assert with_choice(agent) is agent and with_choice(agent, num_base_samples=None) is agent  # nothing to change
+    with pytest.raises(ValueError, match="not \\['edit_scale'\\]"):
+        with_choice(agent, edit_scale=0.1)
+    with pytest.raises(ValueError, match="--num-edit-samples apply to agents that choose among base samples"):
+        with_choice(agent, num_edit_samples=0)
