@@ -21,7 +21,10 @@ import argparse
 import json
 from pathlib import Path
 
+from expoft.agents.expo import ACT_SCORES
 from expoft.train.evaluate import evaluate_run, paired_difference
+
+SCORES = " or ".join(ACT_SCORES)
 
 
 def parse_set(text: str) -> dict:
@@ -31,10 +34,10 @@ def parse_set(text: str) -> dict:
         base, edits = (int(x) for x in counts.split("+"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"a candidate set is N+M or N+M:SCORE (N base samples, M edited, SCORE subset-min or mean), got {text!r}"
+            f"a candidate set is N+M or N+M:SCORE (N base samples, M edited, SCORE {SCORES}), got {text!r}"
         ) from None
-    if score not in ("", "subset-min", "mean"):
-        raise argparse.ArgumentTypeError(f"SCORE of {text!r} must be subset-min or mean")
+    if score and score not in ACT_SCORES:
+        raise argparse.ArgumentTypeError(f"SCORE of {text!r} must be {SCORES}")
     return {"num_base_samples": base, "num_edit_samples": edits, "act_score": score or None}
 
 

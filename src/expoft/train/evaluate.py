@@ -210,15 +210,15 @@ def evaluate_run(
     cfg, agent, step = load_run_agent(run_dir, checkpoint)
     if policy == "base" and not agent.has_base:
         raise ValueError(f"the agent of {run_dir} ({cfg.algorithm}) has no base policy; evaluate it with policy 'otf'")
-    changed = sorted(k for k, v in (choice or {}).items() if v is not None)
-    if changed and policy != "otf":
-        raise ValueError(f"{', '.join(changed)} change the OTF rule: use them with policy 'otf'")
-    agent = with_choice(agent, **(choice or {}))
+    choice = {k: v for k, v in (choice or {}).items() if v is not None}
+    if choice and policy != "otf":
+        raise ValueError(f"{', '.join(sorted(choice))} change the OTF rule: use them with policy 'otf'")
+    agent = with_choice(agent, **choice)
     env = make_run_env(cfg, render=video is not None)
     seed = evaluation_seed(cfg) if seed is None else seed
     result = evaluate(agent, env, episodes, seed, policy=policy, video=video, video_episodes=video_episodes)
     if video is not None:
         result["video"] = str(video)
-    if changed:
+    if choice:
         result["choice"] = {k: getattr(agent.options, k) for k in CHOICE_FIELDS}
     return {"run": str(run_dir), "env_step": step, "seed": seed, **result}
