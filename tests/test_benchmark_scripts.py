@@ -1,5 +1,5 @@
-"""benchmarks/acceptance.py, room.py and screens.py on made-up bench folders: the verdicts and
-figures they print follow from the runs' summaries."""
+"""benchmarks/acceptance.py, room.py, screens.py, candidate_sets.py and eval_cost.py on made-up
+bench folders: the verdicts and figures they print follow from the runs' summaries and logs."""
 
 from __future__ import annotations
 
@@ -157,3 +157,27 @@ def test_candidate_sets_pairs_every_set_with_the_runs_own_rule(tmp_path, monkeyp
     assert rows["2+0"]["choice"] == {"num_base_samples": 2, "num_edit_samples": 0, "act_score": "subset-min"}
     assert rows["4+2:mean"]["choice"] == {"num_base_samples": 4, "num_edit_samples": 2, "act_score": "mean"}
     assert rows["base"]["minus_base"] == [0.0, 0.0, 0.0]
+
+
+def test_eval_cost_takes_an_evaluation_as_its_interval_less_updates_and_the_plain_remainder(tmp_path):
+    grid = tmp_path / "grid"
+    write_run(grid, "expo-ft", 0, 0.8, 0.6)
+    # logged every 250 env steps: updates 10 s and acting 1 s per interval, 4 s of stepping;
+    # the interval after each evaluation holds 30 s more; a resume breaks one interval off
+    lines, elapsed, update, act = [], 0.0, 0.0, 0.0
+    for step in range(250, 2001, 250):
+        elapsed, update, act = elapsed + 15 + (30 if step in (1250, 2000) else 0), update + 10, act + 1
+        if step == 1500:
+            lines.append({"phase": "resume", "env_step": 1400})
+            elapsed += 500  # the interval across the resume is left out
+        lines.append({"env_step": step, "time/elapsed_s": elapsed, "time/update_s": update, "time/act_s": act})
+        if step in (1000, 1750):
+            lines.append({"env_step": step, "eval/success": 0.5})
+    lines.append({"env_step": 2000, "eval/success": 0.5})
+    (grid / "runs/expo-ft/seed0/metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    [row] = run_script("eval_cost", grid)
+    assert row["seconds_per_evaluation"] == 30.0 and row["evaluations"] == 3
+    assert row["share"] == pytest.approx(90 / (elapsed + 30), abs=1e-3)
+    done = subprocess.run([sys.executable, "benchmarks/eval_cost.py", str(tmp_path / "missing")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
