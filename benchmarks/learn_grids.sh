@@ -221,8 +221,10 @@ grid_args() {
 # edit of this file (a git pull) during a grid of hours would otherwise break the running one.
 main() {
   [ $# -gt 0 ] || { grid_args help; exit 2; }
-  local name status failed=()
+  local name status failed=() check=
+  [ "$1" = --check ] && { check=1; shift; }  # only whether every name is a grid of this script
   for name in "$@"; do grid_args "$name"; done
+  [ -z "$check" ] || exit 0
   for name in "$@"; do
     grid_args "$name"
     status=0

@@ -75,11 +75,14 @@ BOTH=()
 # sessions where RUNS_DIR is kept), the last runs the vs-QC verdict on scene needs.
 WIDE=(learn-p2-scene@qc)
 # Scene's BC (minutes a run) before the rest of lane 0: the learn grids' last cheap column
-# (fifteenth session).
-LANE0=(expo-ft-p2-scene learn-p2-scene@bc qcchoice-p2-scene@expo-ft:0 learn-p2-scene
-  learn-p1-cube-double online-base-p1-cube-single)
+# (fifteenth session). Sixteenth session: what the issue's item 7 still needs (scene's BC, plain
+# EXPO on the three learn grids: ~7 CPU hours a lane) before the screens that ask "what would"
+# (qcchoice's seed 0 from 3,250, the self-imitation control, the online-base seeds 1-2), and
+# learn-p1-cube-double moved to lane 1 so that the two lanes end together.
+LANE0=(expo-ft-p2-scene learn-p2-scene@bc learn-p2-scene qcchoice-p2-scene@expo-ft:0
+  online-base-p1-cube-single)
 LANE1=(offline-p2-scene@expo-ft:0 offline-p2-scene recover-p1-cube-double learn-p1-cube-single@qc
-  selfimit-p1-cube-double learn-p1-cube-single)
+  learn-p1-cube-single learn-p1-cube-double selfimit-p1-cube-double)
 
 # The expo-ft runs of a learn-* grid that an earlier grid made.
 shared_source() {
@@ -199,6 +202,14 @@ queue_alive() {  # whether the queue started for this RUNS_DIR (its lanes are it
   [ -f "$RUNS_DIR/queue.pid" ] && kill -0 "$(cat "$RUNS_DIR/queue.pid")" 2> /dev/null
 }
 
+check_items() {  # $@: lane items (default: every item of the plan); exits 2 naming a bad one
+  local item grids=()
+  [ $# -gt 0 ] || set -- "${WIDE[@]}" "${BOTH[@]}" "${LANE0[@]}" "${LANE1[@]}"
+  for item in "$@"; do grids+=("${item%%@*}"); done
+  bash benchmarks/learn_grids.sh --check "${grids[@]}" ||
+    { echo "a lane item of $0 names no grid of benchmarks/learn_grids.sh (above): fix it first" >&2; exit 2; }
+}
+
 main() {
   cd "$(dirname "$0")/.."
   RUNS_DIR=$(realpath -m "${RUNS_DIR:-runs}")
@@ -208,12 +219,16 @@ main() {
   RUNS_PATTERN="expoft([.]cli finetune|[.]cli extend| extend) .*(--out|--resume) $RUNS_DIR/"
   export RUNS_DIR
   case "${1:-}" in
+    check)  # every item (those named, or all of WIDE, BOTH and the lanes) names a grid
+      check_items "${@:2}"
+      ;;
     start)
       [ -z "$(benches)" ] || { echo "benches of $RUNS_DIR are running already: $(benches | xargs)" >&2; exit 1; }
       # a queue told to stop goes on exporting for a moment after its benches end: a start then
       # would let its lanes see no stop file and carry on beside the new ones
       ! queue_alive || { echo "the queue of $RUNS_DIR (pid $(cat "$RUNS_DIR/queue.pid")) still runs: stop it first" >&2; exit 1; }
       [ -x .venv/bin/expoft ] || bash scripts/setup.sh
+      check_items  # after the setup (a grid may ask the package): a misspelt item would end its lane hours later
       mkdir -p "$RUNS_DIR"
       rm -f "$RUNS_DIR/queue.stop"
       nohup bash "$0" queue >> "$RUNS_DIR/queue-both.log" 2>&1 &
@@ -265,7 +280,7 @@ main() {
       print_status
       ;;
     *)
-      echo "usage: RUNS_DIR=DIR bash benchmarks/learn_queue.sh start|status|stop|pause|cont" >&2
+      echo "usage: RUNS_DIR=DIR bash benchmarks/learn_queue.sh start|status|stop|pause|cont|check [ITEM...]" >&2
       exit 2
       ;;
   esac

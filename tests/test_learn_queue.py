@@ -246,3 +246,18 @@ def test_an_extension_lane_item_extends_the_finished_source_runs_and_exports_the
     assert (exported / "seed2/summary.json").read_text() == '{"env_steps": 10000}'
     assert (exported / "seed2.log").read_text() == "its log"
     assert not (exported / "seed2/checkpoints").exists() and not (exported / "seed0").exists()
+
+
+def test_check_accepts_the_plan_and_names_a_misspelt_item(tmp_path):
+    env = {**os.environ, "RUNS_DIR": str(tmp_path / "runs")}
+
+    def check(*items: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "benchmarks/learn_queue.sh", "check", *items], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    plan = check()  # WIDE, BOTH and both lanes as the script lists them
+    assert plan.returncode == 0, plan.stderr
+    bad = check("learn-p2-scene@bc", "learn-p1-cube-singel@qc")
+    assert bad.returncode == 2
+    assert "unknown grid 'learn-p1-cube-singel'" in bad.stderr and "fix it first" in bad.stderr
+    assert not (tmp_path / "runs").exists()  # a check starts nothing
