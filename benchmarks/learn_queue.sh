@@ -24,61 +24,28 @@
 set -euo pipefail
 
 # A lane item is GRID or GRID@RUNS (RUNS: `expoft bench --only`, e.g. learn-p1-cube-single@bc):
-# only those runs of the grid now, the rest by a later item. A session is ~3 hours and its
-# machine may not keep RUNS_DIR: runs checkpoint every 1000 env steps and resume from there.
-# On the defaults since 2026-12-06 (seventh session: the target-candidate cache) a P1 EXPO-FT
-# run costs ~1 CPU hour, P1 QC and P2 scene runs more. A grid belongs to one lane (two benches
-# cannot share a folder).
-# Lane 0 runs EXPO-FT on P2 scene, where the base alone is weak (0.0-0.2) and the critic's choice has the
-# most room (chunked EXPO gained +0.81 there), then learn-p2-scene's QC runs (the issue's second
-# criterion, EXPO-FT >= QC - 0.05, needs them on every grid; ~2 CPU hours of offline phase each
-# before its online phase), with the first seed of qcchoice-p2-scene after QC's first (EXPO-FT
-# choosing among QC's 32 base samples, no edit: does the choice set explain QC's lead on scene?),
-# then its expo and bc runs, and last the online-base screen's seeds 1-2 (exact, ~2 CPU hours
-# each; seed 0 showed no difference).
-# Lane 1 begins (twelfth session) with offline-p2-scene's seed 0 (EXPO-FT given QC's offline phase:
-# QC's scene seed 0 began its online phase at 0.68 with its base alone at 0.04). Its earlier items
-# (reordered in the ninth session, 2026-12-07, now done): recover-p1-cube-double first (P1's agent on
-# demos with a recovery gained +0.10 after RL on cube-single, 3 seeds, against +0.04 on P1's
-# demos: the lead for "what would"; ~1 hour a run), then the P1 learn grids' QC runs, the
-# self-imitation control selfimit-p1-cube-double (EXPO-FT without a choice: how much of the
-# choice's gain its base takes over), the learn grids' expo runs (their expo-ft and bc runs are
-# done). longer-p1-cube-double's seed 2 (the cube-double gate's cached runs extended from 5k to
-# 10k env steps; seeds 0-1 showed no growth of policy - base) left the lane in the twelfth
-# session: `expoft extend` needs its source run's checkpoints, lost with an earlier RUNS_DIR, so
-# it would cost 2 CPU hours for a question two seeds answered. Done, and left out of the lanes: the cache gate
-# (cache-p1-cube-{single,double}-{exact,cached}), demoagent- and recover-p1-cube-single, and
-# seed 0 of the lever screens (cands16-, actmean-, actor4-p1-cube-single: no gain over their
-# control, docs/results/learn.md); their seeds 1-2 only if another task shows a lever worth them.
-# Reordered in the eleventh session (2026-12-07), which found RUNS_DIR gone with scene QC seed 0's
-# 2.2-hour offline phase: the P1 QC runs went first on both lanes (cube-single's 3 seeds and
-# cube-double's seeds 0-1 finished); cube-double's seed 2 then ran WIDE (below, 29 wall min),
-# scene's QC seed 0 runs WIDE next, and learn-p1-cube-double's expo runs are lane 0's.
-# BOTH: items run first, with both cores (the bench runs two at a time, each pinned to a core of its
-# own), before the lanes start: two runs of one grid that must both finish within a session.
-# The fourteenth session ran offline-p2-scene's seeds 1-2 so (112-114 wall minutes; done).
-BOTH=()
-# WIDE: items run before BOTH, one run at a time, unpinned: XLA's thread pool (a thread per core,
-# even under --single-thread) computes it on both cores. For a run longer than a session on one
-# core, which a machine that does not keep RUNS_DIR would lose half done: QC's update on scene's
-# offline phase takes 417-420 ms per critic step on both cores against 765 pinned to one, 1.83x
-# (benchmarks/throughput.py --variant qc-exact --calls 3, idle machine, 2026-12-07), so a scene
-# QC run was expected to take ~2.3 hours (it took more: below).
-# Scene's first QC run (the vs-QC verdict on scene needs it). Measured in the twelfth session: its
-# offline phase took 75 min wide, its online phase ~4.6 s an update call (~80 min for 5k env
-# steps), so even wide a scene QC run (~3 hours) does not fit a session: it resumes from its
-# checkpoints where RUNS_DIR is kept (seed 0 finished so, in the thirteenth session). Its seeds 1-2
-# were lane 0's (learn-p2-scene@qc) until the fourteenth session moved them here (below). Lane 1
-# screens QC's offline phase for EXPO-FT (offline-p2-scene): its seed 0 started at 0.64 before RL
-# where EXPO-FT without it starts at 0.02-0.18 (thirteenth session), so its seeds 1-2 come next.
-# From the fourteenth session: scene's QC seeds 1-2 WIDE (~3 hours each: each resumes across
-# sessions where RUNS_DIR is kept), the last runs the vs-QC verdict on scene needs.
+# only those runs of the grid now, the rest by a later item. A grid belongs to one lane (two
+# benches cannot share a folder). A session is ~3 hours and its machine may not keep RUNS_DIR:
+# runs checkpoint every 1000 env steps and resume from there; an item already finished costs
+# nothing (its runs are skipped), so done items stay listed and a fresh machine redoes none.
+# Costs on one core: a P1 EXPO-FT, QC or chunked-EXPO run ~1 hour, a scene run ~2, BC minutes to
+# ~1/4 hour (its evaluations). Why each grid exists, and what the finished ones showed:
+# docs/results/learn.md ("Where it stands" lists what is still to run, in this order).
+#
+# WIDE: before everything else, one run at a time, unpinned: XLA's thread pool (a thread per core,
+# even under --single-thread) computes it on both cores, 1.83x faster than pinned to one on QC's
+# scene update (benchmarks/throughput.py --variant qc-exact). For runs longer than a session on
+# one core that the acceptance waits on: scene's QC (the vs-QC verdict on scene), ~3 wall hours a
+# run even so (offline phase ~75 min, online ~80-100), resumed across sessions.
 WIDE=(learn-p2-scene@qc)
-# Scene's BC (minutes a run) before the rest of lane 0: the learn grids' last cheap column
-# (fifteenth session). Sixteenth session: what the issue's item 7 still needs (scene's BC, plain
-# EXPO on the three learn grids: ~7 CPU hours a lane) before the screens that ask "what would"
-# (qcchoice's seed 0 from 3,250, the self-imitation control, the online-base seeds 1-2), and
-# learn-p1-cube-double moved to lane 1 so that the two lanes end together.
+# BOTH: next, both cores, the bench running two runs at a time, each pinned to a core of its own:
+# two runs of one grid that must both finish within a session.
+BOTH=()
+# Then two lanes, one per core, balanced (~7 CPU hours each in the sixteenth session): first what
+# the issue's item 7 still needs (scene's BC, plain EXPO on the three learn grids), then the
+# screens that ask "what would" (qcchoice's seed 0 from env step 3,250: EXPO-FT choosing among
+# QC's 32 base samples; the self-imitation control selfimit-p1-cube-double; the online-base
+# screen's seeds 1-2).
 LANE0=(expo-ft-p2-scene learn-p2-scene@bc learn-p2-scene qcchoice-p2-scene@expo-ft:0
   online-base-p1-cube-single)
 LANE1=(offline-p2-scene@expo-ft:0 offline-p2-scene recover-p1-cube-double learn-p1-cube-single@qc
