@@ -28,9 +28,10 @@ set -euo pipefail
 # benches cannot share a folder). A session is ~3 hours and its machine may not keep RUNS_DIR:
 # runs checkpoint every 1000 env steps and resume from there; an item already finished costs
 # nothing (its runs are skipped), so done items stay listed and a fresh machine redoes none.
-# Costs on one core: a P1 EXPO-FT, QC or chunked-EXPO run ~1 hour, a scene run ~2, BC 6-12 minutes on
-# P1, ~1/2 hour on scene (pretraining, evaluations). Why each grid exists, and what the finished ones showed:
-# docs/results/learn.md ("Where it stands" lists what is still to run, in this order).
+# Costs on one core: a P1 EXPO-FT, QC or chunked-EXPO run ~1 hour, a scene run ~2, BC 6-12
+# minutes on P1 and ~1/2 hour on scene (pretraining, evaluations). Why each grid exists, and
+# what the finished ones showed: docs/results/learn.md ("Where it stands" lists what is still
+# to run, in this order).
 #
 # WIDE: before everything else, one run at a time, unpinned: XLA's thread pool (a thread per core,
 # even under --single-thread) computes it on both cores, 1.83x faster than pinned to one on QC's
