@@ -5,6 +5,7 @@
 #   bash benchmarks/learn_grids.sh cache-p1-cube-single   # exact vs cached targets, 3 seeds each
 #   bash benchmarks/learn_grids.sh learn-p1-cube-single   # expo, expo-ft, qc, bc; 3 seeds
 #   LEARN_ARGS="--jobs 2" bash benchmarks/learn_grids.sh learn-p2-scene   # extra bench flags
+#   bash benchmarks/learn_grids.sh --check GRID...             # only whether each names a grid here
 #
 # Grids (runs in $RUNS_DIR/<grid>/, default runs/; exported without checkpoints to
 # benchmarks/results/<grid>/). A grid outlasts a session: keep RUNS_DIR outside the work tree
