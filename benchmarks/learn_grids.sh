@@ -2,7 +2,7 @@
 # The grids of issue "EXPO that learns", on the current (faithful) defaults, each resumable:
 # rerun and finished runs are skipped, killed ones resume from their checkpoints.
 #
-#   bash benchmarks/learn_grids.sh cache-p1-cube-single   # exact vs cached targets, 3 seeds each
+#   bash benchmarks/learn_grids.sh cache-p1-cube-single-cached   # EXPO-FT on the cache, 3 seeds
 #   bash benchmarks/learn_grids.sh learn-p1-cube-single   # expo, expo-ft, qc, bc; 3 seeds
 #   LEARN_ARGS="--jobs 2" bash benchmarks/learn_grids.sh learn-p2-scene   # extra bench flags
 #   bash benchmarks/learn_grids.sh --check GRID...             # only whether each names a grid here
