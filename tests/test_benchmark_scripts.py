@@ -181,3 +181,9 @@ def test_eval_cost_takes_an_evaluation_as_its_interval_less_updates_and_the_plai
     done = subprocess.run([sys.executable, "benchmarks/eval_cost.py", str(tmp_path / "missing")], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode != 0 and "Traceback" not in done.stderr
+
+
+def test_every_benchmark_script_is_in_the_index():
+    index = (ROOT / "benchmarks/README.md").read_text()
+    scripts = sorted(p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh"))
+    assert scripts and [name for name in scripts if f"`{name}`" not in index] == []
