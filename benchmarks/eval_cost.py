@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from expoft.bench.stats import load_bench_or_exit
+from expoft.fileio import read_metrics
 
 
 def _intervals(lines: list[dict]) -> tuple[list[float], list[float], float | None]:
@@ -56,10 +57,13 @@ def _intervals(lines: list[dict]) -> tuple[list[float], list[float], float | Non
     return with_eval, without, last
 
 
-def run_share(metrics: Path) -> dict | None:
+def run_share(run_dir: Path) -> dict | None:
     """One run's evaluation cost: ``{"eval_s", "evals", "elapsed_s"}``, or None without the
     intervals to tell (no evaluation inside the online phase, or no plain interval)."""
-    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    try:
+        lines = read_metrics(run_dir)
+    except ValueError as e:  # a damaged metrics.jsonl: its message says where
+        raise SystemExit(str(e)) from None
     with_eval, without, last = _intervals(lines)
     if not with_eval or not without or last is None:
         return None
@@ -73,8 +77,8 @@ def shares(bench_dir: Path) -> list[dict]:
     _, runs = load_bench_or_exit(bench_dir)
     by_method: dict[str, list[dict]] = {}
     for run in runs:
-        metrics = run.run_dir / "metrics.jsonl"
-        if run.finished and metrics.exists() and (share := run_share(metrics)) is not None:
+        has_metrics = (run.run_dir / "metrics.jsonl").exists()
+        if run.finished and has_metrics and (share := run_share(run.run_dir)) is not None:
             by_method.setdefault(run.method, []).append(share)
     out = []
     for method, values in sorted(by_method.items()):
